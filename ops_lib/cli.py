@@ -1,0 +1,273 @@
+"""The shared command-line layer: common options, and the one wrapper that runs a job.
+
+`run_tool` is where every expected failure becomes one line and an exit code, where the run
+lock, the run ledger, signals, alerts and the renderer are applied, the same way for every tool.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+import click
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+from . import alerts
+from .db import Database, connect, describe_db_error
+from .errors import EXIT_FAILED, BadInput, OpsError
+from .ledger import RunLedger, new_run_id
+from .locks import run_lock
+from .render import choose_mode, render
+from .result import LOCK_HELD, JobResult
+from .runtime import Budget, RunContext, StopSignal
+from .schema import system_settings
+from .settings import SETTINGS, Settings, load_settings, mask_url
+
+log = logging.getLogger("ops")
+
+Job = Callable[..., JobResult]
+
+
+def common_options(writes: bool = True) -> Callable:
+    """The options every tool takes, defined once; `--execute` only for tools that write."""
+
+    def decorate(command: Callable) -> Callable:
+        options = [
+            click.option("--json", "json_output", is_flag=True,
+                         help="Print one JSON object on stdout instead of a table."),
+            click.option("--max-runtime", type=click.FloatRange(min=0, min_open=True),
+                         default=None, metavar="SECONDS",
+                         help="Stop claiming new work when this budget is near; finish cleanly."),
+            click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+                         help="Also append log lines here (env OPS_LOG_FILE)."),
+            click.option("--quiet", is_flag=True, help="Log warnings and errors only."),
+            click.option("--debug", is_flag=True,
+                         help="Log debug lines and show tracebacks of failures."),
+            click.option("--database-url", default=None, metavar="URL",
+                         help="SQLAlchemy URL (env OPS_DATABASE_URL; default: embedded SQLite)."),
+        ]
+        if writes:
+            options.insert(0, click.option(
+                "--execute", is_flag=True,
+                help="Apply the changes. Without it the tool is a dry run that changes nothing."))
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+class _RedactSecrets(logging.Filter):
+    """Belt and braces: no secret value leaves the process through a log line."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 3]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+def configure_logging(tool: str, quiet: bool, debug: bool, log_file: str | None,
+                      secrets: list[str]) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    formatter = logging.Formatter(
+        f"%(asctime)s %(levelname)s {tool}[%(process)d] %(message)s", "%Y-%m-%dT%H:%M:%SZ"
+    )
+    formatter.converter = time.gmtime
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    redact = _RedactSecrets(secrets)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(redact)
+        root.addHandler(handler)
+    root.setLevel(level)
+    # Keep library chatter (SDK retries, pool) out of operators' logs unless debugging.
+    for noisy in ("urllib3", "google", "firebase_admin", "filelock", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _secret_values(settings: Settings) -> list[str]:
+    from sqlalchemy.engine import make_url
+
+    secrets = []
+    for name, setting in SETTINGS.items():
+        value = getattr(settings, name)
+        if setting.secret and value:
+            if name == "database_url":
+                value = make_url(value).password
+            secrets.append(str(value) if value else "")
+    return secrets
+
+
+def read_table_settings(db: Database) -> dict[str, str]:
+    """Rows of `system_settings` (an absent table means none)."""
+    try:
+        return db.run(
+            lambda conn: dict(conn.execute(select(system_settings.c.name, system_settings.c.value)).all()),
+            write=False,
+            what="settings",
+        )
+    except DBAPIError:
+        return {}
+
+
+def run_tool(
+    tool: str,
+    job: Job,
+    options: dict[str, Any],
+    *,
+    lock: bool = True,
+    creates_schema: bool = False,
+    validate: Callable[[Settings], list[str]] | None = None,
+    **job_args: Any,
+) -> None:
+    """Run a job the way every tool runs; never returns (exits with the result's code)."""
+    debug = options.get("debug", False)
+    dry_run = not options.get("execute", False)
+    try:
+        settings = load_settings(
+            {"database_url": options.get("database_url"), "log_file": options.get("log_file")}
+        )
+        problems = validate(settings) if validate else []
+        if problems:
+            raise BadInput(*problems)
+    except OpsError as exc:
+        _fail_line(exc, debug)
+        sys.exit(exc.exit_code)
+
+    configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
+                      _secret_values(settings))
+    mode = choose_mode(options.get("json_output", False))
+    run_id = new_run_id()
+    result: JobResult | None = None
+    stop = StopSignal()
+    held_lock = None
+    db: Database | None = None
+    try:
+        db = connect(settings.database_url)
+        settings = settings.with_table(read_table_settings(db))
+        log.info("%s on %s (%s)%s", "dry run" if dry_run else "execute", db.display_url,
+                 db.caps.server_version, f", run {run_id}")
+        ledger = RunLedger(db, tool, run_id, _ledger_args(options, job_args), dry_run)
+        try:
+            ledger.start()
+            ledger_started = True
+        except OpsError:
+            if not creates_schema:
+                raise
+            ledger_started = False  # the schema tool records its run once the table exists
+        if lock:
+            held_lock = run_lock(db, tool, settings.lock_dir)
+            if not held_lock.acquire():
+                log.info("skipped: %s (lock %s)", LOCK_HELD, held_lock.name)
+                result = JobResult(tool, dry_run, status="skipped", stop_reason=LOCK_HELD)
+        if result is None:
+            alerts.ping(settings, "start")
+            stop.install()
+            context = RunContext(
+                db=db, settings=settings, run_id=run_id, tool=tool, dry_run=dry_run,
+                budget=Budget(options.get("max_runtime")), stop=stop,
+                heartbeat=ledger.heartbeat, show_progress=mode == "terminal",
+            )
+            result = job(context, **job_args)
+        result.run_id = run_id
+        if stop.is_set() and result.status == "ok":
+            result.status = "interrupted"
+        if not ledger_started:
+            try:
+                ledger.start()
+                ledger_started = True
+            except OpsError:
+                log.info("no run ledger yet (ops_job_runs does not exist): run not recorded")
+        if ledger_started:
+            ledger.finish(result)
+    except OpsError as exc:
+        _fail_line(exc, debug)
+        result = _record_failure(db, tool, run_id, dry_run, str(exc), options, job_args)
+        _alert(settings, result)
+        sys.exit(exc.exit_code)
+    except DBAPIError as exc:
+        message = f"database error: {describe_db_error(exc)}"
+        _fail_line(OpsError(message), debug, exc)
+        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
+        _alert(settings, result)
+        sys.exit(EXIT_FAILED)
+    except Exception as exc:  # the last line of defence: one line, the traceback on --debug
+        message = f"unexpected {type(exc).__name__}: {exc}"
+        _fail_line(OpsError(message), debug, exc)
+        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
+        _alert(settings, result)
+        sys.exit(EXIT_FAILED)
+    finally:
+        stop.restore()
+        if held_lock is not None:
+            held_lock.release()
+
+    render(result, mode)
+    log.info("stopped: %s", result.stop_reason)
+    if result.status != "skipped":
+        _alert(settings, result)
+    if db is not None:
+        db.engine.dispose()
+    sys.exit(result.final_exit_code())
+
+
+def _alert(settings: Settings, result: JobResult | None) -> None:
+    if result is not None:
+        alerts.finished(settings, result)
+
+
+def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in options.items() if k not in ("database_url",) and v not in (None, False)}
+    if options.get("database_url"):
+        shown["database_url"] = mask_url(options["database_url"])
+    shown.update(job_args)
+    return shown
+
+
+def _record_failure(db, tool, run_id, dry_run, message, options, job_args) -> JobResult:
+    """Close the ledger row as failed, if there is a database to write it to."""
+    result = JobResult(tool, dry_run, status="failed", stop_reason="error", error=message,
+                       run_id=run_id)
+    if db is None:
+        return result
+    try:
+        ledger = RunLedger(db, tool, run_id, _ledger_args(options, job_args), dry_run)
+        ledger.finish(result)
+    except Exception as exc:  # the ledger is best effort once the run has already failed
+        log.debug("could not record the failure in the ledger: %s", exc)
+    return result
+
+
+def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -> None:
+    if debug:
+        traceback.print_exception(cause or exc, file=sys.stderr)
+    click.echo(f"error: {exc}", err=True)
+
+
+def tool_main(command: click.Command) -> Callable[[], None]:
+    """Entry point for `if __name__ == "__main__"`: click with the toolkit's exit codes."""
+
+    @functools.wraps(command)
+    def main() -> None:
+        command(prog_name=os.path.basename(sys.argv[0]))
+
+    return main

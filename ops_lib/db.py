@@ -1,0 +1,207 @@
+"""Database access: the engine, what the server can do, transactions, and transient-error retry."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .errors import DatabaseUnavailable
+from .settings import mask_url
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# MySQL/MariaDB error codes worth another try: deadlock, lock wait timeout, server gone away,
+# lost connection, too many connections, query interrupted by a restart.
+MYSQL_TRANSIENT_CODES = {1213, 1205, 2006, 2013, 1040, 1927, 1317}
+# Cannot connect at all, or login refused: the run fails at once with one line.
+MYSQL_UNREACHABLE_CODES = {2003, 2005, 1045, 1049, 1044}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the connected server offers, detected from its version."""
+
+    dialect: str  # "mysql" or "sqlite"
+    server_version: str
+    is_mariadb: bool
+    skip_locked: bool
+    named_locks: bool
+
+    @property
+    def is_mysql(self) -> bool:
+        return self.dialect == "mysql"
+
+
+@dataclass
+class Database:
+    engine: Engine
+    caps: Capabilities
+    url: str
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.url)
+
+    @contextmanager
+    def begin(self, write: bool = True) -> Iterator[Connection]:
+        """A transaction; on SQLite a writing one takes the write lock up front (BEGIN IMMEDIATE)."""
+        with self.engine.connect() as conn:
+            if write:
+                conn = conn.execution_options(ops_write=True)
+            with conn.begin():
+                yield conn
+
+    def run(self, work: Callable[[Connection], T], write: bool = True, what: str = "") -> T:
+        """Run `work` in one transaction, retried on transient errors with capped backoff."""
+        return retry_transient(lambda: self._once(work, write), what=what)
+
+    def _once(self, work: Callable[[Connection], T], write: bool) -> T:
+        with self.begin(write=write) as conn:
+            return work(conn)
+
+
+def mysql_error_code(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", None)
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Deadlock, lock wait timeout, lost connection, or SQLite's busy database."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = mysql_error_code(exc)
+    if code is not None:
+        return code in MYSQL_TRANSIENT_CODES
+    if exc.connection_invalidated:
+        return True
+    message = str(getattr(exc, "orig", exc)).lower()
+    return isinstance(exc, OperationalError) and (
+        "database is locked" in message or "database table is locked" in message
+    )
+
+
+def retry_transient(
+    work: Callable[[], T],
+    attempts: int = 6,
+    base_delay: float = 0.05,
+    max_delay: float = 2.0,
+    what: str = "",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call `work`, retrying transient database errors with capped exponential backoff + jitter."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except DBAPIError as exc:
+            if not is_transient(exc) or attempt == attempts:
+                raise
+            delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            log.warning(
+                "transient database error%s (attempt %d of %d), retrying in %.2fs: %s",
+                f" in {what}" if what else "",
+                attempt,
+                attempts,
+                delay,
+                describe_db_error(exc),
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """A one-line description of a database error, without the SQL or any parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    args = getattr(orig, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy's begin event decide BEGIN vs BEGIN IMMEDIATE (pysqlite's own is wrong).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get("ops_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _mysql_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.drivername in ("mysql", "mariadb"):
+        parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
+    query = dict(parsed.query)
+    query.setdefault("charset", "utf8mb4")
+    parsed = parsed.set(query=query)
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        # Queue workers read what others committed after they waited for a row lock.
+        isolation_level="READ COMMITTED",
+        connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10},
+    )
+
+
+def _detect(engine: Engine) -> Capabilities:
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            version = conn.exec_driver_sql("select sqlite_version()").scalar_one()
+            return Capabilities("sqlite", version, False, skip_locked=False, named_locks=False)
+        version = conn.exec_driver_sql("select version()").scalar_one()
+    is_mariadb = "mariadb" in version.lower()
+    numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:3])
+    skip_locked = numbers >= ((10, 6, 0) if is_mariadb else (8, 0, 1))
+    return Capabilities("mysql", version, is_mariadb, skip_locked=skip_locked, named_locks=True)
+
+
+def connect(url: str) -> Database:
+    """Open the database, check it answers, and detect what it can do."""
+    backend = make_url(url).get_backend_name()
+    engine = _sqlite_engine(url) if backend == "sqlite" else _mysql_engine(url)
+    try:
+        caps = retry_transient(lambda: _detect(engine), attempts=3, what="connect")
+    except DBAPIError as exc:
+        engine.dispose()
+        raise DatabaseUnavailable(
+            f"cannot use the database at {mask_url(url)}: {describe_db_error(exc)}"
+        ) from exc
+    return Database(engine=engine, caps=caps, url=url)
+
+
+def table_exists(conn: Connection, name: str) -> bool:
+    from sqlalchemy import inspect
+
+    return inspect(conn).has_table(name)
+
+
+def ping(conn: Connection) -> None:
+    conn.execute(text("select 1"))

@@ -1,0 +1,93 @@
+"""Create the schema on an empty database, or reset a scratch one (support tool, never scheduled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Connection, func, inspect, select, text
+
+from ..errors import BadInput
+from ..result import JobResult
+from ..runtime import RunContext
+from ..schema import metadata
+from ..settings import REPO_ROOT
+
+SCHEMA_SQL = REPO_ROOT / "schema.sql"
+
+
+def schema_statements(path: Path = SCHEMA_SQL) -> list[str]:
+    """The statements of schema.sql, without comments."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+             if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def database_name(ctx: RunContext) -> str:
+    url = ctx.db.engine.url
+    if url.get_backend_name() == "sqlite":
+        return Path(url.database or ":memory:").name
+    return url.database or ""
+
+
+def missing_tables(conn: Connection) -> list[str]:
+    present = set(inspect(conn).get_table_names())
+    return [t.name for t in metadata.sorted_tables if t.name not in present]
+
+
+def create_schema(conn: Connection, is_mysql: bool) -> None:
+    """Create every missing table: from schema.sql on MySQL, from the metadata on SQLite."""
+    if is_mysql:
+        for statement in schema_statements():
+            conn.exec_driver_sql(statement)
+    else:
+        metadata.create_all(conn, checkfirst=True)
+
+
+def drop_schema(conn: Connection, is_mysql: bool) -> None:
+    if is_mysql:
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+    metadata.drop_all(conn, checkfirst=True)
+    if is_mysql:
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+
+
+def run(ctx: RunContext, action: str, confirm: str | None = None) -> JobResult:
+    result = JobResult(ctx.tool, ctx.dry_run)
+    name = database_name(ctx)
+    with ctx.db.begin(write=False) as conn:
+        missing = missing_tables(conn)
+        present = [t for t in metadata.sorted_tables if t.name not in missing]
+        rows = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in present}
+    result.counts.update(tables_missing=len(missing), tables_present=len(present))
+
+    if action == "create":
+        result.section("Tables to create", [{"table": t} for t in missing])
+        if not missing:
+            result.notes.append("every table of schema.sql exists: nothing to create")
+        elif ctx.dry_run:
+            source = "schema.sql" if ctx.db.caps.is_mysql else "the library's metadata"
+            result.notes.append(f"--execute would create {len(missing)} tables from {source}")
+        else:
+            with ctx.db.engine.begin() as conn:
+                create_schema(conn, ctx.db.caps.is_mysql)
+            result.counts["tables_created"] = len(missing)
+        return result
+
+    # reset: drop and recreate every table of the contract, on a scratch database only.
+    result.section("Tables to drop and recreate",
+                   [{"table": t, "rows": rows.get(t)} for t in rows] or [])
+    result.counts["rows_lost"] = sum(rows.values())
+    if ctx.dry_run:
+        result.notes.append(
+            f"--execute --confirm {name} would DROP {len(rows)} tables ({sum(rows.values())} rows) "
+            f"in database {name!r} and create them empty"
+        )
+        return result
+    if confirm != name:
+        raise BadInput(f"reset needs --confirm with the database name typed again ({name!r})")
+    with ctx.db.engine.begin() as conn:
+        drop_schema(conn, ctx.db.caps.is_mysql)
+        create_schema(conn, ctx.db.caps.is_mysql)
+    result.counts["tables_created"] = len(metadata.tables)
+    return result

@@ -1,0 +1,79 @@
+"""The run ledger: every run, dry or not, is a row in `ops_job_runs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import DBAPIError
+
+from .db import Database, describe_db_error
+from .errors import PreconditionFailed
+from .result import JobResult
+from .schema import ops_job_runs
+from .timeutil import utcnow
+
+HEARTBEAT_EVERY_SECONDS = 15.0
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RunLedger:
+    """Writes this run's row: inserted at start, heartbeats while it works, closed at the end."""
+
+    def __init__(self, db: Database, tool: str, run_id: str, args: dict, dry_run: bool):
+        self.db = db
+        self.tool = tool
+        self.run_id = run_id
+        self.args = args
+        self.dry_run = dry_run
+        self._last_beat = 0.0
+
+    def start(self) -> None:
+        now = utcnow()
+        row = {
+            "run_id": self.run_id,
+            "tool": self.tool,
+            "host": socket.gethostname()[:255],
+            "pid": os.getpid(),
+            "args": json.dumps(self.args, default=str, sort_keys=True),
+            "dry_run": self.dry_run,
+            "started_at": now,
+            "heartbeat_at": now,
+            "status": "running",
+        }
+        try:
+            self.db.run(lambda conn: conn.execute(insert(ops_job_runs).values(**row)), what="ledger")
+        except DBAPIError as exc:
+            raise PreconditionFailed(
+                f"cannot write the run ledger (ops_job_runs): {describe_db_error(exc)}; "
+                "create the schema first: python tools/manage_schema.py create --execute"
+            ) from exc
+        self._last_beat = time.monotonic()
+
+    def heartbeat(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last_beat < HEARTBEAT_EVERY_SECONDS:
+            return
+        self._last_beat = time.monotonic()
+        self._update(heartbeat_at=utcnow())
+
+    def finish(self, result: JobResult) -> None:
+        now = utcnow()
+        self._update(
+            heartbeat_at=now,
+            finished_at=now,
+            status=result.status,
+            stop_reason=result.stop_reason[:64],
+            counts=json.dumps(result.counts, sort_keys=True),
+            error=result.error,
+        )
+
+    def _update(self, **values) -> None:
+        statement = update(ops_job_runs).where(ops_job_runs.c.run_id == self.run_id).values(**values)
+        self.db.run(lambda conn: conn.execute(statement), what="ledger")

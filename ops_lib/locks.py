@@ -1,0 +1,85 @@
+"""The run lock: at most one copy of a tool at a time, released when its process dies.
+
+MySQL/MariaDB: `GET_LOCK` on a dedicated connection (the server frees it when the session ends,
+including when the process is killed). SQLite: an OS file lock (flock / LockFileEx) through
+`filelock`, which the kernel frees with the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol
+
+import filelock
+from sqlalchemy import Connection, text
+
+from .db import Database
+
+
+class RunLock(Protocol):
+    name: str
+
+    def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class MySqlRunLock:
+    def __init__(self, db: Database, name: str):
+        database = db.engine.url.database or ""
+        # GET_LOCK names are at most 64 characters and server-wide: scope them to the database.
+        self.name = f"ops:{database}:{name}"[:64]
+        self._db = db
+        self._conn: Connection | None = None
+
+    def acquire(self) -> bool:
+        conn = self._db.engine.connect()
+        got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": self.name}).scalar()
+        conn.commit()
+        if got == 1:
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": self.name})
+            self._conn.commit()
+        finally:
+            self._conn.close()
+            self._conn = None
+
+
+class FileRunLock:
+    def __init__(self, lock_dir: str | Path, db: Database, name: str):
+        # One lock file per (database, tool): two SQLite files never share a lock.
+        scope = hashlib.sha1(db.url.encode()).hexdigest()[:10]
+        self.name = name
+        self.path = Path(lock_dir) / f"{name}-{scope}.lock"
+        self._lock: filelock.BaseFileLock | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.path), timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            return False
+        self._lock = lock
+        return True
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def run_lock(db: Database, name: str, lock_dir: str | Path) -> RunLock:
+    """The right lock for this database: a server lock on MySQL, a file lock otherwise."""
+    if db.caps.named_locks:
+        return MySqlRunLock(db, name)
+    return FileRunLock(lock_dir, db, name)

@@ -1,0 +1,76 @@
+"""Email: SMTP with the standard library, or `.eml` files in the outbox when none is configured."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import uuid
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Mailer:
+    """Sends messages over one SMTP connection per batch, or writes them to the outbox."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._smtp: smtplib.SMTP | None = None
+
+    @property
+    def uses_outbox(self) -> bool:
+        return not self.settings.smtp_host
+
+    @property
+    def outbox(self) -> Path:
+        return Path(self.settings.outbox_dir) / "email"
+
+    def new_message(self, to: str, subject: str, body: str) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self.settings.smtp_from
+        message["To"] = to
+        message["Subject"] = subject
+        message["Date"] = formatdate(usegmt=True)
+        message["Message-ID"] = make_msgid(domain=self.settings.smtp_from.split("@")[-1])
+        message.set_content(body)
+        return message
+
+    def send(self, message: EmailMessage) -> str:
+        """Send (or write) one message; returns where it went."""
+        if self.uses_outbox:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            path = self.outbox / f"{uuid.uuid4().hex}.eml"
+            path.write_bytes(bytes(message))
+            return str(path)
+        self._connection().send_message(message)
+        return f"smtp://{self.settings.smtp_host}:{self.settings.smtp_port}"
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is None:
+            s = self.settings
+            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+            if s.smtp_starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if s.smtp_user:
+                smtp.login(s.smtp_user, s.smtp_password or "")
+            self._smtp = smtp
+        return self._smtp
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except smtplib.SMTPException:
+                pass
+            self._smtp = None
+
+    def __enter__(self) -> "Mailer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,121 @@
+"""One renderer for every job's result: a rich table on a terminal, plain lines otherwise, JSON.
+
+Results go to stdout; logs and progress go to stderr, so `tool > plan.txt` keeps a clean file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from .result import JobResult
+
+MODES = ("terminal", "plain", "json")
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True)
+
+
+def choose_mode(json_flag: bool, stream: TextIO | None = None) -> str:
+    if json_flag:
+        return "json"
+    stream = stream or sys.stdout
+    return "terminal" if stream.isatty() else "plain"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _plain_value(value: Any) -> str:
+    text = "-" if value is None else str(value)
+    return f'"{text}"' if (" " in text or not text) else text
+
+
+def _headline(result: JobResult) -> str:
+    mode = "dry run" if result.dry_run else "executed"
+    return f"{result.tool}: {mode}, status {result.status}"
+
+
+def render_plain(result: JobResult) -> str:
+    lines = [
+        f"{result.tool} run={result.run_id or '-'} dry_run={'yes' if result.dry_run else 'no'} "
+        f"status={result.status}"
+    ]
+    for section in result.sections:
+        key = section.title.lower().replace(" ", "_")
+        for row in section.rows:
+            fields = " ".join(f"{k}={_plain_value(row.get(k))}" for k in section.column_names())
+            lines.append(f"{key}: {fields}")
+    if result.counts:
+        lines.append("counts: " + " ".join(f"{k}={v}" for k, v in sorted(result.counts.items())))
+    if result.timings:
+        lines.append(
+            "timings: " + " ".join(f"{k}={v:.3f}s" for k, v in sorted(result.timings.items()))
+        )
+    lines.extend(f"note: {note}" for note in result.notes)
+    lines.extend(f"sql: {statement}" for statement in result.statements)
+    if result.error:
+        lines.append(f"error: {result.error}")
+    lines.append(f"stopped: {result.stop_reason}")
+    return "\n".join(lines) + "\n"
+
+
+def render_terminal(result: JobResult, console: Console) -> None:
+    style = {"ok": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow"}
+    console.print(f"[bold]{_headline(result)}[/]", style=style.get(result.status))
+    for section in result.sections:
+        table = Table(title=section.title, title_justify="left")
+        columns = section.column_names()
+        for name in columns:
+            table.add_column(name)
+        for row in section.rows:
+            table.add_row(*(_cell(row.get(name)) for name in columns))
+        if not section.rows and columns:
+            table.add_row("(none)", *[""] * (len(columns) - 1))
+        console.print(table)
+    if result.counts:
+        table = Table(title="Counts", title_justify="left")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        for name, value in sorted(result.counts.items()):
+            table.add_row(name, _cell(value))
+        console.print(table)
+    if result.timings:
+        console.print(
+            "timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in sorted(result.timings.items()))
+        )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for statement in result.statements:
+        console.print(f"[cyan]sql:[/] {statement}", highlight=False, markup=False)
+    if result.error:
+        console.print(f"[red]error:[/] {result.error}", highlight=False)
+    console.print(f"stopped: {result.stop_reason}", highlight=False)
+
+
+def render_json(result: JobResult) -> str:
+    return json.dumps(result.to_dict(), default=str, sort_keys=True) + "\n"
+
+
+def render(result: JobResult, mode: str, stream: TextIO | None = None) -> None:
+    """Write the result to stdout (or `stream`) in one of the three modes."""
+    stream = stream or sys.stdout
+    if mode == "json":
+        stream.write(render_json(result))
+    elif mode == "terminal":
+        render_terminal(result, Console(file=stream, force_terminal=stream.isatty() or None))
+    else:
+        stream.write(render_plain(result))
+    stream.flush()

@@ -1,0 +1,73 @@
+"""The one result type every job returns; the renderer draws it, the ledger stores it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EXIT_FAILED, EXIT_OK
+
+# Why a run stopped; always printed and written to the ledger.
+DONE = "no more work"
+BUDGET = "max runtime reached"
+LOCK_HELD = "another run holds the lock"
+
+
+@dataclass
+class Section:
+    """A titled table of rows (dicts with the same keys), e.g. per-stage figures or samples."""
+
+    title: str
+    rows: list[dict[str, Any]]
+    columns: list[str] | None = None
+
+    def column_names(self) -> list[str]:
+        if self.columns:
+            return self.columns
+        names: list[str] = []
+        for row in self.rows:
+            names.extend(k for k in row if k not in names)
+        return names
+
+
+@dataclass
+class JobResult:
+    tool: str
+    dry_run: bool
+    status: str = "ok"  # ok | failed | skipped | interrupted
+    stop_reason: str = DONE
+    counts: dict[str, int] = field(default_factory=dict)
+    sections: list[Section] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings and facts worth a line
+    statements: list[str] = field(default_factory=list)  # SQL --execute would run
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    run_id: str | None = None
+    exit_code: int | None = None  # set by health checks (0/1/2/3); otherwise from status
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + amount
+
+    def section(self, title: str, rows: list[dict[str, Any]], columns: list[str] | None = None):
+        self.sections.append(Section(title, rows, columns))
+
+    def final_exit_code(self) -> int:
+        if self.exit_code is not None:
+            return self.exit_code
+        return EXIT_FAILED if self.status == "failed" else EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tool": self.tool,
+            "run_id": self.run_id,
+            "dry_run": self.dry_run,
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "exit_code": self.final_exit_code(),
+            "counts": self.counts,
+            "sections": {s.title: s.rows for s in self.sections},
+            "notes": self.notes,
+            "statements": self.statements,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "error": self.error,
+        }

@@ -1,0 +1,449 @@
+"""SQLAlchemy Core metadata for the platform's tables.
+
+`schema.sql` is the source of truth for MySQL/MariaDB; this metadata mirrors it so that SQLite gets
+the same schema and the jobs can build statements. `tests/test_schema.py` proves the two agree.
+
+Columns beyond SPEC.md's fixed ones are the toolkit's own (claim columns, markers) and are all
+nullable or defaulted, so a writer naming only the fixed columns can insert a row.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+
+metadata = MetaData()
+
+MYSQL_TABLE_OPTIONS = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_unicode_ci",
+}
+
+
+def _table(name: str, *parts) -> Table:
+    return Table(name, metadata, *parts, **MYSQL_TABLE_OPTIONS)
+
+# BIGINT ids on MySQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _id() -> Column:
+    return Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _created_at() -> Column:
+    return Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp())
+
+
+def _flag(name: str, default: bool) -> Column:
+    return Column(name, Boolean, nullable=False, server_default=text("1" if default else "0"))
+
+
+def _claim_columns() -> list[Column]:
+    """Columns of a claimable queue row: who holds it, until when, and when it may be retried."""
+    return [
+        Column("claimed_by", String(32), nullable=True),
+        Column("lease_expires_at", DateTime, nullable=True),
+        Column("available_at", DateTime, nullable=True),
+    ]
+
+
+plans = _table(
+    "plans",
+    _id(),
+    Column("name", String(100), nullable=False),
+    Column("monthly_fee_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False, server_default="BDT"),
+    _created_at(),
+)
+
+institutions = _table(
+    "institutions",
+    _id(),
+    Column("name", String(200), nullable=False),
+    Column("code", String(50), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="Asia/Dhaka"),
+    Column("access_state", String(16), nullable=False, server_default="active"),
+    Column("plan_id", Id, ForeignKey("plans.id", name="fk_institutions_plan"), nullable=True),
+    Column("billing_email", String(255), nullable=True),
+    _created_at(),
+    _flag("is_active", True),
+    _flag("billing_exempt", False),
+    # Local time of day ("HH:MM") after which a first scan counts as late; null = the setting.
+    Column("late_after", String(5), nullable=True),
+    UniqueConstraint("code", name="uq_institutions_code"),
+)
+
+students = _table(
+    "students",
+    _id(),
+    Column(
+        "institution_id",
+        Id,
+        ForeignKey("institutions.id", name="fk_students_institution"),
+        nullable=False,
+    ),
+    Column("name", String(200), nullable=False),
+    Column("class_name", String(50), nullable=False, server_default=""),
+    Column("card_uid", String(64), nullable=True),
+    Column("monthly_fee_minor", BigInteger, nullable=True),
+    Column("access_state", String(16), nullable=False, server_default="active"),
+    _flag("is_active", True),
+    _created_at(),
+    UniqueConstraint("institution_id", "card_uid", name="uq_students_card"),
+    Index("ix_students_roster", "institution_id", "is_active", "class_name"),
+)
+
+guardians = _table(
+    "guardians",
+    _id(),
+    Column("name", String(200), nullable=False),
+    Column("phone", String(32), nullable=True),
+    Column("email", String(255), nullable=True),
+    _created_at(),
+)
+
+guardian_students = _table(
+    "guardian_students",
+    Column(
+        "guardian_id", Id, ForeignKey("guardians.id", name="fk_gs_guardian"), nullable=False
+    ),
+    Column("student_id", Id, ForeignKey("students.id", name="fk_gs_student"), nullable=False),
+    PrimaryKeyConstraint("guardian_id", "student_id", name="pk_guardian_students"),
+    Index("ix_gs_student", "student_id"),
+)
+
+notification_devices = _table(
+    "notification_devices",
+    _id(),
+    Column(
+        "guardian_id", Id, ForeignKey("guardians.id", name="fk_devices_guardian"), nullable=False
+    ),
+    Column("token", String(255), nullable=False),
+    Column("platform", String(16), nullable=False, server_default="android"),
+    _flag("is_active", True),
+    Column("last_seen_at", DateTime, nullable=True),
+    _created_at(),
+    Column("deactivated_at", DateTime, nullable=True),
+    Column("deactivation_reason", String(255), nullable=True),
+    UniqueConstraint("token", name="uq_devices_token"),
+    Index("ix_devices_guardian", "guardian_id", "is_active"),
+    Index("ix_devices_staleness", "is_active", "last_seen_at"),
+)
+
+attendance_scan_queue = _table(
+    "attendance_scan_queue",
+    _id(),
+    Column("institution_id", Id, nullable=False),
+    Column("card_uid", String(64), nullable=False),
+    Column("device_serial", String(64), nullable=True),
+    Column("scanned_at", DateTime, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _created_at(),
+    Column("processed_at", DateTime, nullable=True),
+    Column("error", String(500), nullable=True),
+    *_claim_columns(),
+    Index("ix_scan_queue_poll", "status", "id"),
+    Index("ix_scan_queue_lease", "status", "lease_expires_at"),
+    Index("ix_scan_queue_card", "institution_id", "card_uid", "scanned_at"),
+)
+
+attendance_records = _table(
+    "attendance_records",
+    _id(),
+    Column("institution_id", Id, nullable=False),
+    Column(
+        "student_id", Id, ForeignKey("students.id", name="fk_records_student"), nullable=False
+    ),
+    Column("attendance_date", Date, nullable=False),
+    Column("first_scan_at", DateTime, nullable=False),
+    Column("last_scan_at", DateTime, nullable=False),
+    Column("scan_count", Integer, nullable=False, server_default="1"),
+    Column("status", String(16), nullable=False, server_default="present"),
+    _flag("is_archived", False),
+    _created_at(),
+    Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    UniqueConstraint("student_id", "attendance_date", name="uq_records_student_day"),
+    Index("ix_records_institution_day", "institution_id", "attendance_date"),
+    Index("ix_records_archive", "is_archived", "attendance_date"),
+)
+
+notifications = _table(
+    "notifications",
+    _id(),
+    Column("guardian_id", Id, nullable=False),
+    Column("student_id", Id, nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("title", String(255), nullable=False),
+    Column("body", Text, nullable=True),
+    Column("data", JSON, nullable=True),
+    Column("dedupe_key", String(191), nullable=False),
+    _created_at(),
+    Column("read_at", DateTime, nullable=True),
+    # Fan-out to push_deliveries: 'pending' until every active device has its delivery row.
+    Column("fanout_status", String(16), nullable=False, server_default="pending"),
+    *_claim_columns(),
+    UniqueConstraint("dedupe_key", name="uq_notifications_dedupe"),
+    Index("ix_notifications_fanout", "fanout_status", "id"),
+    Index("ix_notifications_guardian", "guardian_id", "read_at"),
+    Index("ix_notifications_created", "created_at"),
+)
+
+push_deliveries = _table(
+    "push_deliveries",
+    _id(),
+    # No foreign key to notifications: old notifications move to notifications_archive.
+    Column("notification_id", Id, nullable=False),
+    Column(
+        "device_id",
+        Id,
+        ForeignKey("notification_devices.id", name="fk_deliveries_device"),
+        nullable=False,
+    ),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("error_code", String(64), nullable=True),
+    Column("sent_at", DateTime, nullable=True),
+    Column("provider_message_id", String(255), nullable=True),
+    Column("error", String(500), nullable=True),
+    _created_at(),
+    *_claim_columns(),
+    UniqueConstraint("notification_id", "device_id", name="uq_deliveries_notification_device"),
+    Index("ix_deliveries_poll", "status", "id"),
+    Index("ix_deliveries_lease", "status", "lease_expires_at"),
+)
+
+attendance_rollups = _table(
+    "attendance_rollups",
+    Column("institution_id", Id, nullable=False),
+    Column("attendance_date", Date, nullable=False),
+    Column("class_name", String(50), nullable=False),
+    Column("present_count", Integer, nullable=False, server_default=text("0")),
+    Column("late_count", Integer, nullable=False, server_default=text("0")),
+    Column("absent_count", Integer, nullable=False, server_default=text("0")),
+    Column("enrolled_count", Integer, nullable=False, server_default=text("0")),
+    Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    PrimaryKeyConstraint(
+        "institution_id", "attendance_date", "class_name", name="pk_attendance_rollups"
+    ),
+)
+
+# (institution, date) pairs whose roll-up is stale: marked by the scan stage, drained by roll-ups.
+attendance_rollup_queue = _table(
+    "attendance_rollup_queue",
+    Column("institution_id", Id, nullable=False),
+    Column("attendance_date", Date, nullable=False),
+    Column("marked_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    *_claim_columns(),
+    PrimaryKeyConstraint("institution_id", "attendance_date", name="pk_attendance_rollup_queue"),
+)
+
+guardian_snapshots = _table(
+    "guardian_snapshots",
+    Column("guardian_id", Id, nullable=False, autoincrement=False),
+    Column("payload", JSON, nullable=False),
+    Column("generated_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("guardian_id", name="pk_guardian_snapshots"),
+)
+
+# Guardians whose snapshot is stale: marked by the scan and fan-out stages, drained by snapshots.
+guardian_snapshot_queue = _table(
+    "guardian_snapshot_queue",
+    Column("guardian_id", Id, nullable=False, autoincrement=False),
+    Column("marked_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    *_claim_columns(),
+    PrimaryKeyConstraint("guardian_id", name="pk_guardian_snapshot_queue"),
+)
+
+report_email_queue = _table(
+    "report_email_queue",
+    _id(),
+    Column("institution_id", Id, nullable=False),
+    Column("recipient", String(255), nullable=False),
+    Column("report_type", String(64), nullable=False),
+    Column("params", JSON, nullable=True),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _created_at(),
+    Column("sent_at", DateTime, nullable=True),
+    Column("error", String(500), nullable=True),
+    *_claim_columns(),
+    Index("ix_report_email_poll", "status", "id"),
+    Index("ix_report_email_lease", "status", "lease_expires_at"),
+)
+
+invoices = _table(
+    "invoices",
+    _id(),
+    Column("invoice_no", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column(
+        "institution_id",
+        Id,
+        ForeignKey("institutions.id", name="fk_invoices_institution"),
+        nullable=False,
+    ),
+    Column("student_id", Id, nullable=True),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False, server_default="BDT"),
+    Column("status", String(16), nullable=False, server_default="generated"),
+    Column("issued_at", DateTime, nullable=True),
+    Column("due_date", Date, nullable=True),
+    Column("paid_at", DateTime, nullable=True),
+    # "kind:subject:period" while the invoice is live, NULL once void: the database, not Python,
+    # makes a second live invoice for the same subject and period impossible.
+    Column("issue_key", String(100), nullable=True),
+    _created_at(),
+    Column("updated_at", DateTime, nullable=True),
+    UniqueConstraint("invoice_no", name="uq_invoices_no"),
+    UniqueConstraint("issue_key", name="uq_invoices_issue_key"),
+    Index("ix_invoices_status_due", "status", "due_date"),
+    Index("ix_invoices_institution", "institution_id", "kind", "status"),
+    Index("ix_invoices_student", "student_id", "status"),
+)
+
+# One row per (invoice, reminder step), written before the reminder is sent: at most once.
+invoice_reminders = _table(
+    "invoice_reminders",
+    Column("invoice_id", Id, nullable=False),
+    Column("step", String(16), nullable=False),
+    _created_at(),
+    Column("sent_at", DateTime, nullable=True),
+    Column("channel", String(32), nullable=True),
+    PrimaryKeyConstraint("invoice_id", "step", name="pk_invoice_reminders"),
+)
+
+payments = _table(
+    "payments",
+    _id(),
+    Column(
+        "invoice_id", Id, ForeignKey("invoices.id", name="fk_payments_invoice"), nullable=False
+    ),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("method", String(32), nullable=True),
+    Column("reference", String(100), nullable=True),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("paid_at", DateTime, nullable=True),
+    _created_at(),
+    Index("ix_payments_invoice", "invoice_id", "status"),
+    Index("ix_payments_created", "created_at"),
+)
+
+audit_logs = _table(
+    "audit_logs",
+    _id(),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("entity_type", String(64), nullable=False),
+    Column("entity_id", String(64), nullable=True),
+    Column("details", JSON, nullable=True),
+    _created_at(),
+    Index("ix_audit_logs_created", "created_at"),
+    Index("ix_audit_logs_entity", "entity_type", "entity_id"),
+)
+
+
+def _archive_of(hot: Table) -> Table:
+    """The archive twin of a hot table: same columns, plain (copied) ids, plus archived_at."""
+    columns = [
+        Column(
+            c.name,
+            c.type,
+            nullable=c.nullable,
+            server_default=c.server_default.arg if c.server_default is not None else None,
+            primary_key=c.primary_key,
+            autoincrement=False,
+        )
+        for c in hot.columns
+    ]
+    return _table(
+        f"{hot.name}_archive",
+        *columns,
+        Column("archived_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+        Index(f"ix_{hot.name}_archive_created", "created_at"),
+    )
+
+
+notifications_archive = _archive_of(notifications)
+audit_logs_archive = _archive_of(audit_logs)
+payments_archive = _archive_of(payments)
+
+
+def _location_table(name: str, parent: str | None) -> Table:
+    parent_columns = []
+    if parent:
+        parent_columns = [
+            Column(
+                f"{parent[:-1]}_id",
+                Id,
+                ForeignKey(f"{parent}.id", name=f"fk_{name}_{parent[:-1]}"),
+                nullable=False,
+            ),
+            Index(f"ix_{name}_{parent[:-1]}", f"{parent[:-1]}_id"),
+        ]
+    return _table(
+        name,
+        _id(),
+        Column("code", String(20), nullable=False),
+        *parent_columns,
+        Column("name_en", String(150), nullable=False),
+        Column("name_bn", String(150), nullable=True),
+        _flag("is_active", True),
+        Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+        UniqueConstraint("code", name=f"uq_{name}_code"),
+    )
+
+
+divisions = _location_table("divisions", None)
+districts = _location_table("districts", "divisions")
+upazilas = _location_table("upazilas", "districts")
+unions = _location_table("unions", "upazilas")
+
+system_settings = _table(
+    "system_settings",
+    Column("name", String(100), nullable=False),
+    Column("value", Text, nullable=True),
+    Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    PrimaryKeyConstraint("name", name="pk_system_settings"),
+)
+
+ops_job_runs = _table(
+    "ops_job_runs",
+    _id(),
+    Column("run_id", String(32), nullable=False),
+    Column("tool", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("args", Text, nullable=True),
+    _flag("dry_run", True),
+    Column("started_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+    Column("finished_at", DateTime, nullable=True),
+    Column("status", String(16), nullable=False, server_default="running"),
+    Column("stop_reason", String(64), nullable=True),
+    Column("counts", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("run_id", name="uq_ops_job_runs_run_id"),
+    Index("ix_ops_job_runs_freshness", "tool", "status", "finished_at"),
+)

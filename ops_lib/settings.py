@@ -1,0 +1,283 @@
+"""Settings: one registry of every setting, its type, default and where it may come from.
+
+Precedence, highest first (docs/configuration.md):
+  1. a command-line flag (`--database-url`, ...), where the tool has one;
+  2. the environment: `OPS_<NAME>` (for example `OPS_NOTIFICATIONS_RETENTION_DAYS=60`);
+  3. the config file: `OPS_CONFIG`, else `ops_toolkit.toml` in the repository root, if present
+     (TOML, top-level `name = value` pairs);
+  4. the `system_settings` table (business settings only: retention, grace, thresholds);
+  5. the built-in default.
+
+Connection settings and secrets never come from the table. Everything is parsed and checked before
+the tool connects, and every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from sqlalchemy.engine import make_url
+
+from .errors import ConfigError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VAR_DIR = REPO_ROOT / "var"
+DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_VAR_DIR / 'ops_toolkit.db'}"
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(str(value).strip())
+
+
+def _non_negative_int(value: Any) -> int:
+    number = _parse_int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    number = _parse_int(value)
+    if number <= 0:
+        raise ValueError(f"must be more than 0, got {number}")
+    return number
+
+
+def _parse_str(value: Any) -> str:
+    return str(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+def _parse_database_url(value: Any) -> str:
+    text = str(value).strip()
+    try:
+        url = make_url(text)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError with the URL in it.
+        raise ValueError("not an SQLAlchemy URL (dialect+driver://user:pass@host/db)") from exc
+    if url.get_backend_name() not in ("sqlite", "mysql", "mariadb"):
+        raise ValueError(f"unsupported database {url.get_backend_name()!r}; use mysql or sqlite")
+    return text
+
+
+def _parse_clock(value: Any) -> str:
+    text = str(value).strip()
+    dt.datetime.strptime(text, "%H:%M")
+    return text
+
+
+def _parse_int_list(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(_parse_int(v) for v in value)
+    return tuple(_parse_int(part) for part in str(value).split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    from_table: bool = False
+    secret: bool = False
+
+    @property
+    def env_var(self) -> str:
+        return f"OPS_{self.name.upper()}"
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        # Connections and files: environment, config file or flag only.
+        Setting("database_url", DEFAULT_DATABASE_URL, _parse_database_url,
+                "SQLAlchemy URL of the platform database", secret=True),
+        Setting("log_file", None, _optional_str,
+                "also append log lines to this file (Task Scheduler captures no output)"),
+        Setting("outbox_dir", str(DEFAULT_VAR_DIR / "outbox"), _parse_str,
+                "folder for .eml / push JSON lines when SMTP / Firebase is not configured"),
+        Setting("lock_dir", str(DEFAULT_VAR_DIR / "locks"), _parse_str,
+                "folder of the run-lock files on SQLite"),
+        Setting("smtp_host", None, _optional_str, "SMTP server; none = write .eml to the outbox"),
+        Setting("smtp_port", 25, _positive_int, "SMTP port"),
+        Setting("smtp_user", None, _optional_str, "SMTP login"),
+        Setting("smtp_password", None, _optional_str, "SMTP password", secret=True),
+        Setting("smtp_starttls", False, _parse_bool, "use STARTTLS"),
+        Setting("smtp_from", "ops-toolkit@localhost", _parse_str, "sender address"),
+        Setting("smtp_timeout_seconds", 30, _positive_int, "SMTP connect/send timeout"),
+        Setting("firebase_credentials", None, _optional_str,
+                "service-account JSON file; none = push JSON lines to the outbox"),
+        Setting("firebase_project_id", None, _optional_str, "Firebase project id"),
+        Setting("alert_email", None, _optional_str, "comma-separated recipients of failure mail"),
+        Setting("alert_ping_url", None, _optional_str,
+                "healthchecks-style URL: pinged at start (/start), success, failure (/fail)"),
+        Setting("alert_timeout_seconds", 10, _positive_int, "time box of one alert"),
+        # Workers.
+        Setting("worker_lease_seconds", 600, _positive_int,
+                "how long a claim is held before another run may recover the row", True),
+        Setting("worker_max_attempts", 5, _positive_int,
+                "attempts before a queue row is dead-lettered (status failed)", True),
+        Setting("worker_backoff_seconds", 30, _positive_int, "first retry delay", True),
+        Setting("worker_backoff_cap_seconds", 3600, _positive_int, "longest retry delay", True),
+        Setting("scan_late_after", "09:00", _parse_clock,
+                "local time after which a first scan is 'late' (institutions.late_after wins)",
+                True),
+        Setting("push_batch_size", 500, _positive_int, "messages per FCM send_each call", True),
+        Setting("dead_letter_retention_days", 30, _positive_int,
+                "dead-lettered rows older than this are pruned by the dead-letter tool", True),
+        # Archive and cleanup.
+        Setting("notifications_retention_days", 90, _positive_int, "keep notifications", True),
+        Setting("audit_logs_retention_days", 365, _positive_int, "keep audit logs", True),
+        Setting("payments_retention_days", 730, _positive_int, "keep payments", True),
+        Setting("attendance_retention_days", 400, _positive_int,
+                "mark attendance records archived after", True),
+        Setting("stale_device_days", 270, _positive_int,
+                "deactivate device tokens not seen for longer (Firebase's expiry)", True),
+        # Billing.
+        Setting("invoice_due_days", 10, _non_negative_int, "due date = issue date + days", True),
+        Setting("billing_grace_days", 7, _non_negative_int,
+                "days overdue before an invoice is blocked", True),
+        Setting("reminder_offsets_days", (-3, 0, 3), _parse_int_list,
+                "reminder steps, days relative to the due date (plus one at blocking)", True),
+        Setting("billing_currency", "BDT", _parse_str, "currency of attendee invoices", True),
+        # Health.
+        Setting("queue_lag_warning_seconds", 300, _positive_int, "oldest-pending age: WARNING",
+                True),
+        Setting("queue_lag_critical_seconds", 900, _positive_int, "oldest-pending age: CRITICAL",
+                True),
+    ]
+}
+
+
+class Settings:
+    """Resolved settings, with the source of each value."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str]):
+        self._values = values
+        self._sources = sources
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def source(self, name: str) -> str:
+        return self._sources[name]
+
+    def as_dict(self, reveal_secrets: bool = False) -> dict[str, Any]:
+        shown = {}
+        for name, value in self._values.items():
+            if SETTINGS[name].secret and not reveal_secrets:
+                value = mask_secret(name, value)
+            shown[name] = value
+        return shown
+
+    def with_table(self, table_values: Mapping[str, str]) -> "Settings":
+        """Fill settings still at their default from the `system_settings` table."""
+        values, sources, problems = dict(self._values), dict(self._sources), []
+        for name, raw in table_values.items():
+            setting = SETTINGS.get(name)
+            if setting is None or not setting.from_table or sources[name] != "default":
+                continue
+            try:
+                values[name] = setting.parse(raw)
+                sources[name] = "system_settings"
+            except (ValueError, TypeError) as exc:
+                problems.append(f"system_settings.{name}: {exc}")
+        if problems:
+            raise ConfigError(*problems)
+        return Settings(values, sources)
+
+
+def mask_secret(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "database_url":
+        return mask_url(value)
+    return "***"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def _config_file(env: Mapping[str, str]) -> Path | None:
+    explicit = env.get("OPS_CONFIG")
+    if explicit:
+        return Path(explicit)
+    default = REPO_ROOT / "ops_toolkit.toml"
+    return default if default.exists() else None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Resolve every setting from flags, environment and config file; report all problems."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    problems: list[str] = []
+    file_values: dict[str, Any] = {}
+    path = _config_file(env)
+    if path is not None:
+        try:
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            problems.append(f"config file {path}: {exc.strerror or exc}")
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"config file {path}: {exc}")
+        for name in file_values:
+            if name not in SETTINGS:
+                problems.append(f"config file {path}: unknown setting {name!r}")
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, setting in SETTINGS.items():
+        for source, raw in (
+            ("flag", overrides.get(name)),
+            (setting.env_var, env.get(setting.env_var)),
+            (f"config file {path}", file_values.get(name)),
+        ):
+            if raw is None:
+                continue
+            try:
+                values[name] = setting.parse(raw)
+                sources[name] = source
+            except (ValueError, TypeError) as exc:
+                problems.append(f"{source} {name}: {exc}")
+            break
+        else:
+            values[name] = setting.default
+            sources[name] = "default"
+    if problems:
+        raise ConfigError(*problems)
+    return Settings(values, sources)

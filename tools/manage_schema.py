@@ -1,0 +1,25 @@
+"""Create the platform schema on an empty database, or reset a scratch one (manual use only)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import click  # noqa: E402
+
+from ops_lib.cli import common_options, run_tool  # noqa: E402
+from ops_lib.jobs import schema_admin  # noqa: E402
+
+
+@click.command()
+@click.argument("action", type=click.Choice(["create", "reset"]))
+@click.option("--confirm", metavar="DATABASE", help="reset: the database's name, typed again.")
+@common_options(writes=True)
+def main(action, confirm, **options):
+    """Create missing tables (create) or drop and recreate every table (reset)."""
+    run_tool("manage_schema", schema_admin.run, options, creates_schema=True,
+             action=action, confirm=confirm)
+
+
+if __name__ == "__main__":
+    main()
