@@ -1,0 +1,159 @@
+"""Shared fixtures: a fresh database per test on SQLite and on MariaDB, and helpers.
+
+MariaDB is reached at OPS_TEST_MYSQL_URL (default root@127.0.0.1:3306). Locally a test that needs
+it is skipped when the server is down; in CI (CI=true) it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from ops_lib.db import Database, connect
+from ops_lib.jobs.schema_admin import create_schema
+from ops_lib.schema import metadata
+
+REPO = Path(__file__).resolve().parent.parent
+MYSQL_SERVER_URL = os.environ.get("OPS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _mysql_reachable() -> str | None:
+    try:
+        engine = create_engine(MYSQL_SERVER_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure means: not reachable
+        return str(exc).splitlines()[0]
+
+
+def require_mariadb() -> None:
+    problem = _mysql_reachable()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"MariaDB must be reachable in CI at {MYSQL_SERVER_URL}: {problem}")
+        pytest.skip(f"MariaDB not reachable: {problem}")
+
+
+class MysqlScratch:
+    """A scratch database on the server, with the schema loaded from schema.sql."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.url = f"{MYSQL_SERVER_URL.rstrip('/')}/{name}"
+        self._server = create_engine(MYSQL_SERVER_URL)
+
+    def create(self) -> None:
+        with self._server.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.name}`")
+            conn.exec_driver_sql(
+                f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+        engine = create_engine(self.url)
+        with engine.begin() as conn:
+            create_schema(conn, is_mysql=True)
+        engine.dispose()
+
+    def drop(self) -> None:
+        with self._server.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.name}`")
+        self._server.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_scratch():
+    require_mariadb()
+    scratch = MysqlScratch(f"ops_test_{os.getpid()}")
+    scratch.create()
+    yield scratch
+    scratch.drop()
+
+
+def _empty_all_tables(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+        for table in reversed(metadata.sorted_tables):
+            conn.exec_driver_sql(f"DELETE FROM `{table.name}`")
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def db_url(request, tmp_path) -> str:
+    """A database URL with the schema and no rows: SQLite file, or the MariaDB scratch database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ops.db'}"
+        database = connect(url)
+        with database.engine.begin() as conn:
+            create_schema(conn, is_mysql=False)
+        database.engine.dispose()
+        return url
+    scratch = request.getfixturevalue("mysql_scratch")
+    _empty_all_tables(scratch.url)
+    return scratch.url
+
+
+@pytest.fixture
+def mariadb_url(mysql_scratch) -> str:
+    _empty_all_tables(mysql_scratch.url)
+    return mysql_scratch.url
+
+
+@pytest.fixture
+def db(db_url) -> Database:
+    database = connect(db_url)
+    yield database
+    database.engine.dispose()
+
+
+def snapshot(database: Database, exclude: tuple[str, ...] = ("ops_job_runs",)) -> dict:
+    """Every row of every table (but the run ledger), sorted: compare before and after."""
+    rows = {}
+    with database.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            if table.name in exclude:
+                continue
+            result = conn.execute(select(table)).all()
+            rows[table.name] = sorted((tuple(r) for r in result), key=repr)
+    return rows
+
+
+def tool_env(url: str, tmp_path: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
+    env.update(
+        OPS_DATABASE_URL=url,
+        OPS_LOCK_DIR=str(tmp_path / "locks"),
+        OPS_OUTBOX_DIR=str(tmp_path / "outbox"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(tool: str, *args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python tools/<tool>.py ARGS` as cron would: a real process, no terminal."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / f"{tool}.py"), *args],
+        env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def start_cli(tool: str, *args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "tools" / f"{tool}.py"), *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
