@@ -50,6 +50,10 @@ class StopSignal:
     def is_set(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking at once on a stop signal; True when stopped."""
+        return self._event.wait(max(0.0, seconds))
+
     def set(self, name: str) -> None:
         self.signal_name = name
         self._event.set()

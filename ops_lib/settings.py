@@ -85,6 +85,10 @@ def _parse_database_url(value: Any) -> str:
     return text
 
 
+def _optional_database_url(value: Any) -> str | None:
+    return _parse_database_url(value) if str(value).strip() else None
+
+
 def _parse_clock(value: Any) -> str:
     text = str(value).strip()
     dt.datetime.strptime(text, "%H:%M")
@@ -158,6 +162,9 @@ SETTINGS: dict[str, Setting] = {
                 "mark attendance records archived after", True),
         Setting("stale_device_days", 270, _positive_int,
                 "deactivate device tokens not seen for longer (Firebase's expiry)", True),
+        Setting("replica_database_url", None, _optional_database_url,
+                "SQLAlchemy URL of a read replica whose lag --max-replica-lag watches "
+                "(none: the lag the database server itself reports)", secret=True),
         # Billing.
         Setting("invoice_due_days", 10, _non_negative_int, "due date = issue date + days", True),
         Setting("billing_grace_days", 7, _non_negative_int,

@@ -1,0 +1,511 @@
+"""Archive hot-path data: move old notifications, audit logs and payments into their `*_archive`
+tables, and mark old attendance records archived (they stay where they are).
+
+Rules (docs/archiving.md):
+- A row is old when its `created_at` is strictly before now minus the area's retention days
+  (attendance: `attendance_date` strictly before that day). A row exactly at the cut-off stays.
+- A payment stays while its invoice is neither `paid` nor `void` (an unpaid invoice depends on it).
+- `--execute` walks each table by primary key, from the lowest eligible id up to the highest
+  eligible id seen at the start (rows that become eligible later wait for the next run).
+- One batch is one transaction on one connection: select the keys (FOR UPDATE on MySQL), copy
+  exactly those rows, delete exactly those rows, check copied = deleted = selected, commit. A
+  killed run rolls its open batch back; a row the archive already holds is never copied twice,
+  and leaves the hot table only when the archive's copy is identical.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    ColumnElement,
+    DateTime,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    inspect,
+    literal,
+    literal_column,
+    not_,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+
+from ..db import Database, connect, describe_db_error, retry_transient
+from ..errors import PreconditionFailed
+from ..result import JobResult
+from ..runtime import RunContext
+from ..schema import (
+    attendance_records,
+    audit_logs,
+    audit_logs_archive,
+    invoices,
+    notifications,
+    notifications_archive,
+    payments,
+    payments_archive,
+)
+from ..timeutil import utcnow
+
+log = logging.getLogger("ops")
+
+SETTLED_INVOICE = ("paid", "void")
+REPLICA_CHECK_EVERY = 1.0  # seconds between two replica-lag readings
+REPLICA_WAIT_STEP = 1.0  # seconds between two readings while the replica lags
+
+
+@dataclass(frozen=True)
+class Area:
+    name: str
+    hot: Table
+    archive: Table | None  # None: mark in place (attendance)
+    setting: str
+
+    @property
+    def moves(self) -> bool:
+        return self.archive is not None
+
+    def cutoff(self, now: dt.datetime, days: int) -> dt.datetime | dt.date:
+        moment = now - dt.timedelta(days=days)
+        return moment if self.moves else moment.date()
+
+    def old(self, cutoff) -> ColumnElement:
+        """Older than the retention (protection aside)."""
+        if self.moves:
+            return self.hot.c.created_at < cutoff
+        return and_(self.hot.c.attendance_date < cutoff,
+                    self.hot.c.is_archived == False)  # noqa: E712
+
+    def protected(self) -> ColumnElement | None:
+        """Old rows that must stay anyway, or None when the area has no such rule."""
+        if self.hot is not payments:
+            return None
+        return not_(_invoice_settled())
+
+    def eligible(self, cutoff) -> ColumnElement:
+        protected = self.protected()
+        old = self.old(cutoff)
+        return old if protected is None else and_(old, not_(protected))
+
+
+def _invoice_settled() -> ColumnElement:
+    return exists(
+        select(literal_column("1")).where(
+            invoices.c.id == payments.c.invoice_id, invoices.c.status.in_(SETTLED_INVOICE)
+        )
+    )
+
+
+AREAS = [
+    Area("notifications", notifications, notifications_archive, "notifications_retention_days"),
+    Area("audit_logs", audit_logs, audit_logs_archive, "audit_logs_retention_days"),
+    Area("payments", payments, payments_archive, "payments_retention_days"),
+    Area("attendance_records", attendance_records, None, "attendance_retention_days"),
+]
+
+
+@dataclass
+class AreaPlan:
+    area: Area
+    days: int
+    source: str
+    cutoff: Any
+    eligible: int = 0
+    protected: int = 0
+    in_archive: int = 0
+    lowest: int | None = None
+    highest: int | None = None
+    blocked: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.blocked:
+            return f"blocked: {self.blocked}"
+        return "ready" if self.eligible else "nothing to do"
+
+    def notes(self) -> str:
+        area = self.area
+        column = "created_at" if area.moves else "attendance_date"
+        parts = [f"{column} < {self.cutoff} ({area.setting}={self.days}, {self.source})"]
+        if self.protected:
+            parts.append(f"{self.protected} kept: their invoice is not paid or void")
+        if self.in_archive:
+            parts.append(f"{self.in_archive} already in {area.archive.name}: checked, "
+                         "not copied again")
+        if area.moves:
+            parts.append(f"moved to {area.archive.name}")
+        else:
+            parts.append("marked is_archived=1, kept in place")
+        return "; ".join(parts)
+
+
+class BatchMismatch(Exception):
+    """A batch's counts disagree: the transaction is rolled back and the run stops."""
+
+
+@dataclass
+class Stats:
+    """pt-archiver style statistics: per action, how many times and how long."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, action: str, seconds: float, calls: int = 1) -> None:
+        self.calls[action] = self.calls.get(action, 0) + calls
+        self.seconds[action] = self.seconds.get(action, 0.0) + seconds
+
+    def timed(self, action: str):
+        stats = self
+
+        class _Timer:
+            def __enter__(self):
+                self.started = time.perf_counter()
+
+            def __exit__(self, *_exc):
+                stats.add(action, time.perf_counter() - self.started)
+
+        return _Timer()
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning (read-only)
+
+
+def plan(ctx: RunContext, now: dt.datetime) -> list[AreaPlan]:
+    plans = []
+    with ctx.db.begin(write=False) as conn:
+        present = set(inspect(conn).get_table_names())
+        for area in AREAS:
+            days = getattr(ctx.settings, area.setting)
+            item = AreaPlan(area, days, ctx.settings.source(area.setting), area.cutoff(now, days))
+            plans.append(item)
+            missing = [t.name for t in (area.hot, area.archive) if t is not None
+                       and t.name not in present]
+            if missing:
+                item.blocked = f"table {', '.join(missing)} missing"
+                continue
+            hot = area.hot
+            count, lowest, highest = conn.execute(
+                select(func.count(), func.min(hot.c.id), func.max(hot.c.id))
+                .where(area.eligible(item.cutoff))
+            ).one()
+            item.eligible, item.lowest, item.highest = count, lowest, highest
+            if area.protected() is not None:
+                item.protected = conn.execute(
+                    select(func.count()).select_from(hot)
+                    .where(area.old(item.cutoff), area.protected())
+                ).scalar_one()
+            if area.moves and count:
+                archive = area.archive
+                item.in_archive = conn.execute(
+                    select(func.count()).select_from(hot.join(archive, archive.c.id == hot.c.id))
+                    .where(area.eligible(item.cutoff))
+                ).scalar_one()
+    return plans
+
+
+def batch_statements(area: Area, cutoff, batch: int, upper: int, keys: ColumnElement | None,
+                     now: dt.datetime, last: int | None = None):
+    """The statements of one batch, as run (`keys` restricts to the selected ids)."""
+    hot = area.hot
+    select_keys = (
+        select(hot.c.id)
+        .where(hot.c.id > (last if last is not None else literal_column(":last_id")),
+               hot.c.id <= upper, area.eligible(cutoff))
+        .order_by(hot.c.id)
+        .limit(batch)
+        .with_for_update()
+    )
+    if keys is None:
+        keys = hot.c.id.op("IN")(literal_column("(:selected_ids)"))
+    if not area.moves:
+        mark = update(hot).where(keys, hot.c.is_archived == False).values(  # noqa: E712
+            is_archived=True)
+        return {"select": select_keys, "mark": mark}
+    archive = area.archive
+    names = [c.name for c in hot.columns]
+    copy = insert(archive).from_select(
+        names + ["archived_at"],
+        select(*hot.columns, literal(now, DateTime).label("archived_at")).where(keys),
+    )
+    remove = delete(hot).where(keys)
+    return {"select": select_keys, "copy": copy, "delete": remove}
+
+
+def _render(statement, dialect) -> str:
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    return " ".join(sql.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Replica lag
+
+
+class ReplicaLag:
+    """Reads replication lag (seconds) from the replica URL setting, or the server itself."""
+
+    def __init__(self, ctx: RunContext, max_lag: float | None):
+        self.max_lag = max_lag
+        self.enabled = max_lag is not None
+        self.database: Database | None = None
+        self.note: str | None = None
+        self._last_check = 0.0
+        self._own = False
+        if not self.enabled:
+            return
+        if ctx.settings.replica_database_url:
+            self.database = connect(ctx.settings.replica_database_url)
+            self._own = True
+            where = f"replica {self.database.display_url}"
+        else:
+            self.database = ctx.db
+            where = "the database server itself"
+        if not self.database.caps.is_mysql:
+            self.enabled = False
+            self.note = "--max-replica-lag ignored: SQLite has no replicas"
+            return
+        lag = self.read()
+        if lag == "not a replica":
+            self.enabled = False
+            self.note = (f"--max-replica-lag has no effect: {where} reports no replication "
+                         "(SHOW REPLICA STATUS is empty)")
+        else:
+            self.note = f"--max-replica-lag {max_lag:g}s watches {where} (lag now {lag})"
+
+    def read(self) -> float | str | None:
+        """Seconds behind the primary; None when unknown (replication stopped)."""
+        rows = None
+        for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+            try:
+                with self.database.engine.connect() as conn:
+                    rows = conn.exec_driver_sql(statement).mappings().all()
+                break
+            except DBAPIError as exc:
+                last_error = exc
+        if rows is None:
+            raise PreconditionFailed(
+                f"cannot read replication lag: {describe_db_error(last_error)} "
+                "(the user needs REPLICATION CLIENT / SLAVE MONITOR)")
+        if not rows:
+            return "not a replica"
+        lags = [row.get("Seconds_Behind_Master", row.get("Seconds_Behind_Source")) for row in rows]
+        if any(lag is None for lag in lags):
+            return None
+        return float(max(lags))
+
+    def wait_while_lagging(self, ctx: RunContext, stats: Stats) -> str | None:
+        """Pause while the replica lags more than allowed; a stop reason if told to stop."""
+        if not self.enabled or time.monotonic() - self._last_check < REPLICA_CHECK_EVERY:
+            return None
+        started = time.perf_counter()
+        waited = False
+        while True:
+            self._last_check = time.monotonic()
+            lag = self.read()
+            if isinstance(lag, float) and lag <= self.max_lag:
+                break
+            if not waited:
+                log.warning("replica lag %s > %gs: pausing", "unknown" if lag is None else
+                            f"{lag:g}s", self.max_lag)
+                waited = True
+            reason = ctx.why_stop()
+            if reason:
+                stats.add("replica wait", time.perf_counter() - started)
+                return reason
+            ctx.stop.wait(REPLICA_WAIT_STEP)
+        if waited:
+            stats.add("replica wait", time.perf_counter() - started)
+            log.info("replica caught up: resuming")
+        return None
+
+    def close(self) -> None:
+        if self._own and self.database is not None:
+            self.database.engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying
+
+
+@dataclass
+class AreaProgress:
+    moved: int = 0
+    batches: int = 0
+    verified_in_archive: int = 0
+
+
+def _key_clause(hot: Table, keys: list[int]) -> ColumnElement:
+    """Exactly the selected ids: a range when they are contiguous (faster), else an IN list."""
+    if keys[-1] - keys[0] + 1 == len(keys):
+        return hot.c.id.between(keys[0], keys[-1])
+    return hot.c.id.in_(keys)
+
+
+def _identical_in_archive(conn: Connection, area: Area, ids: list[int]) -> int:
+    hot, archive = area.hot, area.archive
+    same = [archive.c[c.name].is_not_distinct_from(c) for c in hot.columns if c.name != "id"]
+    return conn.execute(
+        select(func.count()).select_from(hot.join(archive, archive.c.id == hot.c.id))
+        .where(hot.c.id.in_(ids), *same)
+    ).scalar_one()
+
+
+def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int, stats: Stats,
+               progress: AreaProgress) -> list[int]:
+    """One transaction: select, copy, delete (or mark), check, commit. Returns the keys."""
+    area, hot = item.area, item.area.hot
+    with ctx.db.begin() as conn:
+        now = utcnow()
+        statements = batch_statements(area, item.cutoff, batch, item.highest, None, now, last)
+        with stats.timed("select"):
+            keys = list(conn.execute(statements["select"]).scalars())
+        if not keys:
+            return keys
+        clause = _key_clause(hot, keys)
+        statements = batch_statements(area, item.cutoff, batch, item.highest, clause, now, last)
+        if not area.moves:
+            with stats.timed("mark"):
+                marked = conn.execute(statements["mark"]).rowcount
+            if marked != len(keys):
+                raise BatchMismatch(f"{area.name}: marked {marked} of {len(keys)} selected rows "
+                                    f"(ids {keys[0]}..{keys[-1]}); rolled back")
+        else:
+            archive = area.archive
+            with stats.timed("copy"):
+                present = list(conn.execute(
+                    select(archive.c.id).where(_key_clause(archive, keys))).scalars())
+                copy = statements["copy"]
+                if present:
+                    copy = batch_statements(
+                        area, item.cutoff, batch, item.highest,
+                        and_(clause, hot.c.id.not_in(present)), now, last)["copy"]
+                copied = conn.execute(copy).rowcount
+                identical = _identical_in_archive(conn, area, present) if present else 0
+            if identical != len(present):
+                raise BatchMismatch(
+                    f"{area.name}: {len(present) - identical} of ids {keys[0]}..{keys[-1]} are "
+                    f"already in {archive.name} with different contents; rolled back, nothing "
+                    "deleted (compare the two rows and remove the wrong one)")
+            with stats.timed("delete"):
+                deleted = conn.execute(statements["delete"]).rowcount
+            if not copied + identical == deleted == len(keys):
+                raise BatchMismatch(
+                    f"{area.name}: selected {len(keys)}, copied {copied} (+{identical} already "
+                    f"archived), deleted {deleted} (ids {keys[0]}..{keys[-1]}); rolled back")
+            progress.verified_in_archive += identical
+        commit_started = time.perf_counter()
+    stats.add("commit", time.perf_counter() - commit_started)
+    return keys
+
+
+def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
+          lag: ReplicaLag, result: JobResult, stats: Stats) -> dict[str, AreaProgress]:
+    done: dict[str, AreaProgress] = {}
+    margin = 0.0
+    for item in plans:
+        progress = done.setdefault(item.area.name, AreaProgress())
+        if item.blocked or not item.eligible:
+            continue
+        last = item.lowest - 1
+        description = f"{'archiving' if item.area.moves else 'marking'} {item.area.name}"
+        with ctx.progress(description, item.eligible) as advance:
+            while True:
+                reason = ctx.why_stop(margin) or lag.wait_while_lagging(ctx, stats)
+                if reason:
+                    result.stop_reason = reason
+                    return done
+                started = time.perf_counter()
+                try:
+                    keys = retry_transient(
+                        lambda: _one_batch(ctx, item, batch, last, stats, progress),
+                        what=f"{item.area.name} batch")
+                except BatchMismatch as exc:
+                    result.status = "failed"
+                    result.error = str(exc)
+                    result.stop_reason = "error: batch counts disagree"
+                    return done
+                margin = time.perf_counter() - started
+                if keys:
+                    last = keys[-1]
+                    progress.moved += len(keys)
+                    progress.batches += 1
+                    advance(len(keys))
+                if len(keys) < batch:
+                    break
+                if sleep:
+                    with stats.timed("sleep"):
+                        ctx.stop.wait(sleep)
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
+        max_replica_lag: float | None = None, now: dt.datetime | None = None) -> JobResult:
+    result = JobResult(ctx.tool, ctx.dry_run)
+    now = now or utcnow()
+    plans = plan(ctx, now)
+    result.section(
+        "Archive readiness",
+        [{"Area": p.area.name, "Retention": f"{p.days} days", "Eligible": p.eligible,
+          "Status": p.status, "Notes": p.notes()} for p in plans],
+        columns=["Area", "Retention", "Eligible", "Status", "Notes"],
+    )
+    dialect = ctx.db.engine.dialect
+    for p in plans:
+        if p.blocked or not p.eligible:
+            continue
+        for statement in batch_statements(p.area, p.cutoff, batch, p.highest, None, now).values():
+            result.statements.append(_render(statement, dialect) + ";")
+    for p in plans:
+        result.counts[f"{p.area.name}_eligible"] = p.eligible
+    if ctx.dry_run:
+        total = sum(p.eligible for p in plans)
+        result.notes.append(
+            f"--execute would move or mark {total} rows in batches of {batch} "
+            "(one transaction each; statements below, one batch shown per area)")
+        return result
+
+    stats = Stats()
+    lag = ReplicaLag(ctx, max_replica_lag)
+    if lag.note:
+        result.notes.append(lag.note)
+    started = time.perf_counter()
+    try:
+        done = apply(ctx, plans, batch, sleep, lag, result, stats)
+    finally:
+        lag.close()
+    elapsed = time.perf_counter() - started
+    result.statements.clear()
+    rows = []
+    for p in plans:
+        progress = done.get(p.area.name, AreaProgress())
+        verb = "moved" if p.area.moves else "marked"
+        result.counts[f"{p.area.name}_{verb}"] = progress.moved
+        rows.append({"Area": p.area.name, "Eligible": p.eligible, "Done": progress.moved,
+                     "Action": verb, "Batches": progress.batches,
+                     "Already archived": progress.verified_in_archive})
+    result.section("Archived", rows,
+                   columns=["Area", "Eligible", "Done", "Action", "Batches", "Already archived"])
+    result.section("Statistics", [
+        {"Action": action, "Count": stats.calls[action], "Time": round(seconds, 3),
+         "Pct": f"{100 * seconds / elapsed:.1f}%" if elapsed else "-"}
+        for action, seconds in stats.seconds.items()
+    ], columns=["Action", "Count", "Time", "Pct"])
+    moved = sum(r["Done"] for r in rows)
+    result.counts["rows"] = moved
+    result.timings.update({action: seconds for action, seconds in stats.seconds.items()})
+    result.timings["total"] = elapsed
+    if elapsed and moved:
+        result.notes.append(f"{moved} rows in {elapsed:.2f}s ({moved / elapsed:,.0f} rows/s)")
+    return result
