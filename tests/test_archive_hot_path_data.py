@@ -1,0 +1,320 @@
+"""archive_hot_path_data: retention boundaries, protected payments, attendance marking, crash safety."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import time
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from conftest import run_cli, snapshot, start_cli, tool_env
+from ops_lib.cli import read_table_settings
+from ops_lib.db import connect
+from ops_lib.jobs import archive_hot_path
+from ops_lib.runtime import Budget, RunContext, StopSignal
+from ops_lib.schema import (
+    attendance_records,
+    audit_logs,
+    audit_logs_archive,
+    institutions,
+    invoices,
+    notifications,
+    notifications_archive,
+    payments,
+    payments_archive,
+    students,
+    system_settings,
+)
+from ops_lib.settings import load_settings
+
+NOW = dt.datetime(2026, 6, 1, 12, 0, 0)
+DAY = dt.timedelta(days=1)
+SECOND = dt.timedelta(seconds=1)
+
+
+def job_context(db, dry_run: bool) -> RunContext:
+    settings = load_settings(env={}).with_table(read_table_settings(db))
+    return RunContext(db=db, settings=settings, run_id="test", tool="archive_hot_path_data",
+                      dry_run=dry_run, budget=Budget(None), stop=StopSignal())
+
+
+def archive(db, dry_run=False, batch=1000, now=NOW):
+    return archive_hot_path.run(job_context(db, dry_run), batch=batch, now=now)
+
+
+def rows(db, table, order="id"):
+    with db.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(table).order_by(table.c[order])).mappings()]
+
+
+def ids(db, table):
+    return [r["id"] for r in rows(db, table)]
+
+
+def notification(id_, created_at, **extra):
+    row = {"id": id_, "guardian_id": 7, "student_id": 3, "kind": "attendance",
+           "title": f"Title {id_}", "body": f"body {id_} \u09ac\u09be\u0982\u09b2\u09be",
+           "data": {"n": id_, "tags": ["a", "b"]}, "dedupe_key": f"n-{id_}",
+           "created_at": created_at, "read_at": None}
+    row.update(extra)
+    return row
+
+
+def audit(id_, created_at):
+    return {"id": id_, "actor": "support", "action": "update", "entity_type": "invoice",
+            "entity_id": str(id_), "details": {"field": "status"}, "created_at": created_at}
+
+
+def seed(db):
+    """Rows on both sides of every area's cut-off (default retention days), and one exactly on it."""
+    n_cut = NOW - 90 * DAY
+    a_cut = NOW - 365 * DAY
+    p_cut = NOW - 730 * DAY
+    d_cut = (NOW - 400 * DAY).date()
+    with db.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(1, n_cut - 10 * DAY),
+            notification(2, n_cut - SECOND, read_at=n_cut),
+            notification(3, n_cut),  # exactly at the cut-off: stays
+            notification(4, n_cut + SECOND),
+            notification(5, NOW - DAY),
+            notification(6, n_cut - 100 * DAY, data=None, body=None, student_id=None),
+        ])
+        conn.execute(insert(audit_logs), [
+            audit(1, a_cut - SECOND), audit(2, a_cut), audit(3, NOW), audit(4, a_cut - 50 * DAY),
+        ])
+        conn.execute(insert(institutions), [{"id": 1, "name": "School", "code": "S1",
+                                             "created_at": NOW - 900 * DAY}])
+        conn.execute(insert(students), [{"id": 1, "institution_id": 1, "name": "Student",
+                                         "card_uid": "C1"}])
+        conn.execute(insert(invoices), [
+            {"id": i, "invoice_no": f"INV-{i}", "kind": "platform", "institution_id": 1,
+             "period_start": dt.date(2024, 1, 1), "period_end": dt.date(2024, 1, 31),
+             "amount_minor": 250_000, "status": status}
+            for i, status in [(1, "paid"), (2, "void"), (3, "due"), (4, "overdue"),
+                              (5, "blocked"), (6, "generated")]
+        ])
+        conn.execute(insert(payments), [
+            {"method": None, "reference": None, "paid_at": None, **p} for p in [
+            {"id": 1, "invoice_id": 1, "amount_minor": 250_000, "status": "settled",
+             "created_at": p_cut - SECOND, "paid_at": p_cut - SECOND, "method": "bkash",
+             "reference": "R1"},
+            {"id": 2, "invoice_id": 2, "amount_minor": 99_999, "status": "refunded",
+             "created_at": p_cut - 30 * DAY},
+            {"id": 3, "invoice_id": 3, "amount_minor": 100, "status": "pending",
+             "created_at": p_cut - 30 * DAY},  # unpaid invoice: stays
+            {"id": 4, "invoice_id": 4, "amount_minor": 100, "status": "failed",
+             "created_at": p_cut - 30 * DAY},  # overdue invoice: stays
+            {"id": 5, "invoice_id": 5, "amount_minor": 100, "status": "failed",
+             "created_at": p_cut - 30 * DAY},  # blocked invoice: stays
+            {"id": 6, "invoice_id": 1, "amount_minor": 5, "status": "settled",
+             "created_at": p_cut},  # exactly at the cut-off: stays
+            {"id": 7, "invoice_id": 6, "amount_minor": 5, "status": "pending",
+             "created_at": NOW},
+        ]])
+        conn.execute(insert(attendance_records), [
+            {"id": i, "institution_id": 1, "student_id": 1, "attendance_date": day,
+             "first_scan_at": NOW, "last_scan_at": NOW, "updated_at": NOW - 500 * DAY}
+            for i, day in [(1, d_cut - dt.timedelta(days=30)), (2, d_cut - dt.timedelta(days=1)),
+                           (3, d_cut), (4, d_cut + dt.timedelta(days=1)), (5, NOW.date())]
+        ])
+
+
+def without_archived_at(row):
+    return {k: v for k, v in row.items() if k != "archived_at"}
+
+
+def test_archive_moves_only_rows_older_than_retention_and_keeps_the_row_at_the_cutoff(db):
+    seed(db)
+    before_n, before_a = rows(db, notifications), rows(db, audit_logs)
+    result = archive(db, batch=2)
+    assert result.status == "ok", result.error
+    assert result.stop_reason == "no more work"
+
+    assert ids(db, notifications) == [3, 4, 5]
+    assert ids(db, notifications_archive) == [1, 2, 6]
+    moved = [without_archived_at(r) for r in rows(db, notifications_archive)]
+    assert moved == [r for r in before_n if r["id"] in (1, 2, 6)]
+    assert all(r["archived_at"] is not None for r in rows(db, notifications_archive))
+    assert rows(db, notifications) == [r for r in before_n if r["id"] in (3, 4, 5)]
+
+    assert ids(db, audit_logs) == [2, 3]
+    assert [without_archived_at(r) for r in rows(db, audit_logs_archive)] == \
+        [r for r in before_a if r["id"] in (1, 4)]
+    assert result.counts["notifications_moved"] == 3
+    assert result.counts["audit_logs_moved"] == 2
+
+
+def test_payments_an_unpaid_invoice_depends_on_stay_in_the_hot_table(db):
+    seed(db)
+    before = rows(db, payments)
+    plan = {r["Area"]: r for r in archive(db, dry_run=True).sections[0].rows}
+    assert plan["payments"]["Eligible"] == 2
+    assert "3 kept: their invoice is not paid or void" in plan["payments"]["Notes"]
+
+    archive(db)
+    assert ids(db, payments) == [3, 4, 5, 6, 7]
+    assert [without_archived_at(r) for r in rows(db, payments_archive)] == \
+        [r for r in before if r["id"] in (1, 2)]
+    assert rows(db, payments_archive)[0]["amount_minor"] == 250_000
+
+
+def test_attendance_records_are_marked_archived_and_kept_in_place(db):
+    seed(db)
+    before = rows(db, attendance_records)
+    result = archive(db)
+    after = rows(db, attendance_records)
+    assert [r["id"] for r in after] == [1, 2, 3, 4, 5]
+    assert [r["is_archived"] for r in after] == [True, True, False, False, False]
+    # Nothing else about the record changes, not even updated_at.
+    assert [dict(r, is_archived=False) for r in after] == before
+    assert result.counts["attendance_records_marked"] == 2
+    assert archive(db).counts["attendance_records_marked"] == 0
+
+
+def test_readiness_table_counts_eligible_rows_exactly_and_lists_the_batch_statements(db):
+    seed(db)
+    result = archive(db, dry_run=True)
+    table = {r["Area"]: (r["Retention"], r["Eligible"], r["Status"]) for r in result.sections[0].rows}
+    assert table == {
+        "notifications": ("90 days", 3, "ready"),
+        "audit_logs": ("365 days", 2, "ready"),
+        "payments": ("730 days", 2, "ready"),
+        "attendance_records": ("400 days", 2, "ready"),
+    }
+    joined = "\n".join(result.statements)
+    assert "INSERT INTO notifications_archive" in joined
+    assert "DELETE FROM payments" in joined
+    assert "UPDATE attendance_records SET is_archived" in joined
+    if db.caps.is_mysql:
+        assert "FOR UPDATE" in joined
+
+
+def test_retention_comes_from_the_system_settings_table(db):
+    seed(db)
+    with db.begin() as conn:
+        conn.execute(insert(system_settings), [{"name": "notifications_retention_days",
+                                                "value": "1"}])
+    archive(db)
+    assert ids(db, notifications) == [5]  # created a day before NOW: exactly at a 1-day cut-off
+
+
+def test_archive_dry_run_leaves_every_table_as_it_was(db, db_url, tmp_path):
+    seed(db)
+    before = snapshot(db)
+    assert archive(db, dry_run=True).counts["notifications_eligible"] == 3
+    proc = run_cli("archive_hot_path_data", "2", "--json", env=tool_env(db_url, tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    output = json.loads(proc.stdout)
+    assert output["dry_run"] is True
+    assert output["counts"]["notifications_eligible"] == 6  # by the real clock
+    assert snapshot(db) == before
+
+
+def test_a_row_already_in_the_archive_is_not_copied_twice_and_leaves_the_hot_table(db):
+    seed(db)
+    copy = dict(rows(db, notifications)[0], archived_at=NOW - DAY)  # a manual partial copy
+    with db.begin() as conn:
+        conn.execute(insert(notifications_archive), [copy])
+    result = archive(db, batch=10)
+    assert result.status == "ok", result.error
+    assert ids(db, notifications_archive) == [1, 2, 6]
+    assert rows(db, notifications_archive)[0]["archived_at"] == NOW - DAY
+    assert ids(db, notifications) == [3, 4, 5]
+    assert result.sections[1].rows[0]["Already archived"] == 1
+
+
+def test_a_different_row_in_the_archive_with_the_same_id_stops_the_run_and_rolls_back(db):
+    seed(db)
+    copy = dict(rows(db, notifications)[1], title="changed by hand", archived_at=NOW)
+    with db.begin() as conn:
+        conn.execute(insert(notifications_archive), [copy])
+    before = snapshot(db)
+    result = archive(db, batch=10)
+    assert result.status == "failed"
+    assert "different contents" in result.error
+    assert result.final_exit_code() == 1
+    assert snapshot(db) == before  # the notifications batch rolled back; the run stopped there
+
+
+def test_non_contiguous_keys_are_moved_exactly(db):
+    # Eligible and young rows interleaved: batches select scattered ids (the IN-list path).
+    with db.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, NOW - (200 * DAY if i % 3 else DAY)) for i in range(1, 61)
+        ])
+    archive(db, batch=7)
+    assert ids(db, notifications) == [i for i in range(1, 61) if i % 3 == 0]
+    assert ids(db, notifications_archive) == [i for i in range(1, 61) if i % 3]
+
+
+def test_max_replica_lag_without_a_replica_says_it_has_no_effect(db):
+    seed(db)
+    result = archive_hot_path.run(job_context(db, False), batch=100, max_replica_lag=5, now=NOW)
+    assert result.status == "ok"
+    expected = "has no effect" if db.caps.is_mysql else "ignored: SQLite has no replicas"
+    assert any(expected in note for note in result.notes), result.notes
+
+
+def test_max_runtime_stops_between_batches_and_says_why(db_url, db, tmp_path):
+    with db.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, dt.datetime(2020, 1, 1)) for i in range(1, 201)])
+    proc = run_cli("archive_hot_path_data", "10", "--execute", "--sleep", "0.3",
+                   "--max-runtime", "0.5", env=tool_env(db_url, tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped: max runtime reached" in proc.stdout
+    hot, cold = len(ids(db, notifications)), len(ids(db, notifications_archive))
+    assert hot + cold == 200 and 0 < cold < 200
+    assert "statistics: Action=select" in proc.stdout
+
+
+def test_archive_killed_at_random_moments_leaves_every_row_in_exactly_one_table(mariadb_url,
+                                                                              tmp_path):
+    database = connect(mariadb_url)
+    old = dt.datetime(2020, 1, 1)
+    with database.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, old + i * SECOND, title=f"kill test {i}") for i in range(1, 20001)])
+        conn.execute(insert(audit_logs), [audit(i, old) for i in range(1, 5001)])
+    original_n = rows(database, notifications)
+    original_a = rows(database, audit_logs)
+    env = tool_env(mariadb_url, tmp_path)
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(12):
+        proc = start_cli("archive_hot_path_data", "50", "--execute", "--sleep", "0.02", env=env)
+        time.sleep(rng.uniform(0.4, 1.6))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=30)
+    assert kills >= 10
+    final = run_cli("archive_hot_path_data", "500", "--execute", env=env)
+    assert final.returncode == 0, final.stderr
+
+    for table, archive_table, original in ((notifications, notifications_archive, original_n),
+                                           (audit_logs, audit_logs_archive, original_a)):
+        hot, cold = rows(database, table), rows(database, archive_table)
+        assert hot == []
+        assert len(cold) == len(original)  # none twice (the archive's key would refuse it anyway)
+        assert [without_archived_at(r) for r in cold] == original
+    with database.engine.connect() as conn:
+        dupes = conn.execute(select(func.count()).select_from(notifications_archive)
+                             .where(notifications_archive.c.id.in_(
+                                 select(notifications.c.id)))).scalar_one()
+    assert dupes == 0
+    database.engine.dispose()
+
+
+@pytest.mark.parametrize("bad", ["0", "20000", "abc"])
+def test_a_bad_batch_size_is_refused_with_exit_2_before_connecting(bad, tmp_path):
+    env = tool_env("mysql+pymysql://nobody@127.0.0.1:1/none", tmp_path)
+    proc = run_cli("archive_hot_path_data", bad, env=env)
+    assert proc.returncode == 2
+    assert "BATCH" in proc.stderr
