@@ -1,0 +1,210 @@
+"""Benchmark: archive_hot_path_data.py against Percona's pt-archiver on identical data (MariaDB).
+
+Fills `notifications` with ROWS old rows (default 1,000,000) in a scratch database, moves them
+into `notifications_archive` with each tool in turn (the table is refilled identically before
+each), checks that every row arrived exactly once, and prints rows/s and the ratio.
+
+    python benchmarks/archive_vs_pt_archiver.py [--rows 1000000] [--batch 1000]
+
+pt-archiver runs in its bulk mode: `--limit 1000 --commit-each --bulk-insert --bulk-delete`
+(Debian package `percona-toolkit`); where it is not installed its column says so. A third
+column, "plain SQL", is the bare loop INSERT ... SELECT + DELETE by id range, 1,000 rows a
+transaction, without any of the tool's checks: the ceiling to compare with.
+
+Times are wall-clock times of the whole process (start-up, planning, the copy, statistics), the
+same for both tools. The server is OPS_BENCH_MYSQL_URL (default root@127.0.0.1:3306).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from ops_lib.jobs.schema_admin import create_schema  # noqa: E402
+
+SERVER = os.environ.get("OPS_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+DATABASE = "ops_bench_archive"
+CUTOFF = "2025-01-01 00:00:00"  # every benchmark row is older than this and than 90 days
+
+
+def scratch_url() -> str:
+    return f"{SERVER.rstrip('/')}/{DATABASE}"
+
+
+def prepare() -> None:
+    server = create_engine(SERVER)
+    with server.begin() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+        conn.exec_driver_sql(f"CREATE DATABASE `{DATABASE}` CHARACTER SET utf8mb4 "
+                             "COLLATE utf8mb4_unicode_ci")
+    server.dispose()
+    engine = create_engine(scratch_url())
+    with engine.begin() as conn:
+        create_schema(conn, is_mysql=True)
+    engine.dispose()
+
+
+def fill(rows: int) -> float:
+    """The same rows every time: ids 1..rows, created in 2023-2024 (MariaDB's SEQUENCE engine)."""
+    engine = create_engine(scratch_url())
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE TABLE notifications")
+        conn.exec_driver_sql("TRUNCATE TABLE notifications_archive")
+        step = 200_000
+        for low in range(1, rows + 1, step):
+            high = min(rows, low + step - 1)
+            conn.exec_driver_sql(
+                "INSERT INTO notifications (id, guardian_id, student_id, kind, title, body, data, "
+                "dedupe_key, created_at, read_at, fanout_status) "
+                "SELECT seq, 1 + MOD(seq, 50000), 1 + MOD(seq, 20000), 'attendance', "
+                "CONCAT('Arrived at school #', seq), "
+                "CONCAT('Your child tapped in at 07:', LPAD(MOD(seq, 60), 2, '0'), ' today.'), "
+                "CONCAT('{\"student\":', MOD(seq, 20000), ',\"status\":\"present\"}'), "
+                "CONCAT('att:', seq), "
+                "TIMESTAMP'2023-01-01 00:00:00' + INTERVAL (seq * 30) SECOND, "
+                "IF(MOD(seq, 3) = 0, NULL, TIMESTAMP'2023-01-01 06:00:00' + INTERVAL (seq * 30) SECOND), "
+                "'done' "
+                f"FROM seq_{low}_to_{high}"
+            )
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def checksum(table: str) -> tuple[int, int]:
+    engine = create_engine(scratch_url())
+    with engine.connect() as conn:
+        count, crc = conn.execute(text(
+            f"SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT_WS('|', id, guardian_id, student_id, "
+            f"kind, title, body, data, dedupe_key, created_at, read_at, fanout_status))), 0) "
+            f"FROM {table}")).one()
+    engine.dispose()
+    return int(count), int(crc)
+
+
+def run_tool(batch: int) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
+    env["OPS_DATABASE_URL"] = scratch_url()
+    env["OPS_LOCK_DIR"] = "/tmp/ops_bench_locks"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "archive_hot_path_data.py"), str(batch),
+         "--execute", "--json"], env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"archive_hot_path_data failed: {proc.stderr[-2000:]}")
+    result = json.loads(proc.stdout)
+    stats = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(result["timings"].items()))
+    print(f"  archive_hot_path_data: {result['counts']['notifications_moved']:,} rows; {stats}",
+          file=sys.stderr)
+    return elapsed
+
+
+def run_pt_archiver(batch: int) -> float:
+    url = make_url(scratch_url())
+    dsn = f"h={url.host},P={url.port or 3306},u={url.username},D={DATABASE},t=notifications"
+    if url.password:
+        dsn += f",p={url.password}"
+    command = [
+        "pt-archiver", "--source", dsn + ",L=1", "--dest", "t=notifications_archive,L=1",
+        "--where", f"created_at < '{CUTOFF}'", "--limit", str(batch), "--commit-each",
+        "--bulk-insert", "--bulk-delete", "--no-safe-auto-increment", "--no-check-charset", "--no-check-columns",
+        "--statistics",
+    ]
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"pt-archiver failed: {proc.stderr[-2000:]}")
+    print("  pt-archiver statistics: " + " | ".join(
+        line.strip() for line in proc.stdout.splitlines() if line.strip()), file=sys.stderr)
+    return elapsed
+
+
+def run_plain_sql(batch: int) -> float:
+    """The bare loop: INSERT ... SELECT and DELETE by id range, one transaction per batch."""
+    engine = create_engine(scratch_url(), isolation_level="READ COMMITTED")
+    columns = ("id, guardian_id, student_id, kind, title, body, data, dedupe_key, created_at, "
+               "read_at, fanout_status, claimed_by, lease_expires_at, available_at")
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        low, high = conn.execute(text("SELECT MIN(id), MAX(id) FROM notifications "
+                                      f"WHERE created_at < '{CUTOFF}'")).one()
+        conn.commit()
+        for start in range(low, high + 1, batch):
+            end = start + batch - 1
+            with conn.begin():
+                conn.exec_driver_sql(
+                    f"INSERT INTO notifications_archive ({columns}, archived_at) "
+                    f"SELECT {columns}, NOW() FROM notifications "
+                    f"WHERE id BETWEEN {start} AND {end} AND created_at < '{CUTOFF}'")
+                conn.exec_driver_sql(f"DELETE FROM notifications WHERE id BETWEEN {start} "
+                                     f"AND {end} AND created_at < '{CUTOFF}'")
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--skip-plain", action="store_true", help="leave out the plain SQL loop")
+    args = parser.parse_args()
+
+    prepare()
+    runners = [("archive_hot_path_data", run_tool)]
+    notes = []
+    if shutil.which("pt-archiver"):
+        runners.append(("pt-archiver (bulk)", run_pt_archiver))
+    else:
+        notes.append("pt-archiver: skipped, not installed (apt-get install percona-toolkit)")
+    if not args.skip_plain:
+        runners.append(("plain SQL loop", run_plain_sql))
+
+    figures: dict[str, float] = {}
+    for name, runner in runners:
+        fill_seconds = fill(args.rows)
+        source = checksum("notifications")
+        print(f"filled {args.rows:,} rows in {fill_seconds:.1f}s; running {name}", file=sys.stderr)
+        seconds = runner(args.batch)
+        hot, archived = checksum("notifications"), checksum("notifications_archive")
+        if hot[0] != 0 or archived != source:
+            raise SystemExit(f"{name}: rows lost or changed: hot {hot}, archive {archived}, "
+                             f"source {source}")
+        figures[name] = args.rows / seconds
+
+    server = create_engine(SERVER)
+    with server.connect() as conn:
+        version = conn.execute(text("SELECT VERSION()")).scalar()
+    server.dispose()
+    print(f"\nMoving {args.rows:,} notifications to notifications_archive, "
+          f"{args.batch} rows a transaction, MariaDB {version}")
+    print(f"{'tool':<24}{'rows/s':>12}")
+    for name, rate in figures.items():
+        print(f"{name:<24}{rate:>12,.0f}")
+    if "pt-archiver (bulk)" in figures:
+        ratio = figures["archive_hot_path_data"] / figures["pt-archiver (bulk)"]
+        print(f"{'ratio tool/pt-archiver':<24}{ratio:>11.2f}x")
+    else:
+        print(f"{'ratio tool/pt-archiver':<24}{'skipped':>12}")
+    for note in notes:
+        print(f"note: {note}")
+    with create_engine(SERVER).begin() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+
+
+if __name__ == "__main__":
+    main()
