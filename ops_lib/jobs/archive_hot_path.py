@@ -87,14 +87,12 @@ class Area:
 
     def protected(self) -> ColumnElement | None:
         """Old rows that must stay anyway, or None when the area has no such rule."""
-        if self.hot is not payments:
-            return None
-        return not_(_invoice_settled())
+        return not_(_invoice_settled()) if self.hot is payments else None
 
     def eligible(self, cutoff) -> ColumnElement:
-        protected = self.protected()
-        old = self.old(cutoff)
-        return old if protected is None else and_(old, not_(protected))
+        if self.hot is payments:
+            return and_(self.old(cutoff), _invoice_settled())
+        return self.old(cutoff)
 
 
 def _invoice_settled() -> ColumnElement:
@@ -473,7 +471,8 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
         total = sum(p.eligible for p in plans)
         result.notes.append(
             f"--execute would move or mark {total} rows in batches of {batch} "
-            "(one transaction each; statements below, one batch shown per area)")
+            "(one transaction each; statements below, one batch shown per area; contiguous "
+            "ids are addressed as BETWEEN first AND last instead of an IN list)")
         return result
 
     stats = Stats()
