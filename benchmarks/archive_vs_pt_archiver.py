@@ -1,15 +1,18 @@
 """Benchmark: archive_hot_path_data.py against Percona's pt-archiver on identical data (MariaDB).
 
-Fills `notifications` with ROWS old rows (default 1,000,000) in a scratch database, moves them
-into `notifications_archive` with each tool in turn (the table is refilled identically before
-each), checks that every row arrived exactly once, and prints rows/s and the ratio.
+Fills `notifications` with ROWS old rows (default 1,000,000) in a fresh scratch database, moves
+them into `notifications_archive` with one tool, checks that every row arrived exactly once with
+the same contents, and starts over for the next run. The runs go pt-archiver, this tool, this
+tool, pt-archiver (ABBA, per round), each after InnoDB has purged and flushed the previous run's
+work, so neither tool gains from its place in the order. It prints the mean rows/s of each tool,
+every run's figure, and the ratio.
 
-    python benchmarks/archive_vs_pt_archiver.py [--rows 1000000] [--batch 1000]
+    python benchmarks/archive_vs_pt_archiver.py [--rows 1000000] [--batch 1000] [--rounds 1] [--plain]
 
 pt-archiver runs in its bulk mode: `--limit 1000 --commit-each --bulk-insert --bulk-delete`
 (Debian package `percona-toolkit`); where it is not installed its column says so. A third
 column, "plain SQL", is the bare loop INSERT ... SELECT + DELETE by id range, 1,000 rows a
-transaction, without any of the tool's checks: the ceiling to compare with.
+transaction, without any of the tool's checks (`--plain`): the ceiling to compare with.
 
 Times are wall-clock times of the whole process (start-up, planning, the copy, statistics), the
 same for both tools. The server is OPS_BENCH_MYSQL_URL (default root@127.0.0.1:3306).
@@ -44,6 +47,7 @@ def scratch_url() -> str:
 
 
 def prepare() -> None:
+    """A fresh scratch database with the schema: no tool inherits another's deleted pages."""
     server = create_engine(SERVER)
     with server.begin() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{DATABASE}`")
@@ -83,15 +87,18 @@ def fill(rows: int) -> float:
     return time.perf_counter() - started
 
 
-def wait_for_purge(limit: int = 2000, timeout: float = 300) -> None:
-    """Let InnoDB purge the previous run's deleted rows first, so no tool pays for another's."""
+def wait_until_quiet(timeout: float = 60) -> None:
+    """Let InnoDB purge old deletes and flush dirty pages first, so no tool pays for another's."""
     engine = create_engine(SERVER)
     deadline = time.monotonic() + timeout
     with engine.connect() as conn:
         while time.monotonic() < deadline:
             status = conn.exec_driver_sql("SHOW ENGINE INNODB STATUS").one()[2]
-            line = next((x for x in status.splitlines() if "History list length" in x), "")
-            if not line or int(line.split()[-1]) < limit:
+            line = next((x for x in status.splitlines() if "History list length" in x), "0")
+            dirty, total = (int(conn.exec_driver_sql(
+                f"SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_{name}'").one()[1])
+                for name in ("dirty", "total"))
+            if int(line.split()[-1]) < 1000 and dirty < total // 10:
                 break
             time.sleep(2)
     engine.dispose()
@@ -175,47 +182,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--skip-plain", action="store_true", help="leave out the plain SQL loop")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="each round runs pt-archiver, this tool, this tool, pt-archiver "
+                             "(ABBA, so neither gains from going first)")
+    parser.add_argument("--plain", action="store_true", help="also run the plain SQL loop")
     args = parser.parse_args()
 
-    prepare()
-    runners = []
     notes = []
-    if shutil.which("pt-archiver"):
-        runners.append(("pt-archiver (bulk)", run_pt_archiver))
-    else:
+    have_pt = shutil.which("pt-archiver") is not None
+    if not have_pt:
         notes.append("pt-archiver: skipped, not installed (apt-get install percona-toolkit)")
-    runners.append(("archive_hot_path_data", run_tool))
-    if not args.skip_plain:
-        runners.append(("plain SQL loop", run_plain_sql))
+    order = []
+    for _ in range(args.rounds):
+        order += (["pt-archiver (bulk)", "archive_hot_path_data", "archive_hot_path_data",
+                   "pt-archiver (bulk)"] if have_pt else ["archive_hot_path_data"])
+    if args.plain:
+        order.append("plain SQL loop")
+    runners = {"pt-archiver (bulk)": run_pt_archiver, "archive_hot_path_data": run_tool,
+               "plain SQL loop": run_plain_sql}
 
-    figures: dict[str, float] = {}
-    for name, runner in runners:
+    figures: dict[str, list[float]] = {}
+    for name in order:
+        prepare()
         fill_seconds = fill(args.rows)
         source = checksum("notifications")
-        wait_for_purge()
+        wait_until_quiet()
         print(f"filled {args.rows:,} rows in {fill_seconds:.1f}s; running {name}", file=sys.stderr)
-        seconds = runner(args.batch)
+        seconds = runners[name](args.batch)
         hot, archived = checksum("notifications"), checksum("notifications_archive")
         if hot[0] != 0 or archived != source:
             raise SystemExit(f"{name}: rows lost or changed: hot {hot}, archive {archived}, "
                              f"source {source}")
-        figures[name] = args.rows / seconds
+        figures.setdefault(name, []).append(args.rows / seconds)
+        print(f"  {name}: {args.rows / seconds:,.0f} rows/s", file=sys.stderr)
 
     server = create_engine(SERVER)
     with server.connect() as conn:
         version = conn.execute(text("SELECT VERSION()")).scalar()
-    server.dispose()
+        pool = conn.execute(text("SELECT @@innodb_buffer_pool_size")).scalar()
     print(f"\nMoving {args.rows:,} notifications to notifications_archive, "
-          f"{args.batch} rows a transaction, MariaDB {version}")
-    print(f"{'tool':<24}{'rows/s':>12}")
-    for name, rate in sorted(figures.items()):
-        print(f"{name:<24}{rate:>12,.0f}")
-    if "pt-archiver (bulk)" in figures:
-        ratio = figures["archive_hot_path_data"] / figures["pt-archiver (bulk)"]
-        print(f"{'ratio tool/pt-archiver':<24}{ratio:>11.2f}x")
+          f"{args.batch} rows a transaction, MariaDB {version} "
+          f"(buffer pool {int(pool) // 2**20} MB); wall time of the whole process")
+    print(f"{'tool':<24}{'rows/s (mean)':>14}   runs")
+    mean = {name: sum(rates) / len(rates) for name, rates in figures.items()}
+    for name in runners:
+        if name in figures:
+            runs = ", ".join(f"{r:,.0f}" for r in figures[name])
+            print(f"{name:<24}{mean[name]:>14,.0f}   {runs}")
+    if "pt-archiver (bulk)" in mean:
+        ratio = mean["archive_hot_path_data"] / mean["pt-archiver (bulk)"]
+        print(f"{'ratio tool/pt-archiver':<24}{ratio:>13.2f}x")
     else:
-        print(f"{'ratio tool/pt-archiver':<24}{'skipped':>12}")
+        print(f"{'ratio tool/pt-archiver':<24}{'skipped':>14}")
     for note in notes:
         print(f"note: {note}")
     with create_engine(SERVER).begin() as conn:

@@ -213,9 +213,14 @@ def plan(ctx: RunContext, now: dt.datetime) -> list[AreaPlan]:
 
 def batch_statements(area: Area, cutoff, batch: int, upper: int, keys: ColumnElement | None,
                      now: dt.datetime, last: int | None = None):
-    """The statements of one batch, as run (`keys` restricts to the selected ids)."""
+    """The statements of one batch, as run (`keys` restricts to the selected ids).
+
+    "select" locks the batch's rows and returns only their count, lowest and highest id: when the
+    ids are contiguous (the usual case) that is all a batch needs, and the server does not ship a
+    thousand ids to Python. "select_ids" (same rows) lists them when they are not.
+    """
     hot = area.hot
-    select_keys = (
+    select_ids = (
         select(hot.c.id)
         .where(hot.c.id > (last if last is not None else literal_column(":last_id")),
                hot.c.id <= upper, area.eligible(cutoff))
@@ -223,12 +228,14 @@ def batch_statements(area: Area, cutoff, batch: int, upper: int, keys: ColumnEle
         .limit(batch)
         .with_for_update()
     )
+    locked = select_ids.subquery("batch")
+    select_keys = select(func.count(), func.min(locked.c.id), func.max(locked.c.id))
     if keys is None:
         keys = hot.c.id.op("IN")(literal_column("(:selected_ids)"))
     if not area.moves:
         mark = update(hot).where(keys, hot.c.is_archived == False).values(  # noqa: E712
             is_archived=True)
-        return {"select": select_keys, "mark": mark}
+        return {"select": select_keys, "select_ids": select_ids, "mark": mark}
     archive = area.archive
     names = [c.name for c in hot.columns]
     copy = insert(archive).from_select(
@@ -236,7 +243,7 @@ def batch_statements(area: Area, cutoff, batch: int, upper: int, keys: ColumnEle
         select(*hot.columns, literal(now, DateTime).label("archived_at")).where(keys),
     )
     remove = delete(hot).where(keys)
-    return {"select": select_keys, "copy": copy, "delete": remove}
+    return {"select": select_keys, "select_ids": select_ids, "copy": copy, "delete": remove}
 
 
 def _render(statement, dialect) -> str:
@@ -341,11 +348,26 @@ class AreaProgress:
     verified_in_archive: int = 0
 
 
-def _key_clause(hot: Table, keys: list[int]) -> ColumnElement:
-    """Exactly the selected ids: a range when they are contiguous (faster), else an IN list."""
-    if keys[-1] - keys[0] + 1 == len(keys):
-        return hot.c.id.between(keys[0], keys[-1])
-    return hot.c.id.in_(keys)
+@dataclass(frozen=True)
+class Keys:
+    """The rows a batch selected: their count, first and last id, and the ids when scattered."""
+
+    count: int
+    first: int
+    last: int
+    ids: list[int] | None = None  # None: contiguous, exactly first..last
+
+    def clause(self, table: Table) -> ColumnElement:
+        """Exactly the selected ids: a range when they are contiguous (faster), else an IN list."""
+        if self.ids is None:
+            return table.c.id.between(self.first, self.last)
+        return table.c.id.in_(self.ids)
+
+    def __str__(self) -> str:
+        return f"ids {self.first}..{self.last}"
+
+
+NO_KEYS = Keys(0, 0, 0)
 
 
 def _identical_in_archive(conn: Connection, area: Area, ids: list[int]) -> int:
@@ -357,30 +379,40 @@ def _identical_in_archive(conn: Connection, area: Area, ids: list[int]) -> int:
     ).scalar_one()
 
 
+def _select_keys(conn: Connection, statements: dict) -> Keys:
+    count, first, last = conn.execute(statements["select"]).one()
+    if not count:
+        return NO_KEYS
+    if last - first + 1 == count:
+        return Keys(count, first, last)
+    ids = list(conn.execute(statements["select_ids"]).scalars())  # rows locked already
+    return Keys(len(ids), ids[0], ids[-1], ids)
+
+
 def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int, stats: Stats,
-               progress: AreaProgress) -> list[int]:
+               progress: AreaProgress) -> Keys:
     """One transaction: select, copy, delete (or mark), check, commit. Returns the keys."""
     area, hot = item.area, item.area.hot
     with ctx.db.begin() as conn:
         now = utcnow()
         statements = batch_statements(area, item.cutoff, batch, item.highest, None, now, last)
         with stats.timed("select"):
-            keys = list(conn.execute(statements["select"]).scalars())
-        if not keys:
+            keys = _select_keys(conn, statements)
+        if not keys.count:
             return keys
-        clause = _key_clause(hot, keys)
+        clause = keys.clause(hot)
         statements = batch_statements(area, item.cutoff, batch, item.highest, clause, now, last)
         if not area.moves:
             with stats.timed("mark"):
                 marked = conn.execute(statements["mark"]).rowcount
-            if marked != len(keys):
-                raise BatchMismatch(f"{area.name}: marked {marked} of {len(keys)} selected rows "
-                                    f"(ids {keys[0]}..{keys[-1]}); rolled back")
+            if marked != keys.count:
+                raise BatchMismatch(f"{area.name}: marked {marked} of {keys.count} selected rows "
+                                    f"({keys}); rolled back")
         else:
             archive = area.archive
             with stats.timed("copy"):
                 present = list(conn.execute(
-                    select(archive.c.id).where(_key_clause(archive, keys))).scalars())
+                    select(archive.c.id).where(keys.clause(archive))).scalars())
                 copy = statements["copy"]
                 if present:
                     copy = batch_statements(
@@ -390,15 +422,15 @@ def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int, stats: St
                 identical = _identical_in_archive(conn, area, present) if present else 0
             if identical != len(present):
                 raise BatchMismatch(
-                    f"{area.name}: {len(present) - identical} of ids {keys[0]}..{keys[-1]} are "
-                    f"already in {archive.name} with different contents; rolled back, nothing "
-                    "deleted (compare the two rows and remove the wrong one)")
+                    f"{area.name}: {len(present) - identical} of {keys} are already in "
+                    f"{archive.name} with different contents; rolled back, nothing deleted "
+                    "(compare the two rows and remove the wrong one)")
             with stats.timed("delete"):
                 deleted = conn.execute(statements["delete"]).rowcount
-            if not copied + identical == deleted == len(keys):
+            if not copied + identical == deleted == keys.count:
                 raise BatchMismatch(
-                    f"{area.name}: selected {len(keys)}, copied {copied} (+{identical} already "
-                    f"archived), deleted {deleted} (ids {keys[0]}..{keys[-1]}); rolled back")
+                    f"{area.name}: selected {keys.count}, copied {copied} (+{identical} already "
+                    f"archived), deleted {deleted} ({keys}); rolled back")
             progress.verified_in_archive += identical
         commit_started = time.perf_counter()
     stats.add("commit", time.perf_counter() - commit_started)
@@ -432,12 +464,12 @@ def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
                     result.stop_reason = "error: batch counts disagree"
                     return done
                 margin = time.perf_counter() - started
-                if keys:
-                    last = keys[-1]
-                    progress.moved += len(keys)
+                if keys.count:
+                    last = keys.last
+                    progress.moved += keys.count
                     progress.batches += 1
-                    advance(len(keys))
-                if len(keys) < batch:
+                    advance(keys.count)
+                if keys.count < batch:
                     break
                 if sleep:
                     with stats.timed("sleep"):
@@ -463,7 +495,9 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
     for p in plans:
         if p.blocked or not p.eligible:
             continue
-        for statement in batch_statements(p.area, p.cutoff, batch, p.highest, None, now).values():
+        statements = batch_statements(p.area, p.cutoff, batch, p.highest, None, now)
+        statements.pop("select_ids")
+        for statement in statements.values():
             result.statements.append(_render(statement, dialect) + ";")
     for p in plans:
         result.counts[f"{p.area.name}_eligible"] = p.eligible
@@ -471,8 +505,9 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
         total = sum(p.eligible for p in plans)
         result.notes.append(
             f"--execute would move or mark {total} rows in batches of {batch} "
-            "(one transaction each; statements below, one batch shown per area; contiguous "
-            "ids are addressed as BETWEEN first AND last instead of an IN list)")
+            "(one transaction each; statements below, one batch shown per area; the first "
+            "locks the batch's rows; when their ids are not contiguous it lists them and uses "
+            "id IN (...) instead of id BETWEEN first AND last)")
         return result
 
     stats = Stats()

@@ -57,12 +57,13 @@ def run(ctx: RunContext, limit: int = 1000, now: dt.datetime | None = None) -> J
             .where(stale(cutoff)).order_by(devices.c.last_seen_at, devices.c.id).limit(SAMPLE)
         ).mappings().all()
     result.counts["stale"] = total
+    result.counts["sample"] = len(sample)
     result.counts["limit"] = limit
     result.notes.append(
         f"stale: active and last seen (or, never seen, created) before {cutoff} "
         f"(stale_device_days={days}, {ctx.settings.source('stale_device_days')})")
     title = "Stalest devices" if ctx.dry_run else "Stalest devices at the start"
-    result.section(f"{title} (first {SAMPLE})", [
+    result.section(title, [
         {"id": r["id"], "guardian_id": r["guardian_id"], "platform": r["platform"],
          "last_seen_at": r["last_seen_at"], "created_at": r["created_at"],
          "judged_by": "last_seen_at" if r["last_seen_at"] else "created_at (never seen)"}
