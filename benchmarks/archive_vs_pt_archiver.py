@@ -7,7 +7,7 @@ tool, pt-archiver (ABBA, per round), each after InnoDB has purged and flushed th
 work, so neither tool gains from its place in the order. It prints the mean rows/s of each tool,
 every run's figure, and the ratio.
 
-    python benchmarks/archive_vs_pt_archiver.py [--rows 1000000] [--batch 1000] [--rounds 1] [--plain]
+    python benchmarks/archive_vs_pt_archiver.py [--rows N] [--batch N] [--rounds N] [--plain]
 
 pt-archiver runs in its bulk mode: `--limit 1000 --commit-each --bulk-insert --bulk-delete`
 (Debian package `percona-toolkit`); where it is not installed its column says so. A third
@@ -79,7 +79,8 @@ def fill(rows: int) -> float:
                 "CONCAT('{\"student\":', MOD(seq, 20000), ',\"status\":\"present\"}'), "
                 "CONCAT('att:', seq), "
                 "TIMESTAMP'2023-01-01 00:00:00' + INTERVAL (seq * 30) SECOND, "
-                "IF(MOD(seq, 3) = 0, NULL, TIMESTAMP'2023-01-01 06:00:00' + INTERVAL (seq * 30) SECOND), "
+                "IF(MOD(seq, 3) = 0, NULL, "
+                "TIMESTAMP'2023-01-01 06:00:00' + INTERVAL (seq * 30) SECOND), "
                 "'done' "
                 f"FROM seq_{low}_to_{high}"
             )
@@ -141,7 +142,8 @@ def run_pt_archiver(batch: int) -> float:
     command = [
         "pt-archiver", "--source", dsn + ",L=1", "--dest", "t=notifications_archive,L=1",
         "--where", f"created_at < '{CUTOFF}'", "--limit", str(batch), "--commit-each",
-        "--bulk-insert", "--bulk-delete", "--no-safe-auto-increment", "--no-check-charset", "--no-check-columns",
+        "--bulk-insert", "--bulk-delete", "--no-safe-auto-increment", "--no-check-charset",
+        "--no-check-columns",
         "--statistics",
     ]
     started = time.perf_counter()

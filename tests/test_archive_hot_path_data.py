@@ -1,4 +1,4 @@
-"""archive_hot_path_data: retention boundaries, protected payments, attendance marking, crash safety."""
+"""archive_hot_path_data: retention boundaries, protected payments, attendance, crash safety."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import signal
 import time
 
 import pytest
+from conftest import run_cli, snapshot, start_cli, tool_env
 from sqlalchemy import func, insert, select
 
-from conftest import run_cli, snapshot, start_cli, tool_env
 from ops_lib.cli import read_table_settings
 from ops_lib.db import connect
 from ops_lib.jobs import archive_hot_path
@@ -71,7 +71,7 @@ def audit(id_, created_at):
 
 
 def seed(db):
-    """Rows on both sides of every area's cut-off (default retention days), and one exactly on it."""
+    """Rows on both sides of every area's cut-off (default retention), and one exactly on it."""
     n_cut = NOW - 90 * DAY
     a_cut = NOW - 365 * DAY
     p_cut = NOW - 730 * DAY
@@ -180,7 +180,8 @@ def test_attendance_records_are_marked_archived_and_kept_in_place(db):
 def test_readiness_table_counts_eligible_rows_exactly_and_lists_the_batch_statements(db):
     seed(db)
     result = archive(db, dry_run=True)
-    table = {r["Area"]: (r["Retention"], r["Eligible"], r["Status"]) for r in result.sections[0].rows}
+    table = {r["Area"]: (r["Retention"], r["Eligible"], r["Status"])
+             for r in result.sections[0].rows}
     assert table == {
         "notifications": ("90 days", 3, "ready"),
         "audit_logs": ("365 days", 2, "ready"),
@@ -274,6 +275,8 @@ def test_max_runtime_stops_between_batches_and_says_why(db_url, db, tmp_path):
     assert "statistics: Action=select" in proc.stdout
 
 
+@pytest.mark.mariadb
+@pytest.mark.slow
 def test_archive_killed_at_random_moments_leaves_every_row_in_exactly_one_table(mariadb_url,
                                                                               tmp_path):
     database = connect(mariadb_url)
@@ -318,3 +321,21 @@ def test_a_bad_batch_size_is_refused_with_exit_2_before_connecting(bad, tmp_path
     proc = run_cli("archive_hot_path_data", bad, env=env)
     assert proc.returncode == 2
     assert "BATCH" in proc.stderr
+
+
+def test_sigterm_finishes_the_current_batch_and_records_the_run_as_interrupted(db_url, db,
+                                                                               tmp_path):
+    with db.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, dt.datetime(2020, 1, 1)) for i in range(1, 201)])
+    proc = start_cli("archive_hot_path_data", "10", "--execute", "--sleep", "0.2",
+                     env=tool_env(db_url, tmp_path))
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "status=interrupted" in stdout
+    assert "stopped: interrupted by SIGTERM" in stdout
+    cold = ids(db, notifications_archive)
+    assert 0 < len(cold) < 200 and len(cold) % 10 == 0  # whole batches only
+    assert sorted(ids(db, notifications) + cold) == list(range(1, 201))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from conftest import run_cli, snapshot, tool_env
 from sqlalchemy import insert, select
 
-from conftest import run_cli, snapshot, tool_env
 from ops_lib.cli import read_table_settings
 from ops_lib.jobs import stale_devices
 from ops_lib.runtime import Budget, RunContext, StopSignal

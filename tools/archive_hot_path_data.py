@@ -1,4 +1,4 @@
-"""Move old notifications, audit logs and payments into their archive tables; mark old attendance."""
+"""Move old notifications, audit logs and payments to their archive tables; mark old attendance."""
 
 import os
 import sys

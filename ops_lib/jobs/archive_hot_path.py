@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
     ColumnElement,
+    Connection,
     DateTime,
     Table,
     and_,
