@@ -202,7 +202,7 @@ def plan(ctx: RunContext, now: dt.datetime) -> list[AreaPlan]:
                     select(func.count()).select_from(hot)
                     .where(area.old(item.cutoff), area.protected())
                 ).scalar_one()
-            if area.moves and count:
+            if area.moves and count and ctx.dry_run:  # --execute checks batch by batch
                 archive = area.archive
                 item.in_archive = conn.execute(
                     select(func.count()).select_from(hot.join(archive, archive.c.id == hot.c.id))
