@@ -389,9 +389,12 @@ def _select_keys(conn: Connection, statements: dict) -> Keys:
     return Keys(len(ids), ids[0], ids[-1], ids)
 
 
-def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int, stats: Stats,
-               progress: AreaProgress) -> Keys:
-    """One transaction: select, copy, delete (or mark), check, commit. Returns the keys."""
+def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
+               stats: Stats) -> tuple[Keys, int]:
+    """One transaction: select, copy, delete (or mark), check, commit.
+
+    Returns the keys, and how many of them the archive already held (identical copies).
+    """
     area, hot = item.area, item.area.hot
     with ctx.db.begin() as conn:
         now = utcnow()
@@ -399,7 +402,8 @@ def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int, stats: St
         with stats.timed("select"):
             keys = _select_keys(conn, statements)
         if not keys.count:
-            return keys
+            return keys, 0
+        identical = 0
         clause = keys.clause(hot)
         statements = batch_statements(area, item.cutoff, batch, item.highest, clause, now, last)
         if not area.moves:
@@ -431,10 +435,9 @@ def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int, stats: St
                 raise BatchMismatch(
                     f"{area.name}: selected {keys.count}, copied {copied} (+{identical} already "
                     f"archived), deleted {deleted} ({keys}); rolled back")
-            progress.verified_in_archive += identical
         commit_started = time.perf_counter()
     stats.add("commit", time.perf_counter() - commit_started)
-    return keys
+    return keys, identical
 
 
 def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
@@ -455,8 +458,8 @@ def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
                     return done
                 started = time.perf_counter()
                 try:
-                    keys = retry_transient(
-                        lambda: _one_batch(ctx, item, batch, last, stats, progress),
+                    keys, identical = retry_transient(
+                        lambda: _one_batch(ctx, item, batch, last, stats),
                         what=f"{item.area.name} batch")
                 except BatchMismatch as exc:
                     result.status = "failed"
@@ -468,6 +471,7 @@ def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
                     last = keys.last
                     progress.moved += keys.count
                     progress.batches += 1
+                    progress.verified_in_archive += identical
                     advance(keys.count)
                 if keys.count < batch:
                     break
