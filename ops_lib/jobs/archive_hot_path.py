@@ -38,9 +38,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ..db import Database, connect, describe_db_error, retry_transient
+from ..db import Database, connect, describe_db_error, mysql_error_code, retry_transient
 from ..errors import PreconditionFailed
 from ..result import JobResult
 from ..runtime import RunContext
@@ -59,6 +59,7 @@ from ..timeutil import utcnow
 log = logging.getLogger("ops")
 
 SETTLED_INVOICE = ("paid", "void")
+DUPLICATE_KEY = 1062
 REPLICA_CHECK_EVERY = 1.0  # seconds between two replica-lag readings
 REPLICA_WAIT_STEP = 1.0  # seconds between two readings while the replica lags
 
@@ -246,6 +247,29 @@ def batch_statements(area: Area, cutoff, batch: int, upper: int, keys: ColumnEle
     return {"select": select_keys, "select_ids": select_ids, "copy": copy, "delete": remove}
 
 
+def uses_returning(db: Database) -> bool:
+    """MariaDB 10.5+: copy and lock a batch in one INSERT ... SELECT ... FOR UPDATE RETURNING id."""
+    return db.caps.is_mariadb and bool(db.engine.dialect.insert_returning)
+
+
+def returning_statements(area: Area, cutoff, batch: int, upper: int, now: dt.datetime,
+                         last: int | None = None) -> dict:
+    """The MariaDB batch: one statement selects, locks and copies; then delete those ids."""
+    hot, archive = area.hot, area.archive
+    rows = (
+        select(*hot.columns, literal(now, DateTime).label("archived_at"))
+        .where(hot.c.id > (last if last is not None else literal_column(":last_id")),
+               hot.c.id <= upper, area.eligible(cutoff))
+        .order_by(hot.c.id)
+        .limit(batch)
+        .with_for_update()
+    )
+    copy = (insert(archive).from_select([c.name for c in hot.columns] + ["archived_at"], rows)
+            .returning(archive.c.id))
+    remove = delete(hot).where(hot.c.id.op("IN")(literal_column("(:returned_ids)")))
+    return {"copy": copy, "delete": remove}
+
+
 def _render(statement, dialect) -> str:
     sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
     return " ".join(sql.split())
@@ -357,6 +381,13 @@ class Keys:
     last: int
     ids: list[int] | None = None  # None: contiguous, exactly first..last
 
+    @classmethod
+    def of(cls, ids: list[int]) -> "Keys":
+        ids = sorted(ids)
+        if ids[-1] - ids[0] + 1 == len(ids):
+            return cls(len(ids), ids[0], ids[-1])
+        return cls(len(ids), ids[0], ids[-1], ids)
+
     def clause(self, table: Table) -> ColumnElement:
         """Exactly the selected ids: a range when they are contiguous (faster), else an IN list."""
         if self.ids is None:
@@ -389,8 +420,49 @@ def _select_keys(conn: Connection, statements: dict) -> Keys:
     return Keys(len(ids), ids[0], ids[-1], ids)
 
 
+def _returning_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
+                     stats: Stats) -> Keys:
+    """MariaDB: INSERT ... SELECT ... FOR UPDATE RETURNING id, DELETE those ids, check, commit.
+
+    The returned ids are exactly the rows selected, locked and copied; a row whose id the archive
+    already holds makes the INSERT fail (duplicate key) and the caller redo the batch the careful
+    way.
+    """
+    area, hot = item.area, item.area.hot
+    with ctx.db.begin() as conn:
+        statement = returning_statements(area, item.cutoff, batch, item.highest, utcnow(),
+                                         last)["copy"]
+        with stats.timed("select+copy"):
+            ids = list(conn.execute(statement).scalars())
+        if not ids:
+            return NO_KEYS
+        keys = Keys.of(ids)
+        with stats.timed("delete"):
+            deleted = conn.execute(delete(hot).where(keys.clause(hot))).rowcount
+        if deleted != keys.count:
+            raise BatchMismatch(f"{area.name}: selected and copied {keys.count}, deleted "
+                                f"{deleted} ({keys}); rolled back")
+        commit_started = time.perf_counter()
+    stats.add("commit", time.perf_counter() - commit_started)
+    return keys
+
+
 def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
                stats: Stats) -> tuple[Keys, int]:
+    if item.area.moves and uses_returning(ctx.db):
+        try:
+            return _returning_batch(ctx, item, batch, last, stats), 0
+        except IntegrityError as exc:
+            if mysql_error_code(exc) != DUPLICATE_KEY:
+                raise
+            stats.add("duplicate fallback", 0.0)
+            log.info("%s: an id after %s is already in %s: checking this batch row by row",
+                     item.area.name, last, item.area.archive.name)
+    return _careful_batch(ctx, item, batch, last, stats)
+
+
+def _careful_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
+                   stats: Stats) -> tuple[Keys, int]:
     """One transaction: select, copy, delete (or mark), check, commit.
 
     Returns the keys, and how many of them the archive already held (identical copies).
@@ -499,8 +571,11 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
     for p in plans:
         if p.blocked or not p.eligible:
             continue
-        statements = batch_statements(p.area, p.cutoff, batch, p.highest, None, now)
-        statements.pop("select_ids")
+        if p.area.moves and uses_returning(ctx.db):
+            statements = returning_statements(p.area, p.cutoff, batch, p.highest, now)
+        else:
+            statements = batch_statements(p.area, p.cutoff, batch, p.highest, None, now)
+            statements.pop("select_ids")
         for statement in statements.values():
             result.statements.append(_render(statement, dialect) + ";")
     for p in plans:
@@ -509,9 +584,11 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
         total = sum(p.eligible for p in plans)
         result.notes.append(
             f"--execute would move or mark {total} rows in batches of {batch} "
-            "(one transaction each; statements below, one batch shown per area; the first "
-            "locks the batch's rows; when their ids are not contiguous it lists them and uses "
-            "id IN (...) instead of id BETWEEN first AND last)")
+            "(one transaction each; statements below, one batch shown per area; ids are "
+            "addressed as BETWEEN first AND last when contiguous, else as IN (...)"
+            + ("; on MariaDB a batch whose ids the archive already holds is redone with a "
+               "separate select, an archive look-up and a comparison of the rows)"
+               if uses_returning(ctx.db) else ")"))
         return result
 
     stats = Stats()
