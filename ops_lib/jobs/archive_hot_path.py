@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ..db import Database, connect, describe_db_error, mysql_error_code, retry_transient
+from ..db import Database, connect, describe_db_error, retry_transient
 from ..errors import PreconditionFailed
 from ..result import JobResult
 from ..runtime import RunContext
@@ -59,7 +59,6 @@ from ..timeutil import utcnow
 log = logging.getLogger("ops")
 
 SETTLED_INVOICE = ("paid", "void")
-DUPLICATE_KEY = 1062
 REPLICA_CHECK_EVERY = 1.0  # seconds between two replica-lag readings
 REPLICA_WAIT_STEP = 1.0  # seconds between two readings while the replica lags
 
@@ -247,29 +246,6 @@ def batch_statements(area: Area, cutoff, batch: int, upper: int, keys: ColumnEle
     return {"select": select_keys, "select_ids": select_ids, "copy": copy, "delete": remove}
 
 
-def uses_returning(db: Database) -> bool:
-    """MariaDB 10.5+: copy and lock a batch in one INSERT ... SELECT ... FOR UPDATE RETURNING id."""
-    return db.caps.is_mariadb and bool(db.engine.dialect.insert_returning)
-
-
-def returning_statements(area: Area, cutoff, batch: int, upper: int, now: dt.datetime,
-                         last: int | None = None) -> dict:
-    """The MariaDB batch: one statement selects, locks and copies; then delete those ids."""
-    hot, archive = area.hot, area.archive
-    rows = (
-        select(*hot.columns, literal(now, DateTime).label("archived_at"))
-        .where(hot.c.id > (last if last is not None else literal_column(":last_id")),
-               hot.c.id <= upper, area.eligible(cutoff))
-        .order_by(hot.c.id)
-        .limit(batch)
-        .with_for_update()
-    )
-    copy = (insert(archive).from_select([c.name for c in hot.columns] + ["archived_at"], rows)
-            .returning(archive.c.id))
-    remove = delete(hot).where(hot.c.id.op("IN")(literal_column("(:returned_ids)")))
-    return {"copy": copy, "delete": remove}
-
-
 def _render(statement, dialect) -> str:
     sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
     return " ".join(sql.split())
@@ -420,52 +396,28 @@ def _select_keys(conn: Connection, statements: dict) -> Keys:
     return Keys(len(ids), ids[0], ids[-1], ids)
 
 
-def _returning_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
-                     stats: Stats) -> Keys:
-    """MariaDB: INSERT ... SELECT ... FOR UPDATE RETURNING id, DELETE those ids, check, commit.
-
-    The returned ids are exactly the rows selected, locked and copied; a row whose id the archive
-    already holds makes the INSERT fail (duplicate key) and the caller redo the batch the careful
-    way.
-    """
-    area, hot = item.area, item.area.hot
-    with ctx.db.begin() as conn:
-        statement = returning_statements(area, item.cutoff, batch, item.highest, utcnow(),
-                                         last)["copy"]
-        with stats.timed("select+copy"):
-            ids = list(conn.execute(statement).scalars())
-        if not ids:
-            return NO_KEYS
-        keys = Keys.of(ids)
-        with stats.timed("delete"):
-            deleted = conn.execute(delete(hot).where(keys.clause(hot))).rowcount
-        if deleted != keys.count:
-            raise BatchMismatch(f"{area.name}: selected and copied {keys.count}, deleted "
-                                f"{deleted} ({keys}); rolled back")
-        commit_started = time.perf_counter()
-    stats.add("commit", time.perf_counter() - commit_started)
-    return keys
-
-
 def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
                stats: Stats) -> tuple[Keys, int]:
-    if item.area.moves and uses_returning(ctx.db):
+    """A batch, first without looking the ids up in the archive (the archive's primary key
+    refuses a second copy); when that fails, rolled back and redone with the look-up."""
+    if item.area.moves:
         try:
-            return _returning_batch(ctx, item, batch, last, stats), 0
-        except IntegrityError as exc:
-            if mysql_error_code(exc) != DUPLICATE_KEY:
-                raise
+            return _batch(ctx, item, batch, last, stats, look_up=False)
+        except IntegrityError:
             stats.add("duplicate fallback", 0.0)
             log.info("%s: an id after %s is already in %s: checking this batch row by row",
                      item.area.name, last, item.area.archive.name)
-    return _careful_batch(ctx, item, batch, last, stats)
+    return _batch(ctx, item, batch, last, stats)
 
 
-def _careful_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
-                   stats: Stats) -> tuple[Keys, int]:
+def _batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
+                   stats: Stats, look_up: bool = True) -> tuple[Keys, int]:
     """One transaction: select, copy, delete (or mark), check, commit.
 
-    Returns the keys, and how many of them the archive already held (identical copies).
+    Returns the keys, and how many of them the archive already held (identical copies). With
+    `look_up` false the archive is not searched for the ids first: an id already there makes the
+    copy fail on the archive's primary key (IntegrityError), and the caller redoes the batch
+    with the look-up.
     """
     area, hot = item.area, item.area.hot
     with ctx.db.begin() as conn:
@@ -488,7 +440,7 @@ def _careful_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
             archive = area.archive
             with stats.timed("copy"):
                 present = list(conn.execute(
-                    select(archive.c.id).where(keys.clause(archive))).scalars())
+                    select(archive.c.id).where(keys.clause(archive))).scalars()) if look_up else []
                 copy = statements["copy"]
                 if present:
                     copy = batch_statements(
@@ -571,11 +523,8 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
     for p in plans:
         if p.blocked or not p.eligible:
             continue
-        if p.area.moves and uses_returning(ctx.db):
-            statements = returning_statements(p.area, p.cutoff, batch, p.highest, now)
-        else:
-            statements = batch_statements(p.area, p.cutoff, batch, p.highest, None, now)
-            statements.pop("select_ids")
+        statements = batch_statements(p.area, p.cutoff, batch, p.highest, None, now)
+        statements.pop("select_ids")
         for statement in statements.values():
             result.statements.append(_render(statement, dialect) + ";")
     for p in plans:
@@ -585,10 +534,9 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
         result.notes.append(
             f"--execute would move or mark {total} rows in batches of {batch} "
             "(one transaction each; statements below, one batch shown per area; ids are "
-            "addressed as BETWEEN first AND last when contiguous, else as IN (...)"
-            + ("; on MariaDB a batch whose ids the archive already holds is redone with a "
-               "separate select, an archive look-up and a comparison of the rows)"
-               if uses_returning(ctx.db) else ")"))
+            "addressed as BETWEEN first AND last when contiguous, else listed as IN (...); a "
+            "batch whose ids the archive already holds is redone with an archive look-up and "
+            "a comparison of the rows)")
         return result
 
     stats = Stats()
