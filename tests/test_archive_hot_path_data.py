@@ -227,7 +227,7 @@ def test_a_row_already_in_the_archive_is_not_copied_twice_and_leaves_the_hot_tab
     assert ids(db, notifications_archive) == [1, 2, 6]
     assert rows(db, notifications_archive)[0]["archived_at"] == NOW - DAY
     assert ids(db, notifications) == [3, 4, 5]
-    assert result.sections[1].rows[0]["Already archived"] == 1
+    assert result.sections[1].rows[0]["Pre-archived"] == 1
     statistics = {r["Action"]: r["Count"] for r in result.sections[2].rows}
     assert statistics["duplicate fallback"] == 1  # the primary key refused, the batch was redone
 

@@ -557,9 +557,9 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
         result.counts[f"{p.area.name}_{verb}"] = progress.moved
         rows.append({"Area": p.area.name, "Eligible": p.eligible, "Done": progress.moved,
                      "Action": verb, "Batches": progress.batches,
-                     "Already archived": progress.verified_in_archive})
+                     "Pre-archived": progress.verified_in_archive})
     result.section("Archived", rows,
-                   columns=["Area", "Eligible", "Done", "Action", "Batches", "Already archived"])
+                   columns=["Area", "Eligible", "Done", "Action", "Batches", "Pre-archived"])
     result.section("Statistics", [
         {"Action": action, "Count": stats.calls[action], "Time": round(seconds, 3),
          "Pct": f"{100 * seconds / elapsed:.1f}%" if elapsed else "-"}
