@@ -1,0 +1,81 @@
+"""What every worker stage shares: its queue, its figures, and marking downstream work."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import Connection, select
+
+from ...queue import Queue
+from ...runtime import RunContext
+from ...schema import attendance_rollup_queue, guardian_snapshot_queue, guardian_students
+from ...sqlutil import upsert
+
+
+@dataclass
+class StageStats:
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    lost: int = 0  # claimed rows another run took over after our lease ran out
+    seconds: float = 0.0
+    details: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None  # why this stage stopped early (auth error, ...)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        if amount:
+            self.details[name] = self.details.get(name, 0) + amount
+
+
+class Stage:
+    """A queue-draining step of the background worker."""
+
+    name: str
+    queue: Queue
+    batch_size: int = 500
+
+    def batch_limit(self, ctx: RunContext) -> int:
+        return self.batch_size
+
+    def process(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats) -> None:
+        raise NotImplementedError
+
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+        """Read-only: what --execute would do with the next `limit` rows (extra figures)."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the stage opened (SMTP connection, Firebase app)."""
+
+
+def mark_rollups(conn: Connection, pairs: Iterable[tuple[int, dt.date]], now: dt.datetime) -> None:
+    """(institution, date) roll-ups are stale. Re-marking clears a claim so the row runs again."""
+    rows = [{"institution_id": i, "attendance_date": d, "marked_at": now} for i, d in set(pairs)]
+    _mark(conn, attendance_rollup_queue, rows, ["institution_id", "attendance_date"])
+
+
+def mark_snapshots(conn: Connection, guardian_ids: Iterable[int], now: dt.datetime) -> None:
+    rows = [{"guardian_id": g, "marked_at": now} for g in set(guardian_ids)]
+    _mark(conn, guardian_snapshot_queue, rows, ["guardian_id"])
+
+
+def mark_snapshots_of_students(conn: Connection, student_ids: Iterable[int], now: dt.datetime):
+    ids = sorted(set(student_ids))
+    if not ids:
+        return
+    guardians = conn.execute(
+        select(guardian_students.c.guardian_id).where(guardian_students.c.student_id.in_(ids))
+    ).scalars().all()
+    mark_snapshots(conn, guardians, now)
+
+
+def _mark(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
+    # Sorted, so that concurrent workers take the marker rows' locks in one order.
+    rows.sort(key=lambda r: tuple(r[k] for k in keys))
+    upsert(conn, table, rows, keys, lambda t, new: {
+        "marked_at": new.marked_at, "claimed_by": None, "lease_expires_at": None,
+    })

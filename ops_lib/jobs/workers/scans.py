@@ -1,0 +1,300 @@
+"""Stage 1: attendance scans become attendance records (and arrival notifications).
+
+Rules (docs/workers.md):
+- The student is found by (institution_id, card_uid). An unknown card or an inactive student fails
+  the scan for good (status failed, with the reason); it is not retried.
+- The attendance date is the scan's local date in the institution's timezone. The first scan of a
+  day creates the record: `present`, or `late` when its local time is after the institution's
+  `late_after` (else the `scan_late_after` setting). Later scans move last_scan_at and scan_count;
+  an earlier scan arriving late moves first_scan_at and the status with it.
+- A scan identical to one already processed (same institution, card and time) is a duplicate: it is
+  marked done with the note "duplicate" and changes nothing, so scans arriving twice or out of order
+  give the same record.
+- The first scan of a student's day creates one arrival notification per guardian; its dedupe_key
+  (`arrival:<student>:<date>:<guardian>`) makes a second one impossible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Connection, bindparam, case, func, select, tuple_, update
+
+from ...queue import Queue
+from ...runtime import RunContext
+from ...schema import (
+    attendance_records,
+    attendance_scan_queue,
+    guardian_students,
+    institutions,
+    notifications,
+    students,
+)
+from ...sqlutil import insert_ignore, upsert
+from ...timeutil import utcnow
+from .base import Stage, StageStats, mark_rollups, mark_snapshots_of_students
+
+DUPLICATE_NOTE = "duplicate of a scan already processed"
+q = attendance_scan_queue
+
+
+@dataclass
+class Accepted:
+    scan_id: int
+    student_id: int
+    institution_id: int
+    scanned_at: dt.datetime
+    local_date: dt.date
+    status: str  # present | late
+
+
+@dataclass
+class Classified:
+    accepted: list[Accepted] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # scan id -> reason
+    student_names: dict[int, str] = field(default_factory=dict)
+    local_times: dict[int, dt.datetime] = field(default_factory=dict)  # scan id -> local time
+
+
+def _zone(name: str, cache: dict[str, ZoneInfo | None]) -> ZoneInfo | None:
+    if name not in cache:
+        try:
+            cache[name] = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            cache[name] = None
+    return cache[name]
+
+
+def classify(conn: Connection, scans: Sequence[Any], default_late_after: str,
+             lock_students: bool) -> Classified:
+    """Sort scans into accepted, duplicates and failures (reads only, but may lock students)."""
+    out = Classified()
+    pairs = sorted({(s.institution_id, s.card_uid) for s in scans})
+    found = {
+        (r.institution_id, r.card_uid): r
+        for r in conn.execute(
+            select(students.c.id, students.c.institution_id, students.c.card_uid,
+                   students.c.is_active, students.c.name)
+            .where(tuple_(students.c.institution_id, students.c.card_uid).in_(pairs))
+        )
+    }
+    active_ids = sorted(r.id for r in found.values() if r.is_active)
+    if lock_students and active_ids:
+        # Serialises workers per student: duplicate checks and record merges see each other.
+        conn.execute(select(students.c.id).where(students.c.id.in_(active_ids))
+                     .order_by(students.c.id).with_for_update()).all()
+    inst_ids = sorted({s.institution_id for s in scans})
+    settings_of = {
+        r.id: r for r in conn.execute(
+            select(institutions.c.id, institutions.c.timezone, institutions.c.late_after)
+            .where(institutions.c.id.in_(inst_ids)))
+    }
+    batch_ids = [s.id for s in scans]
+    known_pairs = [p for p in pairs if p in found]
+    already_done: set[tuple] = set()
+    if known_pairs:
+        already_done = {
+            (r.institution_id, r.card_uid, r.scanned_at)
+            for r in conn.execute(
+                select(q.c.institution_id, q.c.card_uid, q.c.scanned_at).where(
+                    tuple_(q.c.institution_id, q.c.card_uid).in_(known_pairs),
+                    q.c.scanned_at.in_(sorted({s.scanned_at for s in scans})),
+                    q.c.status == "done",
+                    q.c.id.notin_(batch_ids),
+                ))
+        }
+    zones: dict[str, ZoneInfo | None] = {}
+    seen: set[tuple] = set()
+    for scan in sorted(scans, key=lambda s: (s.scanned_at, s.id)):
+        student = found.get((scan.institution_id, scan.card_uid))
+        if student is None:
+            out.failed[scan.id] = (f"unknown card {scan.card_uid!r} "
+                                   f"at institution {scan.institution_id}")
+            continue
+        if not student.is_active:
+            out.failed[scan.id] = f"student {student.id} (card {scan.card_uid!r}) is inactive"
+            continue
+        key = (scan.institution_id, scan.card_uid, scan.scanned_at)
+        if key in already_done or key in seen:
+            out.duplicates.append(scan.id)
+            continue
+        seen.add(key)
+        institution = settings_of[scan.institution_id]
+        zone = _zone(institution.timezone, zones)
+        if zone is None:
+            out.failed[scan.id] = (f"institution {scan.institution_id} has an unknown timezone "
+                                   f"{institution.timezone!r}")
+            continue
+        local = scan.scanned_at.replace(tzinfo=dt.timezone.utc).astimezone(zone)
+        late_after = dt.datetime.strptime(institution.late_after or default_late_after,
+                                          "%H:%M").time()
+        status = "late" if local.time().replace(tzinfo=None) > late_after else "present"
+        out.accepted.append(Accepted(scan.id, student.id, scan.institution_id, scan.scanned_at,
+                                     local.date(), status))
+        out.student_names[student.id] = student.name
+        out.local_times[scan.id] = local
+    return out
+
+
+@dataclass
+class DayGroup:
+    institution_id: int
+    first: Accepted
+    last_scan_at: dt.datetime
+    count: int
+
+
+def group_by_day(accepted: list[Accepted]) -> dict[tuple[int, dt.date], DayGroup]:
+    groups: dict[tuple[int, dt.date], DayGroup] = {}
+    for scan in accepted:  # already in time order
+        key = (scan.student_id, scan.local_date)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = DayGroup(scan.institution_id, scan, scan.scanned_at, 1)
+        else:
+            group.last_scan_at = max(group.last_scan_at, scan.scanned_at)
+            group.count += 1
+    return groups
+
+
+def _merge_record(table, new) -> dict:
+    # MySQL applies these left to right: status must read first_scan_at before it moves.
+    return {
+        "status": case((new.first_scan_at < table.c.first_scan_at, new.status),
+                       else_=table.c.status),
+        "first_scan_at": case((new.first_scan_at < table.c.first_scan_at, new.first_scan_at),
+                              else_=table.c.first_scan_at),
+        "last_scan_at": case((new.last_scan_at > table.c.last_scan_at, new.last_scan_at),
+                             else_=table.c.last_scan_at),
+        "scan_count": table.c.scan_count + new.scan_count,
+        "updated_at": new.updated_at,
+    }
+
+
+class ScanStage(Stage):
+    name = "scans"
+    queue = Queue(attendance_scan_queue)
+    batch_size = 1000
+
+    def _claimed_scans(self, conn: Connection, run_id: str, keys: Sequence[int]):
+        return conn.execute(
+            select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at)
+            .where(self.queue.owned_by(run_id, keys)).order_by(q.c.id).with_for_update()
+        ).all()
+
+    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
+        def work(conn: Connection) -> None:
+            now = utcnow()
+            scans = self._claimed_scans(conn, ctx.run_id, keys)
+            stats.lost += len(keys) - len(scans)
+            if not scans:
+                return
+            result = classify(conn, scans, ctx.settings.scan_late_after, lock_students=True)
+            groups = group_by_day(result.accepted)
+            arrivals = self._write_records(conn, groups, now)
+            stats.add("records_created", len(arrivals))
+            stats.add("records_updated", len(groups) - len(arrivals))
+            stats.add("notifications_created",
+                      self._notify_arrivals(conn, arrivals, groups, result, now))
+            mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
+            mark_snapshots_of_students(conn, [s for s, _d in groups], now)
+            self._write_back(conn, ctx.run_id, result, now)
+            stats.done += len(result.accepted) + len(result.duplicates)
+            stats.failed += len(result.failed)
+            stats.add("duplicates", len(result.duplicates))
+
+        ctx.db.run(work, what="scans")
+
+    def _write_records(self, conn: Connection, groups: dict, now: dt.datetime) -> list[tuple]:
+        """Create or merge one record per student-day; returns the student-days that are new."""
+        if not groups:
+            return []
+        keys = sorted(groups)
+        existing = {
+            (r.student_id, r.attendance_date)
+            for r in conn.execute(
+                select(attendance_records.c.student_id, attendance_records.c.attendance_date)
+                .where(tuple_(attendance_records.c.student_id,
+                              attendance_records.c.attendance_date).in_(keys)))
+        }
+        rows = [{
+            "institution_id": g.institution_id, "student_id": student_id,
+            "attendance_date": day, "first_scan_at": g.first.scanned_at,
+            "last_scan_at": g.last_scan_at, "scan_count": g.count, "status": g.first.status,
+            "created_at": now, "updated_at": now,
+        } for (student_id, day), g in sorted(groups.items())]
+        upsert(conn, attendance_records, rows, ["student_id", "attendance_date"], _merge_record)
+        return [k for k in keys if k not in existing]
+
+    def _notify_arrivals(self, conn: Connection, arrivals: list[tuple], groups: dict,
+                         result: Classified, now: dt.datetime) -> int:
+        if not arrivals:
+            return 0
+        student_ids = sorted({s for s, _d in arrivals})
+        guardians_of: dict[int, list[int]] = {}
+        for row in conn.execute(select(guardian_students.c.student_id,
+                                       guardian_students.c.guardian_id)
+                                .where(guardian_students.c.student_id.in_(student_ids))):
+            guardians_of.setdefault(row.student_id, []).append(row.guardian_id)
+        rows = []
+        for student_id, day in arrivals:
+            first = groups[(student_id, day)].first
+            name = result.student_names[student_id]
+            local = result.local_times[first.scan_id]
+            for guardian_id in sorted(guardians_of.get(student_id, [])):
+                rows.append({
+                    "guardian_id": guardian_id, "student_id": student_id, "kind": "arrival",
+                    "title": f"{name} arrived",
+                    "body": f"{name} arrived at {local:%H:%M} on {day:%d %b %Y} ({first.status}).",
+                    "data": {"type": "arrival", "student_id": student_id,
+                             "attendance_date": day.isoformat(), "status": first.status,
+                             "first_scan_at": first.scanned_at.isoformat() + "Z"},
+                    "dedupe_key": f"arrival:{student_id}:{day.isoformat()}:{guardian_id}",
+                    "created_at": now, "fanout_status": "pending",
+                })
+        return insert_ignore(conn, notifications, rows, ["dedupe_key"])
+
+    def _write_back(self, conn: Connection, run_id: str, result: Classified,
+                    now: dt.datetime) -> None:
+        done_ids = [a.scan_id for a in result.accepted]
+        finished = {"claimed_by": None, "lease_expires_at": None, "processed_at": now}
+        if done_ids:
+            conn.execute(update(q).where(q.c.id.in_(done_ids), q.c.claimed_by == run_id)
+                         .values(status="done", error=None, **finished))
+        if result.duplicates:
+            conn.execute(update(q).where(q.c.id.in_(result.duplicates), q.c.claimed_by == run_id)
+                         .values(status="done", error=DUPLICATE_NOTE, **finished))
+        if result.failed:
+            conn.execute(
+                update(q).where(q.c.id == bindparam("scan_id"), q.c.claimed_by == run_id)
+                .values(status="failed", error=bindparam("reason"), **finished),
+                [{"scan_id": i, "reason": r[:500]} for i, r in result.failed.items()],
+            )
+
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+        scans = conn.execute(
+            select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at)
+            .where(self.queue.ready(utcnow())).order_by(q.c.id).limit(limit)
+        ).all()
+        if not scans:
+            return {}
+        result = classify(conn, scans, ctx.settings.scan_late_after, lock_students=False)
+        groups = group_by_day(result.accepted)
+        existing = 0
+        if groups:
+            existing = conn.execute(
+                select(func.count()).select_from(attendance_records)
+                .where(tuple_(attendance_records.c.student_id,
+                              attendance_records.c.attendance_date).in_(sorted(groups)))
+            ).scalar_one()
+        return {
+            "records_created": len(groups) - existing,
+            "records_updated": existing,
+            "duplicates": len(result.duplicates),
+            "would_fail": len(result.failed),
+            "_samples": [{"scan": i, "would fail": r} for i, r in list(result.failed.items())[:5]],
+        }
