@@ -126,7 +126,11 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
                 keys = claim(ctx.db, stage.queue, ctx.run_id, size, s.worker_lease_seconds,
                              utcnow())
                 if not keys:
-                    active.remove(stage)
+                    # Dry for now; an earlier stage still running may feed it (arrivals,
+                    # deliveries, markers), so it is only done once no earlier stage is.
+                    if not any(pipeline.index(other) < pipeline.index(stage)
+                               for other in active):
+                        active.remove(stage)
                     continue
                 stage_stats.claimed += len(keys)
                 try:
