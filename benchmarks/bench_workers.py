@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -91,10 +92,9 @@ def backlog(engine) -> int:
 
 
 def run_workers(db_url: str, workers: int, limit: int, outbox: Path, engine) -> tuple:
-    env = {"OPS_DATABASE_URL": db_url, "OPS_OUTBOX_DIR": str(outbox),
-           "OPS_LOCK_DIR": str(outbox / "locks"), "PATH": "/usr/bin:/bin"}
-    import os
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPS_")}, **env}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
+    env.update(OPS_DATABASE_URL=db_url, OPS_OUTBOX_DIR=str(outbox),
+               OPS_LOCK_DIR=str(outbox / "locks"))
     results, rounds = [], 0
     started = time.perf_counter()
     while True:

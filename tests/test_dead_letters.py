@@ -10,8 +10,15 @@ from sqlalchemy import insert, select
 from ops_lib.jobs import dead_letters
 from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows
 from ops_lib.runtime import Budget, RunContext, StopSignal
-from ops_lib.schema import (attendance_records, attendance_scan_queue, notifications,
-                            push_deliveries, report_email_queue, students, system_settings)
+from ops_lib.schema import (
+    attendance_records,
+    attendance_scan_queue,
+    notifications,
+    push_deliveries,
+    report_email_queue,
+    students,
+    system_settings,
+)
 from ops_lib.settings import load_settings
 from ops_lib.timeutil import utcnow
 

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from ops_lib.db import connect
-from ops_lib.jobs.synthetic_load import LoadSize, TABLES, build_rows
+from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows
 from ops_lib.timeutil import utcnow
 
 try:
     from tests.conftest import tool_env
-    from tests.worker_checks import (assert_processed_exactly_once, run_worker_until_drained,
-                                     stage_total)
+    from tests.worker_checks import (
+        assert_processed_exactly_once,
+        run_worker_until_drained,
+        stage_total,
+    )
 except ImportError:  # tests/ is not a package and only tests/ is on sys.path
     from conftest import tool_env  # type: ignore[no-redef]
-    from worker_checks import (assert_processed_exactly_once,  # type: ignore[no-redef]
-                               run_worker_until_drained, stage_total)
+    from worker_checks import (  # type: ignore[no-redef]
+        assert_processed_exactly_once,
+        run_worker_until_drained,
+        stage_total,
+    )
 
 
 def load(url: str, size: LoadSize) -> dict[str, int]:

@@ -8,9 +8,14 @@ import json
 from sqlalchemy import func, insert, select, update
 
 from ops_lib.jobs.synthetic_load import LoadSize
-from ops_lib.schema import (attendance_rollup_queue, attendance_scan_queue,
-                            guardian_snapshot_queue, notifications, push_deliveries,
-                            report_email_queue)
+from ops_lib.schema import (
+    attendance_rollup_queue,
+    attendance_scan_queue,
+    guardian_snapshot_queue,
+    notifications,
+    push_deliveries,
+    report_email_queue,
+)
 from ops_lib.timeutil import utcnow
 
 try:

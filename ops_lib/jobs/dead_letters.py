@@ -142,7 +142,7 @@ def run(ctx: RunContext, action: str, queue: str = "all", ids: Sequence[int] = (
 
     for dlq in queues:
         done, reason = _apply(ctx, dlq, selection(dlq, action, ids, cutoff),
-                              lambda where: _write(dlq, action, where))
+                              lambda where, dlq=dlq: _write(dlq, action, where))
         past = {"retry": "retried", "forget": "forgotten", "prune": "pruned"}[action]
         result.counts[f"{dlq.name}_{past}"] = done
         if reason:
