@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
 from sqlalchemy import Connection, func, select
 
 from ...db import describe_db_error
@@ -115,6 +113,8 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
     with ctx.progress("draining queues", limit * len(pipeline)) as advance:
         while active:
             for stage in list(active):
+                if any(other.name in stage.waits_for for other in active):
+                    continue
                 reason = ctx.why_stop(BUDGET_MARGIN_SECONDS)
                 if reason:
                     stop_reason = reason

@@ -27,6 +27,7 @@ class RollupStage(Stage):
     queue = Queue(attendance_rollup_queue, key=("institution_id", "attendance_date"),
                   status_column=None, counts_attempts=False)
     batch_size = 200
+    waits_for = ("scans",)
 
     def process(self, ctx: RunContext, keys: Sequence[tuple], stats: StageStats) -> None:
         def work(conn: Connection) -> None:

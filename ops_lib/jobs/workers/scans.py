@@ -21,21 +21,20 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, bindparam, case, func, select, tuple_, update
+from sqlalchemy import Connection, case, func, select, tuple_, update
 
 from ...queue import Queue
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
     attendance_scan_queue,
-    guardian_students,
     institutions,
     notifications,
     students,
 )
-from ...sqlutil import insert_ignore, upsert
+from ...sqlutil import insert_ignore, update_each, upsert
 from ...timeutil import utcnow
-from .base import Stage, StageStats, mark_rollups, mark_snapshots_of_students
+from .base import Stage, StageStats, guardians_of_students, mark_rollups, mark_snapshots
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
 q = attendance_scan_queue
@@ -196,12 +195,13 @@ class ScanStage(Stage):
             result = classify(conn, scans, ctx.settings.scan_late_after, lock_students=True)
             groups = group_by_day(result.accepted)
             arrivals = self._write_records(conn, groups, now)
+            guardians_of = guardians_of_students(conn, {s for s, _d in groups})
             stats.add("records_created", len(arrivals))
             stats.add("records_updated", len(groups) - len(arrivals))
             stats.add("notifications_created",
-                      self._notify_arrivals(conn, arrivals, groups, result, now))
+                      self._notify_arrivals(conn, arrivals, groups, guardians_of, result, now))
             mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
-            mark_snapshots_of_students(conn, [s for s, _d in groups], now)
+            mark_snapshots(conn, [g for ids in guardians_of.values() for g in ids], now)
             self._write_back(conn, ctx.run_id, result, now)
             stats.done += len(result.accepted) + len(result.duplicates)
             stats.failed += len(result.failed)
@@ -231,15 +231,8 @@ class ScanStage(Stage):
         return [k for k in keys if k not in existing]
 
     def _notify_arrivals(self, conn: Connection, arrivals: list[tuple], groups: dict,
-                         result: Classified, now: dt.datetime) -> int:
-        if not arrivals:
-            return 0
-        student_ids = sorted({s for s, _d in arrivals})
-        guardians_of: dict[int, list[int]] = {}
-        for row in conn.execute(select(guardian_students.c.student_id,
-                                       guardian_students.c.guardian_id)
-                                .where(guardian_students.c.student_id.in_(student_ids))):
-            guardians_of.setdefault(row.student_id, []).append(row.guardian_id)
+                         guardians_of: dict[int, list[int]], result: Classified,
+                         now: dt.datetime) -> int:
         rows = []
         for student_id, day in arrivals:
             first = groups[(student_id, day)].first
@@ -268,12 +261,8 @@ class ScanStage(Stage):
         if result.duplicates:
             conn.execute(update(q).where(q.c.id.in_(result.duplicates), q.c.claimed_by == run_id)
                          .values(status="done", error=DUPLICATE_NOTE, **finished))
-        if result.failed:
-            conn.execute(
-                update(q).where(q.c.id == bindparam("scan_id"), q.c.claimed_by == run_id)
-                .values(status="failed", error=bindparam("reason"), **finished),
-                [{"scan_id": i, "reason": r[:500]} for i, r in result.failed.items()],
-            )
+        update_each(conn, q, q.c.id, {i: {"error": r[:500]} for i, r in result.failed.items()},
+                    common=dict(status="failed", **finished), where=[q.c.claimed_by == run_id])
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
         scans = conn.execute(

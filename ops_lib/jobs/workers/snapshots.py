@@ -97,6 +97,7 @@ class SnapshotStage(Stage):
     queue = Queue(guardian_snapshot_queue, key=("guardian_id",), status_column=None,
                   counts_attempts=False)
     batch_size = 500
+    waits_for = ("scans", "fanout")
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         def work(conn: Connection) -> None:
