@@ -176,7 +176,7 @@ CREATE TABLE IF NOT EXISTS ops_job_runs (
   heartbeat_at DATETIME NOT NULL,
   finished_at DATETIME,
   status VARCHAR(16) NOT NULL DEFAULT 'running',
-  stop_reason VARCHAR(64),
+  stop_reason VARCHAR(255),
   counts TEXT,
   error TEXT,
   PRIMARY KEY (id),

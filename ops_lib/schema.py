@@ -441,7 +441,7 @@ ops_job_runs = _table(
     Column("heartbeat_at", DateTime, nullable=False),
     Column("finished_at", DateTime, nullable=True),
     Column("status", String(16), nullable=False, server_default="running"),
-    Column("stop_reason", String(64), nullable=True),
+    Column("stop_reason", String(255), nullable=True),
     Column("counts", Text, nullable=True),
     Column("error", Text, nullable=True),
     UniqueConstraint("run_id", name="uq_ops_job_runs_run_id"),

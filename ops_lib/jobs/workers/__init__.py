@@ -158,7 +158,7 @@ def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: E
 
 def summarise(result: JobResult, stats: dict[str, StageStats], limit: int,
               stop_reason: str) -> JobResult:
-    rows = []
+    rows, capped = [], []
     for name, st in stats.items():
         rows.append({
             "stage": name, "claimed": st.claimed, "done": st.done, "failed": st.failed,
@@ -173,11 +173,13 @@ def summarise(result: JobResult, stats: dict[str, StageStats], limit: int,
         if st.stopped:
             result.notes.append(f"{name} stage stopped: {st.stopped}")
         elif st.claimed >= limit:
-            result.notes.append(f"{name}: reached LIMIT {limit}; more may be waiting")
+            capped.append(name)
     result.section("Stages", rows)
     stopped = [name for name, st in stats.items() if st.stopped]
     if stopped:
         result.status = "failed"
         result.error = "; ".join(f"{name}: {stats[name].stopped}" for name in stopped)
+    if stop_reason == DONE and capped:
+        stop_reason = f"LIMIT {limit} reached by {', '.join(capped)} (more may be waiting)"
     result.stop_reason = stop_reason
     return result
