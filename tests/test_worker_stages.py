@@ -240,3 +240,14 @@ def test_limit_caps_each_stage_and_the_rest_waits_for_the_next_run(school, tmp_p
     assert len(pending) == 2
     drain(school, tmp_path, limit=3)
     assert {s["status"] for s in rows(school, attendance_scan_queue)} == {"done"}
+
+
+def test_an_institution_with_a_malformed_late_threshold_fails_its_scans_not_the_stage(
+        school, tmp_path):
+    with school.engine.begin() as conn:
+        conn.execute(update(institutions).values(late_after="9am"))
+    queue_scans(school, ("A1", local(20, 8, 0)))
+    drain(school, tmp_path)
+    [scan] = rows(school, attendance_scan_queue)
+    assert scan["status"] == "failed"
+    assert "invalid late_after '9am'" in scan["error"]

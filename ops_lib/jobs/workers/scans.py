@@ -17,6 +17,7 @@ Rules (docs/workers.md):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -66,6 +67,11 @@ def _zone(name: str, cache: dict[str, ZoneInfo | None]) -> ZoneInfo | None:
         except (ZoneInfoNotFoundError, ValueError):
             cache[name] = None
     return cache[name]
+
+
+@functools.lru_cache(maxsize=256)
+def _clock(text: str) -> dt.time:
+    return dt.datetime.strptime(text, "%H:%M").time()
 
 
 def classify(conn: Connection, scans: Sequence[Any], default_late_after: str,
@@ -128,9 +134,13 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str,
             out.failed[scan.id] = (f"institution {scan.institution_id} has an unknown timezone "
                                    f"{institution.timezone!r}")
             continue
+        try:
+            late_after = _clock(institution.late_after or default_late_after)
+        except ValueError:
+            out.failed[scan.id] = (f"institution {scan.institution_id} has an invalid late_after "
+                                   f"{institution.late_after!r} (expected HH:MM)")
+            continue
         local = scan.scanned_at.replace(tzinfo=dt.timezone.utc).astimezone(zone)
-        late_after = dt.datetime.strptime(institution.late_after or default_late_after,
-                                          "%H:%M").time()
         status = "late" if local.time().replace(tzinfo=None) > late_after else "present"
         out.accepted.append(Accepted(scan.id, student.id, scan.institution_id, scan.scanned_at,
                                      local.date(), status))
