@@ -30,6 +30,14 @@ class StageStats:
         if amount:
             self.details[name] = self.details.get(name, 0) + amount
 
+    def merge(self, other: "StageStats") -> None:
+        """Add the figures of one committed transaction (a retried one counts once)."""
+        for name in ("claimed", "done", "failed", "retried", "released", "lost"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, amount in other.details.items():
+            self.add(name, amount)
+        self.stopped = self.stopped or other.stopped
+
 
 class Stage:
     """A queue-draining step of the background worker."""

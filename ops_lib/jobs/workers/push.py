@@ -70,11 +70,13 @@ class PushStage(Stage):
         outcomes = self.pusher(ctx).send(messages) if messages else []
         attempts = {r.id: r.attempts for r in rows}
         devices = {r.id: r.device_id for r in rows}
-        ctx.db.run(lambda conn: self._write_back(conn, ctx, outcomes, cancelled, attempts,
-                                                 devices, stats), what="push write-back")
+        stats.merge(ctx.db.run(
+            lambda conn: self._write_back(conn, ctx, outcomes, cancelled, attempts, devices),
+            what="push write-back"))
 
     def _write_back(self, conn: Connection, ctx: RunContext, outcomes, cancelled, attempts,
-                    devices, stats: StageStats) -> None:
+                    devices) -> StageStats:
+        stats = StageStats()
         now = utcnow()
         s = ctx.settings
         owner = p.c.claimed_by == ctx.run_id
@@ -129,6 +131,7 @@ class PushStage(Stage):
                                       [o.delivery_id for o in stopped])
             stats.stopped = (f"Firebase refused our credentials ({stopped[0].error_code}): "
                              f"{stopped[0].error}")
+        return stats
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
         due = select(p.c.device_id).where(self.queue.ready(utcnow())).order_by(p.c.id)

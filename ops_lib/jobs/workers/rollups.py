@@ -30,7 +30,8 @@ class RollupStage(Stage):
     waits_for = ("scans",)
 
     def process(self, ctx: RunContext, keys: Sequence[tuple], stats: StageStats) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> StageStats:
+            stats = StageStats()
             now = utcnow()
             pairs = [tuple(row) for row in conn.execute(
                 select(attendance_rollup_queue.c.institution_id,
@@ -38,7 +39,7 @@ class RollupStage(Stage):
                 .where(self.queue.owned_by(ctx.run_id, keys)).with_for_update())]
             stats.lost += len(keys) - len(pairs)
             if not pairs:
-                return
+                return stats
             rows = rollup_rows(conn, pairs)
             conn.execute(delete(attendance_rollups).where(tuple_(
                 attendance_rollups.c.institution_id, attendance_rollups.c.attendance_date
@@ -50,8 +51,9 @@ class RollupStage(Stage):
                 self.queue.owned_by(ctx.run_id, pairs)))
             stats.done += len(pairs)
             stats.add("class_rows", len(rows))
+            return stats
 
-        ctx.db.run(work, what="rollups")
+        stats.merge(ctx.db.run(work, what="rollups"))
 
 
 def rollup_rows(conn: Connection, pairs: Sequence[tuple]) -> list[dict]:

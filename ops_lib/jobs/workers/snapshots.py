@@ -100,14 +100,15 @@ class SnapshotStage(Stage):
     waits_for = ("scans", "fanout")
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> StageStats:
+            stats = StageStats()
             now = utcnow()
             ids = conn.execute(select(gsq.c.guardian_id)
                                .where(self.queue.owned_by(ctx.run_id, keys))
                                .order_by(gsq.c.guardian_id).with_for_update()).scalars().all()
             stats.lost += len(keys) - len(ids)
             if not ids:
-                return
+                return stats
             payloads = build_payloads(conn, ids, now)
             upsert(conn, guardian_snapshots,
                    [{"guardian_id": g, "payload": payloads[g], "generated_at": now}
@@ -116,5 +117,6 @@ class SnapshotStage(Stage):
                    lambda t, new: {"payload": new.payload, "generated_at": new.generated_at})
             conn.execute(delete(gsq).where(self.queue.owned_by(ctx.run_id, ids)))
             stats.done += len(ids)
+            return stats
 
-        ctx.db.run(work, what="snapshots")
+        stats.merge(ctx.db.run(work, what="snapshots"))
