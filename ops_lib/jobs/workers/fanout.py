@@ -29,14 +29,14 @@ class FanoutStage(Stage):
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         def work(conn: Connection) -> StageStats:
-            stats = StageStats()
+            batch = StageStats()
             now = utcnow()
             owned = conn.execute(select(n.c.id, n.c.guardian_id)
                                  .where(self.queue.owned_by(ctx.run_id, keys))
                                  .order_by(n.c.id).with_for_update()).all()
-            stats.lost += len(keys) - len(owned)
+            batch.lost += len(keys) - len(owned)
             if not owned:
-                return stats
+                return batch
             ids = [row.id for row in owned]
             devices = (
                 select(n.c.id, d.c.id, literal("pending"), literal(0), literal(now))

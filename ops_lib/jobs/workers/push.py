@@ -76,7 +76,7 @@ class PushStage(Stage):
 
     def _write_back(self, conn: Connection, ctx: RunContext, outcomes, cancelled, attempts,
                     devices) -> StageStats:
-        stats = StageStats()
+        batch = StageStats()
         now = utcnow()
         s = ctx.settings
         owner = p.c.claimed_by == ctx.run_id
@@ -90,7 +90,7 @@ class PushStage(Stage):
                                       for o in sent},
                     common=dict(status="sent", sent_at=now, error_code=None, error=None, **free),
                     where=[owner])
-        stats.done += len(sent)
+        batch.done += len(sent)
 
         dead_tokens = by_action.get(pushing.DEACTIVATE, [])
         if dead_tokens:
@@ -99,7 +99,7 @@ class PushStage(Stage):
                          for o in dead_tokens},
                         common=dict(is_active=False, deactivated_at=now),
                         where=[dev.c.is_active == true()])
-            stats.add("devices_deactivated", len({devices[o.delivery_id] for o in dead_tokens}))
+            batch.add("devices_deactivated", len({devices[o.delivery_id] for o in dead_tokens}))
 
         retry_later, give_up = [], dead_tokens + by_action.get(pushing.FAILED, [])
         for outcome in by_action.get(pushing.RETRY, []):
@@ -110,7 +110,7 @@ class PushStage(Stage):
         update_each(conn, p, p.c.id, {o.delivery_id: {"error_code": o.error_code,
                                                        "error": o.error} for o in give_up},
                     common=dict(status="failed", **free), where=[owner])
-        stats.failed += len(give_up)
+        batch.failed += len(give_up)
         update_each(conn, p, p.c.id, {
             o.delivery_id: {
                 "error_code": o.error_code, "error": o.error,
@@ -118,20 +118,20 @@ class PushStage(Stage):
                     attempts[o.delivery_id], s.worker_backoff_seconds,
                     s.worker_backoff_cap_seconds)),
             } for o in retry_later}, common=free, where=[owner])
-        stats.retried += len(retry_later)
+        batch.retried += len(retry_later)
 
         if cancelled:
             update_each(conn, p, p.c.id, {i: {"error_code": code} for i, code in cancelled.items()},
                         common=dict(status="cancelled", **free), where=[owner])
-            stats.add("cancelled", len(cancelled))
+            batch.add("cancelled", len(cancelled))
 
         stopped = by_action.get(pushing.STOP, [])
         if stopped:
-            stats.released += release(conn, self.queue, ctx.run_id,
+            batch.released += release(conn, self.queue, ctx.run_id,
                                       [o.delivery_id for o in stopped])
-            stats.stopped = (f"Firebase refused our credentials ({stopped[0].error_code}): "
+            batch.stopped = (f"Firebase refused our credentials ({stopped[0].error_code}): "
                              f"{stopped[0].error}")
-        return stats
+        return batch
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
         due = select(p.c.device_id).where(self.queue.ready(utcnow())).order_by(p.c.id)

@@ -31,15 +31,15 @@ class RollupStage(Stage):
 
     def process(self, ctx: RunContext, keys: Sequence[tuple], stats: StageStats) -> None:
         def work(conn: Connection) -> StageStats:
-            stats = StageStats()
+            batch = StageStats()
             now = utcnow()
             pairs = [tuple(row) for row in conn.execute(
                 select(attendance_rollup_queue.c.institution_id,
                        attendance_rollup_queue.c.attendance_date)
                 .where(self.queue.owned_by(ctx.run_id, keys)).with_for_update())]
-            stats.lost += len(keys) - len(pairs)
+            batch.lost += len(keys) - len(pairs)
             if not pairs:
-                return stats
+                return batch
             rows = rollup_rows(conn, pairs)
             conn.execute(delete(attendance_rollups).where(tuple_(
                 attendance_rollups.c.institution_id, attendance_rollups.c.attendance_date

@@ -191,12 +191,12 @@ class ScanStage(Stage):
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         def work(conn: Connection) -> StageStats:
-            stats = StageStats()
+            batch = StageStats()
             now = utcnow()
             scans = self._claimed_scans(conn, ctx.run_id, keys)
-            stats.lost += len(keys) - len(scans)
+            batch.lost += len(keys) - len(scans)
             if not scans:
-                return stats
+                return batch
             result = classify(conn, scans, ctx.settings.scan_late_after)
             groups = group_by_day(result.accepted)
             arrivals = self._write_records(conn, groups, now)

@@ -101,14 +101,14 @@ class SnapshotStage(Stage):
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         def work(conn: Connection) -> StageStats:
-            stats = StageStats()
+            batch = StageStats()
             now = utcnow()
             ids = conn.execute(select(gsq.c.guardian_id)
                                .where(self.queue.owned_by(ctx.run_id, keys))
                                .order_by(gsq.c.guardian_id).with_for_update()).scalars().all()
-            stats.lost += len(keys) - len(ids)
+            batch.lost += len(keys) - len(ids)
             if not ids:
-                return stats
+                return batch
             payloads = build_payloads(conn, ids, now)
             upsert(conn, guardian_snapshots,
                    [{"guardian_id": g, "payload": payloads[g], "generated_at": now}
