@@ -52,9 +52,9 @@ class FanoutStage(Stage):
             conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(
                 fanout_status="done", claimed_by=None, lease_expires_at=None))
             mark_snapshots(conn, [row.guardian_id for row in owned], now)
-            stats.done += len(ids)
-            stats.add("deliveries", deliveries)
-            return stats
+            batch.done += len(ids)
+            batch.add("deliveries", deliveries)
+            return batch
 
         stats.merge(ctx.db.run(work, what="fanout"))
 

@@ -49,9 +49,9 @@ class RollupStage(Stage):
                                                           for row in rows])
             conn.execute(delete(attendance_rollup_queue).where(
                 self.queue.owned_by(ctx.run_id, pairs)))
-            stats.done += len(pairs)
-            stats.add("class_rows", len(rows))
-            return stats
+            batch.done += len(pairs)
+            batch.add("class_rows", len(rows))
+            return batch
 
         stats.merge(ctx.db.run(work, what="rollups"))
 

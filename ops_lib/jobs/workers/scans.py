@@ -201,17 +201,17 @@ class ScanStage(Stage):
             groups = group_by_day(result.accepted)
             arrivals = self._write_records(conn, groups, now)
             guardians_of = guardians_of_students(conn, {s for s, _d in groups})
-            stats.add("records_created", len(arrivals))
-            stats.add("records_updated", len(groups) - len(arrivals))
-            stats.add("notifications_created",
+            batch.add("records_created", len(arrivals))
+            batch.add("records_updated", len(groups) - len(arrivals))
+            batch.add("notifications_created",
                       self._notify_arrivals(conn, arrivals, groups, guardians_of, result, now))
             mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
             mark_snapshots(conn, [g for ids in guardians_of.values() for g in ids], now)
             self._write_back(conn, ctx.run_id, result, now)
-            stats.done += len(result.accepted) + len(result.duplicates)
-            stats.failed += len(result.failed)
-            stats.add("duplicates", len(result.duplicates))
-            return stats
+            batch.done += len(result.accepted) + len(result.duplicates)
+            batch.failed += len(result.failed)
+            batch.add("duplicates", len(result.duplicates))
+            return batch
 
         for attempt in range(1, SCAN_KEY_RETRIES + 1):
             try:

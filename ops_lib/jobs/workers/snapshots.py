@@ -116,7 +116,7 @@ class SnapshotStage(Stage):
                    ["guardian_id"],
                    lambda t, new: {"payload": new.payload, "generated_at": new.generated_at})
             conn.execute(delete(gsq).where(self.queue.owned_by(ctx.run_id, ids)))
-            stats.done += len(ids)
-            return stats
+            batch.done += len(ids)
+            return batch
 
         stats.merge(ctx.db.run(work, what="snapshots"))
