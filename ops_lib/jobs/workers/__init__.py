@@ -62,18 +62,20 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
                 result.notes.append(note)
             rows.append({
                 "stage": stage.name, "ready": figures["ready"],
-                "would_process": min(limit, figures["ready"]),
-                "claimed_elsewhere": figures["claimed"], "lease_expired": figures["expired"],
-                "dead_lettered": figures["failed"],
+                "would_take": min(limit, figures["ready"]),
+                "claimed": figures["claimed"], "expired": figures["expired"],
+                "dead": figures["failed"],
                 "details": ", ".join(f"{k}={v}" for k, v in extra.items()) or "-",
             })
     result.section("Stages", rows)
     if samples:
         result.section("Samples", samples, ["stage", "scan", "would fail"])
-    result.counts.update({f"{r['stage']}_would_process": r["would_process"] for r in rows})
+    result.counts.update({f"{r['stage']}_would_take": r["would_take"] for r in rows})
     result.notes.append(
-        f"--execute would process up to {limit} rows per stage, taking turns; rows that earlier "
-        "stages create in the same run (arrival notifications, deliveries, roll-ups) flow on"
+        f"--execute would take up to {limit} rows per stage, stages taking turns; what earlier "
+        "stages create in that run (arrivals, deliveries, roll-ups) flows on to the later ones. "
+        "claimed = held by a running worker, expired = its lease ran out (recovered first), "
+        "dead = failed for good"
     )
     result.stop_reason = "dry run"
     return result
