@@ -87,9 +87,9 @@ def test_dry_run_over_a_full_queue_leaves_every_table_as_it_was(db_url, db, tmp_
     assert list(stages) == ["scans", "fanout", "push", "rollups", "snapshots", "emails"]
     for name, row in stages.items():
         assert row["ready"] == ready[name], name
-        assert row["would_process"] == min(LIMIT, ready[name]), name
-        assert result["counts"][f"{name}_would_process"] == row["would_process"]
-    assert stages["scans"]["lease_expired"] == 1  # recovery is an --execute thing
+        assert row["would_take"] == min(LIMIT, ready[name]), name
+        assert result["counts"][f"{name}_would_take"] == row["would_take"]
+    assert stages["scans"]["expired"] == 1  # recovery is an --execute thing
     assert "records_created=" in stages["scans"]["details"]
     assert "deliveries_to_create=" in stages["fanout"]["details"]
 
@@ -98,4 +98,4 @@ def test_dry_run_over_an_empty_database_reports_nothing_to_do(db_url, tmp_path):
     done = run_cli("run_background_workers", "--json", env=tool_env(db_url, tmp_path))
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert all(row["would_process"] == 0 for row in result["sections"]["Stages"])
+    assert all(row["would_take"] == 0 for row in result["sections"]["Stages"])
