@@ -86,9 +86,10 @@ def test_sigterm_finishes_the_batch_releases_its_claims_and_records_the_run_inte
 
 
 def test_max_runtime_stops_claiming_near_the_budget_and_says_so(db_url, tmp_path):
-    load(db_url, LoadSize(institutions=2, students_per_institution=200, scans=SCANS, days=3,
+    scans = 20_000  # far more than half a second of work
+    load(db_url, LoadSize(institutions=2, students_per_institution=200, scans=scans, days=3,
                           seed=6))
-    budget = 6.0  # the worker keeps a 5 s margin for one batch: it claims for about 1 s
+    budget = 5.5  # the worker keeps a 5 s margin for one batch: it claims for about 0.5 s
     started = time.monotonic()
     proc = start_cli("run_background_workers", "100000", "--execute", "--json",
                      "--max-runtime", str(budget), env=tool_env(db_url, tmp_path))
@@ -99,7 +100,7 @@ def test_max_runtime_stops_claiming_near_the_budget_and_says_so(db_url, tmp_path
     result = json.loads(out)
     assert (result["status"], result["stop_reason"]) == ("ok", "max runtime reached")
     state = scan_state(db_url)
-    assert 0 < state["done"] < SCANS and state["scan_count"] == state["done_counted"]
+    assert 0 < state["done"] < scans and state["scan_count"] == state["done_counted"]
     assert not any(claimed_rows(db_url).values())
     assert elapsed < budget + 4  # the budget counts from the job's start, not the interpreter's
     row = ledger_row(db_url, result["run_id"])
