@@ -7,7 +7,7 @@
 -- Load:  mysql --default-character-set=utf8mb4 DB < schema.sql
 --    or: python tools/manage_schema.py create --execute
 
-SET NAMES utf8mb4;
+SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS attendance_rollup_queue (
   institution_id BIGINT NOT NULL,
