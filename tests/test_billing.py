@@ -388,3 +388,26 @@ def test_two_sweeps_without_the_lock_still_create_no_duplicates(mariadb_url, tmp
             assert issued == expected  # each invoice counted by exactly one of the two
     finally:
         db.engine.dispose()
+
+
+def test_a_failed_reminder_email_is_recorded_and_never_sent_twice(db, tmp_path):
+    from tests.fakes.smtp_server import free_port
+
+    seed(db)
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    nobody = {"OPS_SMTP_HOST": "127.0.0.1", "OPS_SMTP_PORT": str(free_port())}
+    result = billing.run(context(db, tmp_path, **nobody), as_of=DAY(2026, 1, 8))
+    assert result.status == "failed" and "2 reminder emails could not be sent" in result.error
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(invoices.c.issue_key, invoice_reminders.c.channel,
+                                   invoice_reminders.c.sent_at)
+                            .join(invoices, invoices.c.id == invoice_reminders.c.invoice_id)).all()
+    assert {(k, c, s is not None) for k, c, s in rows} == {
+        ("platform:1:2026-01", "email-failed", False), ("platform:2:2026-01", "email-failed", False),
+        ("attendee:13:2026-01", "email-failed", False),
+        ("attendee:11:2026-01", "push", True)}  # the guardians were notified all the same
+    with FakeSmtpServer() as smtp:  # SMTP is back: the same day again sends nothing twice
+        sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
+        assert smtp.messages == []
+        sweep(db, tmp_path, DAY(2026, 1, 11), smtp)  # the next step goes out as usual
+        assert len(smtp.messages) == 2
