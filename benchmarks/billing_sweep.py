@@ -74,7 +74,7 @@ def main() -> None:
         ("reminder day (due-3 for all)", dt.date(2026, 12, 8), False),
         ("repeat run of the reminder day", dt.date(2026, 12, 8), False),
     ]
-    rows = []
+    rows, timings = [], []
     for label, day, dry_run in runs:
         ctx = context(db, outbox, dry_run)
         started = time.perf_counter()
@@ -82,6 +82,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         assert result.status == "ok", result.error
         c = result.counts
+        timings.append((label, result.timings))
         rows.append((label, seconds,
                      c["platform_invoices_issued"] + c["attendee_invoices_issued"],
                      sum(v for k, v in c.items() if k.startswith("reminders_")),
@@ -93,6 +94,12 @@ def main() -> None:
         cells = [row[0].ljust(widths[0]), f"{row[1]:.2f}".rjust(widths[1])]
         cells += [f"{v:,}".rjust(w) for v, w in zip(row[2:], widths[2:])]
         print("  ".join(cells))
+    print("\nseconds per step:")
+    steps = list(timings[0][1])
+    print("  ".join(["run".ljust(34)] + [s.rjust(max(len(s), 6)) for s in steps]))
+    for label, t in timings:
+        print("  ".join([label.ljust(34)] + [f"{t.get(s, 0):.2f}".rjust(max(len(s), 6))
+                                            for s in steps]))
     first, repeat = rows[1][1], rows[2][1]
     print(f"first run / repeat run: {first / repeat:.1f}x "
           f"({first:.2f}s against {repeat:.2f}s)")
