@@ -331,6 +331,21 @@ def assert_no_duplicates(db, expected_invoices: int) -> None:
     assert Counter(step for _, step in reminders) == {"due-3": expected_invoices}
 
 
+def invoice_numbers(db) -> list[str]:
+    with db.engine.connect() as conn:
+        return conn.execute(select(invoices.c.invoice_no)).scalars().all()
+
+
+def emailed_invoices(messages) -> Counter:
+    """How many times each invoice number was listed in the reminder emails."""
+    found = Counter()
+    for message in messages:
+        for line in message.get_content().splitlines():
+            if line.startswith("- "):
+                found[line[2:].split(" ")[0]] += 1
+    return found
+
+
 @pytest.mark.mariadb
 def test_two_sweep_processes_started_together_create_no_duplicates(mariadb_url, tmp_path):
     from ops_lib.db import connect
@@ -346,9 +361,8 @@ def test_two_sweep_processes_started_together_create_no_duplicates(mariadb_url, 
             outputs = [p.communicate(timeout=120) for p in procs]
             assert [p.returncode for p in procs] == [0, 0], outputs
             assert_no_duplicates(db, expected)
-            # ... and each institution got one email: nobody sent a step twice.
-            assert Counter(m["To"] for m in smtp.messages) == {
-                f"billing{i}@x.example": 1 for i in range(1, 31)}
+            # ... and every invoice's reminder is in exactly one email: nobody sent it twice.
+            assert emailed_invoices(smtp.messages) == Counter(invoice_numbers(db))
     finally:
         db.engine.dispose()
 
@@ -362,30 +376,47 @@ def test_two_sweeps_without_the_lock_still_create_no_duplicates(mariadb_url, tmp
     try:
         expected = seed_many(db)
         with FakeSmtpServer() as smtp:
-            start = threading.Barrier(2)
-            results, errors = [], []
 
-            def one_sweep():
-                ctx = context(db, tmp_path, smtp, OPS_INVOICE_DUE_DAYS="3",
-                              OPS_BILLING_BATCH_SIZE="50")
-                start.wait()
-                try:
-                    results.append(billing.run(ctx, as_of=DAY(2026, 3, 1)))
-                except Exception as exc:  # surfaced below
-                    errors.append(exc)
+            def two_sweeps_at_once(day: DAY) -> list:
+                start = threading.Barrier(2)
+                results, errors = [], []
 
-            threads = [threading.Thread(target=one_sweep) for _ in range(2)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(120)
-            assert not errors and [r.status for r in results] == ["ok", "ok"]
+                def one_sweep():
+                    ctx = context(db, tmp_path, smtp, OPS_INVOICE_DUE_DAYS="3",
+                                  OPS_BILLING_BATCH_SIZE="50")
+                    start.wait()
+                    try:
+                        results.append(billing.run(ctx, as_of=day))
+                    except Exception as exc:  # surfaced below
+                        errors.append(exc)
+
+                threads = [threading.Thread(target=one_sweep) for _ in range(2)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(120)
+                assert not errors and [r.status for r in results] == ["ok", "ok"]
+                return results
+
+            results = two_sweeps_at_once(DAY(2026, 3, 1))
             assert_no_duplicates(db, expected)
-            assert Counter(m["To"] for m in smtp.messages) == {
-                f"billing{i}@x.example": 1 for i in range(1, 31)}
+            assert emailed_invoices(smtp.messages) == Counter(invoice_numbers(db))
             issued = sum(r.counts["attendee_invoices_issued"] + r.counts["platform_invoices_issued"]
                          for r in results)
             assert issued == expected  # each invoice counted by exactly one of the two
+
+            # Past the grace period: every invoice blocks, every school and student is
+            # restricted, and each transition is made and audited once.
+            results = two_sweeps_at_once(DAY(2026, 3, 20))
+            with db.engine.connect() as conn:
+                actions = Counter(conn.execute(
+                    select(audit_logs.c.action, audit_logs.c.entity_id)).all())
+            assert {n for n in actions.values()} == {1}
+            assert Counter(a for a, _ in actions) == {
+                "invoice.issued": expected, "invoice.blocked": expected,
+                "institution.restricted": 30, "student.restricted": expected - 30}
+            assert sum(r.counts["invoices_now_blocked"] for r in results) == expected
+            assert emailed_invoices(smtp.messages) == Counter(invoice_numbers(db) * 2)
     finally:
         db.engine.dispose()
 
