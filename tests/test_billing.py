@@ -404,6 +404,7 @@ def test_two_sweeps_without_the_lock_still_create_no_duplicates(mariadb_url, tmp
             issued = sum(r.counts["attendee_invoices_issued"] + r.counts["platform_invoices_issued"]
                          for r in results)
             assert issued == expected  # each invoice counted by exactly one of the two
+            assert sum(r.counts["reminders_due_minus_3"] for r in results) == expected
 
             # Past the grace period: every invoice blocks, every school and student is
             # restricted, and each transition is made and audited once.

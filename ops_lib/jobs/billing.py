@@ -533,16 +533,20 @@ class Sweep:
                 continue
             for chunk in self.chunks(line.ids):
 
-                def work(conn: Connection, chunk=chunk) -> list:
+                def work(conn: Connection, chunk=chunk, step=step) -> list:
                     mine = and_(invoices.c.id.in_(chunk), condition)
-                    won = conn.execute(
-                        select(invoices.c.currency, invoices.c.amount_minor).where(mine)).all()
                     conn.execute(insert(invoice_reminders).from_select(
                         ["invoice_id", "step", "created_at", "run_id"],
                         select(invoices.c.id, literal(step.name, String),
                                literal(self.now, DateTime), literal(self.ctx.run_id, String))
                         .where(mine)))
-                    return won
+                    # What this run won (a racing sweep may have recorded some of the chunk).
+                    return conn.execute(
+                        select(invoices.c.currency, invoices.c.amount_minor)
+                        .join(invoice_reminders, invoice_reminders.c.invoice_id == invoices.c.id)
+                        .where(invoice_reminders.c.invoice_id.in_(chunk),
+                               invoice_reminders.c.step == step.name,
+                               invoice_reminders.c.run_id == self.ctx.run_id)).all()
 
                 won = self.write(work, f"record reminders {step.name}")
                 line.done += len(won)
