@@ -443,3 +443,16 @@ def test_a_failed_reminder_email_is_recorded_and_never_sent_twice(db, tmp_path):
         assert smtp.messages == []
         sweep(db, tmp_path, DAY(2026, 1, 11), smtp)  # the next step goes out as usual
         assert len(smtp.messages) == 2
+
+
+def test_a_stopped_sweep_ends_between_batches_and_the_next_run_carries_on(db, tmp_path):
+    seed(db)
+    ctx = context(db, tmp_path, OPS_BILLING_BATCH_SIZE="1")
+    ctx.stop.set("SIGTERM")  # as if SIGTERM arrived before the first batch
+    result = billing.run(ctx, as_of=DAY(2026, 1, 1))
+    assert result.stop_reason == "interrupted by SIGTERM"
+    assert result.counts["platform_invoices_issued"] == 0
+    assert "reminders_blocked" not in result.counts  # it stopped before reminders
+    done = sweep(db, tmp_path, DAY(2026, 1, 1))
+    assert done.counts["platform_invoices_issued"] == 2
+    assert done.counts["attendee_invoices_issued"] == 2
