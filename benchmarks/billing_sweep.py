@@ -64,8 +64,8 @@ def main() -> None:
     synthetic_load.run(context(db, outbox), size)
     load_seconds = time.perf_counter() - started
     print(f"database: {db.display_url} ({db.caps.server_version}); loaded "
-          f"{args.institutions:,} institutions, {args.institutions * args.students_per_institution:,}"
-          f" students in {load_seconds:.1f}s")
+          f"{args.institutions:,} institutions, "
+          f"{args.institutions * args.students_per_institution:,} students in {load_seconds:.1f}s")
 
     runs = [
         ("dry run, first day of the month", dt.date(2026, 12, 1), True),
@@ -89,7 +89,8 @@ def main() -> None:
                      c["reminder_emails"], c["guardian_notifications"]))
     header = ("run", "seconds", "invoices", "reminders", "emails", "notifications")
     widths = [34, 9, 10, 10, 8, 14]
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                    for i, (h, w) in enumerate(zip(header, widths))))
     for row in rows:
         cells = [row[0].ljust(widths[0]), f"{row[1]:.2f}".rjust(widths[1])]
         cells += [f"{v:,}".rjust(w) for v, w in zip(row[2:], widths[2:])]

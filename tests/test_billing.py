@@ -98,7 +98,8 @@ def access(db) -> dict[int, str]:
 
 def audit(db, entity_type: str) -> list[tuple]:
     with db.engine.connect() as conn:
-        return conn.execute(select(audit_logs.c.entity_id, audit_logs.c.action, audit_logs.c.details)
+        return conn.execute(select(audit_logs.c.entity_id, audit_logs.c.action,
+                                   audit_logs.c.details)
                             .where(audit_logs.c.entity_type == entity_type)
                             .order_by(audit_logs.c.id)).all()
 
@@ -177,7 +178,8 @@ def test_two_months_day_by_day_issue_remind_restrict_and_restore_exactly_once(db
     first = [m for m in messages if m["To"] == "billing@a.example"][0]
     assert first["Subject"] == "Billing reminders: 2 invoices of School A"
     body = first.get_content()
-    assert "P-202601-1 (platform fee, January 2026): 2,500.00 BDT, due 2026-01-11: due in 3 days" in body
+    assert ("P-202601-1 (platform fee, January 2026): 2,500.00 BDT, due 2026-01-11: "
+            "due in 3 days") in body
     assert "A-202601-11 (attendee fee, Rahim, January 2026): 1,500.00 BDT" in body
     # Guardians of S1: a notification per reminder step and guardian, once.
     with db.engine.connect() as conn:
@@ -235,7 +237,8 @@ def test_a_voided_invoice_is_reissued_under_a_new_number_and_kept(db, tmp_path):
         conn.execute(update(invoices).where(invoices.c.issue_key == "platform:1:2026-01")
                      .values(status="void"))
     result = sweep(db, tmp_path, DAY(2026, 1, 2))
-    assert result.counts["void_keys_released"] == 1 and result.counts["platform_invoices_issued"] == 1
+    assert result.counts["void_keys_released"] == 1
+    assert result.counts["platform_invoices_issued"] == 1
     again = sweep(db, tmp_path, DAY(2026, 1, 3))
     assert again.counts["platform_invoices_issued"] == 0
     with db.engine.connect() as conn:
@@ -435,7 +438,8 @@ def test_a_failed_reminder_email_is_recorded_and_never_sent_twice(db, tmp_path):
                                    invoice_reminders.c.sent_at)
                             .join(invoices, invoices.c.id == invoice_reminders.c.invoice_id)).all()
     assert {(k, c, s is not None) for k, c, s in rows} == {
-        ("platform:1:2026-01", "email-failed", False), ("platform:2:2026-01", "email-failed", False),
+        ("platform:1:2026-01", "email-failed", False),
+        ("platform:2:2026-01", "email-failed", False),
         ("attendee:13:2026-01", "email-failed", False),
         ("attendee:11:2026-01", "push", True)}  # the guardians were notified all the same
     with FakeSmtpServer() as smtp:  # SMTP is back: the same day again sends nothing twice

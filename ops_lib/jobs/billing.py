@@ -108,7 +108,8 @@ class BillingDay:
             grace_days=settings.billing_grace_days,
             issued_at=issued_at,
             attendee_currency=settings.billing_currency,
-            steps=tuple(reminder_steps(settings.reminder_offsets_days, settings.billing_grace_days)),
+            steps=tuple(reminder_steps(settings.reminder_offsets_days,
+                                       settings.billing_grace_days)),
         )
 
     @property
@@ -510,7 +511,8 @@ class Sweep:
         conditions = [unpaid(invoices),
                       invoices.c.due_date <= self.day.step_day_limit(step.offset)]
         if index + 1 < len(steps):  # the next step is not due yet: never a backlog
-            conditions.append(invoices.c.due_date > self.day.step_day_limit(steps[index + 1].offset))
+            next_limit = self.day.step_day_limit(steps[index + 1].offset)
+            conditions.append(invoices.c.due_date > next_limit)
         later = [s.name for s in steps[index:]]
         conditions.append(~exists().where(invoice_reminders.c.invoice_id == invoices.c.id,
                                           invoice_reminders.c.step.in_(later)))
@@ -524,7 +526,8 @@ class Sweep:
             rows = self.read(lambda c: c.execute(
                 select(invoices.c.id, invoices.c.currency, invoices.c.amount_minor)
                 .where(condition).order_by(invoices.c.id)).all(), f"plan reminders {step.name}")
-            line = Line("remind", f"reminders {step.name}", f"reminders_{step.name.replace('-', '_minus_').replace('+', '_plus_')}")
+            key = step.name.replace("-", "_minus_").replace("+", "_plus_")
+            line = Line("remind", f"reminders {step.name}", f"reminders_{key}")
             line.ids = [r.id for r in rows]
             add_totals(line.totals, ((r.currency, r.amount_minor) for r in rows))
             self.lines.append(line)
@@ -745,7 +748,9 @@ def step_sentence(step: str, kind: str) -> str:
     if step == "blocked":
         who = "The institution's" if kind == "platform" else "The student's"
         return f"{who} access is restricted until it is paid."
-    return "Please pay by the due date." if int(step[3:]) <= 0 else "Please pay as soon as possible."
+    if int(step[3:]) <= 0:
+        return "Please pay by the due date."
+    return "Please pay as soon as possible."
 
 
 def reminder_email(mailer: Mailer, group: list) -> Any:
