@@ -1,0 +1,201 @@
+"""Stage 6: queued report emails, rendered and sent over SMTP (or written to the outbox).
+
+Report types (docs/workers.md):
+- `attendance`: params {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"} (at most 366 days): the
+  institution's attendance records in that range as a CSV attachment, with a summary in the body.
+A bad request (unknown type, bad params, no such institution) or a recipient the server refuses
+for good (5xx) fails the row at once; a connection problem or a 4xx retries later with backoff,
+until `worker_max_attempts`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import smtplib
+from dataclasses import dataclass
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Connection, select, update
+
+from ...mail import Mailer
+from ...queue import Queue, backoff_seconds, release
+from ...runtime import RunContext
+from ...schema import attendance_records, institutions, report_email_queue, students
+from ...timeutil import utcnow
+from .base import Stage, StageStats
+
+rq = report_email_queue
+MAX_REPORT_DAYS = 366
+
+
+class BadReport(Exception):
+    """The request cannot be rendered, whatever we retry."""
+
+
+@dataclass
+class Report:
+    subject: str
+    body: str
+    filename: str
+    csv_text: str
+
+
+def _params(raw: Any) -> dict:
+    if isinstance(raw, dict):
+        return raw
+    if raw in (None, ""):
+        return {}
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise BadReport(f"params are not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadReport("params must be a JSON object")
+    return value
+
+
+def _date(params: dict, name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(params[name]))
+    except KeyError:
+        raise BadReport(f"params.{name} is missing (YYYY-MM-DD)") from None
+    except ValueError:
+        raise BadReport(f"params.{name} is not a date (YYYY-MM-DD): {params[name]!r}") from None
+
+
+def render_attendance_report(conn: Connection, institution_id: int, params: dict) -> Report:
+    start, end = _date(params, "from"), _date(params, "to")
+    if end < start:
+        raise BadReport(f"params.to ({end}) is before params.from ({start})")
+    if (end - start).days + 1 > MAX_REPORT_DAYS:
+        raise BadReport(f"the range is longer than {MAX_REPORT_DAYS} days")
+    institution = conn.execute(select(institutions.c.name, institutions.c.timezone)
+                               .where(institutions.c.id == institution_id)).first()
+    if institution is None:
+        raise BadReport(f"institution {institution_id} does not exist")
+    try:
+        zone = ZoneInfo(institution.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = dt.timezone.utc
+    r, s = attendance_records, students
+    rows = conn.execution_options(stream_results=True, yield_per=2000).execute(
+        select(r.c.attendance_date, r.c.student_id, s.c.name, s.c.class_name, r.c.status,
+               r.c.first_scan_at, r.c.last_scan_at, r.c.scan_count)
+        .select_from(r.join(s, s.c.id == r.c.student_id))
+        .where(r.c.institution_id == institution_id,
+               r.c.attendance_date.between(start, end))
+        .order_by(r.c.attendance_date, s.c.class_name, s.c.name, r.c.student_id))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["date", "student_id", "student", "class", "status", "first_scan_local",
+                     "last_scan_local", "scan_count"])
+    totals = {"present": 0, "late": 0}
+    days: set[dt.date] = set()
+
+    def local(value: dt.datetime) -> str:
+        return value.replace(tzinfo=dt.timezone.utc).astimezone(zone).strftime("%H:%M:%S")
+
+    for row in rows:
+        writer.writerow([row.attendance_date.isoformat(), row.student_id, row.name,
+                         row.class_name, row.status, local(row.first_scan_at),
+                         local(row.last_scan_at), row.scan_count])
+        totals[row.status] = totals.get(row.status, 0) + 1
+        days.add(row.attendance_date)
+    records = sum(totals.values())
+    body = (
+        f"Attendance report for {institution.name}\n"
+        f"Period: {start.isoformat()} to {end.isoformat()} ({institution.timezone})\n\n"
+        f"Days with attendance: {len(days)}\n"
+        f"Attendance records: {records}\n"
+        f"Present (on time): {totals.get('present', 0)}\n"
+        f"Late: {totals.get('late', 0)}\n\n"
+        "The attached CSV has one line per student per day attended.\n"
+    )
+    return Report(
+        subject=f"Attendance report: {institution.name}, {start.isoformat()} to {end.isoformat()}",
+        body=body,
+        filename=f"attendance-{institution_id}-{start.isoformat()}-{end.isoformat()}.csv",
+        csv_text=buffer.getvalue(),
+    )
+
+
+RENDERERS = {"attendance": render_attendance_report}
+
+
+def _permanent_smtp_error(exc: Exception) -> bool:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _msg in exc.recipients.values())
+    code = getattr(exc, "smtp_code", None)
+    return isinstance(code, int) and code >= 500
+
+
+class EmailStage(Stage):
+    name = "emails"
+    queue = Queue(report_email_queue)
+    batch_size = 20
+
+    def __init__(self) -> None:
+        self._mailer: Mailer | None = None
+
+    def close(self) -> None:
+        if self._mailer is not None:
+            self._mailer.close()
+
+    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
+        if self._mailer is None:
+            self._mailer = Mailer(ctx.settings)
+        rows = ctx.db.run(lambda conn: conn.execute(
+            select(rq).where(self.queue.owned_by(ctx.run_id, keys)).order_by(rq.c.id)).all(),
+            write=False, what="emails read")
+        stats.lost += len(keys) - len(rows)
+        for index, row in enumerate(rows):
+            if index and ctx.why_stop():
+                rest = [r.id for r in rows[index:]]
+                stats.released += ctx.db.run(
+                    lambda conn: release(conn, self.queue, ctx.run_id, rest), what="release")
+                return
+            self._send_one(ctx, row, stats)
+
+    def _send_one(self, ctx: RunContext, row, stats: StageStats) -> None:
+        now = utcnow()
+        s = ctx.settings
+        try:
+            renderer = RENDERERS.get(row.report_type)
+            if renderer is None:
+                raise BadReport(f"unknown report type {row.report_type!r}")
+            report = ctx.db.run(lambda conn: renderer(conn, row.institution_id,
+                                                      _params(row.params)),
+                                write=False, what="report")
+            message = self._mailer.new_message(row.recipient, report.subject, report.body)
+            message.add_attachment(report.csv_text.encode("utf-8"), maintype="text",
+                                   subtype="csv", filename=report.filename)
+            self._mailer.send(message)
+        except BadReport as exc:
+            self._finish(ctx, row.id, status="failed", error=str(exc))
+            stats.failed += 1
+            return
+        except (smtplib.SMTPException, OSError) as exc:
+            self._mailer.close()  # a broken connection is not reused
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            if _permanent_smtp_error(exc) or row.attempts >= s.worker_max_attempts:
+                self._finish(ctx, row.id, status="failed", error=error)
+                stats.failed += 1
+            else:
+                due = now + dt.timedelta(seconds=backoff_seconds(
+                    row.attempts, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
+                self._finish(ctx, row.id, error=error, available_at=due)
+                stats.retried += 1
+            return
+        self._finish(ctx, row.id, status="sent", sent_at=now, error=None)
+        stats.done += 1
+        if self._mailer.uses_outbox:
+            stats.add("to_outbox")
+
+    def _finish(self, ctx: RunContext, row_id: int, **values: Any) -> None:
+        ctx.db.run(lambda conn: conn.execute(
+            update(rq).where(rq.c.id == row_id, rq.c.claimed_by == ctx.run_id)
+            .values(claimed_by=None, lease_expires_at=None, **values)), what="emails write-back")
