@@ -627,7 +627,7 @@ class Sweep:
                 "title": f"Invoice {r.invoice_no}: {step_title(r.step)}"[:255],
                 "body": (f"{r.student}: {format_minor(r.amount_minor, r.currency)} "
                          f"due on {r.due_date}. {step_sentence(r.step, 'attendee')}"),
-                "data": {"invoice_id": r.invoice_id, "invoice_no": r.invoice_no, "step": r.step,
+                "data": {"type": "invoice_reminder", "invoice_id": r.invoice_id, "invoice_no": r.invoice_no, "step": r.step,
                          "amount_minor": as_minor(r.amount_minor), "currency": r.currency,
                          "due_date": str(r.due_date)},
                 "dedupe_key": f"invoice-reminder:{r.invoice_id}:{r.step}:{r.guardian_id}",
