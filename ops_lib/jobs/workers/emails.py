@@ -127,6 +127,10 @@ RENDERERS = {"attendance": render_attendance_report}
 
 
 def _permanent_smtp_error(exc: Exception) -> bool:
+    """True when sending this message again cannot succeed: a 5xx reply, or a message smtplib
+    refuses to send (an address needing SMTPUTF8 the server does not offer, no recipient)."""
+    if isinstance(exc, (smtplib.SMTPNotSupportedError, ValueError)):
+        return True
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return all(code >= 500 for code, _msg in exc.recipients.values())
     code = getattr(exc, "smtp_code", None)
@@ -170,15 +174,19 @@ class EmailStage(Stage):
             report = ctx.db.run(lambda conn: renderer(conn, row.institution_id,
                                                       _params(row.params)),
                                 write=False, what="report")
-            message = self._mailer.new_message(row.recipient, report.subject, report.body)
-            message.add_attachment(report.csv_text.encode("utf-8"), maintype="text",
-                                   subtype="csv", filename=report.filename)
+            try:
+                message = self._mailer.new_message(row.recipient, report.subject, report.body)
+                message.add_attachment(report.csv_text.encode("utf-8"), maintype="text",
+                                       subtype="csv", filename=report.filename)
+            except (ValueError, TypeError) as exc:  # a recipient with a line break, ...
+                raise BadReport(f"cannot build the message for {row.recipient!r}: {exc}") from exc
             self._mailer.send(message)
         except BadReport as exc:
-            self._finish(ctx, row.id, status="failed", error=str(exc))
+            self._finish(ctx, row.id, status="failed", error=str(exc)[:500])
             stats.failed += 1
             return
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            # (SmtpLoginRefused is neither: it stops the stage and gives the batch back.)
             self._mailer.close()  # a broken connection is not reused
             error = f"{type(exc).__name__}: {exc}"[:500]
             if _permanent_smtp_error(exc) or row.attempts >= s.worker_max_attempts:
