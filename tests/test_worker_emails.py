@@ -268,6 +268,7 @@ def test_smtp_login_refused_stops_the_email_stage_and_gives_the_reports_back(
     assert result["error"].startswith(
         f"emails: SMTP 127.0.0.1:{smtp.port} refused our login (smtp_user=ops): ")
     assert "s3cret-pw" not in done.stdout + done.stderr
+    assert f"emails stage stopped: SMTP 127.0.0.1:{smtp.port} refused our login" in done.stderr
     for request in requests:
         back = row(engine, report_email_queue, request)
         assert (back.status, back.attempts, back.claimed_by, back.error) == \

@@ -89,10 +89,12 @@ def test_push_is_sent_with_its_payload_and_records_the_provider_message_id(
 def test_dead_tokens_deactivate_the_device_and_other_bad_requests_only_fail_the_delivery(
         db_url, engine, tmp_path, fcm):
     kinds = {"tok-gone": "unregistered", "tok-other-app": "sender_id_mismatch",
-             "tok-garbled": "invalid_token", "tok-bad-payload": "invalid_argument_other"}
-    guardian, devices = add_guardian(engine, list(kinds))
-    deliveries = {token: add_delivery(engine, guardian, device, title=token)
-                  for token, device in zip(kinds, devices)}
+             "tok-garbled": "invalid_token", "tok-bad-payload": "invalid_argument_other",
+             "tok-fine": "ok"}
+    # A device row with an empty token: the SDK refuses to send it at all (before any request).
+    guardian, devices = add_guardian(engine, [*kinds, ""])
+    deliveries = {token: add_delivery(engine, guardian, device, title=token or "empty")
+                  for token, device in zip([*kinds, ""], devices)}
     for token, kind in kinds.items():
         fcm.respond(token, kind)
 
@@ -100,9 +102,12 @@ def test_dead_tokens_deactivate_the_device_and_other_bad_requests_only_fail_the_
 
     assert done.returncode == 0, done.stderr
     assert sorted(fcm.tokens) == sorted(kinds)  # one request each: none of these is retried
+    # The bad messages did not hold back the good one in the same send_each call.
+    assert row(engine, push_deliveries, deliveries["tok-fine"]).status == "sent"
     by_token = {d.token: d for d in rows(engine, notification_devices)}
     expected = {"tok-gone": "UNREGISTERED", "tok-other-app": "SENDER_ID_MISMATCH",
-                "tok-garbled": "INVALID_TOKEN", "tok-bad-payload": "INVALID_ARGUMENT"}
+                "tok-garbled": "INVALID_TOKEN", "tok-bad-payload": "INVALID_ARGUMENT",
+                "": "INVALID_TOKEN"}
     for token, code in expected.items():
         delivery = row(engine, push_deliveries, deliveries[token])
         assert (delivery.status, delivery.error_code) == ("failed", code), token
@@ -117,7 +122,10 @@ def test_dead_tokens_deactivate_the_device_and_other_bad_requests_only_fail_the_
             assert device.deactivation_reason == f"fcm: {code}"
     assert "not a valid FCM registration token" in \
         row(engine, push_deliveries, deliveries["tok-garbled"]).error
-    assert stage_row(result_json(done), "push")["failed"] == 4
+    assert "the device has no token" in row(engine, push_deliveries, deliveries[""]).error
+    push = stage_row(result_json(done), "push")
+    assert (push["failed"], push["done"]) == (5, 1)
+    assert push["details"] == "devices_deactivated=4"
 
 
 @pytest.mark.parametrize("kind, code", [("unavailable", "UNAVAILABLE"),
@@ -235,23 +243,6 @@ def test_service_account_that_cannot_get_a_token_stops_the_stage_without_spendin
     back = row(engine, push_deliveries, delivery)
     assert (back.status, back.attempts, back.claimed_by) == ("pending", 0, None)
     assert fcm.requests == []
-
-
-def test_a_device_without_a_token_does_not_hold_back_the_rest_of_the_batch(
-        db_url, engine, tmp_path, fcm):
-    guardian, [good, empty] = add_guardian(engine, ["tok-good", ""])
-    to_good = add_delivery(engine, guardian, good)
-    to_empty = add_delivery(engine, guardian, empty, title="to nowhere")
-
-    done = run_worker(db_url, tmp_path, fcm)
-
-    assert done.returncode == 0, done.stderr
-    assert fcm.tokens == ["tok-good"]
-    assert row(engine, push_deliveries, to_good).status == "sent"
-    failed = row(engine, push_deliveries, to_empty)
-    assert (failed.status, failed.error_code) == ("failed", "INVALID_TOKEN")
-    device = row(engine, notification_devices, empty)
-    assert not device.is_active and device.deactivation_reason == "fcm: INVALID_TOKEN"
 
 
 def test_backlog_of_600_goes_out_in_send_each_calls_of_at_most_500(

@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 import smtplib
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -21,13 +22,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, select, update
 
-from ...mail import Mailer
+from ...mail import Mailer, SmtpLoginRefused
 from ...queue import Queue, backoff_seconds, release
 from ...runtime import RunContext
 from ...schema import attendance_records, institutions, report_email_queue, students
 from ...timeutil import utcnow
 from .base import Stage, StageStats
 
+log = logging.getLogger(__name__)
 rq = report_email_queue
 MAX_REPORT_DAYS = 366
 
@@ -162,7 +164,13 @@ class EmailStage(Stage):
                 stats.released += ctx.db.run(
                     lambda conn: release(conn, self.queue, ctx.run_id, rest), what="release")
                 return
-            self._send_one(ctx, row, stats)
+            try:
+                self._send_one(ctx, row, stats)
+            except SmtpLoginRefused as exc:
+                # Every report would fail the same way: the orchestrator gives the batch back
+                # (attempts not spent) and stops this stage; say so where cron mails it.
+                log.error("emails stage stopped: %s", exc)
+                raise
 
     def _send_one(self, ctx: RunContext, row, stats: StageStats) -> None:
         now = utcnow()
