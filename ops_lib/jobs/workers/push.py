@@ -74,7 +74,8 @@ class PushStage(Stage):
                                                  devices, stats), what="push write-back")
         if stats.stopped:
             # Said in the log too: cron mails stderr, and the stage's later batches wait for it.
-            log.error("push stage stopped: %s; %d deliveries given back unsent", stats.stopped,
+            log.error("push stage stopped: %s (%d deliveries given back unsent)",
+                      stats.stopped.rstrip("."),
                       sum(1 for o in outcomes if o.action == pushing.STOP))
 
     def _write_back(self, conn: Connection, ctx: RunContext, outcomes, cancelled, attempts,
