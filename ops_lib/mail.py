@@ -16,6 +16,10 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
+class SmtpUnreachable(ConnectionError):
+    """No SMTP session could be opened (refused, timed out, no greeting): nothing was sent."""
+
+
 class SmtpLoginRefused(JobFailed):
     """The SMTP server refused our login or STARTTLS: the configuration is wrong, not a message,
     so retrying message by message cannot help."""
@@ -59,7 +63,11 @@ class Mailer:
     def _connection(self) -> smtplib.SMTP:
         if self._smtp is None:
             s = self.settings
-            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+            try:
+                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+            except (OSError, smtplib.SMTPException) as exc:
+                raise SmtpUnreachable(
+                    f"cannot reach SMTP {s.smtp_host}:{s.smtp_port}: {exc}") from exc
             step = "STARTTLS"
             try:
                 if s.smtp_starttls:

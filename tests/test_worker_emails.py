@@ -168,33 +168,46 @@ def test_bad_report_requests_fail_at_once_with_a_clear_error(db_url, engine, tmp
     assert (emails["failed"], emails["done"], emails["retried"]) == (len(bad), 1, 0)
 
 
-def test_smtp_down_leaves_the_report_pending_and_a_later_run_sends_it(db_url, engine, tmp_path):
+def test_smtp_down_leaves_the_reports_pending_and_a_later_run_sends_them(
+        db_url, engine, tmp_path):
     school = add_institution(engine)
-    request = add_report_request(engine, school, params=MARCH)
+    first_request, *others = [add_report_request(engine, school, params=MARCH)
+                              for _ in range(3)]
     port = free_port()  # nothing listens there yet
 
     before = utcnow()
     first = run_worker(db_url, tmp_path, port)
 
     assert first.returncode == 0, first.stderr
-    waiting = row(engine, report_email_queue, request)
+    waiting = row(engine, report_email_queue, first_request)
     assert (waiting.status, waiting.attempts, waiting.claimed_by, waiting.sent_at) == \
         ("pending", 1, None, None)
-    assert "ConnectionRefusedError" in waiting.error
+    assert f"cannot reach SMTP 127.0.0.1:{port}" in waiting.error
+    assert "Connection refused" in waiting.error
     # First retry: worker_backoff_seconds (30) with jitter between half and all of it.
     assert before + dt.timedelta(seconds=14) <= waiting.available_at <= \
         utcnow() + dt.timedelta(seconds=31)
-    assert stage_row(result_json(first), "emails")["retried"] == 1
+    # Once the server is known to be unreachable, the rest are not tried (each would wait for
+    # its own connection timeout): deferred, attempts not spent.
+    for request in others:
+        deferred = row(engine, report_email_queue, request)
+        assert (deferred.status, deferred.attempts, deferred.claimed_by, deferred.error) == \
+            ("pending", 0, None, None)
+        assert before + dt.timedelta(seconds=14) <= deferred.available_at
+    emails = stage_row(result_json(first), "emails")
+    assert (emails["retried"], emails["released"]) == (1, 2)
+    assert emails["details"] == "deferred_smtp_unreachable=2"
 
     make_due(engine, report_email_queue)
     with FakeSmtpServer(port=port) as smtp:
         later = run_worker(db_url, tmp_path, port)
 
         assert later.returncode == 0, later.stderr
-        [message] = smtp.messages
-    assert message["Subject"].startswith("Attendance report: Green Valley School")
-    sent = row(engine, report_email_queue, request)
+        assert len(smtp.messages) == 3
+    assert smtp.messages[0]["Subject"].startswith("Attendance report: Green Valley School")
+    sent = row(engine, report_email_queue, first_request)
     assert (sent.status, sent.attempts, sent.error) == ("sent", 2, None)
+    assert [row(engine, report_email_queue, r).attempts for r in others] == [1, 1]
 
 
 def test_report_out_of_attempts_is_dead_lettered_with_the_last_error(db_url, engine, tmp_path):
@@ -207,7 +220,7 @@ def test_report_out_of_attempts_is_dead_lettered_with_the_last_error(db_url, eng
     dead = row(engine, report_email_queue, request)
     assert (dead.status, dead.attempts, dead.claimed_by, dead.sent_at) == \
         ("failed", 1, None, None)
-    assert dead.error.startswith("ConnectionRefusedError")
+    assert dead.error.startswith("SmtpUnreachable: cannot reach SMTP")
 
 
 def test_recipient_refused_for_good_fails_the_report_and_a_temporary_refusal_retries(

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, select, update
 
-from ...mail import Mailer, SmtpLoginRefused
+from ...mail import Mailer, SmtpLoginRefused, SmtpUnreachable
 from ...queue import Queue, backoff_seconds, release
 from ...runtime import RunContext
 from ...schema import attendance_records, institutions, report_email_queue, students
@@ -146,6 +146,10 @@ class EmailStage(Stage):
 
     def __init__(self) -> None:
         self._mailer: Mailer | None = None
+        # Set when the SMTP server could not be reached in this run: when to try again. The
+        # rows not tried yet are deferred to then instead of each waiting for its own timeout
+        # (20 rows x smtp_timeout_seconds could outlast the lease).
+        self._unreachable_until: dt.datetime | None = None
 
     def close(self) -> None:
         if self._mailer is not None:
@@ -159,6 +163,9 @@ class EmailStage(Stage):
             write=False, what="emails read")
         stats.lost += len(keys) - len(rows)
         for index, row in enumerate(rows):
+            if self._unreachable_until is not None:
+                self._defer(ctx, [r.id for r in rows[index:]], self._unreachable_until, stats)
+                return
             if index and ctx.why_stop():
                 rest = [r.id for r in rows[index:]]
                 stats.released += ctx.db.run(
@@ -205,11 +212,27 @@ class EmailStage(Stage):
                     row.attempts, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
                 self._finish(ctx, row.id, error=error, available_at=due)
                 stats.retried += 1
+            if isinstance(exc, SmtpUnreachable):
+                self._unreachable_until = now + dt.timedelta(seconds=backoff_seconds(
+                    1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
             return
         self._finish(ctx, row.id, status="sent", sent_at=now, error=None)
         stats.done += 1
         if self._mailer.uses_outbox:
             stats.add("to_outbox")
+
+    def _defer(self, ctx: RunContext, ids: list[int], due: dt.datetime,
+               stats: StageStats) -> None:
+        """Give rows back untried (attempts not spent), not to be claimed before `due`."""
+
+        def work(conn: Connection) -> int:
+            conn.execute(update(rq).where(self.queue.owned_by(ctx.run_id, ids))
+                         .values(available_at=due))
+            return release(conn, self.queue, ctx.run_id, ids)
+
+        deferred = ctx.db.run(work, what="emails defer")
+        stats.released += deferred
+        stats.add("deferred_smtp_unreachable", deferred)
 
     def _finish(self, ctx: RunContext, row_id: int, **values: Any) -> None:
         ctx.db.run(lambda conn: conn.execute(
