@@ -144,6 +144,8 @@ def test_bad_report_requests_fail_at_once_with_a_clear_error(db_url, engine, tmp
             "params.from is not a date (YYYY-MM-DD): 'March'",
         add_report_request(engine, school, params="{not json"):
             "params are not JSON",
+        add_report_request(engine, school, params=["2026-03-01", "2026-03-02"]):
+            "params must be a JSON object, not list",
         add_report_request(engine, school, params={"from": "2025-01-01", "to": "2026-03-01"}):
             "the range is longer than 366 days",
         add_report_request(engine, 999999, params=MARCH):

@@ -49,8 +49,10 @@ class Report:
 def _params(raw: Any) -> dict:
     if isinstance(raw, dict):
         return raw
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return {}
+    if not isinstance(raw, (str, bytes)):
+        raise BadReport(f"params must be a JSON object, not {type(raw).__name__}")
     try:
         value = json.loads(raw)
     except (TypeError, ValueError) as exc:
