@@ -15,7 +15,8 @@ import io
 import pytest
 from sqlalchemy import insert
 
-from conftest import run_cli, tool_env
+from conftest import run_cli, snapshot, tool_env
+from ops_lib.db import connect
 from ops_lib.schema import attendance_records, report_email_queue, students
 from ops_lib.timeutil import utcnow
 from worker_rows import (
@@ -290,3 +291,25 @@ def test_smtp_login_refused_stops_the_email_stage_and_gives_the_reports_back(
             ("pending", 0, None, None)
     assert smtp.messages == []
     assert stage_row(result, "emails")["released"] == 3
+
+
+def test_dry_run_over_queued_reports_changes_nothing_and_sends_nothing(
+        db_url, engine, tmp_path, smtp):
+    school = add_institution(engine)
+    add_attendance(engine, school)
+    add_report_request(engine, school, params=MARCH)
+    add_report_request(engine, school, report_type="invoices")
+    database = connect(db_url)
+    before = snapshot(database)
+
+    done = run_cli("run_background_workers", "--json", env=tool_env(
+        db_url, tmp_path, OPS_SMTP_HOST="127.0.0.1", OPS_SMTP_PORT=str(smtp.port)))
+
+    assert done.returncode == 0, done.stderr
+    assert snapshot(database) == before
+    assert smtp.messages == []
+    result = result_json(done)
+    emails = stage_row(result, "emails")
+    assert (emails["would_process"], emails["details"]) == (2, "would_fail_bad_request=1")
+    assert f"emails: would send through SMTP 127.0.0.1:{smtp.port}" in result["notes"]
+    database.engine.dispose()

@@ -71,12 +71,18 @@ def _date(params: dict, name: str) -> dt.date:
         raise BadReport(f"params.{name} is not a date (YYYY-MM-DD): {params[name]!r}") from None
 
 
-def render_attendance_report(conn: Connection, institution_id: int, params: dict) -> Report:
+def attendance_range(params: dict) -> tuple[dt.date, dt.date]:
+    """The (from, to) dates of an attendance report request, checked."""
     start, end = _date(params, "from"), _date(params, "to")
     if end < start:
         raise BadReport(f"params.to ({end}) is before params.from ({start})")
     if (end - start).days + 1 > MAX_REPORT_DAYS:
         raise BadReport(f"the range is longer than {MAX_REPORT_DAYS} days")
+    return start, end
+
+
+def render_attendance_report(conn: Connection, institution_id: int, params: dict) -> Report:
+    start, end = attendance_range(params)
     institution = conn.execute(select(institutions.c.name, institutions.c.timezone)
                                .where(institutions.c.id == institution_id)).first()
     if institution is None:
@@ -128,6 +134,21 @@ def render_attendance_report(conn: Connection, institution_id: int, params: dict
 
 
 RENDERERS = {"attendance": render_attendance_report}
+CHECKS = {"attendance": attendance_range}  # what can be checked without rendering (dry run)
+
+
+def request_problem(row, institution_ids: set[int]) -> str | None:
+    """Why a queued request would fail at once, or None (the dry run's check)."""
+    try:
+        check = CHECKS.get(row.report_type)
+        if check is None:
+            raise BadReport(f"unknown report type {row.report_type!r}")
+        check(_params(row.params))
+        if row.institution_id not in institution_ids:
+            raise BadReport(f"institution {row.institution_id} does not exist")
+    except BadReport as exc:
+        return str(exc)
+    return None
 
 
 def _permanent_smtp_error(exc: Exception) -> bool:
@@ -222,6 +243,19 @@ class EmailStage(Stage):
         stats.done += 1
         if self._mailer.uses_outbox:
             stats.add("to_outbox")
+
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+        queued = conn.execute(
+            select(rq.c.id, rq.c.institution_id, rq.c.report_type, rq.c.params)
+            .where(self.queue.ready(utcnow())).order_by(rq.c.id).limit(limit)).all()
+        known = set(conn.execute(select(institutions.c.id).where(
+            institutions.c.id.in_(sorted({r.institution_id for r in queued})))).scalars())
+        would_fail = sum(1 for r in queued if request_problem(r, known))
+        s = ctx.settings
+        target = (f"SMTP {s.smtp_host}:{s.smtp_port}" if s.smtp_host
+                  else f"the outbox {Mailer(s).outbox} (no SMTP configured)")
+        return {"would_fail_bad_request": would_fail,
+                "_note": f"emails: would send through {target}"}
 
     def _defer(self, ctx: RunContext, ids: list[int], due: dt.datetime,
                stats: StageStats) -> None:
