@@ -268,6 +268,9 @@ def test_without_smtp_the_report_is_written_to_the_outbox_as_an_eml_file(
     sent = row(engine, report_email_queue, request)
     assert (sent.status, sent.error) == ("sent", None)
     assert stage_row(result_json(done), "emails")["details"] == "to_outbox=1"
+    [warning] = [line for line in done.stderr.splitlines() if " WARNING " in line]
+    assert f"emails: no SMTP configured; messages go to the outbox {tmp_path / 'outbox' / 'email'}" \
+        in warning
 
 
 def test_smtp_login_refused_stops_the_email_stage_and_gives_the_reports_back(

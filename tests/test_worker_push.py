@@ -245,6 +245,23 @@ def test_service_account_that_cannot_get_a_token_stops_the_stage_without_spendin
     assert fcm.requests == []
 
 
+def test_missing_credentials_file_stops_the_push_stage_and_leaves_the_deliveries_waiting(
+        db_url, engine, tmp_path, fcm):
+    guardian, [device] = add_guardian(engine, ["tok-1"])
+    delivery = add_delivery(engine, guardian, device)
+
+    done = run_worker(db_url, tmp_path, fcm,
+                      OPS_FIREBASE_CREDENTIALS=str(tmp_path / "no-such-key.json"))
+
+    assert done.returncode == 1
+    error = result_json(done)["error"]
+    assert error.startswith(f"push: firebase_credentials {tmp_path / 'no-such-key.json'}: ")
+    assert "No such file" in error
+    back = row(engine, push_deliveries, delivery)
+    assert (back.status, back.attempts, back.claimed_by) == ("pending", 0, None)
+    assert fcm.requests == []
+
+
 def test_backlog_of_600_goes_out_in_send_each_calls_of_at_most_500(
         db_url, engine, tmp_path, fcm):
     add_backlog(engine, 600)

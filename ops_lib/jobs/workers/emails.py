@@ -181,6 +181,9 @@ class EmailStage(Stage):
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         if self._mailer is None:
             self._mailer = Mailer(ctx.settings)
+            if self._mailer.uses_outbox:
+                log.warning("emails: no SMTP configured; messages go to the outbox %s",
+                            self._mailer.outbox)
         rows = ctx.db.run(lambda conn: conn.execute(
             select(rq).where(self.queue.owned_by(ctx.run_id, keys)).order_by(rq.c.id)).all(),
             write=False, what="emails read")
