@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from conftest import run_cli, snapshot, tool_env
 from ops_lib.db import connect
@@ -212,7 +212,7 @@ def test_auth_error_stops_the_push_stage_gives_the_batch_back_and_other_stages_s
                 back.available_at, back.error_code) == ("pending", 0, None, None, None, None)
     assert all(d.is_active for d in rows(engine, notification_devices))
     assert re.search(r"^stages: stage=push claimed=2 done=0 failed=0 retried=0 released=2 ",
-                     done.stdout, re.M)
+                     done.stdout, re.MULTILINE)
     # The stages after push still ran: the report email went to the outbox.
     assert row(engine, report_email_queue, report).status == "sent"
     assert len(list((tmp_path / "outbox" / "email").glob("*.eml"))) == 1

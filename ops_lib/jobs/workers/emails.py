@@ -195,7 +195,8 @@ class EmailStage(Stage):
             if index and ctx.why_stop():
                 rest = [r.id for r in rows[index:]]
                 stats.released += ctx.db.run(
-                    lambda conn: release(conn, self.queue, ctx.run_id, rest), what="release")
+                    lambda conn, rest=rest: release(conn, self.queue, ctx.run_id, rest),
+                    what="release")
                 return
             try:
                 self._send_one(ctx, row, stats)
