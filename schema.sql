@@ -45,8 +45,9 @@ CREATE TABLE IF NOT EXISTS attendance_scan_queue (
   claimed_by VARCHAR(32),
   lease_expires_at DATETIME,
   available_at DATETIME,
+  scan_key VARCHAR(120),
   PRIMARY KEY (id),
-  KEY ix_scan_queue_card (institution_id, card_uid, scanned_at),
+  CONSTRAINT uq_scan_queue_scan_key UNIQUE (scan_key),
   KEY ix_scan_queue_lease (status, lease_expires_at),
   KEY ix_scan_queue_poll (status, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
@@ -176,7 +177,7 @@ CREATE TABLE IF NOT EXISTS ops_job_runs (
   heartbeat_at DATETIME NOT NULL,
   finished_at DATETIME,
   status VARCHAR(16) NOT NULL DEFAULT 'running',
-  stop_reason VARCHAR(64),
+  stop_reason VARCHAR(255),
   counts TEXT,
   error TEXT,
   PRIMARY KEY (id),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -195,13 +195,3 @@ def connect(url: str) -> Database:
             f"cannot use the database at {mask_url(url)}: {describe_db_error(exc)}"
         ) from exc
     return Database(engine=engine, caps=caps, url=url)
-
-
-def table_exists(conn: Connection, name: str) -> bool:
-    from sqlalchemy import inspect
-
-    return inspect(conn).has_table(name)
-
-
-def ping(conn: Connection) -> None:
-    conn.execute(text("select 1"))

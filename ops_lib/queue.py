@@ -110,16 +110,22 @@ def recover_expired(db: Database, queue: Queue, now: dt.datetime, max_attempts: 
     expired = and_(queue.is_waiting(), c.claimed_by.isnot(None), c.lease_expires_at < now)
 
     def work(conn: Connection) -> dict:
+        # Look first, without locks: usually nothing expired, and then nothing is written.
+        key_columns = [queue.table.c[k] for k in queue.key]
+        keys = [queue.key_of(r) for r in conn.execute(select(*key_columns).where(expired))]
+        if not keys:
+            return {"recovered": 0, "dead_lettered": 0}
+        mine = and_(queue.key_in(keys), expired)
         given_up = 0
         if queue.counts_attempts and queue.status_column:
             given_up = conn.execute(
-                update(queue.table).where(expired, c.attempts >= max_attempts).values(
+                update(queue.table).where(mine, c.attempts >= max_attempts).values(
                     {queue.status_column: "failed", "claimed_by": None, "lease_expires_at": None,
                      "error": f"gave up after {max_attempts} attempts: the worker holding it "
                               "stopped before finishing (lease expired)"})
             ).rowcount
         recovered = conn.execute(
-            update(queue.table).where(expired).values(claimed_by=None, lease_expires_at=None)
+            update(queue.table).where(mine).values(claimed_by=None, lease_expires_at=None)
         ).rowcount
         return {"recovered": recovered, "dead_lettered": given_up}
 

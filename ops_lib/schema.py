@@ -162,9 +162,12 @@ attendance_scan_queue = _table(
     Column("processed_at", DateTime, nullable=True),
     Column("error", String(500), nullable=True),
     *_claim_columns(),
+    # "institution|card|time" of a processed scan (NULL for duplicates and failures): unique, so
+    # two workers can never both count copies of one scan.
+    Column("scan_key", String(120), nullable=True),
+    UniqueConstraint("scan_key", name="uq_scan_queue_scan_key"),
     Index("ix_scan_queue_poll", "status", "id"),
     Index("ix_scan_queue_lease", "status", "lease_expires_at"),
-    Index("ix_scan_queue_card", "institution_id", "card_uid", "scanned_at"),
 )
 
 attendance_records = _table(
@@ -441,7 +444,7 @@ ops_job_runs = _table(
     Column("heartbeat_at", DateTime, nullable=False),
     Column("finished_at", DateTime, nullable=True),
     Column("status", String(16), nullable=False, server_default="running"),
-    Column("stop_reason", String(64), nullable=True),
+    Column("stop_reason", String(255), nullable=True),
     Column("counts", Text, nullable=True),
     Column("error", Text, nullable=True),
     UniqueConstraint("run_id", name="uq_ops_job_runs_run_id"),

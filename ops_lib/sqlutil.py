@@ -1,10 +1,15 @@
-"""Dialect-aware statements the jobs share: insert-or-ignore and upsert, on MySQL and SQLite."""
+"""Dialect-aware statements the jobs share: insert-or-ignore, upsert and keyed batch updates.
+
+Batches go to the driver as one executemany of a single-row statement: SQLAlchemy compiles it
+once (cached) and PyMySQL rewrites it into multi-row INSERTs, where a multi-VALUES statement
+would be compiled anew for every batch.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Column, Connection, Table, case, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -13,32 +18,26 @@ def _insert(conn: Connection, table: Table):
     return (mysql.insert if conn.dialect.name == "mysql" else sqlite.insert)(table)
 
 
-def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], keys: Sequence[str]) -> int:
-    """Insert rows, skipping those whose unique `keys` already exist. Returns rows inserted."""
-    if not rows:
-        return 0
-    statement = _insert(conn, table)
+def _ignore_duplicates(conn: Connection, statement, keys: Sequence[str]):
     if conn.dialect.name == "mysql":
         # A no-op update rather than INSERT IGNORE, which would also swallow other errors.
         first = keys[0]
-        statement = statement.on_duplicate_key_update({first: statement.inserted[first]})
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    if len(rows) == 1:
-        return conn.execute(statement.values(rows[0])).rowcount
-    return conn.execute(statement.values(list(rows))).rowcount
+        return statement.on_duplicate_key_update({first: statement.inserted[first]})
+    return statement.on_conflict_do_nothing(index_elements=list(keys))
+
+
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], keys: Sequence[str]) -> int:
+    """Insert rows, skipping those whose unique `keys` already exist. Returns rows offered."""
+    if rows:
+        conn.execute(_ignore_duplicates(conn, _insert(conn, table), keys), list(rows))
+    return len(rows)
 
 
 def insert_ignore_from_select(conn: Connection, table: Table, columns: Sequence[str],
-                              query: Select, keys: Sequence[str]) -> int:
+                              query: Select, keys: Sequence[str]) -> None:
     """INSERT ... SELECT, skipping rows whose unique `keys` already exist."""
     statement = _insert(conn, table).from_select(list(columns), query)
-    if conn.dialect.name == "mysql":
-        first = keys[0]
-        statement = statement.on_duplicate_key_update({first: statement.inserted[first]})
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    return conn.execute(statement).rowcount
+    conn.execute(_ignore_duplicates(conn, statement, keys))
 
 
 def upsert(
@@ -55,11 +54,25 @@ def upsert(
     """
     if not rows:
         return
-    statement = _insert(conn, table).values(list(rows))
+    statement = _insert(conn, table)
     if conn.dialect.name == "mysql":
-        statement = statement.on_duplicate_key_update(list(updates(table, statement.inserted).items()))
+        statement = statement.on_duplicate_key_update(
+            list(updates(table, statement.inserted).items()))
     else:
         statement = statement.on_conflict_do_update(
-            index_elements=list(keys), set_=updates(table, statement.excluded)
-        )
-    conn.execute(statement)
+            index_elements=list(keys), set_=updates(table, statement.excluded))
+    conn.execute(statement, list(rows))
+
+
+def update_each(conn: Connection, table: Table, key: Column, per_row: Mapping[Any, dict],
+                common: dict | None = None, where: Sequence[ColumnElement[bool]] = ()) -> int:
+    """One UPDATE for many rows, each with its own values (CASE key WHEN ... THEN ...)."""
+    if not per_row:
+        return 0
+    columns = sorted({name for values in per_row.values() for name in values})
+    sets: dict[str, Any] = dict(common or {})
+    for name in columns:
+        sets[name] = case({k: v[name] for k, v in per_row.items() if name in v},
+                          value=key, else_=table.c[name])
+    statement = update(table).where(key.in_(list(per_row)), *where).values(sets)
+    return conn.execute(statement).rowcount

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
 from sqlalchemy import Connection, func, select
 
 from ...db import describe_db_error
@@ -64,18 +62,20 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
                 result.notes.append(note)
             rows.append({
                 "stage": stage.name, "ready": figures["ready"],
-                "would_process": min(limit, figures["ready"]),
-                "claimed_elsewhere": figures["claimed"], "lease_expired": figures["expired"],
-                "dead_lettered": figures["failed"],
+                "would_take": min(limit, figures["ready"]),
+                "claimed": figures["claimed"], "expired": figures["expired"],
+                "dead": figures["failed"],
                 "details": ", ".join(f"{k}={v}" for k, v in extra.items()) or "-",
             })
     result.section("Stages", rows)
     if samples:
         result.section("Samples", samples, ["stage", "scan", "would fail"])
-    result.counts.update({f"{r['stage']}_would_process": r["would_process"] for r in rows})
+    result.counts.update({f"{r['stage']}_would_take": r["would_take"] for r in rows})
     result.notes.append(
-        f"--execute would process up to {limit} rows per stage, taking turns; rows that earlier "
-        "stages create in the same run (arrival notifications, deliveries, roll-ups) flow on"
+        f"--execute would take up to {limit} rows per stage, stages taking turns; what earlier "
+        "stages create in that run (arrivals, deliveries, roll-ups) flows on to the later ones. "
+        "claimed = held by a running worker, expired = its lease ran out (recovered first), "
+        "dead = failed for good"
     )
     result.stop_reason = "dry run"
     return result
@@ -115,6 +115,8 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
     with ctx.progress("draining queues", limit * len(pipeline)) as advance:
         while active:
             for stage in list(active):
+                if any(other.name in stage.waits_for for other in active):
+                    continue
                 reason = ctx.why_stop(BUDGET_MARGIN_SECONDS)
                 if reason:
                     stop_reason = reason
@@ -158,7 +160,7 @@ def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: E
 
 def summarise(result: JobResult, stats: dict[str, StageStats], limit: int,
               stop_reason: str) -> JobResult:
-    rows = []
+    rows, capped = [], []
     for name, st in stats.items():
         rows.append({
             "stage": name, "claimed": st.claimed, "done": st.done, "failed": st.failed,
@@ -173,11 +175,13 @@ def summarise(result: JobResult, stats: dict[str, StageStats], limit: int,
         if st.stopped:
             result.notes.append(f"{name} stage stopped: {st.stopped}")
         elif st.claimed >= limit:
-            result.notes.append(f"{name}: reached LIMIT {limit}; more may be waiting")
+            capped.append(name)
     result.section("Stages", rows)
     stopped = [name for name, st in stats.items() if st.stopped]
     if stopped:
         result.status = "failed"
         result.error = "; ".join(f"{name}: {stats[name].stopped}" for name in stopped)
+    if stop_reason == DONE and capped:
+        stop_reason = f"LIMIT {limit} reached by {', '.join(capped)} (more may be waiting)"
     result.stop_reason = stop_reason
     return result

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, null, select
 
 from ...queue import Queue
 from ...runtime import RunContext
@@ -30,6 +30,14 @@ class StageStats:
         if amount:
             self.details[name] = self.details.get(name, 0) + amount
 
+    def merge(self, other: "StageStats") -> None:
+        """Add the figures of one committed transaction (a retried one counts once)."""
+        for name in ("claimed", "done", "failed", "retried", "released", "lost"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, amount in other.details.items():
+            self.add(name, amount)
+        self.stopped = self.stopped or other.stopped
+
 
 class Stage:
     """A queue-draining step of the background worker."""
@@ -37,6 +45,9 @@ class Stage:
     name: str
     queue: Queue
     batch_size: int = 500
+    # Stages whose output this one summarises: within a run it waits until they are idle, so a
+    # roll-up is computed once after the scans rather than again after every scan batch.
+    waits_for: tuple[str, ...] = ()
 
     def batch_limit(self, ctx: RunContext) -> int:
         return self.batch_size
@@ -63,19 +74,24 @@ def mark_snapshots(conn: Connection, guardian_ids: Iterable[int], now: dt.dateti
     _mark(conn, guardian_snapshot_queue, rows, ["guardian_id"])
 
 
-def mark_snapshots_of_students(conn: Connection, student_ids: Iterable[int], now: dt.datetime):
+def guardians_of_students(conn: Connection, student_ids: Iterable[int]) -> dict[int, list[int]]:
+    """student id -> guardian ids, in one query."""
     ids = sorted(set(student_ids))
-    if not ids:
-        return
-    guardians = conn.execute(
-        select(guardian_students.c.guardian_id).where(guardian_students.c.student_id.in_(ids))
-    ).scalars().all()
-    mark_snapshots(conn, guardians, now)
+    guardians: dict[int, list[int]] = {}
+    if ids:
+        for row in conn.execute(
+            select(guardian_students.c.student_id, guardian_students.c.guardian_id)
+            .where(guardian_students.c.student_id.in_(ids))
+            .order_by(guardian_students.c.student_id, guardian_students.c.guardian_id)
+        ):
+            guardians.setdefault(row.student_id, []).append(row.guardian_id)
+    return guardians
 
 
 def _mark(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
     # Sorted, so that concurrent workers take the marker rows' locks in one order.
     rows.sort(key=lambda r: tuple(r[k] for k in keys))
     upsert(conn, table, rows, keys, lambda t, new: {
-        "marked_at": new.marked_at, "claimed_by": None, "lease_expires_at": None,
+        # null(), not None: PyMySQL's executemany cannot take parameters after VALUES (...).
+        "marked_at": new.marked_at, "claimed_by": null(), "lease_expires_at": null(),
     })

@@ -28,14 +28,15 @@ class FanoutStage(Stage):
     batch_size = 1000
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> StageStats:
+            batch = StageStats()
             now = utcnow()
             owned = conn.execute(select(n.c.id, n.c.guardian_id)
                                  .where(self.queue.owned_by(ctx.run_id, keys))
                                  .order_by(n.c.id).with_for_update()).all()
-            stats.lost += len(keys) - len(owned)
+            batch.lost += len(keys) - len(owned)
             if not owned:
-                return
+                return batch
             ids = [row.id for row in owned]
             devices = (
                 select(n.c.id, d.c.id, literal("pending"), literal(0), literal(now))
@@ -51,10 +52,11 @@ class FanoutStage(Stage):
             conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(
                 fanout_status="done", claimed_by=None, lease_expires_at=None))
             mark_snapshots(conn, [row.guardian_id for row in owned], now)
-            stats.done += len(ids)
-            stats.add("deliveries", deliveries)
+            batch.done += len(ids)
+            batch.add("deliveries", deliveries)
+            return batch
 
-        ctx.db.run(work, what="fanout")
+        stats.merge(ctx.db.run(work, what="fanout"))
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
         ids = select(n.c.id).where(self.queue.ready(utcnow())).order_by(n.c.id).limit(limit)

@@ -15,12 +15,13 @@ import json
 import logging
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, bindparam, func, select, true, update
+from sqlalchemy import Connection, func, select, true
 
 from ... import push as pushing
 from ...queue import Queue, backoff_seconds, release
 from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
+from ...sqlutil import update_each
 from ...timeutil import utcnow
 from .base import Stage, StageStats
 
@@ -70,8 +71,9 @@ class PushStage(Stage):
         outcomes = self.pusher(ctx).send(messages) if messages else []
         attempts = {r.id: r.attempts for r in rows}
         devices = {r.id: r.device_id for r in rows}
-        ctx.db.run(lambda conn: self._write_back(conn, ctx, outcomes, cancelled, attempts,
-                                                 devices, stats), what="push write-back")
+        stats.merge(ctx.db.run(
+            lambda conn: self._write_back(conn, ctx, outcomes, cancelled, attempts, devices),
+            what="push write-back"))
         if stats.stopped:
             # Said in the log too: cron mails stderr, and the stage's later batches wait for it.
             log.error("push stage stopped: %s (%d deliveries given back unsent)",
@@ -79,7 +81,8 @@ class PushStage(Stage):
                       sum(1 for o in outcomes if o.action == pushing.STOP))
 
     def _write_back(self, conn: Connection, ctx: RunContext, outcomes, cancelled, attempts,
-                    devices, stats: StageStats) -> None:
+                    devices) -> StageStats:
+        batch = StageStats()
         now = utcnow()
         s = ctx.settings
         owner = p.c.claimed_by == ctx.run_id
@@ -89,23 +92,20 @@ class PushStage(Stage):
             by_action.setdefault(outcome.action, []).append(outcome)
 
         sent = by_action.get(pushing.SENT, [])
-        if sent:
-            conn.execute(
-                update(p).where(p.c.id == bindparam("delivery"), owner).values(
-                    status="sent", sent_at=now, provider_message_id=bindparam("message_id"),
-                    error_code=None, error=None, **free),
-                [{"delivery": o.delivery_id, "message_id": o.message_id} for o in sent])
-        stats.done += len(sent)
+        update_each(conn, p, p.c.id, {o.delivery_id: {"provider_message_id": o.message_id}
+                                      for o in sent},
+                    common=dict(status="sent", sent_at=now, error_code=None, error=None, **free),
+                    where=[owner])
+        batch.done += len(sent)
 
         dead_tokens = by_action.get(pushing.DEACTIVATE, [])
         if dead_tokens:
-            conn.execute(
-                update(dev).where(dev.c.id == bindparam("device"), dev.c.is_active == true())
-                .values(is_active=False, deactivated_at=now,
-                        deactivation_reason=bindparam("reason")),
-                [{"device": devices[o.delivery_id], "reason": f"fcm: {o.error_code}"}
-                 for o in dead_tokens])
-            stats.add("devices_deactivated", len({devices[o.delivery_id] for o in dead_tokens}))
+            update_each(conn, dev, dev.c.id,
+                        {devices[o.delivery_id]: {"deactivation_reason": f"fcm: {o.error_code}"}
+                         for o in dead_tokens},
+                        common=dict(is_active=False, deactivated_at=now),
+                        where=[dev.c.is_active == true()])
+            batch.add("devices_deactivated", len({devices[o.delivery_id] for o in dead_tokens}))
 
         retry_later, give_up = [], dead_tokens + by_action.get(pushing.FAILED, [])
         for outcome in by_action.get(pushing.RETRY, []):
@@ -113,39 +113,31 @@ class PushStage(Stage):
                 give_up.append(outcome)
             else:
                 retry_later.append(outcome)
-        if give_up:
-            conn.execute(
-                update(p).where(p.c.id == bindparam("delivery"), owner).values(
-                    status="failed", error_code=bindparam("code"), error=bindparam("error"),
-                    **free),
-                [{"delivery": o.delivery_id, "code": o.error_code, "error": o.error}
-                 for o in give_up])
-        stats.failed += len(give_up)
-        if retry_later:
-            conn.execute(
-                update(p).where(p.c.id == bindparam("delivery"), owner).values(
-                    available_at=bindparam("due"), error_code=bindparam("code"),
-                    error=bindparam("error"), **free),
-                [{"delivery": o.delivery_id, "code": o.error_code, "error": o.error,
-                  "due": now + dt.timedelta(seconds=backoff_seconds(
-                      attempts[o.delivery_id], s.worker_backoff_seconds,
-                      s.worker_backoff_cap_seconds))}
-                 for o in retry_later])
-        stats.retried += len(retry_later)
+        update_each(conn, p, p.c.id, {o.delivery_id: {"error_code": o.error_code,
+                                                       "error": o.error} for o in give_up},
+                    common=dict(status="failed", **free), where=[owner])
+        batch.failed += len(give_up)
+        update_each(conn, p, p.c.id, {
+            o.delivery_id: {
+                "error_code": o.error_code, "error": o.error,
+                "available_at": now + dt.timedelta(seconds=backoff_seconds(
+                    attempts[o.delivery_id], s.worker_backoff_seconds,
+                    s.worker_backoff_cap_seconds)),
+            } for o in retry_later}, common=free, where=[owner])
+        batch.retried += len(retry_later)
 
         if cancelled:
-            conn.execute(
-                update(p).where(p.c.id == bindparam("delivery"), owner).values(
-                    status="cancelled", error_code=bindparam("code"), **free),
-                [{"delivery": i, "code": code} for i, code in cancelled.items()])
-            stats.add("cancelled", len(cancelled))
+            update_each(conn, p, p.c.id, {i: {"error_code": code} for i, code in cancelled.items()},
+                        common=dict(status="cancelled", **free), where=[owner])
+            batch.add("cancelled", len(cancelled))
 
         stopped = by_action.get(pushing.STOP, [])
         if stopped:
-            stats.released += release(conn, self.queue, ctx.run_id,
+            batch.released += release(conn, self.queue, ctx.run_id,
                                       [o.delivery_id for o in stopped])
-            stats.stopped = (f"Firebase refused our credentials ({stopped[0].error_code}): "
+            batch.stopped = (f"Firebase refused our credentials ({stopped[0].error_code}): "
                              f"{stopped[0].error}")
+        return batch
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
         due = select(p.c.device_id).where(self.queue.ready(utcnow())).order_by(p.c.id)

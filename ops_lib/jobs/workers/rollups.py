@@ -27,17 +27,19 @@ class RollupStage(Stage):
     queue = Queue(attendance_rollup_queue, key=("institution_id", "attendance_date"),
                   status_column=None, counts_attempts=False)
     batch_size = 200
+    waits_for = ("scans",)
 
     def process(self, ctx: RunContext, keys: Sequence[tuple], stats: StageStats) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> StageStats:
+            batch = StageStats()
             now = utcnow()
             pairs = [tuple(row) for row in conn.execute(
                 select(attendance_rollup_queue.c.institution_id,
                        attendance_rollup_queue.c.attendance_date)
                 .where(self.queue.owned_by(ctx.run_id, keys)).with_for_update())]
-            stats.lost += len(keys) - len(pairs)
+            batch.lost += len(keys) - len(pairs)
             if not pairs:
-                return
+                return batch
             rows = rollup_rows(conn, pairs)
             conn.execute(delete(attendance_rollups).where(tuple_(
                 attendance_rollups.c.institution_id, attendance_rollups.c.attendance_date
@@ -47,10 +49,11 @@ class RollupStage(Stage):
                                                           for row in rows])
             conn.execute(delete(attendance_rollup_queue).where(
                 self.queue.owned_by(ctx.run_id, pairs)))
-            stats.done += len(pairs)
-            stats.add("class_rows", len(rows))
+            batch.done += len(pairs)
+            batch.add("class_rows", len(rows))
+            return batch
 
-        ctx.db.run(work, what="rollups")
+        stats.merge(ctx.db.run(work, what="rollups"))
 
 
 def rollup_rows(conn: Connection, pairs: Sequence[tuple]) -> list[dict]:

@@ -9,7 +9,9 @@ Rules (docs/workers.md):
   an earlier scan arriving late moves first_scan_at and the status with it.
 - A scan identical to one already processed (same institution, card and time) is a duplicate: it is
   marked done with the note "duplicate" and changes nothing, so scans arriving twice or out of order
-  give the same record.
+  give the same record. A processed scan's `scan_key` is unique: if two workers count copies of one
+  scan at the same moment, the second commit fails on that key and its batch is redone, seeing the
+  first as done. No lock is held on students, so workers do not queue behind each other.
 - The first scan of a student's day creates one arrival notification per guardian; its dedupe_key
   (`arrival:<student>:<date>:<guardian>`) makes a second one impossible.
 """
@@ -17,27 +19,30 @@ Rules (docs/workers.md):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, bindparam, case, func, select, tuple_, update
+from sqlalchemy import Connection, case, func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 
+from ...db import mysql_error_code
 from ...queue import Queue
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
     attendance_scan_queue,
-    guardian_students,
     institutions,
     notifications,
     students,
 )
-from ...sqlutil import insert_ignore, upsert
+from ...sqlutil import insert_ignore, update_each, upsert
 from ...timeutil import utcnow
-from .base import Stage, StageStats, mark_rollups, mark_snapshots_of_students
+from .base import Stage, StageStats, guardians_of_students, mark_rollups, mark_snapshots
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
+SCAN_KEY_RETRIES = 3
 q = attendance_scan_queue
 
 
@@ -49,6 +54,7 @@ class Accepted:
     scanned_at: dt.datetime
     local_date: dt.date
     status: str  # present | late
+    key: str
 
 
 @dataclass
@@ -69,9 +75,17 @@ def _zone(name: str, cache: dict[str, ZoneInfo | None]) -> ZoneInfo | None:
     return cache[name]
 
 
-def classify(conn: Connection, scans: Sequence[Any], default_late_after: str,
-             lock_students: bool) -> Classified:
-    """Sort scans into accepted, duplicates and failures (reads only, but may lock students)."""
+@functools.lru_cache(maxsize=256)
+def _clock(text: str) -> dt.time:
+    return dt.datetime.strptime(text, "%H:%M").time()
+
+
+def scan_key(institution_id: int, card_uid: str, scanned_at: dt.datetime) -> str:
+    return f"{institution_id}|{card_uid}|{scanned_at:%Y-%m-%d %H:%M:%S}"
+
+
+def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) -> Classified:
+    """Sort scans into accepted, duplicates and failures (reads only)."""
     out = Classified()
     pairs = sorted({(s.institution_id, s.card_uid) for s in scans})
     found = {
@@ -82,33 +96,18 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str,
             .where(tuple_(students.c.institution_id, students.c.card_uid).in_(pairs))
         )
     }
-    active_ids = sorted(r.id for r in found.values() if r.is_active)
-    if lock_students and active_ids:
-        # Serialises workers per student: duplicate checks and record merges see each other.
-        conn.execute(select(students.c.id).where(students.c.id.in_(active_ids))
-                     .order_by(students.c.id).with_for_update()).all()
     inst_ids = sorted({s.institution_id for s in scans})
     settings_of = {
         r.id: r for r in conn.execute(
             select(institutions.c.id, institutions.c.timezone, institutions.c.late_after)
             .where(institutions.c.id.in_(inst_ids)))
     }
-    batch_ids = [s.id for s in scans]
-    known_pairs = [p for p in pairs if p in found]
-    already_done: set[tuple] = set()
-    if known_pairs:
-        already_done = {
-            (r.institution_id, r.card_uid, r.scanned_at)
-            for r in conn.execute(
-                select(q.c.institution_id, q.c.card_uid, q.c.scanned_at).where(
-                    tuple_(q.c.institution_id, q.c.card_uid).in_(known_pairs),
-                    q.c.scanned_at.in_(sorted({s.scanned_at for s in scans})),
-                    q.c.status == "done",
-                    q.c.id.notin_(batch_ids),
-                ))
-        }
+    keys = {s.id: scan_key(s.institution_id, s.card_uid, s.scanned_at) for s in scans}
+    already_done = set(conn.execute(
+        select(q.c.scan_key).where(q.c.scan_key.in_(sorted(set(keys.values()))))
+    ).scalars())
     zones: dict[str, ZoneInfo | None] = {}
-    seen: set[tuple] = set()
+    seen: set[str] = set()
     for scan in sorted(scans, key=lambda s: (s.scanned_at, s.id)):
         student = found.get((scan.institution_id, scan.card_uid))
         if student is None:
@@ -118,7 +117,7 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str,
         if not student.is_active:
             out.failed[scan.id] = f"student {student.id} (card {scan.card_uid!r}) is inactive"
             continue
-        key = (scan.institution_id, scan.card_uid, scan.scanned_at)
+        key = keys[scan.id]
         if key in already_done or key in seen:
             out.duplicates.append(scan.id)
             continue
@@ -129,12 +128,16 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str,
             out.failed[scan.id] = (f"institution {scan.institution_id} has an unknown timezone "
                                    f"{institution.timezone!r}")
             continue
+        try:
+            late_after = _clock(institution.late_after or default_late_after)
+        except ValueError:
+            out.failed[scan.id] = (f"institution {scan.institution_id} has an invalid late_after "
+                                   f"{institution.late_after!r} (expected HH:MM)")
+            continue
         local = scan.scanned_at.replace(tzinfo=dt.timezone.utc).astimezone(zone)
-        late_after = dt.datetime.strptime(institution.late_after or default_late_after,
-                                          "%H:%M").time()
         status = "late" if local.time().replace(tzinfo=None) > late_after else "present"
         out.accepted.append(Accepted(scan.id, student.id, scan.institution_id, scan.scanned_at,
-                                     local.date(), status))
+                                     local.date(), status, key))
         out.student_names[student.id] = student.name
         out.local_times[scan.id] = local
     return out
@@ -187,27 +190,37 @@ class ScanStage(Stage):
         ).all()
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> StageStats:
+            batch = StageStats()
             now = utcnow()
             scans = self._claimed_scans(conn, ctx.run_id, keys)
-            stats.lost += len(keys) - len(scans)
+            batch.lost += len(keys) - len(scans)
             if not scans:
-                return
-            result = classify(conn, scans, ctx.settings.scan_late_after, lock_students=True)
+                return batch
+            result = classify(conn, scans, ctx.settings.scan_late_after)
             groups = group_by_day(result.accepted)
             arrivals = self._write_records(conn, groups, now)
-            stats.add("records_created", len(arrivals))
-            stats.add("records_updated", len(groups) - len(arrivals))
-            stats.add("notifications_created",
-                      self._notify_arrivals(conn, arrivals, groups, result, now))
+            guardians_of = guardians_of_students(conn, {s for s, _d in groups})
+            batch.add("records_created", len(arrivals))
+            batch.add("records_updated", len(groups) - len(arrivals))
+            batch.add("notifications_created",
+                      self._notify_arrivals(conn, arrivals, groups, guardians_of, result, now))
             mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
-            mark_snapshots_of_students(conn, [s for s, _d in groups], now)
+            mark_snapshots(conn, [g for ids in guardians_of.values() for g in ids], now)
             self._write_back(conn, ctx.run_id, result, now)
-            stats.done += len(result.accepted) + len(result.duplicates)
-            stats.failed += len(result.failed)
-            stats.add("duplicates", len(result.duplicates))
+            batch.done += len(result.accepted) + len(result.duplicates)
+            batch.failed += len(result.failed)
+            batch.add("duplicates", len(result.duplicates))
+            return batch
 
-        ctx.db.run(work, what="scans")
+        for attempt in range(1, SCAN_KEY_RETRIES + 1):
+            try:
+                return stats.merge(ctx.db.run(work, what="scans"))
+            except IntegrityError as exc:
+                if mysql_error_code(exc) != 1062 or attempt == SCAN_KEY_RETRIES:
+                    raise
+                # Another worker committed a copy of one of our scans first: redo the batch.
+                stats.add("batches_redone")
 
     def _write_records(self, conn: Connection, groups: dict, now: dt.datetime) -> list[tuple]:
         """Create or merge one record per student-day; returns the student-days that are new."""
@@ -231,15 +244,8 @@ class ScanStage(Stage):
         return [k for k in keys if k not in existing]
 
     def _notify_arrivals(self, conn: Connection, arrivals: list[tuple], groups: dict,
-                         result: Classified, now: dt.datetime) -> int:
-        if not arrivals:
-            return 0
-        student_ids = sorted({s for s, _d in arrivals})
-        guardians_of: dict[int, list[int]] = {}
-        for row in conn.execute(select(guardian_students.c.student_id,
-                                       guardian_students.c.guardian_id)
-                                .where(guardian_students.c.student_id.in_(student_ids))):
-            guardians_of.setdefault(row.student_id, []).append(row.guardian_id)
+                         guardians_of: dict[int, list[int]], result: Classified,
+                         now: dt.datetime) -> int:
         rows = []
         for student_id, day in arrivals:
             first = groups[(student_id, day)].first
@@ -260,20 +266,15 @@ class ScanStage(Stage):
 
     def _write_back(self, conn: Connection, run_id: str, result: Classified,
                     now: dt.datetime) -> None:
-        done_ids = [a.scan_id for a in result.accepted]
         finished = {"claimed_by": None, "lease_expires_at": None, "processed_at": now}
-        if done_ids:
-            conn.execute(update(q).where(q.c.id.in_(done_ids), q.c.claimed_by == run_id)
-                         .values(status="done", error=None, **finished))
+        update_each(conn, q, q.c.id, {a.scan_id: {"scan_key": a.key} for a in result.accepted},
+                    common=dict(status="done", error=None, **finished),
+                    where=[q.c.claimed_by == run_id])
         if result.duplicates:
             conn.execute(update(q).where(q.c.id.in_(result.duplicates), q.c.claimed_by == run_id)
                          .values(status="done", error=DUPLICATE_NOTE, **finished))
-        if result.failed:
-            conn.execute(
-                update(q).where(q.c.id == bindparam("scan_id"), q.c.claimed_by == run_id)
-                .values(status="failed", error=bindparam("reason"), **finished),
-                [{"scan_id": i, "reason": r[:500]} for i, r in result.failed.items()],
-            )
+        update_each(conn, q, q.c.id, {i: {"error": r[:500]} for i, r in result.failed.items()},
+                    common=dict(status="failed", **finished), where=[q.c.claimed_by == run_id])
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
         scans = conn.execute(
@@ -282,7 +283,7 @@ class ScanStage(Stage):
         ).all()
         if not scans:
             return {}
-        result = classify(conn, scans, ctx.settings.scan_late_after, lock_students=False)
+        result = classify(conn, scans, ctx.settings.scan_late_after)
         groups = group_by_day(result.accepted)
         existing = 0
         if groups:

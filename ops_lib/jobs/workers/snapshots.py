@@ -97,16 +97,18 @@ class SnapshotStage(Stage):
     queue = Queue(guardian_snapshot_queue, key=("guardian_id",), status_column=None,
                   counts_attempts=False)
     batch_size = 500
+    waits_for = ("scans", "fanout")
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> StageStats:
+            batch = StageStats()
             now = utcnow()
             ids = conn.execute(select(gsq.c.guardian_id)
                                .where(self.queue.owned_by(ctx.run_id, keys))
                                .order_by(gsq.c.guardian_id).with_for_update()).scalars().all()
-            stats.lost += len(keys) - len(ids)
+            batch.lost += len(keys) - len(ids)
             if not ids:
-                return
+                return batch
             payloads = build_payloads(conn, ids, now)
             upsert(conn, guardian_snapshots,
                    [{"guardian_id": g, "payload": payloads[g], "generated_at": now}
@@ -114,6 +116,7 @@ class SnapshotStage(Stage):
                    ["guardian_id"],
                    lambda t, new: {"payload": new.payload, "generated_at": new.generated_at})
             conn.execute(delete(gsq).where(self.queue.owned_by(ctx.run_id, ids)))
-            stats.done += len(ids)
+            batch.done += len(ids)
+            return batch
 
-        ctx.db.run(work, what="snapshots")
+        stats.merge(ctx.db.run(work, what="snapshots"))
