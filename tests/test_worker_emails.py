@@ -313,6 +313,6 @@ def test_dry_run_over_queued_reports_changes_nothing_and_sends_nothing(
     assert smtp.messages == []
     result = result_json(done)
     emails = stage_row(result, "emails")
-    assert (emails["would_process"], emails["details"]) == (2, "would_fail_bad_request=1")
+    assert (emails["would_take"], emails["details"]) == (2, "would_fail_bad_request=1")
     assert f"emails: would send through SMTP 127.0.0.1:{smtp.port}" in result["notes"]
     database.engine.dispose()

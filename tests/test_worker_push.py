@@ -371,5 +371,5 @@ def test_dry_run_over_pending_pushes_changes_nothing_and_sends_nothing(
     assert done.returncode == 0, done.stderr
     assert snapshot(database) == before
     assert fcm.requests == []
-    assert stage_row(result_json(done), "push")["would_process"] == 2
+    assert stage_row(result_json(done), "push")["would_take"] == 2
     database.engine.dispose()
