@@ -221,6 +221,19 @@ def _anonymous_credential():
     return Anonymous()
 
 
+def check_settings(settings: Settings) -> list[str]:
+    """Problems with the push settings, found before the tool connects to anything."""
+    source = settings.firebase_credentials
+    if not source:
+        return []
+    if source == "anonymous":
+        return [] if settings.firebase_project_id else [
+            "firebase_credentials=anonymous needs firebase_project_id"]
+    if not Path(source).is_file():
+        return [f"firebase_credentials: no such file {source}"]
+    return []
+
+
 def make_pusher(settings: Settings):
     """The FCM pusher when Firebase is configured, else the outbox."""
     if settings.firebase_credentials:

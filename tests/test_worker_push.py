@@ -245,7 +245,24 @@ def test_service_account_that_cannot_get_a_token_stops_the_stage_without_spendin
     assert fcm.requests == []
 
 
-def test_missing_credentials_file_stops_the_push_stage_and_leaves_the_deliveries_waiting(
+def test_an_unusable_credentials_file_stops_the_push_stage_and_leaves_the_deliveries_waiting(
+        db_url, engine, tmp_path, fcm):
+    guardian, [device] = add_guardian(engine, ["tok-1"])
+    delivery = add_delivery(engine, guardian, device)
+    key = tmp_path / "broken-key.json"
+    key.write_text("{not json", encoding="utf-8")
+
+    done = run_worker(db_url, tmp_path, fcm, OPS_FIREBASE_CREDENTIALS=str(key))
+
+    assert done.returncode == 1
+    error = result_json(done)["error"]
+    assert error.startswith(f"push: firebase_credentials {key}: ")
+    back = row(engine, push_deliveries, delivery)
+    assert (back.status, back.attempts, back.claimed_by) == ("pending", 0, None)
+    assert fcm.requests == []
+
+
+def test_a_missing_credentials_file_is_bad_usage_before_anything_runs(
         db_url, engine, tmp_path, fcm):
     guardian, [device] = add_guardian(engine, ["tok-1"])
     delivery = add_delivery(engine, guardian, device)
@@ -253,13 +270,10 @@ def test_missing_credentials_file_stops_the_push_stage_and_leaves_the_deliveries
     done = run_worker(db_url, tmp_path, fcm,
                       OPS_FIREBASE_CREDENTIALS=str(tmp_path / "no-such-key.json"))
 
-    assert done.returncode == 1
-    error = result_json(done)["error"]
-    assert error.startswith(f"push: firebase_credentials {tmp_path / 'no-such-key.json'}: ")
-    assert "No such file" in error
+    assert done.returncode == 2
+    assert "firebase_credentials: no such file" in done.stderr
     back = row(engine, push_deliveries, delivery)
     assert (back.status, back.attempts, back.claimed_by) == ("pending", 0, None)
-    assert fcm.requests == []
 
 
 def test_backlog_of_600_goes_out_in_send_each_calls_of_at_most_500(
