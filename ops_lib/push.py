@@ -47,7 +47,13 @@ class PushOutcome:
 def classify(exception: Exception) -> tuple[str, str]:
     """(action, error code) for a firebase-admin send error."""
     from firebase_admin import exceptions, messaging
+    from google.auth import exceptions as auth_exceptions
 
+    if isinstance(exception, auth_exceptions.RefreshError) or isinstance(
+            getattr(exception, "cause", None), auth_exceptions.RefreshError):
+        # The service account could not get an access token (revoked key, wrong token_uri):
+        # send_each wraps that in UnknownError for the whole batch. Retrying cannot help.
+        return STOP, "CREDENTIAL_REFRESH_FAILED"
     if isinstance(exception, messaging.UnregisteredError):
         return DEACTIVATE, "UNREGISTERED"
     if isinstance(exception, messaging.SenderIdMismatchError):
@@ -137,34 +143,66 @@ class FcmPusher:
 
     def _send_batch(self, batch: Sequence[PushMessage]) -> list[PushOutcome]:
         m = self._messaging
-        payloads = [
-            m.Message(
+        # The SDK checks every message before sending any: one it rejects (an empty token, a
+        # title that is not text) would fail the whole call, so each is checked on its own
+        # and only the good ones are sent.
+        outcomes: dict[int, PushOutcome] = {}
+        payloads, sendable = [], []
+        for msg in batch:
+            payload = m.Message(
                 token=msg.token,
                 notification=m.Notification(title=msg.title, body=msg.body),
-                data={str(k): str(v) for k, v in (msg.data or {}).items()},
+                data={str(k): _data_value(v) for k, v in (msg.data or {}).items()},
             )
-            for msg in batch
-        ]
+            try:
+                m._MessagingService.encode_message(payload)
+            except ValueError as exc:
+                outcomes[msg.delivery_id] = _rejected(msg, exc)
+                continue
+            payloads.append(payload)
+            sendable.append(msg)
+        if payloads:
+            outcomes.update(self._send_each(sendable, payloads))
+        return [outcomes[msg.delivery_id] for msg in batch]
+
+    def _send_each(self, batch: Sequence[PushMessage], payloads) -> dict[int, PushOutcome]:
+        m = self._messaging
         try:
             response = m.send_each(payloads, app=self._app)
         except Exception as exc:  # the whole call failed (transport, credential refresh)
             action, code = classify(exc)
-            return [PushOutcome(msg.delivery_id, action, error_code=code, error=str(exc)[:500])
-                    for msg in batch]
-        outcomes = []
+            return {msg.delivery_id: PushOutcome(msg.delivery_id, action, error_code=code,
+                                                 error=str(exc)[:500]) for msg in batch}
+        outcomes = {}
         for msg, item in zip(batch, response.responses):
             if item.success:
-                outcomes.append(PushOutcome(msg.delivery_id, SENT, message_id=item.message_id))
+                outcomes[msg.delivery_id] = PushOutcome(msg.delivery_id, SENT,
+                                                        message_id=item.message_id)
             else:
                 action, code = classify(item.exception)
-                outcomes.append(PushOutcome(msg.delivery_id, action, error_code=code,
-                                            error=str(item.exception)[:500]))
+                outcomes[msg.delivery_id] = PushOutcome(msg.delivery_id, action, error_code=code,
+                                                        error=str(item.exception)[:500])
         return outcomes
 
     def close(self) -> None:
         import firebase_admin
 
         firebase_admin.delete_app(self._app)
+
+
+def _data_value(value) -> str:
+    """FCM data values are strings: text as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _rejected(message: PushMessage, exc: ValueError) -> PushOutcome:
+    """A message the SDK refuses to send: a missing token is a dead device, anything else
+    is wrong with this message for good."""
+    if not (message.token or "").strip():
+        return PushOutcome(message.delivery_id, DEACTIVATE, error_code="INVALID_TOKEN",
+                           error=f"the device has no token: {exc}"[:500])
+    return PushOutcome(message.delivery_id, FAILED, error_code="INVALID_MESSAGE",
+                       error=str(exc)[:500])
 
 
 def _anonymous_credential():
@@ -181,6 +219,19 @@ def _anonymous_credential():
             return NoLogin()
 
     return Anonymous()
+
+
+def check_settings(settings: Settings) -> list[str]:
+    """Problems with the push settings, found before the tool connects to anything."""
+    source = settings.firebase_credentials
+    if not source:
+        return []
+    if source == "anonymous":
+        return [] if settings.firebase_project_id else [
+            "firebase_credentials=anonymous needs firebase_project_id"]
+    if not Path(source).is_file():
+        return [f"firebase_credentials: no such file {source}"]
+    return []
 
 
 def make_pusher(settings: Settings):

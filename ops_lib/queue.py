@@ -104,6 +104,28 @@ def release(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) ->
     ).rowcount
 
 
+def abandon(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any], error: str,
+            max_attempts: int, retry_at: dt.datetime) -> dict[str, int]:
+    """Give back a batch whose work failed unexpectedly, with the attempt spent.
+
+    A row that always breaks its stage then waits (`retry_at`) and is dead-lettered once out of
+    attempts, instead of blocking the stage on every run.
+    """
+    if not keys:
+        return {"failed": 0, "released": 0}
+    c = queue.table.c
+    mine = queue.owned_by(run_id, keys)
+    free = {"claimed_by": None, "lease_expires_at": None}
+    if not (queue.counts_attempts and queue.status_column):
+        return {"failed": 0,
+                "released": conn.execute(update(queue.table).where(mine).values(free)).rowcount}
+    failed = conn.execute(update(queue.table).where(mine, c.attempts >= max_attempts).values(
+        {queue.status_column: "failed", "error": error[:500], **free})).rowcount
+    released = conn.execute(update(queue.table).where(mine).values(
+        error=error[:500], available_at=retry_at, **free)).rowcount
+    return {"failed": failed, "released": released}
+
+
 def recover_expired(db: Database, queue: Queue, now: dt.datetime, max_attempts: int) -> dict:
     """Release rows whose lease expired (their run died); dead-letter those out of attempts."""
     c = queue.table.c

@@ -319,6 +319,8 @@ invoices = _table(
     Column("issue_key", String(100), nullable=True),
     _created_at(),
     Column("updated_at", DateTime, nullable=True),
+    # The billing sweep's run (ops_job_runs.run_id) that issued it: audit rows for exactly its own.
+    Column("issued_by_run", String(32), nullable=True),
     UniqueConstraint("invoice_no", name="uq_invoices_no"),
     UniqueConstraint("issue_key", name="uq_invoices_issue_key"),
     Index("ix_invoices_status_due", "status", "due_date"),
@@ -334,7 +336,10 @@ invoice_reminders = _table(
     _created_at(),
     Column("sent_at", DateTime, nullable=True),
     Column("channel", String(32), nullable=True),
+    # The run that recorded the step: only that run sends it (at most once, even if two run).
+    Column("run_id", String(32), nullable=True),
     PrimaryKeyConstraint("invoice_id", "step", name="pk_invoice_reminders"),
+    Index("ix_invoice_reminders_run", "run_id"),
 )
 
 payments = _table(

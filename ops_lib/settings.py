@@ -167,6 +167,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("reminder_offsets_days", (-3, 0, 3), _parse_int_list,
                 "reminder steps, days relative to the due date (plus one at blocking)", True),
         Setting("billing_currency", "BDT", _parse_str, "currency of attendee invoices", True),
+        Setting("billing_batch_size", 2000, _positive_int,
+                "rows per billing transaction (invoices issued, statuses, reminders)", True),
         # Health.
         Setting("queue_lag_warning_seconds", 300, _positive_int, "oldest-pending age: WARNING",
                 True),

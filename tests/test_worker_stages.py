@@ -251,3 +251,39 @@ def test_an_institution_with_a_malformed_late_threshold_fails_its_scans_not_the_
     [scan] = rows(school, attendance_scan_queue)
     assert scan["status"] == "failed"
     assert "invalid late_after '9am'" in scan["error"]
+
+
+def test_a_stage_that_breaks_spends_the_attempt_and_dead_letters_a_row_it_always_breaks(
+        school, tmp_path):
+    """Regression: a failing stage used to give its batch back unspent, blocking it forever."""
+    queue_scans(school, ("A1", local(20, 8, 0)))
+    with school.engine.begin() as conn:  # the scan stage cannot write its records
+        conn.exec_driver_sql("ALTER TABLE attendance_records RENAME TO attendance_records_away")
+    try:
+        ctx = job_context(school.url, tmp_path, OPS_WORKER_MAX_ATTEMPTS="2")
+        first = workers.run(ctx, limit=10)
+        assert first.status == "failed" and "scans" in first.error
+        [scan] = rows(school, attendance_scan_queue)
+        assert (scan["status"], scan["attempts"], scan["claimed_by"]) == ("pending", 1, None)
+        assert scan["available_at"] > dt.datetime.utcnow()  # waits before its next try
+        assert scan["error"].startswith("scans: ")
+        with school.engine.begin() as conn:
+            conn.execute(update(attendance_scan_queue).values(available_at=None))
+        workers.run(ctx, limit=10)
+        [scan] = rows(school, attendance_scan_queue)
+        assert (scan["status"], scan["attempts"]) == ("failed", 2)
+        ctx.db.engine.dispose()
+    finally:
+        with school.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE attendance_records_away RENAME TO attendance_records")
+
+
+def test_missing_firebase_credentials_are_reported_before_connecting(tmp_path):
+    from tests.conftest import run_cli, tool_env
+
+    env = tool_env("mysql+pymysql://nobody@127.0.0.1:1/none", tmp_path,
+                   OPS_FIREBASE_CREDENTIALS=str(tmp_path / "missing.json"))
+    run = run_cli("run_background_workers", "--execute", env=env)
+    assert run.returncode == 2
+    assert "firebase_credentials: no such file" in run.stderr
+    assert "cannot use the database" not in run.stderr  # it never tried to connect

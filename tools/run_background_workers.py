@@ -19,7 +19,8 @@ from ops_lib.jobs import workers  # noqa: E402
 @common_options(writes=True)
 def main(limit, **options):
     """Process up to LIMIT rows per stage (default 100), stages taking turns."""
-    run_tool("run_background_workers", workers.run, options, lock=False, limit=limit)
+    run_tool("run_background_workers", workers.run, options, lock=False,
+             validate=workers.validate, limit=limit)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ Rows are claimed (`ops_lib.queue`), so any number of workers may run together.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from sqlalchemy import Connection, func, select
 
+from ... import push as pushing
 from ...db import describe_db_error
 from ...errors import OpsError
-from ...queue import claim, recover_expired, release
+from ...queue import abandon, backoff_seconds, claim, recover_expired, release
 from ...result import DONE, JobResult
 from ...runtime import RunContext
 from ...timeutil import utcnow
@@ -34,6 +36,11 @@ BUDGET_MARGIN_SECONDS = 5.0
 
 def stages() -> list[Stage]:
     return [ScanStage(), FanoutStage(), PushStage(), RollupStage(), SnapshotStage(), EmailStage()]
+
+
+def validate(settings) -> list[str]:
+    """Setting problems to report before connecting (all at once, exit 2)."""
+    return pushing.check_settings(settings)
 
 
 def run(ctx: RunContext, limit: int = 100) -> JobResult:
@@ -148,17 +155,33 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
 
 
 def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: Exception):
-    """A permanent error in a stage: give its batch back, stop the stage, keep the others going."""
+    """The stage broke: stop it, keep the other stages going, and give its batch back.
+
+    A configuration problem (an OpsError) gives the rows back untouched; anything else spends
+    the rows' attempt and delays them, so a row that breaks its stage cannot block it forever.
+    """
     message = describe_db_error(exc) if hasattr(exc, "orig") else str(exc)
-    log.debug("%s: stopped by %s", stage.name, type(exc).__name__, exc_info=True)
     if not isinstance(exc, OpsError):
         message = f"{type(exc).__name__}: {message}"
+    log.error("%s stage stopped: %s", stage.name, message)
+    log.debug("%s: traceback", stage.name, exc_info=True)
     stats.stopped = message
+    s = ctx.settings
+
+    def give_back(conn):
+        if isinstance(exc, OpsError):
+            return {"released": release(conn, stage.queue, ctx.run_id, keys), "failed": 0}
+        retry_at = utcnow() + dt.timedelta(seconds=backoff_seconds(
+            1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
+        return abandon(conn, stage.queue, ctx.run_id, keys, f"{stage.name}: {message}",
+                       s.worker_max_attempts, retry_at)
+
     try:
-        stats.released += ctx.db.run(lambda conn: release(conn, stage.queue, ctx.run_id, keys),
-                                     what="release")
+        outcome = ctx.db.run(give_back, what="release")
+        stats.released += outcome["released"]
+        stats.failed += outcome["failed"]
     except Exception as release_error:  # the lease will free them for a later run
-        log.warning("%s: could not release the batch (%s); the lease will", stage.name,
+        log.warning("%s: could not give the batch back (%s); its lease will", stage.name,
                     release_error)
 
 

@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 import smtplib
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -21,13 +22,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, select, update
 
-from ...mail import Mailer
+from ...mail import Mailer, SmtpLoginRefused, SmtpUnreachable
 from ...queue import Queue, backoff_seconds, release
 from ...runtime import RunContext
 from ...schema import attendance_records, institutions, report_email_queue, students
 from ...timeutil import utcnow
 from .base import Stage, StageStats
 
+log = logging.getLogger(__name__)
 rq = report_email_queue
 MAX_REPORT_DAYS = 366
 
@@ -47,8 +49,10 @@ class Report:
 def _params(raw: Any) -> dict:
     if isinstance(raw, dict):
         return raw
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return {}
+    if not isinstance(raw, (str, bytes)):
+        raise BadReport(f"params must be a JSON object, not {type(raw).__name__}")
     try:
         value = json.loads(raw)
     except (TypeError, ValueError) as exc:
@@ -67,12 +71,18 @@ def _date(params: dict, name: str) -> dt.date:
         raise BadReport(f"params.{name} is not a date (YYYY-MM-DD): {params[name]!r}") from None
 
 
-def render_attendance_report(conn: Connection, institution_id: int, params: dict) -> Report:
+def attendance_range(params: dict) -> tuple[dt.date, dt.date]:
+    """The (from, to) dates of an attendance report request, checked."""
     start, end = _date(params, "from"), _date(params, "to")
     if end < start:
         raise BadReport(f"params.to ({end}) is before params.from ({start})")
     if (end - start).days + 1 > MAX_REPORT_DAYS:
         raise BadReport(f"the range is longer than {MAX_REPORT_DAYS} days")
+    return start, end
+
+
+def render_attendance_report(conn: Connection, institution_id: int, params: dict) -> Report:
+    start, end = attendance_range(params)
     institution = conn.execute(select(institutions.c.name, institutions.c.timezone)
                                .where(institutions.c.id == institution_id)).first()
     if institution is None:
@@ -124,9 +134,28 @@ def render_attendance_report(conn: Connection, institution_id: int, params: dict
 
 
 RENDERERS = {"attendance": render_attendance_report}
+CHECKS = {"attendance": attendance_range}  # what can be checked without rendering (dry run)
+
+
+def request_problem(row, institution_ids: set[int]) -> str | None:
+    """Why a queued request would fail at once, or None (the dry run's check)."""
+    try:
+        check = CHECKS.get(row.report_type)
+        if check is None:
+            raise BadReport(f"unknown report type {row.report_type!r}")
+        check(_params(row.params))
+        if row.institution_id not in institution_ids:
+            raise BadReport(f"institution {row.institution_id} does not exist")
+    except BadReport as exc:
+        return str(exc)
+    return None
 
 
 def _permanent_smtp_error(exc: Exception) -> bool:
+    """True when sending this message again cannot succeed: a 5xx reply, or a message smtplib
+    refuses to send (an address needing SMTPUTF8 the server does not offer, no recipient)."""
+    if isinstance(exc, (smtplib.SMTPNotSupportedError, ValueError)):
+        return True
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return all(code >= 500 for code, _msg in exc.recipients.values())
     code = getattr(exc, "smtp_code", None)
@@ -140,6 +169,10 @@ class EmailStage(Stage):
 
     def __init__(self) -> None:
         self._mailer: Mailer | None = None
+        # Set when the SMTP server could not be reached in this run: when to try again. The
+        # rows not tried yet are deferred to then instead of each waiting for its own timeout
+        # (20 rows x smtp_timeout_seconds could outlast the lease).
+        self._unreachable_until: dt.datetime | None = None
 
     def close(self) -> None:
         if self._mailer is not None:
@@ -148,17 +181,30 @@ class EmailStage(Stage):
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         if self._mailer is None:
             self._mailer = Mailer(ctx.settings)
+            if self._mailer.uses_outbox:
+                log.warning("emails: no SMTP configured; messages go to the outbox %s",
+                            self._mailer.outbox)
         rows = ctx.db.run(lambda conn: conn.execute(
             select(rq).where(self.queue.owned_by(ctx.run_id, keys)).order_by(rq.c.id)).all(),
             write=False, what="emails read")
         stats.lost += len(keys) - len(rows)
         for index, row in enumerate(rows):
+            if self._unreachable_until is not None:
+                self._defer(ctx, [r.id for r in rows[index:]], self._unreachable_until, stats)
+                return
             if index and ctx.why_stop():
                 rest = [r.id for r in rows[index:]]
                 stats.released += ctx.db.run(
-                    lambda conn: release(conn, self.queue, ctx.run_id, rest), what="release")
+                    lambda conn, rest=rest: release(conn, self.queue, ctx.run_id, rest),
+                    what="release")
                 return
-            self._send_one(ctx, row, stats)
+            try:
+                self._send_one(ctx, row, stats)
+            except SmtpLoginRefused as exc:
+                # Every report would fail the same way: the orchestrator gives the batch back
+                # (attempts not spent) and stops this stage; say so where cron mails it.
+                log.error("emails stage stopped: %s", exc)
+                raise
 
     def _send_one(self, ctx: RunContext, row, stats: StageStats) -> None:
         now = utcnow()
@@ -170,15 +216,19 @@ class EmailStage(Stage):
             report = ctx.db.run(lambda conn: renderer(conn, row.institution_id,
                                                       _params(row.params)),
                                 write=False, what="report")
-            message = self._mailer.new_message(row.recipient, report.subject, report.body)
-            message.add_attachment(report.csv_text.encode("utf-8"), maintype="text",
-                                   subtype="csv", filename=report.filename)
+            try:
+                message = self._mailer.new_message(row.recipient, report.subject, report.body)
+                message.add_attachment(report.csv_text.encode("utf-8"), maintype="text",
+                                       subtype="csv", filename=report.filename)
+            except (ValueError, TypeError) as exc:  # a recipient with a line break, ...
+                raise BadReport(f"cannot build the message for {row.recipient!r}: {exc}") from exc
             self._mailer.send(message)
         except BadReport as exc:
-            self._finish(ctx, row.id, status="failed", error=str(exc))
+            self._finish(ctx, row.id, status="failed", error=str(exc)[:500])
             stats.failed += 1
             return
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            # (SmtpLoginRefused is neither: it stops the stage and gives the batch back.)
             self._mailer.close()  # a broken connection is not reused
             error = f"{type(exc).__name__}: {exc}"[:500]
             if _permanent_smtp_error(exc) or row.attempts >= s.worker_max_attempts:
@@ -189,11 +239,40 @@ class EmailStage(Stage):
                     row.attempts, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
                 self._finish(ctx, row.id, error=error, available_at=due)
                 stats.retried += 1
+            if isinstance(exc, SmtpUnreachable):
+                self._unreachable_until = now + dt.timedelta(seconds=backoff_seconds(
+                    1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
             return
         self._finish(ctx, row.id, status="sent", sent_at=now, error=None)
         stats.done += 1
         if self._mailer.uses_outbox:
             stats.add("to_outbox")
+
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+        queued = conn.execute(
+            select(rq.c.id, rq.c.institution_id, rq.c.report_type, rq.c.params)
+            .where(self.queue.ready(utcnow())).order_by(rq.c.id).limit(limit)).all()
+        known = set(conn.execute(select(institutions.c.id).where(
+            institutions.c.id.in_(sorted({r.institution_id for r in queued})))).scalars())
+        would_fail = sum(1 for r in queued if request_problem(r, known))
+        s = ctx.settings
+        target = (f"SMTP {s.smtp_host}:{s.smtp_port}" if s.smtp_host
+                  else f"the outbox {Mailer(s).outbox} (no SMTP configured)")
+        return {"would_fail_bad_request": would_fail,
+                "_note": f"emails: would send through {target}"}
+
+    def _defer(self, ctx: RunContext, ids: list[int], due: dt.datetime,
+               stats: StageStats) -> None:
+        """Give rows back untried (attempts not spent), not to be claimed before `due`."""
+
+        def work(conn: Connection) -> int:
+            conn.execute(update(rq).where(self.queue.owned_by(ctx.run_id, ids))
+                         .values(available_at=due))
+            return release(conn, self.queue, ctx.run_id, ids)
+
+        deferred = ctx.db.run(work, what="emails defer")
+        stats.released += deferred
+        stats.add("deferred_smtp_unreachable", deferred)
 
     def _finish(self, ctx: RunContext, row_id: int, **values: Any) -> None:
         ctx.db.run(lambda conn: conn.execute(

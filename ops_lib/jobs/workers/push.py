@@ -11,6 +11,7 @@ notification is gone, is `cancelled` without being sent.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any, Sequence
 
@@ -73,6 +74,11 @@ class PushStage(Stage):
         stats.merge(ctx.db.run(
             lambda conn: self._write_back(conn, ctx, outcomes, cancelled, attempts, devices),
             what="push write-back"))
+        if stats.stopped:
+            # Said in the log too: cron mails stderr, and the stage's later batches wait for it.
+            log.error("push stage stopped: %s (%d deliveries given back unsent)",
+                      stats.stopped.rstrip("."),
+                      sum(1 for o in outcomes if o.action == pushing.STOP))
 
     def _write_back(self, conn: Connection, ctx: RunContext, outcomes, cancelled, attempts,
                     devices) -> StageStats:
@@ -146,4 +152,10 @@ class PushStage(Stage):
 
 
 def _data(value: Any) -> dict:
+    """The notification's data object (a JSON text written by another client is parsed too)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
     return value if isinstance(value, dict) else {}
