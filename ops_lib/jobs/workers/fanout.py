@@ -25,7 +25,7 @@ d = notification_devices
 class FanoutStage(Stage):
     name = "fanout"
     queue = Queue(notifications, status_column="fanout_status", counts_attempts=False)
-    batch_size = 1000
+    batch_size = 2000
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         def work(conn: Connection) -> StageStats:
