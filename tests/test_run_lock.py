@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from ops_lib.result import LOCK_HELD
 from ops_lib.schema import ops_job_runs
-from tests.conftest import REPO, run_cli, tool_env
+from tests.conftest import run_cli, tool_env
+from tests.processes import kill_hard, start_waiting_tool
 
 pytestmark = pytest.mark.slow
-
-WAITING_TOOL = REPO / "tests" / "fakes" / "waiting_tool.py"
-
-
-def start_waiting_tool(env: dict, tmp_path: Path, *args: str, name: str = "holder"):
-    """Start the test-only waiting tool; return (process, ready file, release file) once it runs."""
-    ready, release = tmp_path / f"{name}.ready", tmp_path / f"{name}.release"
-    process = subprocess.Popen(
-        [sys.executable, str(WAITING_TOOL), "--ready-file", str(ready),
-         "--release-file", str(release), *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"waiting tool exited {process.returncode} before running: {err}{out}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("waiting tool did not start within 30 s")
-        time.sleep(0.02)
-    return process, ready, release
-
-
-def kill_hard(process: subprocess.Popen) -> None:
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-    process.stdout.close()
-    process.stderr.close()
 
 
 def test_a_second_run_is_skipped_while_the_first_holds_the_lock_and_exits_0(db_url, tmp_path):
