@@ -153,8 +153,13 @@ def run_tool(
         _fail_line(exc, debug)
         sys.exit(exc.exit_code)
 
-    configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
-                      _secret_values(settings))
+    try:
+        configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
+                          _secret_values(settings))
+    except OSError as exc:  # an unusable --log-file is bad input, not a traceback
+        problem = BadInput(f"log file {settings.log_file}: {exc.strerror or exc}")
+        _fail_line(problem, debug, exc)
+        sys.exit(problem.exit_code)
     mode = choose_mode(options.get("json_output", False))
     run_id = new_run_id()
     result: JobResult | None = None
@@ -261,6 +266,11 @@ def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -
     if debug:
         traceback.print_exception(cause or exc, file=sys.stderr)
     click.echo(f"error: {exc}", err=True)
+    # Task Scheduler keeps no stderr: the failure line goes to --log-file too (redacted).
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (exc,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def tool_main(command: click.Command) -> Callable[[], None]:

@@ -87,7 +87,8 @@ def test_a_skipped_run_is_recorded_skipped_with_the_lock_reason(db, tmp_path):
         release.touch()
         holder.communicate(timeout=30)
     rows = ledger_rows(db, "manage_schema")
-    assert [(r["pid"] == holder.pid, r["status"]) for r in rows] == [(True, "ok"), (False, "skipped")]
+    assert [(r["pid"] == holder.pid, r["status"]) for r in rows] == \
+        [(True, "ok"), (False, "skipped")]
     skipped_row = rows[1]
     assert skipped_row["stop_reason"] == LOCK_HELD
     assert skipped_row["finished_at"] is not None
