@@ -137,8 +137,10 @@ TABLES = {t.name: t for t in (plans, institutions, students, guardians, guardian
 
 def run(ctx: RunContext, size: LoadSize) -> JobResult:
     result = JobResult(ctx.tool, ctx.dry_run)
+    started = time.perf_counter()
     with ctx.db.begin(write=False) as conn:
         rows = build_rows(conn, size, utcnow())
+    result.timings["build"] = time.perf_counter() - started
     result.section("Rows to insert", [{"table": name, "rows": len(batch)}
                                       for name, batch in rows.items()])
     if ctx.dry_run:
@@ -149,8 +151,10 @@ def run(ctx: RunContext, size: LoadSize) -> JobResult:
     with ctx.progress("inserting synthetic rows", total) as advance:
         with ctx.db.begin() as conn:
             for name, batch in rows.items():
+                table_started = time.perf_counter()
                 _insert(conn, TABLES[name], batch, advance)
                 result.counts[f"{name}_inserted"] = len(batch)
+                result.timings[f"insert_{name}"] = time.perf_counter() - table_started
     result.timings["insert"] = time.perf_counter() - started
     scans = len(rows["attendance_scan_queue"])
     if scans:
