@@ -8,6 +8,8 @@ import signal
 import pytest
 from sqlalchemy import select
 
+from ops_lib.db import connect
+from ops_lib.jobs.schema_admin import create_schema
 from ops_lib.result import LOCK_HELD
 from ops_lib.schema import ops_job_runs
 from tests.conftest import run_cli, tool_env
@@ -88,8 +90,10 @@ def test_the_same_tool_on_another_sqlite_database_is_not_blocked(tmp_path):
     first = f"sqlite:///{tmp_path / 'one.db'}"
     second = f"sqlite:///{tmp_path / 'two.db'}"
     for url in (first, second):
-        assert run_cli("manage_schema", "create", "--execute",
-                       env=tool_env(url, tmp_path)).returncode == 0
+        database = connect(url)
+        with database.engine.begin() as conn:
+            create_schema(conn, is_mysql=False)
+        database.engine.dispose()
     holder, _, release = start_waiting_tool(tool_env(first, tmp_path), tmp_path,
                                             "--tool", "manage_schema")
     try:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import DateTime, func, select
 
 from ops_lib.db import connect
+from ops_lib.jobs.schema_admin import create_schema
 from ops_lib.jobs.synthetic_load import TABLES
 from ops_lib.schema import attendance_scan_queue, institutions, students
 from tests.conftest import MysqlScratch, require_mariadb, run_cli, snapshot, tool_env, unique_name
@@ -108,8 +109,10 @@ def generate_into(url: str, tmp_path, seed: str) -> dict[str, list[tuple]]:
 
 def sqlite_database(tmp_path, name: str) -> str:
     url = f"sqlite:///{tmp_path / name}"
-    assert run_cli("manage_schema", "create", "--execute",
-                   env=tool_env(url, tmp_path)).returncode == 0
+    database = connect(url)
+    with database.engine.begin() as conn:
+        create_schema(conn, is_mysql=False)
+    database.engine.dispose()
     return url
 
 
