@@ -151,6 +151,8 @@ def run_tool(
             raise BadInput(*problems)
     except OpsError as exc:
         _fail_line(exc, debug)
+        _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
+                                error=str(exc)), options, exc.exit_code)
         sys.exit(exc.exit_code)
 
     try:
@@ -159,6 +161,8 @@ def run_tool(
     except OSError as exc:  # an unusable --log-file is bad input, not a traceback
         problem = BadInput(f"log file {settings.log_file}: {exc.strerror or exc}")
         _fail_line(problem, debug, exc)
+        _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
+                                error=str(problem)), options, problem.exit_code)
         sys.exit(problem.exit_code)
     mode = choose_mode(options.get("json_output", False))
     run_id = new_run_id()
@@ -207,18 +211,21 @@ def run_tool(
     except OpsError as exc:
         _fail_line(exc, debug)
         result = _record_failure(db, tool, run_id, dry_run, str(exc), options, job_args)
+        _show_failure(result, options, exc.exit_code)
         _alert(settings, result)
         sys.exit(exc.exit_code)
     except DBAPIError as exc:
         message = f"database error: {describe_db_error(exc)}"
         _fail_line(OpsError(message), debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
+        _show_failure(result, options, EXIT_FAILED)
         _alert(settings, result)
         sys.exit(EXIT_FAILED)
     except Exception as exc:  # the last line of defence: one line, the traceback on --debug
         message = f"unexpected {type(exc).__name__}: {exc}"
         _fail_line(OpsError(message), debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
+        _show_failure(result, options, EXIT_FAILED)
         _alert(settings, result)
         sys.exit(EXIT_FAILED)
     finally:
@@ -260,6 +267,13 @@ def _record_failure(db, tool, run_id, dry_run, message, options, job_args) -> Jo
     except Exception as exc:  # the ledger is best effort once the run has already failed
         log.debug("could not record the failure in the ledger: %s", exc)
     return result
+
+
+def _show_failure(result: JobResult, options: dict[str, Any], exit_code: int) -> None:
+    """`--json` promises one JSON object on stdout, for a failed run too (the line is on stderr)."""
+    result.exit_code = exit_code
+    if options.get("json_output", False):
+        render(result, "json")
 
 
 def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -> None:

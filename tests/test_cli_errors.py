@@ -224,3 +224,31 @@ def test_settings_shown_to_people_hide_the_password():
     assert shown["database_url"] == "mysql+pymysql://root:***@127.0.0.1:1/x"
     assert shown["smtp_password"] == "***"
     assert PASSWORD not in repr(shown)
+
+
+def test_with_json_a_failed_run_still_prints_one_json_object(tmp_path):
+    """Regression: --json printed nothing on stdout when the run failed."""
+    done = run_cli("manage_schema", "create", "--json", "--database-url", UNREACHABLE,
+                   env=tool_env("sqlite://", tmp_path))
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert (result["status"], result["exit_code"], result["stop_reason"]) == \
+        ("failed", 1, "error")
+    assert result["error"].startswith("cannot use the database at mysql+pymysql://root:***@")
+    assert PASSWORD not in done.stdout
+
+    bad = run_cli("manage_schema", "create", "--json",
+                  env=tool_env("sqlite://", tmp_path, OPS_SMTP_PORT="x"))
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["exit_code"] == 2
+    assert "smtp_port" in json.loads(bad.stdout)["error"]
+
+
+def test_a_database_without_the_schema_gives_one_line_naming_the_fix(tmp_path):
+    done = run_cli("generate_synthetic_load", env=tool_env(f"sqlite:///{tmp_path / 'empty.db'}",
+                                                             tmp_path))
+    assert done.returncode == 1
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in done.stderr
+    assert "cannot write the run ledger (ops_job_runs)" in line
+    assert "python tools/manage_schema.py create --execute" in line

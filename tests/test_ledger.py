@@ -131,3 +131,13 @@ def test_a_running_job_beats_its_heartbeat(db):
     assert throttled["heartbeat_at"] == before["heartbeat_at"] - dt.timedelta(minutes=5)
     assert after["heartbeat_at"] >= before["heartbeat_at"]
     assert after["status"] == "running" and after["finished_at"] is None
+
+
+def test_a_run_that_reaches_its_max_runtime_is_recorded_ok_with_the_budget_reason(db, tmp_path):
+    done = run_waiting_tool(tool_env(db.url, tmp_path), "--ready-file", str(tmp_path / "r"),
+                            "--max-runtime", "0.3")
+    assert done.returncode == 0, done.stderr
+    assert "stopped: max runtime reached" in done.stdout
+    [row] = ledger_rows(db, "waiting_tool")
+    assert (row["status"], row["stop_reason"]) == ("ok", "max runtime reached")
+    assert json.loads(row["counts"])["polls"] > 0
