@@ -7,12 +7,16 @@ SQLAlchemy's inspector reflects both: every table, column, type, default, key an
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import subprocess
 
 import pytest
 from sqlalchemy import Engine, create_engine, func, insert, inspect, select
+from sqlalchemy.engine import make_url
 
 from ops_lib import schema as s
-from ops_lib.jobs.schema_admin import create_schema
+from ops_lib.jobs.schema_admin import SCHEMA_SQL, create_schema
 from ops_lib.schema import metadata
 from tests.conftest import MYSQL_SERVER_URL, MysqlScratch, require_mariadb, unique_name
 
@@ -263,3 +267,29 @@ def test_a_writer_relying_on_spec_defaults_gets_them(db):
     assert institution["timezone"] == "Asia/Dhaka" and institution["access_state"] == "active"
     assert institution["created_at"] is not None
     assert scan["status"] == "pending" and scan["attempts"] == 0
+
+
+def test_schema_sql_loads_with_the_mysql_client_as_its_header_says(from_schema_sql):
+    """`mysql --default-character-set=utf8mb4 DB < schema.sql` gives the same schema."""
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client is None:
+        pytest.skip("no mysql command-line client on this machine")
+    scratch = MysqlScratch(unique_name("ops_schema_client"))
+    server = make_url(MYSQL_SERVER_URL)
+    with create_engine(MYSQL_SERVER_URL).begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE `{scratch.name}` CHARACTER SET utf8mb4 "
+                             "COLLATE utf8mb4_unicode_ci")
+    try:
+        command = [client, "--default-character-set=utf8mb4", "--protocol=TCP",
+                   f"--host={server.host or '127.0.0.1'}", f"--port={server.port or 3306}",
+                   f"--user={server.username or 'root'}", scratch.name]
+        env = {**os.environ, "MYSQL_PWD": server.password or ""}
+        with open(SCHEMA_SQL, "rb") as source:
+            loaded = subprocess.run(command, stdin=source, capture_output=True, env=env,
+                                    timeout=60)
+        assert loaded.returncode == 0, loaded.stderr.decode()
+        engine = create_engine(scratch.url)
+        assert describe(engine) == describe(from_schema_sql)
+        engine.dispose()
+    finally:
+        scratch.drop()
