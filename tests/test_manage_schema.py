@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, insert, inspect, select
 
 from ops_lib.db import connect
-from ops_lib.schema import metadata, ops_job_runs, plans
+from ops_lib.schema import institutions, metadata, ops_job_runs, plans, students
 from tests.conftest import MysqlScratch, require_mariadb, run_cli, snapshot, tool_env, unique_name
 
 
@@ -66,11 +66,12 @@ def test_create_execute_makes_every_table_and_records_its_own_run(empty_url, tmp
     assert "nothing to create" in again.stdout
 
 
-def fill(db, tmp_path) -> None:
-    done = run_cli("generate_synthetic_load", "--institutions", "1",
-                   "--students-per-institution", "3", "--scans", "10", "--execute",
-                   env=tool_env(db.url, tmp_path))
-    assert done.returncode == 0, done.stderr
+def fill(db, _tmp_path) -> None:
+    """A few rows in parent and child tables (foreign keys make a careless drop fail)."""
+    with db.begin() as conn:
+        conn.execute(insert(plans).values(id=1, name="Basic", monthly_fee_minor=100))
+        conn.execute(insert(institutions).values(id=1, name="S", code="S-1", plan_id=1))
+        conn.execute(insert(students).values(id=1, institution_id=1, name="R", card_uid="C"))
 
 
 def test_reset_dry_run_changes_nothing(db, tmp_path):

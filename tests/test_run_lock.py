@@ -27,10 +27,6 @@ def test_a_second_run_is_skipped_while_the_first_holds_the_lock_and_exits_0(db_u
         assert "skipped" in second.stderr
         assert f"stopped: {LOCK_HELD}" in second.stdout
         assert "status=skipped" in second.stdout
-
-        as_json = run_cli("manage_schema", "create", "--json", env=env)
-        assert as_json.returncode == 0
-        assert json.loads(as_json.stdout)["status"] == "skipped"
     finally:
         release.touch()
         out, err = holder.communicate(timeout=30)
@@ -52,13 +48,6 @@ def test_the_lock_is_free_at_once_after_the_holder_is_killed_with_sigkill(db_url
     assert after.returncode == 0, after.stderr
     assert "skipped" not in after.stderr
     assert json.loads(after.stdout)["status"] == "ok"
-
-    # And a long-running holder can take it again straight away.
-    again, _, release = start_waiting_tool(env, tmp_path, "--tool", "manage_schema",
-                                           name="again")
-    release.touch()
-    out, _ = again.communicate(timeout=30)
-    assert "status=ok" in out
 
 
 def test_the_killed_holder_leaves_its_ledger_row_running_and_the_next_run_records_ok(db, tmp_path):

@@ -43,7 +43,8 @@ def test_the_generator_makes_the_requested_counts(db, tmp_path):
     assert 2 <= len(days) <= 4  # three local days, shifted into UTC
 
 
-def test_unknown_cards_appear_at_the_requested_ratio(db, tmp_path):
+def test_unknown_cards_appear_at_the_requested_ratio(tmp_path):
+    db = connect(sqlite_database(tmp_path, "unknown.db"))
     done = run_cli("generate_synthetic_load", "--institutions", "1",
                    "--students-per-institution", "5", "--scans", "400",
                    "--unknown-card-ratio", "0.25", "--execute", env=tool_env(db.url, tmp_path))
@@ -52,6 +53,7 @@ def test_unknown_cards_appear_at_the_requested_ratio(db, tmp_path):
         unknown = conn.execute(select(func.count()).select_from(attendance_scan_queue)
                                .where(attendance_scan_queue.c.card_uid.like("UNKNOWN-%"))
                                ).scalar_one()
+    db.engine.dispose()
     assert 60 <= unknown <= 140
 
 
