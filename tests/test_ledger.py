@@ -135,7 +135,7 @@ def test_a_running_job_beats_its_heartbeat(db):
 
 def test_a_run_that_reaches_its_max_runtime_is_recorded_ok_with_the_budget_reason(db, tmp_path):
     done = run_waiting_tool(tool_env(db.url, tmp_path), "--ready-file", str(tmp_path / "r"),
-                            "--max-runtime", "0.3")
+                            "--max-runtime", "0.5")
     assert done.returncode == 0, done.stderr
     assert "stopped: max runtime reached" in done.stdout
     [row] = ledger_rows(db, "waiting_tool")
