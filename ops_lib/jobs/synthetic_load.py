@@ -61,7 +61,8 @@ def build_rows(conn: Connection, size: LoadSize, now: dt.datetime) -> dict[str, 
     ids = {t.name: _next_id(conn, t) for t in (plans, institutions, students, guardians,
                                                notification_devices, attendance_scan_queue)}
     plan_rows = [
-        {"id": ids["plans"] + i, "name": name, "monthly_fee_minor": fee, "currency": "BDT"}
+        {"id": ids["plans"] + i, "name": name, "monthly_fee_minor": fee, "currency": "BDT",
+         "created_at": now}
         for i, (name, fee) in enumerate([("Basic", 250_000), ("Standard", 499_900),
                                           ("Premium", 1_000_050)])
     ]
