@@ -69,7 +69,7 @@ class RunLedger:
             heartbeat_at=now,
             finished_at=now,
             status=result.status,
-            stop_reason=result.stop_reason[:64],
+            stop_reason=result.stop_reason[:255],
             counts=json.dumps(result.counts, sort_keys=True),
             error=result.error,
         )
