@@ -81,16 +81,25 @@ def test_terminal_mode_draws_rich_tables_in_colour():
     assert ANSI.search(raw), "a terminal gets colour"
     text = ANSI.sub("", raw)
     assert "archive_hot_path_data: dry run, status ok" in text
-    assert "Archive readiness" in text and "Counts" in text
+    assert "Archive readiness" in text
     assert re.search(r"│ notifications\s+│ 90\s+│ 1,234,567 │ ready\s+│", text)
     assert re.search(r"│ audit logs\s+│ 365\s+│ 0\s+│ -\s+│", text)
     assert re.search(r"│ \(none\)\s+│\s+│", text), "an empty section says so"
-    assert re.search(r"│ rows_moved │\s+1,500 │", text)
+    assert "Counts" not in text  # with sections, the sections carry the figures
     assert "timings: select 0.250s" in text
     assert "note: payments: nothing older than 730 days" in text
     # Statements are printed as they are: brackets are not taken for rich markup.
     assert "sql: DELETE FROM notifications WHERE id IN (1, 2) [not escaped]" in text
     assert text.rstrip().endswith("stopped: max runtime reached")
+
+
+def test_terminal_mode_draws_the_counts_table_when_there_are_no_sections():
+    result = JobResult("cleanup_stale_devices", dry_run=False, counts={"deactivated": 12345})
+    buffer = io.StringIO()
+    render_terminal(result, Console(file=buffer, force_terminal=True, width=100))
+    text = ANSI.sub("", buffer.getvalue())
+    assert "cleanup_stale_devices: executed, status ok" in text
+    assert "Counts" in text and re.search(r"│ deactivated │\s+12,345 │", text)
 
 
 def test_a_failed_result_shows_its_error_in_every_mode():
