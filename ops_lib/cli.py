@@ -151,10 +151,19 @@ def run_tool(
             raise BadInput(*problems)
     except OpsError as exc:
         _fail_line(exc, debug)
+        _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
+                                error=str(exc)), options, exc.exit_code)
         sys.exit(exc.exit_code)
 
-    configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
-                      _secret_values(settings))
+    try:
+        configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
+                          _secret_values(settings))
+    except OSError as exc:  # an unusable --log-file is bad input, not a traceback
+        problem = BadInput(f"log file {settings.log_file}: {exc.strerror or exc}")
+        _fail_line(problem, debug, exc)
+        _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
+                                error=str(problem)), options, problem.exit_code)
+        sys.exit(problem.exit_code)
     mode = choose_mode(options.get("json_output", False))
     run_id = new_run_id()
     result: JobResult | None = None
@@ -202,18 +211,21 @@ def run_tool(
     except OpsError as exc:
         _fail_line(exc, debug)
         result = _record_failure(db, tool, run_id, dry_run, str(exc), options, job_args)
+        _show_failure(result, options, exc.exit_code)
         _alert(settings, result)
         sys.exit(exc.exit_code)
     except DBAPIError as exc:
         message = f"database error: {describe_db_error(exc)}"
         _fail_line(OpsError(message), debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
+        _show_failure(result, options, EXIT_FAILED)
         _alert(settings, result)
         sys.exit(EXIT_FAILED)
     except Exception as exc:  # the last line of defence: one line, the traceback on --debug
         message = f"unexpected {type(exc).__name__}: {exc}"
         _fail_line(OpsError(message), debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
+        _show_failure(result, options, EXIT_FAILED)
         _alert(settings, result)
         sys.exit(EXIT_FAILED)
     finally:
@@ -257,10 +269,22 @@ def _record_failure(db, tool, run_id, dry_run, message, options, job_args) -> Jo
     return result
 
 
+def _show_failure(result: JobResult, options: dict[str, Any], exit_code: int) -> None:
+    """`--json` promises one JSON object on stdout, for a failed run too (the line is on stderr)."""
+    result.exit_code = exit_code
+    if options.get("json_output", False):
+        render(result, "json")
+
+
 def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -> None:
     if debug:
         traceback.print_exception(cause or exc, file=sys.stderr)
     click.echo(f"error: {exc}", err=True)
+    # Task Scheduler keeps no stderr: the failure line goes to --log-file too (redacted).
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (exc,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def tool_main(command: click.Command) -> Callable[[], None]:

@@ -197,7 +197,12 @@ def _detect(engine: Engine) -> Capabilities:
 def connect(url: str) -> Database:
     """Open the database, check it answers, and detect what it can do."""
     backend = make_url(url).get_backend_name()
-    engine = _sqlite_engine(url) if backend == "sqlite" else _mysql_engine(url)
+    try:
+        engine = _sqlite_engine(url) if backend == "sqlite" else _mysql_engine(url)
+    except OSError as exc:  # the SQLite file's folder cannot be created
+        raise DatabaseUnavailable(
+            f"cannot use the database at {mask_url(url)}: {exc.strerror or exc}: {exc.filename}"
+        ) from exc
     try:
         caps = retry_transient(lambda: _detect(engine), attempts=3, what="connect")
     except DBAPIError as exc:

@@ -101,7 +101,7 @@ class RunLedger:
 
     def finish(self, result: JobResult) -> None:
         now = utcnow()
-        self._update(
+        values = dict(
             heartbeat_at=now,
             finished_at=now,
             status=result.status,
@@ -109,7 +109,11 @@ class RunLedger:
             counts=json.dumps(result.counts, sort_keys=True),
             error=result.error,
         )
+        if self._update(**values) == 0:
+            # The row is gone (a schema reset dropped the table under this very run): write it again.
+            self.start()
+            self._update(**values)
 
-    def _update(self, **values) -> None:
+    def _update(self, **values) -> int:
         statement = update(ops_job_runs).where(ops_job_runs.c.run_id == self.run_id).values(**values)
-        self.db.run(lambda conn: conn.execute(statement), what="ledger")
+        return self.db.run(lambda conn: conn.execute(statement).rowcount, what="ledger")
