@@ -50,7 +50,7 @@ def test_the_lock_is_free_at_once_after_the_holder_is_killed_with_sigkill(db_url
     assert json.loads(after.stdout)["status"] == "ok"
 
 
-def test_the_killed_holder_leaves_its_ledger_row_running_and_the_next_run_records_ok(db, tmp_path):
+def test_the_killed_holders_ledger_row_is_marked_abandoned_and_the_next_run_records_ok(db, tmp_path):
     env = tool_env(db.url, tmp_path)
     holder, _, _ = start_waiting_tool(env, tmp_path, "--tool", "manage_schema", "--execute")
     kill_hard(holder)
@@ -60,7 +60,7 @@ def test_the_killed_holder_leaves_its_ledger_row_running_and_the_next_run_record
         rows = conn.execute(select(ops_job_runs.c.pid, ops_job_runs.c.status)
                             .where(ops_job_runs.c.tool == "manage_schema")
                             .order_by(ops_job_runs.c.id)).all()
-    assert [status for _, status in rows] == ["running", "ok"]
+    assert [status for _, status in rows] == ["abandoned", "ok"]
     assert rows[0].pid == holder.pid
 
 
