@@ -15,7 +15,7 @@ import traceback
 from typing import Any, Callable
 
 import click
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from . import alerts
@@ -30,6 +30,9 @@ from .schema import system_settings
 from .settings import SETTINGS, Settings, load_settings, mask_url
 
 log = logging.getLogger("ops")
+# Why a run stopped or was skipped: logged even with --quiet, for cron mail and Task Scheduler logs.
+summary = logging.getLogger("ops.summary")
+EXIT_INTERRUPTED = 130
 
 Job = Callable[..., JobResult]
 
@@ -99,6 +102,7 @@ def configure_logging(tool: str, quiet: bool, debug: bool, log_file: str | None,
         handler.addFilter(redact)
         root.addHandler(handler)
     root.setLevel(level)
+    summary.setLevel(logging.INFO)
     # Keep library chatter (SDK retries, pool) out of operators' logs unless debugging.
     for noisy in ("urllib3", "google", "firebase_admin", "filelock", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -118,15 +122,14 @@ def _secret_values(settings: Settings) -> list[str]:
 
 
 def read_table_settings(db: Database) -> dict[str, str]:
-    """Rows of `system_settings` (an absent table means none)."""
-    try:
-        return db.run(
-            lambda conn: dict(conn.execute(select(system_settings.c.name, system_settings.c.value)).all()),
-            write=False,
-            what="settings",
-        )
-    except DBAPIError:
-        return {}
+    """Rows of `system_settings` (an absent table means none; any other error is raised)."""
+
+    def read(conn) -> dict[str, str]:
+        if not inspect(conn).has_table(system_settings.name):
+            return {}
+        return dict(conn.execute(select(system_settings.c.name, system_settings.c.value)).all())
+
+    return db.run(read, write=False, what="settings")
 
 
 def run_tool(
@@ -186,7 +189,7 @@ def run_tool(
         if lock:
             held_lock = run_lock(db, tool, settings.lock_dir)
             if not held_lock.acquire():
-                log.info("skipped: %s (lock %s)", LOCK_HELD, held_lock.name)
+                summary.info("skipped: %s (lock %s)", LOCK_HELD, held_lock.name)
                 result = JobResult(tool, dry_run, status="skipped", stop_reason=LOCK_HELD)
         if result is None:
             alerts.ping(settings, "start")
@@ -221,6 +224,13 @@ def run_tool(
         _show_failure(result, options, EXIT_FAILED)
         _alert(settings, result)
         sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:  # a second Ctrl-C: the operator wants it to stop now
+        message = "stopped at once by a second interrupt; claimed rows return when leases expire"
+        _fail_line(OpsError(message), debug)
+        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args,
+                                 status="interrupted")
+        _show_failure(result, options, EXIT_INTERRUPTED)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # the last line of defence: one line, the traceback on --debug
         message = f"unexpected {type(exc).__name__}: {exc}"
         _fail_line(OpsError(message), debug, exc)
@@ -234,7 +244,7 @@ def run_tool(
             held_lock.release()
 
     render(result, mode)
-    log.info("stopped: %s", result.stop_reason)
+    summary.info("stopped: %s", result.stop_reason)
     if result.status != "skipped":
         _alert(settings, result)
     if db is not None:
@@ -255,9 +265,10 @@ def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str,
     return shown
 
 
-def _record_failure(db, tool, run_id, dry_run, message, options, job_args) -> JobResult:
+def _record_failure(db, tool, run_id, dry_run, message, options, job_args,
+                    status: str = "failed") -> JobResult:
     """Close the ledger row as failed, if there is a database to write it to."""
-    result = JobResult(tool, dry_run, status="failed", stop_reason="error", error=message,
+    result = JobResult(tool, dry_run, status=status, stop_reason="error", error=message,
                        run_id=run_id)
     if db is None:
         return result
