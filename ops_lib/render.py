@@ -89,7 +89,7 @@ def render_terminal(result: JobResult, console: Console) -> None:
         if not section.rows and columns:
             table.add_row("(none)", *[""] * (len(columns) - 1))
         console.print(table)
-    if result.counts and not result.sections:  # sections already show the figures
+    if result.counts:
         table = Table(title="Counts", title_justify="left")
         table.add_column("what")
         table.add_column("count", justify="right")
