@@ -211,33 +211,14 @@ def run_tool(
                 log.info("no run ledger yet (ops_job_runs does not exist): run not recorded")
         if ledger_started:
             ledger.finish(result)
-    except OpsError as exc:
-        _fail_line(exc, debug)
-        result = _record_failure(db, tool, run_id, dry_run, str(exc), options, job_args)
-        _show_failure(result, options, exc.exit_code)
-        _alert(settings, result)
-        sys.exit(exc.exit_code)
-    except DBAPIError as exc:
-        message = f"database error: {describe_db_error(exc)}"
+    except (Exception, KeyboardInterrupt) as exc:
+        message, exit_code, status = describe_failure(exc)
         _fail_line(OpsError(message), debug, exc)
-        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
-        _show_failure(result, options, EXIT_FAILED)
-        _alert(settings, result)
-        sys.exit(EXIT_FAILED)
-    except KeyboardInterrupt:  # a second Ctrl-C: the operator wants it to stop now
-        message = "stopped at once by a second interrupt; claimed rows return when leases expire"
-        _fail_line(OpsError(message), debug)
-        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args,
-                                 status="interrupted")
-        _show_failure(result, options, EXIT_INTERRUPTED)
-        sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:  # the last line of defence: one line, the traceback on --debug
-        message = f"unexpected {type(exc).__name__}: {exc}"
-        _fail_line(OpsError(message), debug, exc)
-        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
-        _show_failure(result, options, EXIT_FAILED)
-        _alert(settings, result)
-        sys.exit(EXIT_FAILED)
+        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args, status)
+        _show_failure(result, options, exit_code)
+        if status == "failed":
+            _alert(settings, result)
+        sys.exit(exit_code)
     finally:
         stop.restore()
         if held_lock is not None:
@@ -250,6 +231,19 @@ def run_tool(
     if db is not None:
         db.engine.dispose()
     sys.exit(result.final_exit_code())
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int, str]:
+    """(one-line message, exit code, ledger status) for whatever stopped a run."""
+    if isinstance(exc, OpsError):
+        return str(exc), exc.exit_code, "failed"
+    if isinstance(exc, DBAPIError):
+        return f"database error: {describe_db_error(exc)}", EXIT_FAILED, "failed"
+    if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: the operator wants it to stop now
+        return ("stopped at once by a second interrupt; claimed rows return when their leases "
+                "expire", EXIT_INTERRUPTED, "interrupted")
+    # The last line of defence: one line, the traceback with --debug.
+    return f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED, "failed"
 
 
 def _alert(settings: Settings, result: JobResult | None) -> None:
