@@ -7,7 +7,7 @@
 -- Load:  mysql --default-character-set=utf8mb4 DB < schema.sql
 --    or: python tools/manage_schema.py create --execute
 
-SET NAMES utf8mb4;
+SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS attendance_rollup_queue (
   institution_id BIGINT NOT NULL,
@@ -45,8 +45,9 @@ CREATE TABLE IF NOT EXISTS attendance_scan_queue (
   claimed_by VARCHAR(32),
   lease_expires_at DATETIME,
   available_at DATETIME,
+  scan_key VARCHAR(120),
   PRIMARY KEY (id),
-  KEY ix_scan_queue_card (institution_id, card_uid, scanned_at),
+  CONSTRAINT uq_scan_queue_scan_key UNIQUE (scan_key),
   KEY ix_scan_queue_lease (status, lease_expires_at),
   KEY ix_scan_queue_poll (status, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
@@ -119,7 +120,9 @@ CREATE TABLE IF NOT EXISTS invoice_reminders (
   created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   sent_at DATETIME,
   channel VARCHAR(32),
-  CONSTRAINT pk_invoice_reminders PRIMARY KEY (invoice_id, step)
+  run_id VARCHAR(32),
+  CONSTRAINT pk_invoice_reminders PRIMARY KEY (invoice_id, step),
+  KEY ix_invoice_reminders_run (run_id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS notifications (
@@ -176,7 +179,7 @@ CREATE TABLE IF NOT EXISTS ops_job_runs (
   heartbeat_at DATETIME NOT NULL,
   finished_at DATETIME,
   status VARCHAR(16) NOT NULL DEFAULT 'running',
-  stop_reason VARCHAR(64),
+  stop_reason VARCHAR(255),
   counts TEXT,
   error TEXT,
   PRIMARY KEY (id),
@@ -298,6 +301,7 @@ CREATE TABLE IF NOT EXISTS invoices (
   issue_key VARCHAR(100),
   created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   updated_at DATETIME,
+  issued_by_run VARCHAR(32),
   PRIMARY KEY (id),
   CONSTRAINT uq_invoices_no UNIQUE (invoice_no),
   CONSTRAINT uq_invoices_issue_key UNIQUE (issue_key),

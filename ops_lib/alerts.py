@@ -41,7 +41,7 @@ def email_failure(settings: Settings, result: JobResult) -> None:
     try:
         with Mailer(settings) as mailer:
             mailer.send(mailer.new_message(settings.alert_email, subject, body))
-    except (OSError, Exception) as exc:  # an alert must never fail the run
+    except Exception as exc:  # an alert must never fail the run
         log.warning("failure email not sent: %s", exc)
 
 

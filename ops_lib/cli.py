@@ -15,7 +15,7 @@ import traceback
 from typing import Any, Callable
 
 import click
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from . import alerts
@@ -30,6 +30,9 @@ from .schema import system_settings
 from .settings import SETTINGS, Settings, load_settings, mask_url
 
 log = logging.getLogger("ops")
+# Why a run stopped or was skipped: logged even with --quiet, for cron mail and Task Scheduler logs.
+summary = logging.getLogger("ops.summary")
+EXIT_INTERRUPTED = 130
 
 Job = Callable[..., JobResult]
 
@@ -99,6 +102,7 @@ def configure_logging(tool: str, quiet: bool, debug: bool, log_file: str | None,
         handler.addFilter(redact)
         root.addHandler(handler)
     root.setLevel(level)
+    summary.setLevel(logging.INFO)
     # Keep library chatter (SDK retries, pool) out of operators' logs unless debugging.
     for noisy in ("urllib3", "google", "firebase_admin", "filelock", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -118,15 +122,14 @@ def _secret_values(settings: Settings) -> list[str]:
 
 
 def read_table_settings(db: Database) -> dict[str, str]:
-    """Rows of `system_settings` (an absent table means none)."""
-    try:
-        return db.run(
-            lambda conn: dict(conn.execute(select(system_settings.c.name, system_settings.c.value)).all()),
-            write=False,
-            what="settings",
-        )
-    except DBAPIError:
-        return {}
+    """Rows of `system_settings` (an absent table means none; any other error is raised)."""
+
+    def read(conn) -> dict[str, str]:
+        if not inspect(conn).has_table(system_settings.name):
+            return {}
+        return dict(conn.execute(select(system_settings.c.name, system_settings.c.value)).all())
+
+    return db.run(read, write=False, what="settings")
 
 
 def run_tool(
@@ -151,10 +154,19 @@ def run_tool(
             raise BadInput(*problems)
     except OpsError as exc:
         _fail_line(exc, debug)
+        _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
+                                error=str(exc)), options, exc.exit_code)
         sys.exit(exc.exit_code)
 
-    configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
-                      _secret_values(settings))
+    try:
+        configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
+                          _secret_values(settings))
+    except OSError as exc:  # an unusable --log-file is bad input, not a traceback
+        problem = BadInput(f"log file {settings.log_file}: {exc.strerror or exc}")
+        _fail_line(problem, debug, exc)
+        _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
+                                error=str(problem)), options, problem.exit_code)
+        sys.exit(problem.exit_code)
     mode = choose_mode(options.get("json_output", False))
     run_id = new_run_id()
     result: JobResult | None = None
@@ -177,7 +189,7 @@ def run_tool(
         if lock:
             held_lock = run_lock(db, tool, settings.lock_dir)
             if not held_lock.acquire():
-                log.info("skipped: %s (lock %s)", LOCK_HELD, held_lock.name)
+                summary.info("skipped: %s (lock %s)", LOCK_HELD, held_lock.name)
                 result = JobResult(tool, dry_run, status="skipped", stop_reason=LOCK_HELD)
         if result is None:
             alerts.ping(settings, "start")
@@ -199,35 +211,39 @@ def run_tool(
                 log.info("no run ledger yet (ops_job_runs does not exist): run not recorded")
         if ledger_started:
             ledger.finish(result)
-    except OpsError as exc:
-        _fail_line(exc, debug)
-        result = _record_failure(db, tool, run_id, dry_run, str(exc), options, job_args)
-        _alert(settings, result)
-        sys.exit(exc.exit_code)
-    except DBAPIError as exc:
-        message = f"database error: {describe_db_error(exc)}"
+    except (Exception, KeyboardInterrupt) as exc:
+        message, exit_code, status = describe_failure(exc)
         _fail_line(OpsError(message), debug, exc)
-        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
-        _alert(settings, result)
-        sys.exit(EXIT_FAILED)
-    except Exception as exc:  # the last line of defence: one line, the traceback on --debug
-        message = f"unexpected {type(exc).__name__}: {exc}"
-        _fail_line(OpsError(message), debug, exc)
-        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args)
-        _alert(settings, result)
-        sys.exit(EXIT_FAILED)
+        result = _record_failure(db, tool, run_id, dry_run, message, options, job_args, status)
+        _show_failure(result, options, exit_code)
+        if status == "failed":
+            _alert(settings, result)
+        sys.exit(exit_code)
     finally:
         stop.restore()
         if held_lock is not None:
             held_lock.release()
 
     render(result, mode)
-    log.info("stopped: %s", result.stop_reason)
+    summary.info("stopped: %s", result.stop_reason)
     if result.status != "skipped":
         _alert(settings, result)
     if db is not None:
         db.engine.dispose()
     sys.exit(result.final_exit_code())
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int, str]:
+    """(one-line message, exit code, ledger status) for whatever stopped a run."""
+    if isinstance(exc, OpsError):
+        return str(exc), exc.exit_code, "failed"
+    if isinstance(exc, DBAPIError):
+        return f"database error: {describe_db_error(exc)}", EXIT_FAILED, "failed"
+    if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: the operator wants it to stop now
+        return ("stopped at once by a second interrupt; claimed rows return when their leases "
+                "expire", EXIT_INTERRUPTED, "interrupted")
+    # The last line of defence: one line, the traceback with --debug.
+    return f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED, "failed"
 
 
 def _alert(settings: Settings, result: JobResult | None) -> None:
@@ -243,9 +259,10 @@ def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str,
     return shown
 
 
-def _record_failure(db, tool, run_id, dry_run, message, options, job_args) -> JobResult:
+def _record_failure(db, tool, run_id, dry_run, message, options, job_args,
+                    status: str = "failed") -> JobResult:
     """Close the ledger row as failed, if there is a database to write it to."""
-    result = JobResult(tool, dry_run, status="failed", stop_reason="error", error=message,
+    result = JobResult(tool, dry_run, status=status, stop_reason="error", error=message,
                        run_id=run_id)
     if db is None:
         return result
@@ -257,10 +274,22 @@ def _record_failure(db, tool, run_id, dry_run, message, options, job_args) -> Jo
     return result
 
 
+def _show_failure(result: JobResult, options: dict[str, Any], exit_code: int) -> None:
+    """`--json` promises one JSON object on stdout, for a failed run too (the line is on stderr)."""
+    result.exit_code = exit_code
+    if options.get("json_output", False):
+        render(result, "json")
+
+
 def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -> None:
     if debug:
         traceback.print_exception(cause or exc, file=sys.stderr)
     click.echo(f"error: {exc}", err=True)
+    # Task Scheduler keeps no stderr: the failure line goes to --log-file too (redacted).
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (exc,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def tool_main(command: click.Command) -> Callable[[], None]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -161,7 +161,7 @@ def _mysql_engine(url: str) -> Engine:
     query = dict(parsed.query)
     query.setdefault("charset", "utf8mb4")
     parsed = parsed.set(query=query)
-    return create_engine(
+    engine = create_engine(
         parsed,
         pool_pre_ping=True,
         pool_recycle=3600,
@@ -169,6 +169,17 @@ def _mysql_engine(url: str) -> Engine:
         isolation_level="READ COMMITTED",
         connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10},
     )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # The schema's collation for the session (SQLAlchemy's SET NAMES resets it to the
+        # charset's default): a string built in SQL (CAST, CONCAT) then compares with a column
+        # without "Illegal mix of collations".
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET collation_connection = 'utf8mb4_unicode_ci'")
+        cursor.close()
+
+    return engine
 
 
 def _detect(engine: Engine) -> Capabilities:
@@ -186,7 +197,12 @@ def _detect(engine: Engine) -> Capabilities:
 def connect(url: str) -> Database:
     """Open the database, check it answers, and detect what it can do."""
     backend = make_url(url).get_backend_name()
-    engine = _sqlite_engine(url) if backend == "sqlite" else _mysql_engine(url)
+    try:
+        engine = _sqlite_engine(url) if backend == "sqlite" else _mysql_engine(url)
+    except OSError as exc:  # the SQLite file's folder cannot be created
+        raise DatabaseUnavailable(
+            f"cannot use the database at {mask_url(url)}: {exc.strerror or exc}: {exc.filename}"
+        ) from exc
     try:
         caps = retry_transient(lambda: _detect(engine), attempts=3, what="connect")
     except DBAPIError as exc:
@@ -195,13 +211,3 @@ def connect(url: str) -> Database:
             f"cannot use the database at {mask_url(url)}: {describe_db_error(exc)}"
         ) from exc
     return Database(engine=engine, caps=caps, url=url)
-
-
-def table_exists(conn: Connection, name: str) -> bool:
-    from sqlalchemy import inspect
-
-    return inspect(conn).has_table(name)
-
-
-def ping(conn: Connection) -> None:
-    conn.execute(text("select 1"))

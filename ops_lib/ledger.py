@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
 import time
 import uuid
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from .db import Database, describe_db_error
@@ -18,6 +19,19 @@ from .schema import ops_job_runs
 from .timeutil import utcnow
 
 HEARTBEAT_EVERY_SECONDS = 15.0
+ABANDONED_AFTER_SECONDS = 3600
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # no cheap probe without extra packages: leave it to the hour rule
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def new_run_id() -> str:
@@ -56,6 +70,28 @@ class RunLedger:
                 "create the schema first: python tools/manage_schema.py create --execute"
             ) from exc
         self._last_beat = time.monotonic()
+        self.close_abandoned(now)
+
+    def close_abandoned(self, now) -> int:
+        """Mark this tool's runs that died without closing their row (SIGKILL, reboot) abandoned.
+
+        Dead means: on this host, its process is gone; anywhere, no heartbeat for an hour.
+        """
+        r = ops_job_runs
+        running = self.db.run(lambda conn: conn.execute(
+            select(r.c.run_id, r.c.host, r.c.pid, r.c.heartbeat_at).where(
+                r.c.tool == self.tool, r.c.status == "running", r.c.run_id != self.run_id)
+        ).all(), write=False, what="ledger")
+        host = socket.gethostname()[:255]
+        dead = [row.run_id for row in running
+                if (row.host == host and not _process_alive(row.pid))
+                or row.heartbeat_at < now - dt.timedelta(seconds=ABANDONED_AFTER_SECONDS)]
+        if not dead:
+            return 0
+        statement = update(r).where(r.c.run_id.in_(dead), r.c.status == "running").values(
+            status="abandoned", finished_at=now,
+            stop_reason="no heartbeat: the process died (killed, crashed or rebooted)")
+        return self.db.run(lambda conn: conn.execute(statement).rowcount, what="ledger")
 
     def heartbeat(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._last_beat < HEARTBEAT_EVERY_SECONDS:
@@ -65,15 +101,19 @@ class RunLedger:
 
     def finish(self, result: JobResult) -> None:
         now = utcnow()
-        self._update(
+        values = dict(
             heartbeat_at=now,
             finished_at=now,
             status=result.status,
-            stop_reason=result.stop_reason[:64],
+            stop_reason=result.stop_reason[:255],
             counts=json.dumps(result.counts, sort_keys=True),
             error=result.error,
         )
+        if self._update(**values) == 0:
+            # The row is gone (a schema reset dropped the table under this very run): write it again.
+            self.start()
+            self._update(**values)
 
-    def _update(self, **values) -> None:
+    def _update(self, **values) -> int:
         statement = update(ops_job_runs).where(ops_job_runs.c.run_id == self.run_id).values(**values)
-        self.db.run(lambda conn: conn.execute(statement), what="ledger")
+        return self.db.run(lambda conn: conn.execute(statement).rowcount, what="ledger")

@@ -10,9 +10,19 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
+from .errors import JobFailed
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class SmtpUnreachable(ConnectionError):
+    """No SMTP session could be opened (refused, timed out, no greeting): nothing was sent."""
+
+
+class SmtpLoginRefused(JobFailed):
+    """The SMTP server refused our login or STARTTLS: the configuration is wrong, not a message,
+    so retrying message by message cannot help."""
 
 
 class Mailer:
@@ -53,11 +63,26 @@ class Mailer:
     def _connection(self) -> smtplib.SMTP:
         if self._smtp is None:
             s = self.settings
-            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
-            if s.smtp_starttls:
-                smtp.starttls(context=ssl.create_default_context())
-            if s.smtp_user:
-                smtp.login(s.smtp_user, s.smtp_password or "")
+            try:
+                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_seconds)
+            except (OSError, smtplib.SMTPException) as exc:
+                raise SmtpUnreachable(
+                    f"cannot reach SMTP {s.smtp_host}:{s.smtp_port}: {exc}") from exc
+            step = "STARTTLS"
+            try:
+                if s.smtp_starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                step = "login"
+                if s.smtp_user:
+                    smtp.login(s.smtp_user, s.smtp_password or "")
+            except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError) as exc:
+                smtp.close()
+                raise SmtpLoginRefused(
+                    f"SMTP {s.smtp_host}:{s.smtp_port} refused our {step} "
+                    f"(smtp_user={s.smtp_user or '-'}): {_reply_text(exc)}") from exc
+            except BaseException:
+                smtp.close()  # no half-open connection left behind (timeouts, TLS errors)
+                raise
             self._smtp = smtp
         return self._smtp
 
@@ -65,12 +90,23 @@ class Mailer:
         if self._smtp is not None:
             try:
                 self._smtp.quit()
-            except smtplib.SMTPException:
-                pass
-            self._smtp = None
+            except (smtplib.SMTPException, OSError):
+                pass  # the connection is gone either way
+            finally:
+                self._smtp.close()
+                self._smtp = None
 
     def __enter__(self) -> "Mailer":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _reply_text(exc: Exception) -> str:
+    """An SMTP error as one line: '535 5.7.8 Authentication failed'."""
+    code, message = getattr(exc, "smtp_code", None), getattr(exc, "smtp_error", None)
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    text = f"{code} {message}" if code and message else str(exc)
+    return " ".join(text.split())

@@ -10,7 +10,9 @@ import sys
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .result import JobResult
 
@@ -74,14 +76,16 @@ def render_plain(result: JobResult) -> str:
 
 def render_terminal(result: JobResult, console: Console) -> None:
     style = {"ok": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow"}
-    console.print(f"[bold]{_headline(result)}[/]", style=style.get(result.status))
+    # Data (cells, titles, notes, SQL, errors) is never read as rich markup: "[/x]" in a row
+    # would otherwise vanish or raise MarkupError.
+    console.print(Text(_headline(result), style=f"bold {style.get(result.status, '')}".strip()))
     for section in result.sections:
-        table = Table(title=section.title, title_justify="left")
+        table = Table(title=Text(section.title), title_justify="left")
         columns = section.column_names()
         for name in columns:
-            table.add_column(name)
+            table.add_column(Text(name))
         for row in section.rows:
-            table.add_row(*(_cell(row.get(name)) for name in columns))
+            table.add_row(*(Text(_cell(row.get(name))) for name in columns))
         if not section.rows and columns:
             table.add_row("(none)", *[""] * (len(columns) - 1))
         console.print(table)
@@ -90,19 +94,19 @@ def render_terminal(result: JobResult, console: Console) -> None:
         table.add_column("what")
         table.add_column("count", justify="right")
         for name, value in sorted(result.counts.items()):
-            table.add_row(name, _cell(value))
+            table.add_row(Text(name), _cell(value))
         console.print(table)
     if result.timings:
         console.print(
             "timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in sorted(result.timings.items()))
         )
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     for statement in result.statements:
-        console.print(f"[cyan]sql:[/] {statement}", highlight=False, markup=False)
+        console.print(f"[cyan]sql:[/] {escape(statement)}", highlight=False)
     if result.error:
-        console.print(f"[red]error:[/] {result.error}", highlight=False)
-    console.print(f"stopped: {result.stop_reason}", highlight=False)
+        console.print(f"[red]error:[/] {escape(result.error)}", highlight=False)
+    console.print(f"stopped: {escape(result.stop_reason)}", highlight=False)
 
 
 def render_json(result: JobResult) -> str:

@@ -162,9 +162,12 @@ attendance_scan_queue = _table(
     Column("processed_at", DateTime, nullable=True),
     Column("error", String(500), nullable=True),
     *_claim_columns(),
+    # "institution|card|time" of a processed scan (NULL for duplicates and failures): unique, so
+    # two workers can never both count copies of one scan.
+    Column("scan_key", String(120), nullable=True),
+    UniqueConstraint("scan_key", name="uq_scan_queue_scan_key"),
     Index("ix_scan_queue_poll", "status", "id"),
     Index("ix_scan_queue_lease", "status", "lease_expires_at"),
-    Index("ix_scan_queue_card", "institution_id", "card_uid", "scanned_at"),
 )
 
 attendance_records = _table(
@@ -316,6 +319,8 @@ invoices = _table(
     Column("issue_key", String(100), nullable=True),
     _created_at(),
     Column("updated_at", DateTime, nullable=True),
+    # The billing sweep's run (ops_job_runs.run_id) that issued it: audit rows for exactly its own.
+    Column("issued_by_run", String(32), nullable=True),
     UniqueConstraint("invoice_no", name="uq_invoices_no"),
     UniqueConstraint("issue_key", name="uq_invoices_issue_key"),
     Index("ix_invoices_status_due", "status", "due_date"),
@@ -331,7 +336,10 @@ invoice_reminders = _table(
     _created_at(),
     Column("sent_at", DateTime, nullable=True),
     Column("channel", String(32), nullable=True),
+    # The run that recorded the step: only that run sends it (at most once, even if two run).
+    Column("run_id", String(32), nullable=True),
     PrimaryKeyConstraint("invoice_id", "step", name="pk_invoice_reminders"),
+    Index("ix_invoice_reminders_run", "run_id"),
 )
 
 payments = _table(
@@ -441,7 +449,7 @@ ops_job_runs = _table(
     Column("heartbeat_at", DateTime, nullable=False),
     Column("finished_at", DateTime, nullable=True),
     Column("status", String(16), nullable=False, server_default="running"),
-    Column("stop_reason", String(64), nullable=True),
+    Column("stop_reason", String(255), nullable=True),
     Column("counts", Text, nullable=True),
     Column("error", Text, nullable=True),
     UniqueConstraint("run_id", name="uq_ops_job_runs_run_id"),

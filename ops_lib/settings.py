@@ -48,7 +48,10 @@ def _parse_bool(value: Any) -> bool:
 def _parse_int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a whole number, got {value!r}")
-    return int(str(value).strip())
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
 
 
 def _non_negative_int(value: Any) -> int:
@@ -135,8 +138,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("smtp_from", "ops-toolkit@localhost", _parse_str, "sender address"),
         Setting("smtp_timeout_seconds", 30, _positive_int, "SMTP connect/send timeout"),
         Setting("firebase_credentials", None, _optional_str,
-                "service-account JSON file; none = push JSON lines to the outbox"),
+                "service-account JSON file ('anonymous' for an emulator); none = outbox"),
         Setting("firebase_project_id", None, _optional_str, "Firebase project id"),
+        Setting("fcm_endpoint", None, _optional_str,
+                "FCM send URL template with {0} for the project (an emulator or proxy)"),
         Setting("alert_email", None, _optional_str, "comma-separated recipients of failure mail"),
         Setting("alert_ping_url", None, _optional_str,
                 "healthchecks-style URL: pinged at start (/start), success, failure (/fail)"),
@@ -172,6 +177,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("reminder_offsets_days", (-3, 0, 3), _parse_int_list,
                 "reminder steps, days relative to the due date (plus one at blocking)", True),
         Setting("billing_currency", "BDT", _parse_str, "currency of attendee invoices", True),
+        Setting("billing_batch_size", 2000, _positive_int,
+                "rows per billing transaction (invoices issued, statuses, reminders)", True),
         # Health.
         Setting("queue_lag_warning_seconds", 300, _positive_int, "oldest-pending age: WARNING",
                 True),

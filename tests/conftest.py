@@ -157,3 +157,14 @@ def start_cli(tool: str, *args: str, env: dict) -> subprocess.Popen:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def job_context(url: str, tmp_path: Path, dry_run: bool = False, **env: str):
+    """A RunContext as run_tool builds it, for calling a job function in-process."""
+    from ops_lib.ledger import new_run_id
+    from ops_lib.runtime import Budget, RunContext, StopSignal
+    from ops_lib.settings import load_settings
+
+    settings = load_settings(env=tool_env(url, tmp_path, **env))
+    return RunContext(db=connect(url), settings=settings, run_id=new_run_id(), tool="test",
+                      dry_run=dry_run, budget=Budget(None), stop=StopSignal())

@@ -61,7 +61,8 @@ def build_rows(conn: Connection, size: LoadSize, now: dt.datetime) -> dict[str, 
     ids = {t.name: _next_id(conn, t) for t in (plans, institutions, students, guardians,
                                                notification_devices, attendance_scan_queue)}
     plan_rows = [
-        {"id": ids["plans"] + i, "name": name, "monthly_fee_minor": fee, "currency": "BDT"}
+        {"id": ids["plans"] + i, "name": name, "monthly_fee_minor": fee, "currency": "BDT",
+         "created_at": now}
         for i, (name, fee) in enumerate([("Basic", 250_000), ("Standard", 499_900),
                                           ("Premium", 1_000_050)])
     ]
@@ -137,8 +138,10 @@ TABLES = {t.name: t for t in (plans, institutions, students, guardians, guardian
 
 def run(ctx: RunContext, size: LoadSize) -> JobResult:
     result = JobResult(ctx.tool, ctx.dry_run)
+    started = time.perf_counter()
     with ctx.db.begin(write=False) as conn:
         rows = build_rows(conn, size, utcnow())
+    result.timings["build"] = time.perf_counter() - started
     result.section("Rows to insert", [{"table": name, "rows": len(batch)}
                                       for name, batch in rows.items()])
     if ctx.dry_run:
@@ -149,8 +152,10 @@ def run(ctx: RunContext, size: LoadSize) -> JobResult:
     with ctx.progress("inserting synthetic rows", total) as advance:
         with ctx.db.begin() as conn:
             for name, batch in rows.items():
+                table_started = time.perf_counter()
                 _insert(conn, TABLES[name], batch, advance)
                 result.counts[f"{name}_inserted"] = len(batch)
+                result.timings[f"insert_{name}"] = time.perf_counter() - table_started
     result.timings["insert"] = time.perf_counter() - started
     scans = len(rows["attendance_scan_queue"])
     if scans:

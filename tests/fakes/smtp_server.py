@@ -11,6 +11,10 @@ Messages are parsed with ``email.message_from_bytes(..., policy=email.policy.def
 after turning the wire's CRLF line endings into LF.  The SMTP envelope (MAIL FROM /
 RCPT TO / the raw CRLF bytes) is in ``smtp.envelopes``.
 No TLS and no AUTH are offered.
+
+``smtp.refuse("nobody@school.test", "550 5.1.1 No such user")`` makes the server answer that
+reply to ``RCPT TO`` for that address (a 4xx reply for a temporary refusal); other recipients
+are accepted as usual.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from aiosmtpd.controller import Controller
 
@@ -47,6 +51,13 @@ class _Handler:
     def __init__(self, owner: "FakeSmtpServer") -> None:
         self._owner = owner
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        refusal = self._owner._refusal(address)
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
@@ -71,7 +82,17 @@ class FakeSmtpServer:
         self.port: int = port or 0
         self._lock = threading.Lock()
         self._envelopes: List[ReceivedEnvelope] = []
+        self._refusals: Dict[str, str] = {}
         self._controller: Optional[Controller] = None
+
+    def refuse(self, address: str, reply: str = "550 5.1.1 Mailbox unavailable") -> None:
+        """Answer ``reply`` (e.g. '550 ...' or '450 ...') to ``RCPT TO:<address>``."""
+        with self._lock:
+            self._refusals[address.lower()] = reply
+
+    def _refusal(self, address: str) -> Optional[str]:
+        with self._lock:
+            return self._refusals.get(address.lower())
 
     def _store(self, env: ReceivedEnvelope) -> None:
         with self._lock:

@@ -1,0 +1,191 @@
+"""Benchmark: the background worker's end-to-end scans/s beside the server's raw insert rate.
+
+    python benchmarks/bench_workers.py [--server-url URL] [--scans 100000] [--workers 1]
+
+1. Creates a scratch database on the server (dropped at the end unless --keep) with the schema.
+2. Raw: inserts the scan rows into attendance_scan_queue with PyMySQL executemany (which sends
+   multi-row INSERTs), one transaction, then truncates the table.
+3. Fills the same scans with the synthetic-load generator (institutions, students, guardians,
+   devices, queued scans), then runs `tools/run_background_workers.py LIMIT --execute --json`
+   as --workers processes at once, round after round, until every queue is empty.
+4. Prints raw rows/s, worker scans/s (scans / wall time of the worker rounds, all stages
+   included: records, notifications, deliveries, roll-ups, snapshots), their ratio (target >= 0.10)
+   and the seconds each stage reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymysql
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ops_lib.jobs.schema_admin import create_schema  # noqa: E402
+from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows  # noqa: E402
+from ops_lib.timeutil import utcnow  # noqa: E402
+
+TARGET_RATIO = 0.10
+STAGES = ["scans", "fanout", "push", "rollups", "snapshots", "emails"]
+SCAN_COLUMNS = ["id", "institution_id", "card_uid", "device_serial", "scanned_at", "status",
+                "attempts", "created_at"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server-url", default="mysql+pymysql://root@127.0.0.1:3306",
+                        help="SQLAlchemy URL of the MariaDB/MySQL server (no database)")
+    parser.add_argument("--database", default="ops_bench_workers", help="scratch database")
+    parser.add_argument("--scans", type=int, default=100_000)
+    parser.add_argument("--institutions", type=int, default=20)
+    parser.add_argument("--students-per-institution", type=int, default=500)
+    parser.add_argument("--days", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes at once")
+    parser.add_argument("--limit", type=int, default=200_000, help="worker LIMIT per stage")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    return parser.parse_args()
+
+
+def pymysql_connect(url, database: str):
+    return pymysql.connect(host=url.host or "127.0.0.1", port=url.port or 3306,
+                           user=url.username or "root", password=url.password or "",
+                           database=database, autocommit=False, charset="utf8mb4")
+
+
+def raw_insert_rate(url, database: str, scan_rows: list[dict]) -> float:
+    """rows/s of one executemany of every scan row in one transaction."""
+    values = [tuple(row[c] for c in SCAN_COLUMNS) for row in scan_rows]
+    statement = (f"INSERT INTO attendance_scan_queue ({', '.join(SCAN_COLUMNS)}) "
+                 f"VALUES ({', '.join(['%s'] * len(SCAN_COLUMNS))})")
+    conn = pymysql_connect(url, database)
+    try:
+        with conn.cursor() as cursor:
+            started = time.perf_counter()
+            cursor.executemany(statement, values)
+            conn.commit()
+            elapsed = time.perf_counter() - started
+            cursor.execute("TRUNCATE TABLE attendance_scan_queue")
+        conn.commit()
+    finally:
+        conn.close()
+    return len(values) / elapsed
+
+
+def backlog(engine) -> int:
+    with engine.connect() as conn:
+        return sum(conn.execute(text(sql)).scalar_one() for sql in (
+            "SELECT COUNT(*) FROM attendance_scan_queue WHERE status = 'pending'",
+            "SELECT COUNT(*) FROM notifications WHERE fanout_status = 'pending'",
+            "SELECT COUNT(*) FROM push_deliveries WHERE status = 'pending'",
+            "SELECT COUNT(*) FROM attendance_rollup_queue",
+            "SELECT COUNT(*) FROM guardian_snapshot_queue",
+        ))
+
+
+def run_workers(db_url: str, workers: int, limit: int, outbox: Path, engine) -> tuple:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
+    env.update(OPS_DATABASE_URL=db_url, OPS_OUTBOX_DIR=str(outbox),
+               OPS_LOCK_DIR=str(outbox / "locks"))
+    results, rounds = [], 0
+    started = time.perf_counter()
+    while True:
+        rounds += 1
+        procs = [subprocess.Popen(
+            [sys.executable, str(REPO / "tools" / "run_background_workers.py"), str(limit),
+             "--execute", "--json", "--quiet"], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+        for proc in procs:
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"worker failed ({proc.returncode}): {err[-2000:]}")
+            results.append(json.loads(out))
+        if backlog(engine) == 0 or rounds >= 20:
+            break
+    return time.perf_counter() - started, rounds, results
+
+
+def main() -> None:
+    args = parse_args()
+    server = make_url(args.server_url)
+    db_url = server.set(database=args.database).render_as_string(hide_password=False)
+    admin = create_engine(args.server_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{args.database}`")
+        conn.exec_driver_sql(f"CREATE DATABASE `{args.database}` CHARACTER SET utf8mb4 "
+                             "COLLATE utf8mb4_unicode_ci")
+        version = conn.exec_driver_sql("SELECT VERSION()").scalar_one()
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            create_schema(conn, is_mysql=True)
+            size = LoadSize(institutions=args.institutions,
+                            students_per_institution=args.students_per_institution,
+                            scans=args.scans, days=args.days, seed=1)
+            rows = build_rows(conn, size, utcnow())
+
+        raw = raw_insert_rate(server, args.database, rows["attendance_scan_queue"])
+
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            for name, batch in rows.items():
+                for i in range(0, len(batch), 5000):
+                    conn.execute(insert(TABLES[name]), batch[i:i + 5000])
+        fill_seconds = time.perf_counter() - started
+
+        outbox = Path("/tmp") / f"{args.database}_outbox"
+        wall, rounds, results = run_workers(db_url, args.workers, args.limit, outbox, engine)
+        with engine.connect() as conn:
+            done = conn.execute(text("SELECT COUNT(*) FROM attendance_scan_queue "
+                                     "WHERE status IN ('done', 'failed')")).scalar_one()
+            records = conn.execute(text("SELECT COUNT(*) FROM attendance_records")).scalar_one()
+            deliveries = conn.execute(text("SELECT COUNT(*) FROM push_deliveries "
+                                           "WHERE status = 'sent'")).scalar_one()
+        per_stage = {s: 0.0 for s in STAGES}
+        claimed = {s: 0 for s in STAGES}
+        for result in results:
+            for row in result["sections"]["Stages"]:
+                per_stage[row["stage"]] += row["seconds"]
+                claimed[row["stage"]] += row["claimed"]
+        worker_rate = done / wall
+        ratio = worker_rate / raw
+
+        print(f"bench_workers on {make_url(db_url).render_as_string(hide_password=True)} "
+              f"(server {version}), {args.workers} worker process(es), LIMIT {args.limit}")
+        print(f"load: {args.institutions} institutions x {args.students_per_institution} students, "
+              f"{args.scans:,} scans over {args.days} days; filled in {fill_seconds:.1f}s")
+        print()
+        table = [
+            ("raw insert (PyMySQL executemany)", f"{raw:,.0f} rows/s"),
+            ("worker end to end", f"{worker_rate:,.0f} scans/s ({done:,} scans in {wall:.1f}s,"
+                                  f" {rounds} round(s))"),
+            ("ratio worker / raw", f"{ratio:.3f}  (target >= {TARGET_RATIO:.2f}: "
+                                   f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})"),
+            ("records / deliveries sent", f"{records:,} / {deliveries:,}"),
+        ]
+        width = max(len(k) for k, _ in table)
+        for key, value in table:
+            print(f"{key:<{width}}  {value}")
+        print()
+        print(f"{'stage':<10} {'rows':>9} {'seconds':>9} {'rows/s':>9}")
+        for stage in STAGES:
+            rate = claimed[stage] / per_stage[stage] if per_stage[stage] else 0
+            print(f"{stage:<10} {claimed[stage]:>9,} {per_stage[stage]:>9.2f} {rate:>9,.0f}")
+    finally:
+        engine.dispose()
+        if not args.keep:
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{args.database}`")
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

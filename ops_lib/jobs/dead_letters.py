@@ -1,0 +1,232 @@
+"""Dead letters: queue rows that failed for good, listed, retried, forgotten or pruned.
+
+A dead letter is a row with status `failed` in one of the worker's queues:
+`attendance_scan_queue` (scans), `push_deliveries` (deliveries), `report_email_queue` (emails).
+The worker never touches them again; this support tool does, and only them: every write is
+`... WHERE status = 'failed'`, so a row that is pending, done or sent is never changed or deleted,
+even when its id is given.
+
+- list: per queue the number of failed rows and the oldest one's age, and a sample with the error.
+- retry: back to `pending` with attempts reset and the error cleared, so the next worker run takes
+  the row as new (chosen ids, or every failed row of the chosen queues).
+- forget: delete the chosen failed rows (ids required).
+- prune: delete failed rows queued more than `dead_letter_retention_days` ago (or
+  --older-than-days). The queues keep no failure time, so age is counted from `created_at`.
+
+Writes go in keyset batches of BATCH rows (one short transaction each, ids ascending), so a
+retry of 100,000 rows never holds one long lock, and a row the worker fails again while the tool
+runs is not taken twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import Connection, Table, and_, delete, func, select, update
+from sqlalchemy.sql import ColumnElement
+
+from ..result import JobResult
+from ..runtime import RunContext
+from ..schema import attendance_scan_queue, push_deliveries, report_email_queue
+from ..timeutil import utcnow
+
+ACTIONS = ("list", "retry", "forget", "prune")
+BATCH = 1000
+SAMPLE = 20
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DeadLetterQueue:
+    name: str
+    table: Table
+    describe: Callable[[Any], str]  # one row -> what it was (for the sample)
+    extra_columns: tuple[str, ...] = ()
+    reset: dict[str, Any] = field(default_factory=dict)  # also cleared on retry
+
+    def retry_values(self) -> dict[str, Any]:
+        return {"status": "pending", "attempts": 0, "error": None, "claimed_by": None,
+                "lease_expires_at": None, "available_at": None, **self.reset}
+
+
+QUEUES: dict[str, DeadLetterQueue] = {
+    "scans": DeadLetterQueue(
+        "scans", attendance_scan_queue,
+        lambda r: f"card {r.card_uid} at institution {r.institution_id}, scanned {r.scanned_at}",
+        ("card_uid", "institution_id", "scanned_at"), {"processed_at": None}),
+    "deliveries": DeadLetterQueue(
+        "deliveries", push_deliveries,
+        lambda r: f"notification {r.notification_id} to device {r.device_id}"
+                  + (f" ({r.error_code})" if r.error_code else ""),
+        ("notification_id", "device_id", "error_code"), {"error_code": None}),
+    "emails": DeadLetterQueue(
+        "emails", report_email_queue,
+        lambda r: f"{r.report_type} report of institution {r.institution_id} to {r.recipient}",
+        ("report_type", "institution_id", "recipient")),
+}
+QUEUE_CHOICES = (*QUEUES, "all")
+
+
+def validate(action: str, queue: str, ids: Sequence[int],
+             older_than_days: int | None) -> list[str]:
+    """Argument problems, all at once, before anything connects."""
+    problems = []
+    if action == "forget" and not ids:
+        problems.append("forget needs --id (the failed rows to delete); "
+                        "prune deletes failed rows by age")
+    if ids and queue == "all":
+        problems.append("--id needs one --queue (scans, deliveries or emails): ids are per table")
+    if ids and action == "prune":
+        problems.append("prune deletes by age, not by id: use forget --id")
+    if older_than_days is not None and action != "prune":
+        problems.append("--older-than-days only applies to prune")
+    return problems
+
+
+def chosen_queues(queue: str) -> list[DeadLetterQueue]:
+    return list(QUEUES.values()) if queue == "all" else [QUEUES[queue]]
+
+
+def selection(dlq: DeadLetterQueue, action: str, ids: Sequence[int],
+              cutoff: dt.datetime | None) -> ColumnElement[bool]:
+    """The rows an action works on: always failed ones, then by id or by age."""
+    c = dlq.table.c
+    where = [c.status == FAILED]
+    if ids:
+        where.append(c.id.in_(sorted(set(ids))))
+    if action == "prune" and cutoff is not None:
+        where.append(c.created_at < cutoff)
+    return and_(*where)
+
+
+def run(ctx: RunContext, action: str, queue: str = "all", ids: Sequence[int] = (),
+        older_than_days: int | None = None, sample: int = SAMPLE) -> JobResult:
+    result = JobResult(ctx.tool, ctx.dry_run)
+    now = utcnow()
+    days = older_than_days if older_than_days is not None else (
+        ctx.settings.dead_letter_retention_days)
+    cutoff = now - dt.timedelta(days=days) if action == "prune" else None
+    queues = chosen_queues(queue)
+
+    overview, samples = [], []
+    with ctx.db.begin(write=False) as conn:
+        for dlq in queues:
+            figures = _figures(conn, dlq, action, ids, cutoff, now)
+            overview.append(figures)
+            samples.extend(_sample(conn, dlq, action, ids, cutoff, now, sample))
+            if ids:
+                result.notes.extend(_ids_left_alone(conn, dlq, ids))
+    result.section("Dead letters", overview)
+    result.section("Sample" if action == "list" else f"Rows to {action}", samples,
+                   ["queue", "id", "attempts", "age_days", "what", "error"])
+    for figures in overview:
+        result.counts[f"{figures['queue']}_failed"] = figures["failed"]
+        if action != "list":
+            result.counts[f"{figures['queue']}_selected"] = figures["selected"]
+    if action == "list":
+        result.stop_reason = "listed"
+        return result
+    if action == "prune":
+        result.notes.append(f"prune: failed rows queued before {cutoff:%Y-%m-%d %H:%M} UTC "
+                            f"({days} days; dead_letter_retention_days or --older-than-days)")
+    result.statements.extend(_statement(ctx, dlq, action, ids, cutoff) for dlq in queues)
+    if ctx.dry_run:
+        selected = sum(f["selected"] for f in overview)
+        verb = {"retry": "put back to pending (attempts 0, error cleared)",
+                "forget": "delete", "prune": "delete"}[action]
+        result.notes.append(f"--execute would {verb} {selected} failed rows")
+        result.stop_reason = "dry run"
+        return result
+
+    for dlq in queues:
+        done, reason = _apply(ctx, dlq, selection(dlq, action, ids, cutoff),
+                              lambda where, dlq=dlq: _write(dlq, action, where))
+        past = {"retry": "retried", "forget": "forgotten", "prune": "pruned"}[action]
+        result.counts[f"{dlq.name}_{past}"] = done
+        if reason:
+            result.stop_reason = reason
+            result.notes.append(f"stopped before finishing {dlq.name}: {reason}")
+            break
+    return result
+
+
+def _figures(conn: Connection, dlq: DeadLetterQueue, action: str, ids, cutoff, now) -> dict:
+    c = dlq.table.c
+    failed, oldest = conn.execute(
+        select(func.count(), func.min(c.created_at)).where(c.status == FAILED)).one()
+    figures = {"queue": dlq.name, "table": dlq.table.name, "failed": failed,
+               "oldest_age_days": _age_days(oldest, now)}
+    if action != "list":
+        figures["selected"] = conn.execute(select(func.count()).select_from(dlq.table).where(
+            selection(dlq, action, ids, cutoff))).scalar_one()
+    return figures
+
+
+def _sample(conn: Connection, dlq: DeadLetterQueue, action: str, ids, cutoff, now,
+            limit: int) -> list[dict]:
+    c = dlq.table.c
+    columns = [c.id, c.attempts, c.created_at, c.error, *(c[k] for k in dlq.extra_columns)]
+    rows = conn.execute(select(*columns).where(selection(dlq, action, ids, cutoff))
+                        .order_by(c.id).limit(limit)).all()
+    return [{"queue": dlq.name, "id": r.id, "attempts": r.attempts,
+             "age_days": _age_days(r.created_at, now), "what": dlq.describe(r),
+             "error": (r.error or "-")[:160]} for r in rows]
+
+
+def _ids_left_alone(conn: Connection, dlq: DeadLetterQueue, ids: Sequence[int]) -> list[str]:
+    """Notes for chosen ids that are not dead letters: they are never changed."""
+    c = dlq.table.c
+    wanted = sorted(set(ids))
+    status = dict(conn.execute(select(c.id, c.status).where(c.id.in_(wanted))).all())
+    notes = []
+    for row_id in wanted:
+        if row_id not in status:
+            notes.append(f"{dlq.name} {row_id}: no such row")
+        elif status[row_id] != FAILED:
+            notes.append(f"{dlq.name} {row_id}: status {status[row_id]}, not failed: left alone")
+    return notes
+
+
+def _age_days(created_at: dt.datetime | None, now: dt.datetime) -> int | None:
+    return None if created_at is None else max(0, (now - created_at).days)
+
+
+def _write(dlq: DeadLetterQueue, action: str, where: ColumnElement[bool]):
+    if action == "retry":
+        return update(dlq.table).where(where).values(**dlq.retry_values())
+    return delete(dlq.table).where(where)
+
+
+def _statement(ctx: RunContext, dlq: DeadLetterQueue, action: str, ids, cutoff) -> str:
+    statement = _write(dlq, action, selection(dlq, action, ids, cutoff))
+    sql = str(statement.compile(dialect=ctx.db.engine.dialect,
+                                compile_kwargs={"literal_binds": True}))
+    return " ".join(sql.split()) + f"  -- in batches of {BATCH} ids"
+
+
+def _apply(ctx: RunContext, dlq: DeadLetterQueue, where: ColumnElement[bool],
+           statement_for: Callable[[ColumnElement[bool]], Any]) -> tuple[int, str | None]:
+    """Keyset batches of ids: select the next BATCH matching ids, write them, commit."""
+    c = dlq.table.c
+    last_id, total = 0, 0
+    while True:
+        reason = ctx.why_stop()
+        if reason:
+            return total, reason
+
+        def work(conn: Connection, after: int = last_id) -> tuple[list[int], int]:
+            batch = conn.execute(select(c.id).where(where, c.id > after).order_by(c.id)
+                                 .limit(BATCH)).scalars().all()
+            if not batch:
+                return [], 0
+            # `where` again: a row that changed since the select (no longer failed) is skipped.
+            changed = conn.execute(statement_for(and_(where, c.id.in_(batch)))).rowcount
+            return batch, changed
+
+        batch, changed = ctx.db.run(work, what=f"dead letters {dlq.name}")
+        if not batch:
+            return total, None
+        total += changed
+        last_id = batch[-1]

@@ -1,0 +1,214 @@
+"""The background worker: drains every queue in a fair rotation, safely, several copies at once.
+
+Each run processes up to LIMIT rows per stage. Stages take turns one batch at a time (scans,
+fan-out, push, roll-ups, snapshots, emails, then round again), so a deep queue never starves the
+others and work made by an early stage (an arrival notification) flows on in the same run.
+Rows are claimed (`ops_lib.queue`), so any number of workers may run together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from sqlalchemy import Connection, func, select
+
+from ... import push as pushing
+from ...db import describe_db_error
+from ...errors import OpsError
+from ...queue import abandon, backoff_seconds, claim, recover_expired, release
+from ...result import DONE, JobResult
+from ...runtime import RunContext
+from ...timeutil import utcnow
+from .base import Stage, StageStats
+from .emails import EmailStage
+from .fanout import FanoutStage
+from .push import PushStage
+from .rollups import RollupStage
+from .scans import ScanStage
+from .snapshots import SnapshotStage
+
+log = logging.getLogger(__name__)
+
+# Stop claiming when less than this is left of --max-runtime: one batch must fit in it.
+BUDGET_MARGIN_SECONDS = 5.0
+
+
+def stages() -> list[Stage]:
+    return [ScanStage(), FanoutStage(), PushStage(), RollupStage(), SnapshotStage(), EmailStage()]
+
+
+def validate(settings) -> list[str]:
+    """Setting problems to report before connecting (all at once, exit 2)."""
+    return pushing.check_settings(settings)
+
+
+def run(ctx: RunContext, limit: int = 100) -> JobResult:
+    result = JobResult(ctx.tool, ctx.dry_run)
+    pipeline = stages()
+    if ctx.dry_run:
+        return plan(ctx, pipeline, limit, result)
+    try:
+        return execute(ctx, pipeline, limit, result)
+    finally:
+        for stage in pipeline:
+            stage.close()
+
+
+def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) -> JobResult:
+    """Read-only: per stage, what --execute would take now and what it would do with it."""
+    now = utcnow()
+    rows, samples = [], []
+    with ctx.db.begin(write=False) as conn:
+        for stage in pipeline:
+            figures = queue_figures(conn, stage, now)
+            extra = stage.plan(conn, ctx, limit) if figures["ready"] else {}
+            samples.extend(dict(sample, stage=stage.name) for sample in extra.pop("_samples", []))
+            note = extra.pop("_note", None)
+            if note and figures["ready"]:
+                result.notes.append(note)
+            rows.append({
+                "stage": stage.name, "ready": figures["ready"],
+                "would_take": min(limit, figures["ready"]),
+                "claimed": figures["claimed"], "expired": figures["expired"],
+                "dead": figures["failed"],
+                "details": ", ".join(f"{k}={v}" for k, v in extra.items()) or "-",
+            })
+    result.section("Stages", rows)
+    if samples:
+        result.section("Samples", samples, ["stage", "scan", "would fail"])
+    result.counts.update({f"{r['stage']}_would_take": r["would_take"] for r in rows})
+    result.notes.append(
+        f"--execute would take up to {limit} rows per stage, stages taking turns; what earlier "
+        "stages create in that run (arrivals, deliveries, roll-ups) flows on to the later ones. "
+        "claimed = held by a running worker, expired = its lease ran out (recovered first), "
+        "dead = failed for good"
+    )
+    result.stop_reason = "dry run"
+    return result
+
+
+def queue_figures(conn: Connection, stage: Stage, now) -> dict[str, int]:
+    queue = stage.queue
+    c = queue.table.c
+    waiting = queue.is_waiting()
+    count = lambda *where: conn.execute(  # noqa: E731
+        select(func.count()).select_from(queue.table).where(*where)).scalar_one()
+    failed = 0
+    if queue.status_column:
+        failed = count(c[queue.status_column] == "failed")
+    return {
+        "ready": count(queue.ready(now)),
+        "claimed": count(waiting, c.claimed_by.isnot(None), c.lease_expires_at >= now),
+        "expired": count(waiting, c.claimed_by.isnot(None), c.lease_expires_at < now),
+        "failed": failed,
+    }
+
+
+def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) -> JobResult:
+    s = ctx.settings
+    stats = {stage.name: StageStats() for stage in pipeline}
+    for stage in pipeline:
+        recovered = recover_expired(ctx.db, stage.queue, utcnow(), s.worker_max_attempts)
+        if recovered["recovered"] or recovered["dead_lettered"]:
+            log.warning("%s: recovered %d rows from runs that died (%d dead-lettered)",
+                        stage.name, recovered["recovered"], recovered["dead_lettered"])
+        stats[stage.name].add("recovered", recovered["recovered"])
+        stats[stage.name].add("dead_lettered_on_recovery", recovered["dead_lettered"])
+
+    remaining = {stage.name: limit for stage in pipeline}
+    active = [stage for stage in pipeline]
+    stop_reason = DONE
+    with ctx.progress("draining queues", limit * len(pipeline)) as advance:
+        while active:
+            for stage in list(active):
+                if any(other.name in stage.waits_for for other in active):
+                    continue
+                reason = ctx.why_stop(BUDGET_MARGIN_SECONDS)
+                if reason:
+                    stop_reason = reason
+                    active.clear()
+                    break
+                stage_stats = stats[stage.name]
+                size = min(stage.batch_limit(ctx), remaining[stage.name])
+                started = time.perf_counter()
+                keys = claim(ctx.db, stage.queue, ctx.run_id, size, s.worker_lease_seconds,
+                             utcnow())
+                if not keys:
+                    # Dry for now; an earlier stage still running may feed it (arrivals,
+                    # deliveries, markers), so it is only done once no earlier stage is.
+                    if not any(pipeline.index(other) < pipeline.index(stage)
+                               for other in active):
+                        active.remove(stage)
+                    continue
+                stage_stats.claimed += len(keys)
+                try:
+                    stage.process(ctx, keys, stage_stats)
+                except Exception as exc:
+                    _stage_failed(ctx, stage, keys, stage_stats, exc)
+                stage_stats.seconds += time.perf_counter() - started
+                remaining[stage.name] -= len(keys)
+                advance(len(keys))
+                if stage_stats.stopped or remaining[stage.name] <= 0:
+                    active.remove(stage)
+    return summarise(result, stats, limit, stop_reason)
+
+
+def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: Exception):
+    """The stage broke: stop it, keep the other stages going, and give its batch back.
+
+    A configuration problem (an OpsError) gives the rows back untouched; anything else spends
+    the rows' attempt and delays them, so a row that breaks its stage cannot block it forever.
+    """
+    message = describe_db_error(exc) if hasattr(exc, "orig") else str(exc)
+    if not isinstance(exc, OpsError):
+        message = f"{type(exc).__name__}: {message}"
+    log.error("%s stage stopped: %s", stage.name, message)
+    log.debug("%s: traceback", stage.name, exc_info=True)
+    stats.stopped = message
+    s = ctx.settings
+
+    def give_back(conn):
+        if isinstance(exc, OpsError):
+            return {"released": release(conn, stage.queue, ctx.run_id, keys), "failed": 0}
+        retry_at = utcnow() + dt.timedelta(seconds=backoff_seconds(
+            1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
+        return abandon(conn, stage.queue, ctx.run_id, keys, f"{stage.name}: {message}",
+                       s.worker_max_attempts, retry_at)
+
+    try:
+        outcome = ctx.db.run(give_back, what="release")
+        stats.released += outcome["released"]
+        stats.failed += outcome["failed"]
+    except Exception as release_error:  # the lease will free them for a later run
+        log.warning("%s: could not give the batch back (%s); its lease will", stage.name,
+                    release_error)
+
+
+def summarise(result: JobResult, stats: dict[str, StageStats], limit: int,
+              stop_reason: str) -> JobResult:
+    rows, capped = [], []
+    for name, st in stats.items():
+        rows.append({
+            "stage": name, "claimed": st.claimed, "done": st.done, "failed": st.failed,
+            "retried": st.retried, "released": st.released, "lost": st.lost,
+            "seconds": round(st.seconds, 3),
+            "details": ", ".join(f"{k}={v}" for k, v in sorted(st.details.items())) or "-",
+        })
+        figures = {key: getattr(st, key) for key in ("claimed", "done", "failed", "retried")}
+        for key, value in {**figures, **st.details}.items():
+            if value:
+                result.add(f"{name}_{key}", value)
+        if st.stopped:
+            result.notes.append(f"{name} stage stopped: {st.stopped}")
+        elif st.claimed >= limit:
+            capped.append(name)
+    result.section("Stages", rows)
+    stopped = [name for name, st in stats.items() if st.stopped]
+    if stopped:
+        result.status = "failed"
+        result.error = "; ".join(f"{name}: {stats[name].stopped}" for name in stopped)
+    if stop_reason == DONE and capped:
+        stop_reason = f"LIMIT {limit} reached by {', '.join(capped)} (more may be waiting)"
+    result.stop_reason = stop_reason
+    return result

@@ -1,0 +1,97 @@
+"""What every worker stage shares: its queue, its figures, and marking downstream work."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import Connection, null, select
+
+from ...queue import Queue
+from ...runtime import RunContext
+from ...schema import attendance_rollup_queue, guardian_snapshot_queue, guardian_students
+from ...sqlutil import upsert
+
+
+@dataclass
+class StageStats:
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    lost: int = 0  # claimed rows another run took over after our lease ran out
+    seconds: float = 0.0
+    details: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None  # why this stage stopped early (auth error, ...)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        if amount:
+            self.details[name] = self.details.get(name, 0) + amount
+
+    def merge(self, other: "StageStats") -> None:
+        """Add the figures of one committed transaction (a retried one counts once)."""
+        for name in ("claimed", "done", "failed", "retried", "released", "lost"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, amount in other.details.items():
+            self.add(name, amount)
+        self.stopped = self.stopped or other.stopped
+
+
+class Stage:
+    """A queue-draining step of the background worker."""
+
+    name: str
+    queue: Queue
+    batch_size: int = 500
+    # Stages whose output this one summarises: within a run it waits until they are idle, so a
+    # roll-up is computed once after the scans rather than again after every scan batch.
+    waits_for: tuple[str, ...] = ()
+
+    def batch_limit(self, ctx: RunContext) -> int:
+        return self.batch_size
+
+    def process(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats) -> None:
+        raise NotImplementedError
+
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+        """Read-only: what --execute would do with the next `limit` rows (extra figures)."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the stage opened (SMTP connection, Firebase app)."""
+
+
+def mark_rollups(conn: Connection, pairs: Iterable[tuple[int, dt.date]], now: dt.datetime) -> None:
+    """(institution, date) roll-ups are stale. Re-marking clears a claim so the row runs again."""
+    rows = [{"institution_id": i, "attendance_date": d, "marked_at": now} for i, d in set(pairs)]
+    _mark(conn, attendance_rollup_queue, rows, ["institution_id", "attendance_date"])
+
+
+def mark_snapshots(conn: Connection, guardian_ids: Iterable[int], now: dt.datetime) -> None:
+    rows = [{"guardian_id": g, "marked_at": now} for g in set(guardian_ids)]
+    _mark(conn, guardian_snapshot_queue, rows, ["guardian_id"])
+
+
+def guardians_of_students(conn: Connection, student_ids: Iterable[int]) -> dict[int, list[int]]:
+    """student id -> guardian ids, in one query."""
+    ids = sorted(set(student_ids))
+    guardians: dict[int, list[int]] = {}
+    if ids:
+        for row in conn.execute(
+            select(guardian_students.c.student_id, guardian_students.c.guardian_id)
+            .where(guardian_students.c.student_id.in_(ids))
+            .order_by(guardian_students.c.student_id, guardian_students.c.guardian_id)
+        ):
+            guardians.setdefault(row.student_id, []).append(row.guardian_id)
+    return guardians
+
+
+def _mark(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
+    # Sorted, so that concurrent workers take the marker rows' locks in one order.
+    rows.sort(key=lambda r: tuple(r[k] for k in keys))
+    upsert(conn, table, rows, keys, lambda t, new: {
+        # null(), not None: PyMySQL's executemany cannot take parameters after VALUES (...).
+        "marked_at": new.marked_at, "claimed_by": null(), "lease_expires_at": null(),
+    })

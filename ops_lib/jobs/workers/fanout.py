@@ -1,0 +1,70 @@
+"""Stage 2: each notification gets one push delivery per active device of its guardian.
+
+The unique (notification_id, device_id) key makes a second delivery for the same device
+impossible, so a fan-out repeated after a crash adds nothing. A guardian with no active device gets
+no delivery; the notification is still marked fanned out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, func, literal, select, true, update
+
+from ...queue import Queue
+from ...runtime import RunContext
+from ...schema import notification_devices, notifications, push_deliveries
+from ...sqlutil import insert_ignore_from_select
+from ...timeutil import utcnow
+from .base import Stage, StageStats, mark_snapshots
+
+n = notifications
+d = notification_devices
+
+
+class FanoutStage(Stage):
+    name = "fanout"
+    queue = Queue(notifications, status_column="fanout_status", counts_attempts=False)
+    batch_size = 2000
+
+    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
+        def work(conn: Connection) -> StageStats:
+            batch = StageStats()
+            now = utcnow()
+            owned = conn.execute(select(n.c.id, n.c.guardian_id)
+                                 .where(self.queue.owned_by(ctx.run_id, keys))
+                                 .order_by(n.c.id).with_for_update()).all()
+            batch.lost += len(keys) - len(owned)
+            if not owned:
+                return batch
+            ids = [row.id for row in owned]
+            devices = (
+                select(n.c.id, d.c.id, literal("pending"), literal(0), literal(now))
+                .select_from(n.join(d, d.c.guardian_id == n.c.guardian_id))
+                .where(n.c.id.in_(ids), d.c.is_active == true())
+            )
+            insert_ignore_from_select(
+                conn, push_deliveries,
+                ["notification_id", "device_id", "status", "attempts", "created_at"],
+                devices, ["notification_id", "device_id"])
+            deliveries = conn.execute(select(func.count()).select_from(push_deliveries).where(
+                push_deliveries.c.notification_id.in_(ids))).scalar_one()
+            conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(
+                fanout_status="done", claimed_by=None, lease_expires_at=None))
+            mark_snapshots(conn, [row.guardian_id for row in owned], now)
+            batch.done += len(ids)
+            batch.add("deliveries", deliveries)
+            return batch
+
+        stats.merge(ctx.db.run(work, what="fanout"))
+
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+        ids = select(n.c.id).where(self.queue.ready(utcnow())).order_by(n.c.id).limit(limit)
+        ids = ids.subquery()
+        deliveries = conn.execute(
+            select(func.count()).select_from(
+                n.join(d, d.c.guardian_id == n.c.guardian_id)
+                .join(ids, ids.c.id == n.c.id))
+            .where(d.c.is_active == true())
+        ).scalar_one()
+        return {"deliveries_to_create": deliveries}

@@ -1,0 +1,161 @@
+"""Stage 3: push deliveries go out through Firebase (or the outbox), in batches of at most 500.
+
+Outcomes (docs/workers.md): sent rows keep the provider's message id; a dead token
+(UNREGISTERED, SENDER_ID_MISMATCH, an invalid token) deactivates the device and fails the delivery;
+quota, unavailable and internal errors retry on a later run with capped backoff and jitter, until
+`worker_max_attempts`, then the row is dead-lettered with its last error; an authentication error
+stops the stage and gives the batch back. A delivery whose device went inactive, or whose
+notification is gone, is `cancelled` without being sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, func, select, true
+
+from ... import push as pushing
+from ...queue import Queue, backoff_seconds, release
+from ...runtime import RunContext
+from ...schema import notification_devices, notifications, push_deliveries
+from ...sqlutil import update_each
+from ...timeutil import utcnow
+from .base import Stage, StageStats
+
+log = logging.getLogger(__name__)
+p = push_deliveries
+dev = notification_devices
+n = notifications
+
+
+class PushStage(Stage):
+    name = "push"
+    queue = Queue(push_deliveries)
+
+    def __init__(self) -> None:
+        self._pusher = None
+
+    def batch_limit(self, ctx: RunContext) -> int:
+        return min(500, ctx.settings.push_batch_size)
+
+    def pusher(self, ctx: RunContext):
+        if self._pusher is None:
+            self._pusher = pushing.make_pusher(ctx.settings)
+            if self._pusher.uses_outbox:
+                log.warning("push: no Firebase credentials configured; messages go to the %s",
+                            self._pusher.describe())
+        return self._pusher
+
+    def close(self) -> None:
+        if self._pusher is not None and hasattr(self._pusher, "close"):
+            self._pusher.close()
+
+    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
+        rows = ctx.db.run(lambda conn: conn.execute(
+            select(p.c.id, p.c.attempts, p.c.device_id, dev.c.token, dev.c.is_active,
+                   n.c.id.label("notification"), n.c.title, n.c.body, n.c.data)
+            .select_from(p.join(dev, dev.c.id == p.c.device_id)
+                         .outerjoin(n, n.c.id == p.c.notification_id))
+            .where(self.queue.owned_by(ctx.run_id, keys))
+        ).all(), write=False, what="push read")
+        stats.lost += len(keys) - len(rows)
+        cancelled = {r.id: ("DEVICE_INACTIVE" if not r.is_active else "NOTIFICATION_GONE")
+                     for r in rows if not r.is_active or r.notification is None}
+        messages = [
+            pushing.PushMessage(r.id, r.token, r.title, r.body or "", _data(r.data))
+            for r in rows if r.id not in cancelled
+        ]
+        outcomes = self.pusher(ctx).send(messages) if messages else []
+        attempts = {r.id: r.attempts for r in rows}
+        devices = {r.id: r.device_id for r in rows}
+        stats.merge(ctx.db.run(
+            lambda conn: self._write_back(conn, ctx, outcomes, cancelled, attempts, devices),
+            what="push write-back"))
+        if stats.stopped:
+            # Said in the log too: cron mails stderr, and the stage's later batches wait for it.
+            log.error("push stage stopped: %s (%d deliveries given back unsent)",
+                      stats.stopped.rstrip("."),
+                      sum(1 for o in outcomes if o.action == pushing.STOP))
+
+    def _write_back(self, conn: Connection, ctx: RunContext, outcomes, cancelled, attempts,
+                    devices) -> StageStats:
+        batch = StageStats()
+        now = utcnow()
+        s = ctx.settings
+        owner = p.c.claimed_by == ctx.run_id
+        free = {"claimed_by": None, "lease_expires_at": None}
+        by_action: dict[str, list[pushing.PushOutcome]] = {}
+        for outcome in outcomes:
+            by_action.setdefault(outcome.action, []).append(outcome)
+
+        sent = by_action.get(pushing.SENT, [])
+        update_each(conn, p, p.c.id, {o.delivery_id: {"provider_message_id": o.message_id}
+                                      for o in sent},
+                    common=dict(status="sent", sent_at=now, error_code=None, error=None, **free),
+                    where=[owner])
+        batch.done += len(sent)
+
+        dead_tokens = by_action.get(pushing.DEACTIVATE, [])
+        if dead_tokens:
+            update_each(conn, dev, dev.c.id,
+                        {devices[o.delivery_id]: {"deactivation_reason": f"fcm: {o.error_code}"}
+                         for o in dead_tokens},
+                        common=dict(is_active=False, deactivated_at=now),
+                        where=[dev.c.is_active == true()])
+            batch.add("devices_deactivated", len({devices[o.delivery_id] for o in dead_tokens}))
+
+        retry_later, give_up = [], dead_tokens + by_action.get(pushing.FAILED, [])
+        for outcome in by_action.get(pushing.RETRY, []):
+            if attempts[outcome.delivery_id] >= s.worker_max_attempts:
+                give_up.append(outcome)
+            else:
+                retry_later.append(outcome)
+        update_each(conn, p, p.c.id, {o.delivery_id: {"error_code": o.error_code,
+                                                       "error": o.error} for o in give_up},
+                    common=dict(status="failed", **free), where=[owner])
+        batch.failed += len(give_up)
+        update_each(conn, p, p.c.id, {
+            o.delivery_id: {
+                "error_code": o.error_code, "error": o.error,
+                "available_at": now + dt.timedelta(seconds=backoff_seconds(
+                    attempts[o.delivery_id], s.worker_backoff_seconds,
+                    s.worker_backoff_cap_seconds)),
+            } for o in retry_later}, common=free, where=[owner])
+        batch.retried += len(retry_later)
+
+        if cancelled:
+            update_each(conn, p, p.c.id, {i: {"error_code": code} for i, code in cancelled.items()},
+                        common=dict(status="cancelled", **free), where=[owner])
+            batch.add("cancelled", len(cancelled))
+
+        stopped = by_action.get(pushing.STOP, [])
+        if stopped:
+            batch.released += release(conn, self.queue, ctx.run_id,
+                                      [o.delivery_id for o in stopped])
+            batch.stopped = (f"Firebase refused our credentials ({stopped[0].error_code}): "
+                             f"{stopped[0].error}")
+        return batch
+
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+        due = select(p.c.device_id).where(self.queue.ready(utcnow())).order_by(p.c.id)
+        due = due.limit(limit).subquery()
+        inactive = conn.execute(
+            select(func.count()).select_from(due.join(dev, dev.c.id == due.c.device_id))
+            .where(dev.c.is_active != true())
+        ).scalar_one()
+        target = ("outbox (no Firebase credentials configured)"
+                  if not ctx.settings.firebase_credentials else "Firebase")
+        return {"would_cancel": inactive, "_note": f"push: would send through {target}"}
+
+
+def _data(value: Any) -> dict:
+    """The notification's data object (a JSON text written by another client is parsed too)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,323 @@
+"""Stage 1: attendance scans become attendance records (and arrival notifications).
+
+Rules (docs/workers.md):
+- The student is found by (institution_id, card_uid). An unknown card or an inactive student fails
+  the scan for good (status failed, with the reason); it is not retried.
+- The attendance date is the scan's local date in the institution's timezone. The first scan of a
+  day creates the record: `present`, or `late` when its local time is after the institution's
+  `late_after` (else the `scan_late_after` setting). Later scans move last_scan_at and scan_count;
+  an earlier scan arriving late moves first_scan_at and the status with it.
+- A scan identical to one already processed (same institution, card and time) is a duplicate: it is
+  marked done with the note "duplicate" and changes nothing, so scans arriving twice or out of order
+  give the same record. A processed scan's `scan_key` is unique: if two workers count copies of one
+  scan at the same moment, the second commit fails on that key and its batch is redone, seeing the
+  first as done. No lock is held on students, so workers do not queue behind each other.
+- The first scan of a student's day creates one arrival notification per guardian; its dedupe_key
+  (`arrival:<student>:<date>:<guardian>`) makes a second one impossible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import (
+    Connection,
+    String,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from ...db import mysql_error_code
+from ...queue import Queue
+from ...runtime import RunContext
+from ...schema import (
+    attendance_records,
+    attendance_scan_queue,
+    institutions,
+    notifications,
+    students,
+)
+from ...sqlutil import insert_ignore, update_each, upsert
+from ...timeutil import utcnow
+from .base import Stage, StageStats, guardians_of_students, mark_rollups, mark_snapshots
+
+DUPLICATE_NOTE = "duplicate of a scan already processed"
+SCAN_KEY_RETRIES = 3
+q = attendance_scan_queue
+
+
+@dataclass
+class Accepted:
+    scan_id: int
+    student_id: int
+    institution_id: int
+    scanned_at: dt.datetime
+    local_date: dt.date
+    status: str  # present | late
+    key: str
+
+
+@dataclass
+class Classified:
+    accepted: list[Accepted] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # scan id -> reason
+    student_names: dict[int, str] = field(default_factory=dict)
+    local_times: dict[int, dt.datetime] = field(default_factory=dict)  # scan id -> local time
+
+
+def _zone(name: str, cache: dict[str, ZoneInfo | None]) -> ZoneInfo | None:
+    if name not in cache:
+        try:
+            cache[name] = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            cache[name] = None
+    return cache[name]
+
+
+@functools.lru_cache(maxsize=256)
+def _clock(text: str) -> dt.time:
+    return dt.datetime.strptime(text, "%H:%M").time()
+
+
+def scan_key(institution_id: int, card_uid: str, scanned_at: dt.datetime) -> str:
+    return f"{institution_id}|{card_uid}|{scanned_at:%Y-%m-%d %H:%M:%S}"
+
+
+def scan_key_sql(dialect: str):
+    """scan_key() computed by the server, so a batch's keys are set by one plain UPDATE."""
+    if dialect == "mysql":
+        when = func.date_format(q.c.scanned_at, literal_column("'%Y-%m-%d %H:%i:%s'"))
+    else:
+        when = func.strftime(literal_column("'%Y-%m-%d %H:%M:%S'"), q.c.scanned_at)
+    separator = literal("|", String)
+    return cast(q.c.institution_id, String) + separator + q.c.card_uid + separator + when
+
+
+def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) -> Classified:
+    """Sort scans into accepted, duplicates and failures (reads only)."""
+    out = Classified()
+    pairs = sorted({(s.institution_id, s.card_uid) for s in scans})
+    found = {
+        (r.institution_id, r.card_uid): r
+        for r in conn.execute(
+            select(students.c.id, students.c.institution_id, students.c.card_uid,
+                   students.c.is_active, students.c.name)
+            .where(tuple_(students.c.institution_id, students.c.card_uid).in_(pairs))
+        )
+    }
+    inst_ids = sorted({s.institution_id for s in scans})
+    settings_of = {
+        r.id: r for r in conn.execute(
+            select(institutions.c.id, institutions.c.timezone, institutions.c.late_after)
+            .where(institutions.c.id.in_(inst_ids)))
+    }
+    keys = {s.id: scan_key(s.institution_id, s.card_uid, s.scanned_at) for s in scans}
+    already_done = set(conn.execute(
+        select(q.c.scan_key).where(q.c.scan_key.in_(sorted(set(keys.values()))))
+    ).scalars())
+    zones: dict[str, ZoneInfo | None] = {}
+    seen: set[str] = set()
+    for scan in sorted(scans, key=lambda s: (s.scanned_at, s.id)):
+        student = found.get((scan.institution_id, scan.card_uid))
+        if student is None:
+            out.failed[scan.id] = (f"unknown card {scan.card_uid!r} "
+                                   f"at institution {scan.institution_id}")
+            continue
+        if not student.is_active:
+            out.failed[scan.id] = f"student {student.id} (card {scan.card_uid!r}) is inactive"
+            continue
+        key = keys[scan.id]
+        if key in already_done or key in seen:
+            out.duplicates.append(scan.id)
+            continue
+        seen.add(key)
+        institution = settings_of[scan.institution_id]
+        zone = _zone(institution.timezone, zones)
+        if zone is None:
+            out.failed[scan.id] = (f"institution {scan.institution_id} has an unknown timezone "
+                                   f"{institution.timezone!r}")
+            continue
+        try:
+            late_after = _clock(institution.late_after or default_late_after)
+        except ValueError:
+            out.failed[scan.id] = (f"institution {scan.institution_id} has an invalid late_after "
+                                   f"{institution.late_after!r} (expected HH:MM)")
+            continue
+        local = scan.scanned_at.replace(tzinfo=dt.timezone.utc).astimezone(zone)
+        status = "late" if local.time().replace(tzinfo=None) > late_after else "present"
+        out.accepted.append(Accepted(scan.id, student.id, scan.institution_id, scan.scanned_at,
+                                     local.date(), status, key))
+        out.student_names[student.id] = student.name
+        out.local_times[scan.id] = local
+    return out
+
+
+@dataclass
+class DayGroup:
+    institution_id: int
+    first: Accepted
+    last_scan_at: dt.datetime
+    count: int
+
+
+def group_by_day(accepted: list[Accepted]) -> dict[tuple[int, dt.date], DayGroup]:
+    groups: dict[tuple[int, dt.date], DayGroup] = {}
+    for scan in accepted:  # already in time order
+        key = (scan.student_id, scan.local_date)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = DayGroup(scan.institution_id, scan, scan.scanned_at, 1)
+        else:
+            group.last_scan_at = max(group.last_scan_at, scan.scanned_at)
+            group.count += 1
+    return groups
+
+
+def _merge_record(table, new) -> dict:
+    # MySQL applies these left to right: status must read first_scan_at before it moves.
+    return {
+        "status": case((new.first_scan_at < table.c.first_scan_at, new.status),
+                       else_=table.c.status),
+        "first_scan_at": case((new.first_scan_at < table.c.first_scan_at, new.first_scan_at),
+                              else_=table.c.first_scan_at),
+        "last_scan_at": case((new.last_scan_at > table.c.last_scan_at, new.last_scan_at),
+                             else_=table.c.last_scan_at),
+        "scan_count": table.c.scan_count + new.scan_count,
+        "updated_at": new.updated_at,
+    }
+
+
+class ScanStage(Stage):
+    name = "scans"
+    queue = Queue(attendance_scan_queue)
+    batch_size = 2000
+
+    def _claimed_scans(self, conn: Connection, run_id: str, keys: Sequence[int]):
+        return conn.execute(
+            select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at)
+            .where(self.queue.owned_by(run_id, keys)).order_by(q.c.id).with_for_update()
+        ).all()
+
+    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
+        def work(conn: Connection) -> StageStats:
+            batch = StageStats()
+            now = utcnow()
+            scans = self._claimed_scans(conn, ctx.run_id, keys)
+            batch.lost += len(keys) - len(scans)
+            if not scans:
+                return batch
+            result = classify(conn, scans, ctx.settings.scan_late_after)
+            groups = group_by_day(result.accepted)
+            arrivals = self._write_records(conn, groups, now)
+            guardians_of = guardians_of_students(conn, {s for s, _d in groups})
+            batch.add("records_created", len(arrivals))
+            batch.add("records_updated", len(groups) - len(arrivals))
+            batch.add("notifications_created",
+                      self._notify_arrivals(conn, arrivals, groups, guardians_of, result, now))
+            mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
+            mark_snapshots(conn, [g for ids in guardians_of.values() for g in ids], now)
+            self._write_back(conn, ctx.run_id, result, now)
+            batch.done += len(result.accepted) + len(result.duplicates)
+            batch.failed += len(result.failed)
+            batch.add("duplicates", len(result.duplicates))
+            return batch
+
+        for attempt in range(1, SCAN_KEY_RETRIES + 1):
+            try:
+                return stats.merge(ctx.db.run(work, what="scans"))
+            except IntegrityError as exc:
+                if mysql_error_code(exc) != 1062 or attempt == SCAN_KEY_RETRIES:
+                    raise
+                # Another worker committed a copy of one of our scans first: redo the batch.
+                stats.add("batches_redone")
+
+    def _write_records(self, conn: Connection, groups: dict, now: dt.datetime) -> list[tuple]:
+        """Create or merge one record per student-day; returns the student-days that are new."""
+        if not groups:
+            return []
+        keys = sorted(groups)
+        existing = {
+            (r.student_id, r.attendance_date)
+            for r in conn.execute(
+                select(attendance_records.c.student_id, attendance_records.c.attendance_date)
+                .where(tuple_(attendance_records.c.student_id,
+                              attendance_records.c.attendance_date).in_(keys)))
+        }
+        rows = [{
+            "institution_id": g.institution_id, "student_id": student_id,
+            "attendance_date": day, "first_scan_at": g.first.scanned_at,
+            "last_scan_at": g.last_scan_at, "scan_count": g.count, "status": g.first.status,
+            "created_at": now, "updated_at": now,
+        } for (student_id, day), g in sorted(groups.items())]
+        upsert(conn, attendance_records, rows, ["student_id", "attendance_date"], _merge_record)
+        return [k for k in keys if k not in existing]
+
+    def _notify_arrivals(self, conn: Connection, arrivals: list[tuple], groups: dict,
+                         guardians_of: dict[int, list[int]], result: Classified,
+                         now: dt.datetime) -> int:
+        rows = []
+        for student_id, day in arrivals:
+            first = groups[(student_id, day)].first
+            name = result.student_names[student_id]
+            local = result.local_times[first.scan_id]
+            for guardian_id in sorted(guardians_of.get(student_id, [])):
+                rows.append({
+                    "guardian_id": guardian_id, "student_id": student_id, "kind": "arrival",
+                    "title": f"{name} arrived",
+                    "body": f"{name} arrived at {local:%H:%M} on {day:%d %b %Y} ({first.status}).",
+                    "data": {"type": "arrival", "student_id": student_id,
+                             "attendance_date": day.isoformat(), "status": first.status,
+                             "first_scan_at": first.scanned_at.isoformat() + "Z"},
+                    "dedupe_key": f"arrival:{student_id}:{day.isoformat()}:{guardian_id}",
+                    "created_at": now, "fanout_status": "pending",
+                })
+        return insert_ignore(conn, notifications, rows, ["dedupe_key"])
+
+    def _write_back(self, conn: Connection, run_id: str, result: Classified,
+                    now: dt.datetime) -> None:
+        finished = {"claimed_by": None, "lease_expires_at": None, "processed_at": now}
+        accepted = [a.scan_id for a in result.accepted]
+        if accepted:
+            conn.execute(update(q).where(q.c.id.in_(accepted), q.c.claimed_by == run_id).values(
+                status="done", error=None, scan_key=scan_key_sql(conn.dialect.name), **finished))
+        if result.duplicates:
+            conn.execute(update(q).where(q.c.id.in_(result.duplicates), q.c.claimed_by == run_id)
+                         .values(status="done", error=DUPLICATE_NOTE, **finished))
+        update_each(conn, q, q.c.id, {i: {"error": r[:500]} for i, r in result.failed.items()},
+                    common=dict(status="failed", **finished), where=[q.c.claimed_by == run_id])
+
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+        scans = conn.execute(
+            select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at)
+            .where(self.queue.ready(utcnow())).order_by(q.c.id).limit(limit)
+        ).all()
+        if not scans:
+            return {}
+        result = classify(conn, scans, ctx.settings.scan_late_after)
+        groups = group_by_day(result.accepted)
+        existing = 0
+        if groups:
+            existing = conn.execute(
+                select(func.count()).select_from(attendance_records)
+                .where(tuple_(attendance_records.c.student_id,
+                              attendance_records.c.attendance_date).in_(sorted(groups)))
+            ).scalar_one()
+        return {
+            "records_created": len(groups) - existing,
+            "records_updated": existing,
+            "duplicates": len(result.duplicates),
+            "would_fail": len(result.failed),
+            "_samples": [{"scan": i, "would fail": r} for i, r in list(result.failed.items())[:5]],
+        }

@@ -1,0 +1,241 @@
+"""Push delivery: Firebase Cloud Messaging through firebase-admin, or an outbox of JSON lines.
+
+Each message's outcome is classified the way SPEC.md says: token errors deactivate the device,
+transient ones retry on a later run, an authentication error stops the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ConfigError
+from .settings import Settings
+from .timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+SENT = "sent"
+DEACTIVATE = "deactivate"  # the token is dead: deactivate the device, give up the delivery
+RETRY = "retry"  # transient: try again on a later run
+FAILED = "failed"  # permanent for this message
+STOP = "stop"  # authentication: stop the stage, release the batch
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    delivery_id: int
+    token: str
+    title: str
+    body: str
+    data: dict
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    delivery_id: int
+    action: str
+    message_id: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+
+def classify(exception: Exception) -> tuple[str, str]:
+    """(action, error code) for a firebase-admin send error."""
+    from firebase_admin import exceptions, messaging
+    from google.auth import exceptions as auth_exceptions
+
+    if isinstance(exception, auth_exceptions.RefreshError) or isinstance(
+            getattr(exception, "cause", None), auth_exceptions.RefreshError):
+        # The service account could not get an access token (revoked key, wrong token_uri):
+        # send_each wraps that in UnknownError for the whole batch. Retrying cannot help.
+        return STOP, "CREDENTIAL_REFRESH_FAILED"
+    if isinstance(exception, messaging.UnregisteredError):
+        return DEACTIVATE, "UNREGISTERED"
+    if isinstance(exception, messaging.SenderIdMismatchError):
+        return DEACTIVATE, "SENDER_ID_MISMATCH"
+    if isinstance(exception, exceptions.InvalidArgumentError):
+        text = str(exception).lower()
+        if "registration token" in text or "not a valid fcm" in text:
+            return DEACTIVATE, "INVALID_TOKEN"
+        return FAILED, "INVALID_ARGUMENT"
+    if isinstance(exception, messaging.ThirdPartyAuthError):
+        return STOP, "THIRD_PARTY_AUTH_ERROR"
+    if isinstance(exception, (exceptions.UnauthenticatedError, exceptions.PermissionDeniedError)):
+        return STOP, type(exception).__name__.replace("Error", "").upper()
+    if isinstance(exception, messaging.QuotaExceededError):
+        return RETRY, "QUOTA_EXCEEDED"
+    if isinstance(exception, exceptions.FirebaseError):
+        code = getattr(exception, "code", None) or type(exception).__name__
+        return RETRY, str(code).upper()
+    return RETRY, type(exception).__name__
+
+
+class OutboxPusher:
+    """No Firebase configured: every message becomes a JSON line in the outbox (the embedded default)."""
+
+    uses_outbox = True
+
+    def __init__(self, settings: Settings):
+        self.folder = Path(settings.outbox_dir) / "push"
+
+    def describe(self) -> str:
+        return f"outbox {self.folder}"
+
+    def send(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{utcnow():%Y%m%d}.jsonl"
+        outcomes, lines = [], []
+        for message in messages:
+            message_id = f"outbox/{uuid.uuid4().hex}"
+            lines.append(json.dumps({
+                "message_id": message_id, "delivery_id": message.delivery_id,
+                "token": message.token, "title": message.title, "body": message.body,
+                "data": message.data, "written_at": utcnow().isoformat() + "Z",
+            }, sort_keys=True))
+            outcomes.append(PushOutcome(message.delivery_id, SENT, message_id=message_id))
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        return outcomes
+
+
+class FcmPusher:
+    """firebase-admin's send_each, at most 500 messages a call."""
+
+    uses_outbox = False
+
+    def __init__(self, settings: Settings):
+        import firebase_admin
+        from firebase_admin import credentials, messaging
+
+        source = settings.firebase_credentials
+        options = {}
+        if settings.firebase_project_id:
+            options["projectId"] = settings.firebase_project_id
+        if settings.fcm_endpoint:
+            # An FCM emulator or a proxy; the SDK reads this class attribute per app service.
+            messaging._MessagingService.FCM_URL = settings.fcm_endpoint
+        if source == "anonymous":
+            credential = _anonymous_credential()
+            if "projectId" not in options:
+                raise ConfigError("firebase_credentials=anonymous needs firebase_project_id")
+        else:
+            try:
+                credential = credentials.Certificate(source)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"firebase_credentials {source}: {exc}") from exc
+        self._app = firebase_admin.initialize_app(credential, options, name=f"ops-{uuid.uuid4().hex}")
+        self._messaging = messaging
+        self.batch_size = min(500, settings.push_batch_size)
+
+    def describe(self) -> str:
+        return f"Firebase project {self._app.project_id}"
+
+    def send(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+        outcomes: list[PushOutcome] = []
+        for start in range(0, len(messages), self.batch_size):
+            outcomes.extend(self._send_batch(messages[start:start + self.batch_size]))
+        return outcomes
+
+    def _send_batch(self, batch: Sequence[PushMessage]) -> list[PushOutcome]:
+        m = self._messaging
+        # The SDK checks every message before sending any: one it rejects (an empty token, a
+        # title that is not text) would fail the whole call, so each is checked on its own
+        # and only the good ones are sent.
+        outcomes: dict[int, PushOutcome] = {}
+        payloads, sendable = [], []
+        for msg in batch:
+            payload = m.Message(
+                token=msg.token,
+                notification=m.Notification(title=msg.title, body=msg.body),
+                data={str(k): _data_value(v) for k, v in (msg.data or {}).items()},
+            )
+            try:
+                m._MessagingService.encode_message(payload)
+            except ValueError as exc:
+                outcomes[msg.delivery_id] = _rejected(msg, exc)
+                continue
+            payloads.append(payload)
+            sendable.append(msg)
+        if payloads:
+            outcomes.update(self._send_each(sendable, payloads))
+        return [outcomes[msg.delivery_id] for msg in batch]
+
+    def _send_each(self, batch: Sequence[PushMessage], payloads) -> dict[int, PushOutcome]:
+        m = self._messaging
+        try:
+            response = m.send_each(payloads, app=self._app)
+        except Exception as exc:  # the whole call failed (transport, credential refresh)
+            action, code = classify(exc)
+            return {msg.delivery_id: PushOutcome(msg.delivery_id, action, error_code=code,
+                                                 error=str(exc)[:500]) for msg in batch}
+        outcomes = {}
+        for msg, item in zip(batch, response.responses):
+            if item.success:
+                outcomes[msg.delivery_id] = PushOutcome(msg.delivery_id, SENT,
+                                                        message_id=item.message_id)
+            else:
+                action, code = classify(item.exception)
+                outcomes[msg.delivery_id] = PushOutcome(msg.delivery_id, action, error_code=code,
+                                                        error=str(item.exception)[:500])
+        return outcomes
+
+    def close(self) -> None:
+        import firebase_admin
+
+        firebase_admin.delete_app(self._app)
+
+
+def _data_value(value) -> str:
+    """FCM data values are strings: text as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _rejected(message: PushMessage, exc: ValueError) -> PushOutcome:
+    """A message the SDK refuses to send: a missing token is a dead device, anything else
+    is wrong with this message for good."""
+    if not (message.token or "").strip():
+        return PushOutcome(message.delivery_id, DEACTIVATE, error_code="INVALID_TOKEN",
+                           error=f"the device has no token: {exc}"[:500])
+    return PushOutcome(message.delivery_id, FAILED, error_code="INVALID_MESSAGE",
+                       error=str(exc)[:500])
+
+
+def _anonymous_credential():
+    """Credentials for an FCM emulator or test server: no Google login, nothing to refresh."""
+    import google.auth.credentials
+    from firebase_admin import credentials
+
+    class NoLogin(google.auth.credentials.AnonymousCredentials):
+        def refresh(self, request):
+            return None
+
+    class Anonymous(credentials.Base):
+        def get_credential(self):
+            return NoLogin()
+
+    return Anonymous()
+
+
+def check_settings(settings: Settings) -> list[str]:
+    """Problems with the push settings, found before the tool connects to anything."""
+    source = settings.firebase_credentials
+    if not source:
+        return []
+    if source == "anonymous":
+        return [] if settings.firebase_project_id else [
+            "firebase_credentials=anonymous needs firebase_project_id"]
+    if not Path(source).is_file():
+        return [f"firebase_credentials: no such file {source}"]
+    return []
+
+
+def make_pusher(settings: Settings):
+    """The FCM pusher when Firebase is configured, else the outbox."""
+    if settings.firebase_credentials:
+        return FcmPusher(settings)
+    return OutboxPusher(settings)

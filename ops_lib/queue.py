@@ -1,0 +1,160 @@
+"""Claiming queue rows so that concurrent workers never process the same row twice.
+
+A claim is a short transaction: pick ready rows (`FOR UPDATE SKIP LOCKED` where the server has it),
+stamp them with the run id and a lease, commit, then work. The stamp is a compare-and-swap
+(`... WHERE claimed_by IS NULL`), so on servers without SKIP LOCKED two runs still cannot both win.
+Every write-back checks that the run still owns the row. Rows whose lease expired (a run that died)
+are released at the start of a run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, Table, and_, case, or_, select, true, tuple_, update
+from sqlalchemy.sql import ColumnElement
+
+from .db import Database
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A claimable table: its key columns and what makes a row waiting."""
+
+    table: Table
+    key: tuple[str, ...] = ("id",)
+    status_column: str | None = "status"  # None: the row's presence means "waiting"
+    waiting: str = "pending"
+    counts_attempts: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    def key_of(self, row: Any) -> Any:
+        mapping = row._mapping if hasattr(row, "_mapping") else row
+        return mapping[self.key[0]] if len(self.key) == 1 else tuple(mapping[k] for k in self.key)
+
+    def key_in(self, keys: Sequence[Any]) -> ColumnElement[bool]:
+        columns = [self.table.c[k] for k in self.key]
+        if len(columns) == 1:
+            return columns[0].in_(list(keys))
+        return tuple_(*columns).in_(list(keys))
+
+    def is_waiting(self) -> ColumnElement[bool]:
+        if self.status_column is None:
+            return true()
+        return self.table.c[self.status_column] == self.waiting
+
+    def ready(self, now: dt.datetime) -> ColumnElement[bool]:
+        c = self.table.c
+        return and_(
+            self.is_waiting(),
+            c.claimed_by.is_(None),
+            or_(c.available_at.is_(None), c.available_at <= now),
+        )
+
+    def owned_by(self, run_id: str, keys: Sequence[Any]) -> ColumnElement[bool]:
+        return and_(self.key_in(keys), self.table.c.claimed_by == run_id)
+
+
+def claim(db: Database, queue: Queue, run_id: str, limit: int, lease_seconds: int,
+          now: dt.datetime) -> list[Any]:
+    """Take up to `limit` ready rows for this run; returns their keys (committed before any work)."""
+
+    def work(conn: Connection) -> list[Any]:
+        key_columns = [queue.table.c[k] for k in queue.key]
+        query = select(*key_columns).where(queue.ready(now)).order_by(*key_columns).limit(limit)
+        if db.caps.skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        keys = [queue.key_of(row) for row in conn.execute(query)]
+        if not keys:
+            return []
+        values: dict[str, Any] = {
+            "claimed_by": run_id,
+            "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
+        }
+        if queue.counts_attempts:
+            values["attempts"] = queue.table.c.attempts + 1
+        stamped = conn.execute(
+            update(queue.table).where(queue.key_in(keys), queue.ready(now)).values(**values)
+        ).rowcount
+        if stamped == len(keys):
+            return keys
+        # Lost some compare-and-swaps to another run (servers without SKIP LOCKED): keep ours.
+        return [queue.key_of(r) for r in conn.execute(
+            select(*key_columns).where(queue.owned_by(run_id, keys)))]
+
+    return db.run(work, what=f"claim {queue.name}")
+
+
+def release(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) -> int:
+    """Give back claimed rows that were not started, without spending an attempt."""
+    if not keys:
+        return 0
+    values: dict[str, Any] = {"claimed_by": None, "lease_expires_at": None}
+    if queue.counts_attempts:
+        values["attempts"] = case((queue.table.c.attempts > 0, queue.table.c.attempts - 1),
+                                  else_=0)
+    return conn.execute(
+        update(queue.table).where(queue.owned_by(run_id, keys)).values(**values)
+    ).rowcount
+
+
+def abandon(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any], error: str,
+            max_attempts: int, retry_at: dt.datetime) -> dict[str, int]:
+    """Give back a batch whose work failed unexpectedly, with the attempt spent.
+
+    A row that always breaks its stage then waits (`retry_at`) and is dead-lettered once out of
+    attempts, instead of blocking the stage on every run.
+    """
+    if not keys:
+        return {"failed": 0, "released": 0}
+    c = queue.table.c
+    mine = queue.owned_by(run_id, keys)
+    free = {"claimed_by": None, "lease_expires_at": None}
+    if not (queue.counts_attempts and queue.status_column):
+        return {"failed": 0,
+                "released": conn.execute(update(queue.table).where(mine).values(free)).rowcount}
+    failed = conn.execute(update(queue.table).where(mine, c.attempts >= max_attempts).values(
+        {queue.status_column: "failed", "error": error[:500], **free})).rowcount
+    released = conn.execute(update(queue.table).where(mine).values(
+        error=error[:500], available_at=retry_at, **free)).rowcount
+    return {"failed": failed, "released": released}
+
+
+def recover_expired(db: Database, queue: Queue, now: dt.datetime, max_attempts: int) -> dict:
+    """Release rows whose lease expired (their run died); dead-letter those out of attempts."""
+    c = queue.table.c
+    expired = and_(queue.is_waiting(), c.claimed_by.isnot(None), c.lease_expires_at < now)
+
+    def work(conn: Connection) -> dict:
+        # Look first, without locks: usually nothing expired, and then nothing is written.
+        key_columns = [queue.table.c[k] for k in queue.key]
+        keys = [queue.key_of(r) for r in conn.execute(select(*key_columns).where(expired))]
+        if not keys:
+            return {"recovered": 0, "dead_lettered": 0}
+        mine = and_(queue.key_in(keys), expired)
+        given_up = 0
+        if queue.counts_attempts and queue.status_column:
+            given_up = conn.execute(
+                update(queue.table).where(mine, c.attempts >= max_attempts).values(
+                    {queue.status_column: "failed", "claimed_by": None, "lease_expires_at": None,
+                     "error": f"gave up after {max_attempts} attempts: the worker holding it "
+                              "stopped before finishing (lease expired)"})
+            ).rowcount
+        recovered = conn.execute(
+            update(queue.table).where(mine).values(claimed_by=None, lease_expires_at=None)
+        ).rowcount
+        return {"recovered": recovered, "dead_lettered": given_up}
+
+    return db.run(work, what=f"recover {queue.name}")
+
+
+def backoff_seconds(attempts: int, base: int, cap: int, rng: random.Random | None = None) -> int:
+    """Capped exponential backoff with full jitter between half and all of the delay."""
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    return int((rng or random).uniform(delay / 2, delay))

@@ -1,0 +1,62 @@
+"""Database: engine set-up and what the server can do, detected from its version."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert, select, text
+
+from ops_lib.db import connect
+from ops_lib.schema import divisions
+
+
+def test_capabilities_follow_the_server(db):
+    caps = db.caps
+    if db.engine.dialect.name == "sqlite":
+        assert (caps.dialect, caps.is_mysql, caps.skip_locked, caps.named_locks) == \
+            ("sqlite", False, False, False)
+        assert caps.server_version.startswith("3.")
+        return
+    with db.engine.connect() as conn:
+        version = conn.execute(text("select version()")).scalar()
+    major, minor = (int(n) for n in version.split(".")[:2])
+    assert caps.dialect == "mysql" and caps.is_mysql and caps.named_locks
+    assert caps.is_mariadb == ("mariadb" in version.lower())
+    assert caps.skip_locked == ((major, minor) >= ((10, 6) if caps.is_mariadb else (8, 0)))
+    assert caps.server_version == version
+
+
+@pytest.mark.mariadb
+def test_a_mysql_session_is_utc_read_committed_and_utf8mb4(mariadb_url):
+    bare = mariadb_url.replace("mysql+pymysql://", "mysql://", 1)  # no driver named
+    database = connect(bare)
+    try:
+        with database.engine.connect() as conn:
+            zone, isolation = conn.execute(text(
+                "select @@session.time_zone, @@session.tx_isolation")).one()
+        assert (zone, isolation) == ("+00:00", "READ-COMMITTED")
+        with database.begin() as conn:
+            conn.execute(insert(divisions).values(code="30", name_en="Dhaka", name_bn="ঢাকা 😀"))
+        with database.begin(write=False) as conn:
+            assert conn.execute(select(divisions.c.name_bn)).scalar_one() == "ঢাকা 😀"
+    finally:
+        database.engine.dispose()
+
+
+def test_an_sqlite_write_transaction_takes_the_write_lock_up_front(tmp_path):
+    """BEGIN IMMEDIATE: a second writer waits at BEGIN, never fails half-way with a deadlock."""
+    database = connect(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        with database.begin() as writer:
+            writer.exec_driver_sql("create table t (id integer primary key)")
+            with database.engine.connect() as other:
+                other.exec_driver_sql("PRAGMA busy_timeout = 0")
+                other.commit()
+                with pytest.raises(Exception, match="database is locked"):
+                    with other.execution_options(ops_write=True).begin():
+                        pass
+            with database.begin(write=False) as reader:  # a reader is not blocked (WAL)
+                assert reader.exec_driver_sql("select count(*) from sqlite_master").scalar() == 0
+        with database.begin(write=False) as reader:  # committed now
+            assert reader.exec_driver_sql("select count(*) from sqlite_master").scalar() == 1
+    finally:
+        database.engine.dispose()

@@ -1,0 +1,95 @@
+"""The run lock between real processes, on MariaDB (GET_LOCK) and on SQLite (an OS file lock)."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+from sqlalchemy import select
+
+from ops_lib.db import connect
+from ops_lib.jobs.schema_admin import create_schema
+from ops_lib.result import LOCK_HELD
+from ops_lib.schema import ops_job_runs
+from tests.conftest import run_cli, tool_env
+from tests.processes import kill_hard, start_waiting_tool
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_second_run_is_skipped_while_the_first_holds_the_lock_and_exits_0(db_url, tmp_path):
+    env = tool_env(db_url, tmp_path)
+    holder, _, release = start_waiting_tool(env, tmp_path, "--tool", "manage_schema")
+    try:
+        second = run_cli("manage_schema", "create", env=env)
+        assert second.returncode == 0, second.stderr
+        assert "skipped" in second.stderr
+        assert f"stopped: {LOCK_HELD}" in second.stdout
+        assert "status=skipped" in second.stdout
+    finally:
+        release.touch()
+        out, err = holder.communicate(timeout=30)
+    assert holder.returncode == 0, err
+    assert "status=ok" in out
+
+
+def test_the_lock_is_free_at_once_after_the_holder_is_killed_with_sigkill(db_url, tmp_path):
+    env = tool_env(db_url, tmp_path)
+    holder, _, _ = start_waiting_tool(env, tmp_path, "--tool", "manage_schema")
+    try:
+        blocked = run_cli("manage_schema", "create", "--json", env=env)
+        assert json.loads(blocked.stdout)["status"] == "skipped"
+    finally:
+        kill_hard(holder)
+    assert holder.returncode == -signal.SIGKILL
+
+    after = run_cli("manage_schema", "create", "--json", env=env)
+    assert after.returncode == 0, after.stderr
+    assert "skipped" not in after.stderr
+    assert json.loads(after.stdout)["status"] == "ok"
+
+
+def test_the_killed_holders_ledger_row_is_marked_abandoned_and_the_next_run_records_ok(db, tmp_path):
+    env = tool_env(db.url, tmp_path)
+    holder, _, _ = start_waiting_tool(env, tmp_path, "--tool", "manage_schema", "--execute")
+    kill_hard(holder)
+    after = run_cli("manage_schema", "create", env=env)
+    assert after.returncode == 0, after.stderr
+    with db.begin(write=False) as conn:
+        rows = conn.execute(select(ops_job_runs.c.pid, ops_job_runs.c.status)
+                            .where(ops_job_runs.c.tool == "manage_schema")
+                            .order_by(ops_job_runs.c.id)).all()
+    assert [status for _, status in rows] == ["abandoned", "ok"]
+    assert rows[0].pid == holder.pid
+
+
+def test_two_different_tools_do_not_block_each_other(db_url, tmp_path):
+    env = tool_env(db_url, tmp_path)
+    holder, _, release = start_waiting_tool(env, tmp_path, "--tool", "some_other_tool")
+    try:
+        other = run_cli("manage_schema", "create", "--json", env=env)
+        assert json.loads(other.stdout)["status"] == "ok"
+    finally:
+        release.touch()
+        holder.communicate(timeout=30)
+
+
+def test_the_same_tool_on_another_sqlite_database_is_not_blocked(tmp_path):
+    first = f"sqlite:///{tmp_path / 'one.db'}"
+    second = f"sqlite:///{tmp_path / 'two.db'}"
+    for url in (first, second):
+        database = connect(url)
+        with database.engine.begin() as conn:
+            create_schema(conn, is_mysql=False)
+        database.engine.dispose()
+    holder, _, release = start_waiting_tool(tool_env(first, tmp_path), tmp_path,
+                                            "--tool", "manage_schema")
+    try:
+        other = run_cli("manage_schema", "create", "--json", env=tool_env(second, tmp_path))
+        assert json.loads(other.stdout)["status"] == "ok"
+        same = run_cli("manage_schema", "create", "--json", env=tool_env(first, tmp_path))
+        assert json.loads(same.stdout)["status"] == "skipped"
+    finally:
+        release.touch()
+        holder.communicate(timeout=30)

@@ -1,0 +1,62 @@
+"""MariaDB: four worker processes started together drain 20,000 scans, each exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops_lib.db import connect
+from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows
+from ops_lib.timeutil import utcnow
+
+try:
+    from tests.conftest import tool_env
+    from tests.worker_checks import (
+        assert_processed_exactly_once,
+        run_worker_until_drained,
+        stage_total,
+    )
+except ImportError:  # tests/ is not a package and only tests/ is on sys.path
+    from conftest import tool_env  # type: ignore[no-redef]
+    from worker_checks import (  # type: ignore[no-redef]
+        assert_processed_exactly_once,
+        run_worker_until_drained,
+        stage_total,
+    )
+
+
+def load(url: str, size: LoadSize) -> dict[str, int]:
+    """Insert the synthetic rows in one transaction; returns rows per table."""
+    database = connect(url)
+    try:
+        with database.begin() as conn:
+            rows = build_rows(conn, size, utcnow())
+            for name, batch in rows.items():
+                for start in range(0, len(batch), 5000):
+                    conn.execute(TABLES[name].insert(), batch[start:start + 5000])
+        return {name: len(batch) for name, batch in rows.items()}
+    finally:
+        database.engine.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_four_workers_started_together_process_every_scan_exactly_once(mariadb_url, tmp_path):
+    # Several scans per student-day (20,000 scans over 600 students and 3 days), so the
+    # workers keep merging into the same records at the same time.
+    size = LoadSize(institutions=2, students_per_institution=300, guardians_per_student=2,
+                    devices_per_guardian=1, scans=20_000, days=3, seed=7)
+    counts = load(mariadb_url, size)
+    assert counts["attendance_scan_queue"] == 20_000
+    env = tool_env(mariadb_url, tmp_path)
+
+    results = run_worker_until_drained(env, workers=4)
+
+    first_round = results[:4]
+    busy = [r for r in first_round if stage_total([r], "scans", "claimed") > 0]
+    assert len(busy) >= 2, "the four runs should share the scans, not run one after another"
+    assert stage_total(results, "scans", "done") == 20_000
+    assert stage_total(results, "scans", "lost") == 0
+    totals = assert_processed_exactly_once(mariadb_url, tmp_path / "outbox")
+    assert totals["records"] == 600 * 3
+    assert totals["notifications"] == 600 * 3 * 2
+    assert totals["deliveries"] == 600 * 3 * 2
+    assert all(r["status"] == "ok" for r in results)

@@ -1,0 +1,101 @@
+"""A dry run of the worker over a full queue changes nothing and says what each stage would do."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import func, insert, select, update
+
+from ops_lib.jobs.synthetic_load import LoadSize
+from ops_lib.schema import (
+    attendance_rollup_queue,
+    attendance_scan_queue,
+    guardian_snapshot_queue,
+    notifications,
+    push_deliveries,
+    report_email_queue,
+)
+from ops_lib.timeutil import utcnow
+
+try:
+    from tests.conftest import run_cli, snapshot, tool_env
+    from tests.test_worker_concurrency import load
+except ImportError:  # tests/ is not a package and only tests/ is on sys.path
+    from conftest import run_cli, snapshot, tool_env  # type: ignore[no-redef]
+    from test_worker_concurrency import load  # type: ignore[no-redef]
+
+LIMIT = 100
+
+
+def fill_every_queue(db, db_url: str, env: dict) -> None:
+    """Scans, notifications waiting for fan-out, pending deliveries, roll-up and snapshot
+    markers, report emails, and one scan held by a run that died (expired lease)."""
+    load(db_url, LoadSize(institutions=1, students_per_institution=80, guardians_per_student=2,
+                          devices_per_guardian=2, scans=600, days=2, seed=9))
+    # A small --execute run leaves every stage part-way: more arrivals than it fans out, more
+    # deliveries than it pushes, more guardians marked than it snapshots.
+    done = run_cli("run_background_workers", "60", "--execute", env=env)
+    assert done.returncode == 0, done.stderr
+    now = utcnow()
+    with db.begin() as conn:
+        conn.execute(insert(attendance_rollup_queue),
+                     [{"institution_id": 1, "attendance_date": now.date(), "marked_at": now,
+                       "claimed_by": None, "lease_expires_at": None}])
+        conn.execute(insert(report_email_queue), [
+            {"institution_id": 1, "recipient": f"head{i}@school.example",
+             "report_type": "attendance", "status": "pending", "attempts": 0,
+             "params": {"from": str(now.date() - dt.timedelta(days=7)), "to": str(now.date())},
+             "created_at": now} for i in range(3)])
+        dead = conn.execute(select(func.max(attendance_scan_queue.c.id))).scalar_one()
+        conn.execute(update(attendance_scan_queue).where(attendance_scan_queue.c.id == dead)
+                     .values(claimed_by="a-run-that-died", attempts=1,
+                             lease_expires_at=now - dt.timedelta(minutes=5)))
+
+
+def ready_counts(db) -> dict[str, int]:
+    now = utcnow()
+    ready = lambda table, *where: select(func.count()).select_from(table).where(  # noqa: E731
+        table.c.claimed_by.is_(None), *where)
+    with db.begin(write=False) as conn:
+        return {name: conn.execute(query).scalar_one() for name, query in {
+            "scans": ready(attendance_scan_queue, attendance_scan_queue.c.status == "pending"),
+            "fanout": ready(notifications, notifications.c.fanout_status == "pending"),
+            "push": ready(push_deliveries, push_deliveries.c.status == "pending",
+                          (push_deliveries.c.available_at.is_(None))
+                          | (push_deliveries.c.available_at <= now)),
+            "rollups": ready(attendance_rollup_queue),
+            "snapshots": ready(guardian_snapshot_queue),
+            "emails": ready(report_email_queue, report_email_queue.c.status == "pending"),
+        }.items()}
+
+
+def test_dry_run_over_a_full_queue_leaves_every_table_as_it_was(db_url, db, tmp_path):
+    env = tool_env(db_url, tmp_path)
+    fill_every_queue(db, db_url, env)
+    ready = ready_counts(db)
+    assert all(ready.values()), f"every queue should have work waiting: {ready}"
+    before = snapshot(db)
+
+    done = run_cli("run_background_workers", str(LIMIT), "--json", env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert snapshot(db) == before
+    result = json.loads(done.stdout)
+    assert (result["dry_run"], result["stop_reason"]) == (True, "dry run")
+    stages = {row["stage"]: row for row in result["sections"]["Stages"]}
+    assert list(stages) == ["scans", "fanout", "push", "rollups", "snapshots", "emails"]
+    for name, row in stages.items():
+        assert row["ready"] == ready[name], name
+        assert row["would_take"] == min(LIMIT, ready[name]), name
+        assert result["counts"][f"{name}_would_take"] == row["would_take"]
+    assert stages["scans"]["expired"] == 1  # recovery is an --execute thing
+    assert "records_created=" in stages["scans"]["details"]
+    assert "deliveries_to_create=" in stages["fanout"]["details"]
+
+
+def test_dry_run_over_an_empty_database_reports_nothing_to_do(db_url, tmp_path):
+    done = run_cli("run_background_workers", "--json", env=tool_env(db_url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert all(row["would_take"] == 0 for row in result["sections"]["Stages"])

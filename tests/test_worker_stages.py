@@ -1,0 +1,289 @@
+"""The background worker's stage rules, checked in the database afterwards (SQLite and MariaDB)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import insert, select, update
+
+from ops_lib.jobs import workers
+from ops_lib.schema import (
+    attendance_records,
+    attendance_rollups,
+    attendance_scan_queue,
+    guardian_snapshots,
+    guardian_students,
+    guardians,
+    institutions,
+    notification_devices,
+    notifications,
+    push_deliveries,
+    students,
+)
+from tests.conftest import job_context
+
+DHAKA = dt.timezone(dt.timedelta(hours=6))
+
+
+def local(day: int, hour: int, minute: int = 0, second: int = 0) -> dt.datetime:
+    """A Dhaka wall-clock time in November 2026, as the naive UTC the database stores."""
+    moment = dt.datetime(2026, 11, day, hour, minute, second, tzinfo=DHAKA)
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+@pytest.fixture
+def school(db):
+    """One Dhaka school: Asha (2 guardians: one with 2 devices, one inactive device) and Babu
+    (a guardian with no device) in class One, Chitra in class Two, and Dipu who has left."""
+    with db.engine.begin() as conn:
+        conn.execute(insert(institutions), [{"id": 1, "name": "Green School", "code": "GS",
+                                             "timezone": "Asia/Dhaka"}])
+        conn.execute(insert(students), [
+            {"id": 1, "institution_id": 1, "name": "Asha", "class_name": "One", "card_uid": "A1",
+             "is_active": True},
+            {"id": 2, "institution_id": 1, "name": "Babu", "class_name": "One", "card_uid": "B2",
+             "is_active": True},
+            {"id": 3, "institution_id": 1, "name": "Chitra", "class_name": "Two",
+             "card_uid": "C3", "is_active": True},
+            {"id": 4, "institution_id": 1, "name": "Dipu", "class_name": "Two", "card_uid": "D4",
+             "is_active": False},
+        ])
+        conn.execute(insert(guardians), [{"id": g, "name": f"Guardian {g}"} for g in (10, 11, 12)])
+        conn.execute(insert(guardian_students), [
+            {"guardian_id": 10, "student_id": 1}, {"guardian_id": 11, "student_id": 1},
+            {"guardian_id": 12, "student_id": 2}, {"guardian_id": 10, "student_id": 3},
+        ])
+        conn.execute(insert(notification_devices), [
+            {"id": 100, "guardian_id": 10, "token": "tok-10-a", "is_active": True},
+            {"id": 101, "guardian_id": 10, "token": "tok-10-b", "is_active": True},
+            {"id": 102, "guardian_id": 11, "token": "tok-11-old", "is_active": False},
+        ])
+    return db
+
+
+def queue_scans(db, *scans: tuple[str, dt.datetime]) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(insert(attendance_scan_queue), [
+            {"institution_id": 1, "card_uid": card, "device_serial": "GATE-1", "scanned_at": at}
+            for card, at in scans
+        ])
+
+
+def drain(db, tmp_path, limit: int = 1000, **env):
+    ctx = job_context(db.url, tmp_path, **env)
+    try:
+        result = workers.run(ctx, limit=limit)
+    finally:
+        ctx.db.engine.dispose()
+    assert result.status == "ok", result.error
+    return result
+
+
+def rows(db, table, *order):
+    with db.engine.connect() as conn:
+        return [r._asdict() for r in conn.execute(select(table).order_by(*order))]
+
+
+def test_first_scan_creates_a_present_record_and_one_arrival_per_guardian(school, tmp_path):
+    queue_scans(school, ("A1", local(20, 8, 15)))
+    drain(school, tmp_path)
+
+    [record] = rows(school, attendance_records, attendance_records.c.id)
+    assert (record["student_id"], record["attendance_date"], record["status"]) == (
+        1, dt.date(2026, 11, 20), "present")
+    assert record["first_scan_at"] == record["last_scan_at"] == local(20, 8, 15)
+    assert record["scan_count"] == 1
+    arrivals = rows(school, notifications, notifications.c.guardian_id)
+    assert [(n["guardian_id"], n["kind"], n["dedupe_key"]) for n in arrivals] == [
+        (10, "arrival", "arrival:1:2026-11-20:10"), (11, "arrival", "arrival:1:2026-11-20:11")]
+    assert arrivals[0]["title"] == "Asha arrived"
+    [scan] = rows(school, attendance_scan_queue, attendance_scan_queue.c.id)
+    assert (scan["status"], scan["claimed_by"], scan["error"]) == ("done", None, None)
+    assert scan["processed_at"] is not None
+
+
+def test_a_first_scan_after_the_late_threshold_is_late(school, tmp_path):
+    with school.engine.begin() as conn:
+        conn.execute(update(institutions).values(late_after="08:30"))
+    queue_scans(school, ("A1", local(20, 8, 30)), ("C3", local(20, 8, 31)))
+    drain(school, tmp_path)
+    statuses = {r["student_id"]: r["status"] for r in rows(school, attendance_records)}
+    assert statuses == {1: "present", 3: "late"}
+
+
+def test_the_late_threshold_setting_applies_when_the_institution_has_none(school, tmp_path):
+    queue_scans(school, ("A1", local(20, 9, 0)), ("C3", local(20, 9, 0, 1)))
+    drain(school, tmp_path, OPS_SCAN_LATE_AFTER="09:00")
+    statuses = {r["student_id"]: r["status"] for r in rows(school, attendance_records)}
+    assert statuses == {1: "present", 3: "late"}
+
+
+def test_the_attendance_date_is_the_institutions_local_date(school, tmp_path):
+    # 23:30 UTC on the 20th is 05:30 on the 21st in Dhaka.
+    queue_scans(school, ("A1", dt.datetime(2026, 11, 20, 23, 30)))
+    drain(school, tmp_path)
+    [record] = rows(school, attendance_records)
+    assert record["attendance_date"] == dt.date(2026, 11, 21)
+
+
+def test_later_scans_move_last_scan_and_count_without_a_second_arrival(school, tmp_path):
+    queue_scans(school, ("A1", local(20, 8, 0)))
+    drain(school, tmp_path)
+    queue_scans(school, ("A1", local(20, 12, 0)), ("A1", local(20, 15, 45)))
+    drain(school, tmp_path)
+    [record] = rows(school, attendance_records)
+    assert record["first_scan_at"] == local(20, 8, 0)
+    assert record["last_scan_at"] == local(20, 15, 45)
+    assert record["scan_count"] == 3
+    assert len(rows(school, notifications)) == 2  # still one per guardian
+
+
+def test_scans_out_of_order_or_twice_give_the_same_record(school, tmp_path, db_url):
+    day = [local(20, 8, 50), local(20, 9, 20), local(20, 13, 0)]
+    # Late scan first, then the earlier ones, each in its own run, and each delivered twice.
+    for at in (day[2], day[0], day[1]):
+        queue_scans(school, ("A1", at), ("A1", at))
+        drain(school, tmp_path)
+    queue_scans(school, ("A1", day[0]))  # a third copy, much later
+    drain(school, tmp_path)
+
+    [record] = rows(school, attendance_records)
+    assert (record["first_scan_at"], record["last_scan_at"], record["scan_count"]) == (
+        day[0], day[2], 3)
+    assert record["status"] == "present"  # from the earliest scan, not the first processed
+    scans = rows(school, attendance_scan_queue, attendance_scan_queue.c.id)
+    assert [s["status"] for s in scans] == ["done"] * 7
+    assert sum(s["error"] is not None for s in scans) == 4  # the duplicates, noted as such
+    assert len(rows(school, notifications)) == 2
+
+
+def test_an_unknown_card_fails_for_good_with_a_clear_error(school, tmp_path):
+    queue_scans(school, ("NOPE", local(20, 8, 0)))
+    drain(school, tmp_path)
+    drain(school, tmp_path)  # not retried
+    [scan] = rows(school, attendance_scan_queue)
+    assert scan["status"] == "failed"
+    assert scan["error"] == "unknown card 'NOPE' at institution 1"
+    assert scan["attempts"] == 1
+    assert rows(school, attendance_records) == []
+
+
+def test_a_scan_of_an_inactive_student_fails(school, tmp_path):
+    queue_scans(school, ("D4", local(20, 8, 0)))
+    drain(school, tmp_path)
+    [scan] = rows(school, attendance_scan_queue)
+    assert scan["status"] == "failed"
+    assert "inactive" in scan["error"]
+    assert rows(school, attendance_records) == []
+
+
+def test_fan_out_makes_one_delivery_per_active_device(school, tmp_path):
+    queue_scans(school, ("A1", local(20, 8, 0)), ("B2", local(20, 8, 1)))
+    drain(school, tmp_path)
+    deliveries = rows(school, push_deliveries, push_deliveries.c.device_id)
+    # Guardian 10's two devices; guardian 11's device is inactive; guardian 12 has none.
+    assert [d["device_id"] for d in deliveries] == [100, 101]
+    assert {d["status"] for d in deliveries} == {"sent"}  # the outbox, no Firebase configured
+    fanned = {n["guardian_id"]: n["fanout_status"] for n in rows(school, notifications)}
+    assert fanned == {10: "done", 11: "done", 12: "done"}
+
+
+def test_fan_out_repeated_adds_no_second_delivery(school, tmp_path):
+    queue_scans(school, ("A1", local(20, 8, 0)))
+    drain(school, tmp_path)
+    with school.engine.begin() as conn:  # as if a crash lost the fan-out's completion mark
+        conn.execute(update(notifications).values(fanout_status="pending"))
+    drain(school, tmp_path)
+    assert len(rows(school, push_deliveries)) == 2
+
+
+def test_rollups_count_present_late_and_absent_per_class(school, tmp_path):
+    queue_scans(school, ("A1", local(20, 8, 0)), ("B2", local(20, 9, 30)),
+                ("A1", local(21, 8, 0)), ("D4", local(20, 8, 0)))
+    drain(school, tmp_path)
+    got = {(r["attendance_date"].day, r["class_name"]):
+           (r["present_count"], r["late_count"], r["absent_count"], r["enrolled_count"])
+           for r in rows(school, attendance_rollups)}
+    assert got == {
+        (20, "One"): (1, 1, 0, 2), (20, "Two"): (0, 0, 1, 1),
+        (21, "One"): (1, 0, 1, 2), (21, "Two"): (0, 0, 1, 1),
+    }
+
+
+def test_the_guardian_snapshot_has_children_todays_status_and_unread_count(school, tmp_path):
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    queue_scans(school, ("A1", now - dt.timedelta(minutes=1)))
+    drain(school, tmp_path)
+    snapshots = {s["guardian_id"]: s["payload"] for s in rows(school, guardian_snapshots)}
+    assert set(snapshots) == {10, 11}
+    payload = snapshots[10]
+    assert payload["unread_notifications"] == 1
+    children = {c["name"]: c["today"]["status"] for c in payload["children"]}
+    assert children == {"Asha": "present", "Chitra": "absent"}
+    with school.engine.begin() as conn:  # the app marks the arrival read
+        conn.execute(update(notifications).values(read_at=now))
+        conn.execute(insert(attendance_scan_queue).values(
+            institution_id=1, card_uid="C3", scanned_at=now))
+    drain(school, tmp_path)
+    payload = {s["guardian_id"]: s["payload"] for s in rows(school, guardian_snapshots)}[10]
+    assert payload["unread_notifications"] == 1  # Chitra's new arrival; Asha's was read
+    assert {c["name"]: c["today"]["status"] for c in payload["children"]}["Chitra"] in (
+        "present", "late")
+
+
+def test_limit_caps_each_stage_and_the_rest_waits_for_the_next_run(school, tmp_path):
+    queue_scans(school, *[("A1", local(20, 8, 0, s)) for s in range(5)])
+    result = drain(school, tmp_path, limit=3)
+    assert result.counts["scans_claimed"] == 3
+    pending = [s for s in rows(school, attendance_scan_queue) if s["status"] == "pending"]
+    assert len(pending) == 2
+    drain(school, tmp_path, limit=3)
+    assert {s["status"] for s in rows(school, attendance_scan_queue)} == {"done"}
+
+
+def test_an_institution_with_a_malformed_late_threshold_fails_its_scans_not_the_stage(
+        school, tmp_path):
+    with school.engine.begin() as conn:
+        conn.execute(update(institutions).values(late_after="9am"))
+    queue_scans(school, ("A1", local(20, 8, 0)))
+    drain(school, tmp_path)
+    [scan] = rows(school, attendance_scan_queue)
+    assert scan["status"] == "failed"
+    assert "invalid late_after '9am'" in scan["error"]
+
+
+def test_a_stage_that_breaks_spends_the_attempt_and_dead_letters_a_row_it_always_breaks(
+        school, tmp_path):
+    """Regression: a failing stage used to give its batch back unspent, blocking it forever."""
+    queue_scans(school, ("A1", local(20, 8, 0)))
+    with school.engine.begin() as conn:  # the scan stage cannot write its records
+        conn.exec_driver_sql("ALTER TABLE attendance_records RENAME TO attendance_records_away")
+    try:
+        ctx = job_context(school.url, tmp_path, OPS_WORKER_MAX_ATTEMPTS="2")
+        first = workers.run(ctx, limit=10)
+        assert first.status == "failed" and "scans" in first.error
+        [scan] = rows(school, attendance_scan_queue)
+        assert (scan["status"], scan["attempts"], scan["claimed_by"]) == ("pending", 1, None)
+        assert scan["available_at"] > dt.datetime.utcnow()  # waits before its next try
+        assert scan["error"].startswith("scans: ")
+        with school.engine.begin() as conn:
+            conn.execute(update(attendance_scan_queue).values(available_at=None))
+        workers.run(ctx, limit=10)
+        [scan] = rows(school, attendance_scan_queue)
+        assert (scan["status"], scan["attempts"]) == ("failed", 2)
+        ctx.db.engine.dispose()
+    finally:
+        with school.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE attendance_records_away RENAME TO attendance_records")
+
+
+def test_missing_firebase_credentials_are_reported_before_connecting(tmp_path):
+    from tests.conftest import run_cli, tool_env
+
+    env = tool_env("mysql+pymysql://nobody@127.0.0.1:1/none", tmp_path,
+                   OPS_FIREBASE_CREDENTIALS=str(tmp_path / "missing.json"))
+    run = run_cli("run_background_workers", "--execute", env=env)
+    assert run.returncode == 2
+    assert "firebase_credentials: no such file" in run.stderr
+    assert "cannot use the database" not in run.stderr  # it never tried to connect

@@ -1,0 +1,239 @@
+"""Exactly-once checks over a drained database, shared by the worker concurrency and kill tests.
+
+Every expectation is computed from the queue rows themselves (SQL over attendance_scan_queue), not
+from what the worker says it did: one record per student-day with scan_count = the distinct scan
+times of that day, first/last scan right, one arrival notification per guardian per student-day,
+one push delivery per active device of the guardian, roll-ups equal to a recount of the records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import create_engine, text
+
+REPO = Path(__file__).resolve().parent.parent
+QUEUE_TABLES = {
+    "attendance_scan_queue": "status = 'pending'",
+    "notifications": "fanout_status = 'pending'",
+    "push_deliveries": "status = 'pending'",
+    "report_email_queue": "status = 'pending'",
+    "attendance_rollup_queue": "1 = 1",
+    "guardian_snapshot_queue": "1 = 1",
+}
+
+
+def _fixed_offset_minutes(zone_name: str) -> int:
+    """The zone's UTC offset in minutes; the test data only uses zones without DST."""
+    zone = ZoneInfo(zone_name)
+    winter = dt.datetime(2026, 1, 15, tzinfo=zone).utcoffset()
+    summer = dt.datetime(2026, 7, 15, tzinfo=zone).utcoffset()
+    assert winter == summer, f"{zone_name} has DST: the SQL expectation needs a fixed offset"
+    return int(winter.total_seconds() // 60)
+
+
+def local_date_sql(conn, is_mysql: bool) -> str:
+    """SQL for the scan's local date in its institution's timezone (CASE over institution ids)."""
+    offsets = {row.id: _fixed_offset_minutes(row.timezone)
+               for row in conn.execute(text("SELECT id, timezone FROM institutions"))}
+    case = " ".join(f"WHEN {i} THEN {m}" for i, m in sorted(offsets.items())) or "WHEN 0 THEN 0"
+    minutes = f"(CASE q.institution_id {case} ELSE 0 END)"
+    if is_mysql:
+        return f"DATE(DATE_ADD(q.scanned_at, INTERVAL {minutes} MINUTE))"
+    return f"DATE(q.scanned_at, {minutes} || ' minutes')"
+
+
+def queue_backlog(url: str) -> dict[str, int]:
+    """Rows still waiting or claimed, per queue table."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                name: conn.execute(text(
+                    f"SELECT COUNT(*) FROM {name} WHERE ({where}) OR claimed_by IS NOT NULL"
+                )).scalar_one()
+                for name, where in QUEUE_TABLES.items()
+            }
+    finally:
+        engine.dispose()
+
+
+def claimed_rows(url: str, run_id: str | None = None) -> dict[str, int]:
+    """Rows claimed (by anyone, or by one run), per queue table."""
+    engine = create_engine(url)
+    where = "claimed_by IS NOT NULL" if run_id is None else "claimed_by = :run"
+    try:
+        with engine.connect() as conn:
+            return {name: conn.execute(text(f"SELECT COUNT(*) FROM {name} WHERE {where}"),
+                                       {"run": run_id}).scalar_one()
+                    for name in QUEUE_TABLES}
+    finally:
+        engine.dispose()
+
+
+def run_worker_until_drained(env: dict, workers: int = 1, limit: int = 100000,
+                             rounds: int = 6, timeout: float = 120) -> list[dict]:
+    """Start `workers` worker processes together, again until every queue is empty.
+
+    Returns each run's JSON result. Fails on a non-zero exit or if the queues never drain.
+    """
+    results = []
+    for _ in range(rounds):
+        procs = [subprocess.Popen(
+            [sys.executable, str(REPO / "tools" / "run_background_workers.py"), str(limit),
+             "--execute", "--json", "--quiet"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL) for _ in range(workers)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, f"worker exited {proc.returncode}: {err[-2000:]}"
+            results.append(json.loads(out))
+        if not any(queue_backlog(env["OPS_DATABASE_URL"]).values()):
+            return results
+    raise AssertionError(f"queues not drained after {rounds} rounds: "
+                         f"{queue_backlog(env['OPS_DATABASE_URL'])}")
+
+
+def stage_total(results: list[dict], stage: str, figure: str) -> int:
+    return sum(row[figure] for r in results for row in r["sections"]["Stages"]
+               if row["stage"] == stage)
+
+
+def outbox_delivery_ids(outbox: Path) -> Counter:
+    """How many times each push delivery id was written to the push outbox."""
+    seen: Counter = Counter()
+    for path in sorted((outbox / "push").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                seen[json.loads(line)["delivery_id"]] += 1
+    return seen
+
+
+def assert_processed_exactly_once(url: str, outbox: Path | None = None,
+                                  push_sent_once: bool = True) -> dict[str, int]:
+    """Check the whole pipeline's result against the queued scans; returns a few totals."""
+    engine = create_engine(url)
+    is_mysql = engine.dialect.name == "mysql"
+    try:
+        with engine.connect() as conn:
+            return _check(conn, is_mysql, outbox, push_sent_once)
+    finally:
+        engine.dispose()
+
+
+def _check(conn, is_mysql: bool, outbox: Path | None, push_sent_once: bool) -> dict[str, int]:
+    q = lambda sql, **p: conn.execute(text(sql), p).all()  # noqa: E731
+    one = lambda sql, **p: conn.execute(text(sql), p).scalar_one()  # noqa: E731
+
+    # Every scan processed exactly once: done (or failed for an unknown card), none left waiting.
+    statuses = dict(q("SELECT status, COUNT(*) FROM attendance_scan_queue GROUP BY status"))
+    assert set(statuses) <= {"done", "failed"}, f"scans left unprocessed: {statuses}"
+    assert one("SELECT COUNT(*) FROM attendance_scan_queue WHERE claimed_by IS NOT NULL "
+               "OR processed_at IS NULL") == 0
+    unknown = one("SELECT COUNT(*) FROM attendance_scan_queue q LEFT JOIN students s "
+                  "ON s.institution_id = q.institution_id AND s.card_uid = q.card_uid "
+                  "WHERE s.id IS NULL")
+    assert statuses.get("failed", 0) == unknown, "only unknown cards may fail"
+
+    # One record per student-day, scan_count = distinct scan times, first/last right.
+    local_date = local_date_sql(conn, is_mysql)
+    expected = {
+        (row.student_id, str(row.day)): (row.scans, row.first_at, row.last_at)
+        for row in q(
+            f"SELECT s.id AS student_id, {local_date} AS day, "
+            "COUNT(DISTINCT q.scanned_at) AS scans, MIN(q.scanned_at) AS first_at, "
+            "MAX(q.scanned_at) AS last_at "
+            "FROM attendance_scan_queue q JOIN students s "
+            "ON s.institution_id = q.institution_id AND s.card_uid = q.card_uid "
+            f"GROUP BY s.id, {local_date}")
+    }
+    actual = {
+        (row.student_id, str(row.attendance_date)): (row.scan_count, row.first_scan_at,
+                                                     row.last_scan_at)
+        for row in q("SELECT student_id, attendance_date, scan_count, first_scan_at, "
+                     "last_scan_at FROM attendance_records")
+    }
+    assert one("SELECT COUNT(*) FROM attendance_records") == len(actual)
+    missing = expected.keys() - actual.keys()
+    extra = actual.keys() - expected.keys()
+    assert not missing and not extra, f"records missing {sorted(missing)[:5]} extra {sorted(extra)[:5]}"
+    wrong = {k: (expected[k], actual[k]) for k in expected
+             if tuple(map(str, expected[k])) != tuple(map(str, actual[k]))}
+    assert not wrong, f"{len(wrong)} records differ (expected, actual): {list(wrong.items())[:3]}"
+    duplicates_marked = one("SELECT COUNT(*) FROM attendance_scan_queue WHERE status = 'done' "
+                            "AND error IS NOT NULL")
+    assert duplicates_marked == statuses.get("done", 0) - sum(v[0] for v in expected.values())
+
+    # One arrival notification per guardian per student-day, no more, no less.
+    guardians_of: dict[int, list[int]] = {}
+    for row in q("SELECT student_id, guardian_id FROM guardian_students"):
+        guardians_of.setdefault(row.student_id, []).append(row.guardian_id)
+    wanted_keys = {f"arrival:{student}:{day}:{guardian}"
+                   for (student, day) in expected for guardian in guardians_of.get(student, [])}
+    got_keys = [row.dedupe_key for row in q("SELECT dedupe_key FROM notifications "
+                                            "WHERE kind = 'arrival'")]
+    assert len(got_keys) == len(set(got_keys))
+    assert set(got_keys) == wanted_keys, (
+        f"notifications missing {len(wanted_keys - set(got_keys))}, "
+        f"extra {len(set(got_keys) - wanted_keys)}")
+    assert one("SELECT COUNT(*) FROM notifications WHERE fanout_status <> 'done' "
+               "OR claimed_by IS NOT NULL") == 0
+
+    # One delivery per active device of the notification's guardian, each sent.
+    wanted_pairs = set(map(tuple, q(
+        "SELECT n.id, d.id FROM notifications n JOIN notification_devices d "
+        "ON d.guardian_id = n.guardian_id WHERE d.is_active = 1")))
+    got_pairs = list(map(tuple, q("SELECT notification_id, device_id FROM push_deliveries")))
+    assert len(got_pairs) == len(set(got_pairs))
+    assert set(got_pairs) == wanted_pairs
+    statuses_push = dict(q("SELECT status, COUNT(*) FROM push_deliveries GROUP BY status"))
+    assert set(statuses_push) <= {"sent"}, f"deliveries not sent: {statuses_push}"
+    assert one("SELECT COUNT(*) FROM push_deliveries WHERE provider_message_id IS NULL "
+               "OR claimed_by IS NOT NULL") == 0
+    if outbox is not None:
+        written = outbox_delivery_ids(outbox)
+        ids = {row[0] for row in q("SELECT id FROM push_deliveries")}
+        assert set(written) == ids, "every delivery written to the outbox, and only those"
+        if push_sent_once:
+            doubled = {i: n for i, n in written.items() if n > 1}
+            assert not doubled, f"deliveries pushed more than once: {list(doubled.items())[:5]}"
+
+    # Roll-ups equal a recount of the records, for every (institution, date) with a record.
+    recount = {
+        (row.institution_id, str(row.attendance_date), row.class_name):
+            (int(row.present), int(row.late))
+        for row in q("SELECT r.institution_id, r.attendance_date, s.class_name, "
+                     "SUM(CASE WHEN r.status = 'present' THEN 1 ELSE 0 END) AS present, "
+                     "SUM(CASE WHEN r.status = 'late' THEN 1 ELSE 0 END) AS late "
+                     "FROM attendance_records r JOIN students s ON s.id = r.student_id "
+                     "WHERE s.is_active = 1 "
+                     "GROUP BY r.institution_id, r.attendance_date, s.class_name")
+    }
+    enrolled = {(row.institution_id, row.class_name): row.n for row in q(
+        "SELECT institution_id, class_name, COUNT(*) AS n FROM students WHERE is_active = 1 "
+        "GROUP BY institution_id, class_name")}
+    rollups = {(row.institution_id, str(row.attendance_date), row.class_name): row
+               for row in q("SELECT * FROM attendance_rollups")}
+    days = {(i, d) for (i, d, _c) in recount}
+    assert {(i, d) for (i, d, _c) in rollups} == days
+    for (institution, day, class_name), row in rollups.items():
+        present, late = recount.get((institution, day, class_name), (0, 0))
+        total = enrolled[(institution, class_name)]
+        assert (row.present_count, row.late_count, row.enrolled_count, row.absent_count) == (
+            present, late, total, total - present - late), (institution, day, class_name)
+
+    # Every guardian with a child who scanned has a snapshot; no marker left behind.
+    touched = {g for (student, _day) in expected for g in guardians_of.get(student, [])}
+    snapshots = {row[0] for row in q("SELECT guardian_id FROM guardian_snapshots")}
+    assert touched <= snapshots
+    assert one("SELECT COUNT(*) FROM attendance_rollup_queue") == 0
+    assert one("SELECT COUNT(*) FROM guardian_snapshot_queue") == 0
+    return {"scans": sum(statuses.values()), "records": len(actual),
+            "notifications": len(got_keys), "deliveries": len(got_pairs),
+            "duplicates": duplicates_marked}

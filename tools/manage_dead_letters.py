@@ -1,0 +1,34 @@
+"""Dead-lettered queue rows (status failed): list, retry, forget or prune them (support tool)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import click  # noqa: E402
+
+from ops_lib.cli import common_options, run_tool  # noqa: E402
+from ops_lib.jobs import dead_letters  # noqa: E402
+
+
+@click.command()
+@click.argument("action", type=click.Choice(dead_letters.ACTIONS))
+@click.option("--queue", type=click.Choice(dead_letters.QUEUE_CHOICES), default="all",
+              show_default=True, help="Which queue's failed rows.")
+@click.option("--id", "ids", type=click.IntRange(min=1), multiple=True, metavar="N",
+              help="A row id (repeat for several); needs one --queue.")
+@click.option("--older-than-days", type=click.IntRange(min=0), default=None, metavar="DAYS",
+              help="prune: age in days (default: setting dead_letter_retention_days).")
+@click.option("--sample", type=click.IntRange(min=0), default=dead_letters.SAMPLE,
+              show_default=True, help="Rows shown per queue.")
+@common_options(writes=True)
+def main(action, queue, ids, older_than_days, sample, **options):
+    """List, retry (back to pending), forget (delete by id) or prune (delete by age) failed rows."""
+    run_tool("manage_dead_letters", dead_letters.run, options,
+             validate=lambda _settings: dead_letters.validate(action, queue, ids, older_than_days),
+             action=action, queue=queue, ids=list(ids), older_than_days=older_than_days,
+             sample=sample)
+
+
+if __name__ == "__main__":
+    main()
