@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from ops_lib.jobs.schema_admin import create_schema  # noqa: E402
+from ops_lib.jobs.schema_admin import create_scratch_database  # noqa: E402
 
 SERVER = os.environ.get("OPS_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 DATABASE = "ops_bench_archive"
@@ -48,16 +48,7 @@ def scratch_url() -> str:
 
 def prepare() -> None:
     """A fresh scratch database with the schema: no tool inherits another's deleted pages."""
-    server = create_engine(SERVER)
-    with server.begin() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{DATABASE}`")
-        conn.exec_driver_sql(f"CREATE DATABASE `{DATABASE}` CHARACTER SET utf8mb4 "
-                             "COLLATE utf8mb4_unicode_ci")
-    server.dispose()
-    engine = create_engine(scratch_url())
-    with engine.begin() as conn:
-        create_schema(conn, is_mysql=True)
-    engine.dispose()
+    create_scratch_database(SERVER, DATABASE)
 
 
 def fill(rows: int) -> float:

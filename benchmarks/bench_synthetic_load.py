@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 import click  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
-from ops_lib.jobs.schema_admin import create_schema  # noqa: E402
+from ops_lib.jobs.schema_admin import create_scratch_database  # noqa: E402
 
 
 def rate(rows: int, seconds: float) -> str:
@@ -37,17 +37,10 @@ def rate(rows: int, seconds: float) -> str:
 def main(server_url: str, scans: int, seed: int) -> None:
     name = f"ops_bench_synthetic_{os.getpid()}"
     server = create_engine(server_url)
-    with server.begin() as conn:
+    with server.connect() as conn:
         version = conn.exec_driver_sql("select version()").scalar()
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.exec_driver_sql(
-            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    url = f"{server_url.rstrip('/')}/{name}"
+    url = create_scratch_database(server_url, name)
     try:
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            create_schema(conn, is_mysql=True)
-        engine.dispose()
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
         env["OPS_DATABASE_URL"] = url
         command = [sys.executable, str(REPO / "tools" / "generate_synthetic_load.py"),

@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ops_lib.jobs.schema_admin import create_schema  # noqa: E402
+from ops_lib.jobs.schema_admin import create_scratch_database  # noqa: E402
 from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows  # noqa: E402
 from ops_lib.timeutil import utcnow  # noqa: E402
 
@@ -116,17 +116,13 @@ def run_workers(db_url: str, workers: int, limit: int, outbox: Path, engine) -> 
 def main() -> None:
     args = parse_args()
     server = make_url(args.server_url)
-    db_url = server.set(database=args.database).render_as_string(hide_password=False)
     admin = create_engine(args.server_url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{args.database}`")
-        conn.exec_driver_sql(f"CREATE DATABASE `{args.database}` CHARACTER SET utf8mb4 "
-                             "COLLATE utf8mb4_unicode_ci")
+    with admin.connect() as conn:
         version = conn.exec_driver_sql("SELECT VERSION()").scalar_one()
+    db_url = create_scratch_database(args.server_url, args.database)
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
-            create_schema(conn, is_mysql=True)
             size = LoadSize(institutions=args.institutions,
                             students_per_institution=args.students_per_institution,
                             scans=args.scans, days=args.days, seed=1)

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine  # noqa: E402
 
 from ops_lib.db import connect  # noqa: E402
 from ops_lib.jobs import billing, synthetic_load  # noqa: E402
-from ops_lib.jobs.schema_admin import create_schema  # noqa: E402
+from ops_lib.jobs.schema_admin import create_scratch_database  # noqa: E402
 from ops_lib.ledger import new_run_id  # noqa: E402
 from ops_lib.runtime import Budget, RunContext, StopSignal  # noqa: E402
 from ops_lib.settings import load_settings  # noqa: E402
@@ -48,14 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     server = create_engine(SERVER)
-    with server.begin() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{NAME}`")
-        conn.exec_driver_sql(f"CREATE DATABASE `{NAME}` CHARACTER SET utf8mb4 "
-                             "COLLATE utf8mb4_unicode_ci")
-    url = f"{SERVER.rstrip('/')}/{NAME}"
-    db = connect(url)
-    with db.engine.begin() as conn:
-        create_schema(conn, is_mysql=True)
+    db = connect(create_scratch_database(SERVER, NAME))
     outbox = tempfile.mkdtemp(prefix="billing-bench-")
     started = time.perf_counter()
     size = synthetic_load.LoadSize(

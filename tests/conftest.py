@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from ops_lib.db import Database, connect
-from ops_lib.jobs.schema_admin import create_schema
+from ops_lib.jobs.schema_admin import create_schema, create_scratch_database, drop_database
 from ops_lib.schema import metadata
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,23 +49,12 @@ class MysqlScratch:
     def __init__(self, name: str):
         self.name = name
         self.url = f"{MYSQL_SERVER_URL.rstrip('/')}/{name}"
-        self._server = create_engine(MYSQL_SERVER_URL)
 
     def create(self) -> None:
-        with self._server.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.name}`")
-            conn.exec_driver_sql(
-                f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
-        engine = create_engine(self.url)
-        with engine.begin() as conn:
-            create_schema(conn, is_mysql=True)
-        engine.dispose()
+        self.url = create_scratch_database(MYSQL_SERVER_URL, self.name)
 
     def drop(self) -> None:
-        with self._server.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.name}`")
-        self._server.dispose()
+        drop_database(MYSQL_SERVER_URL, self.name)
 
 
 @pytest.fixture(scope="session")

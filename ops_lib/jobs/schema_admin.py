@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, create_engine, func, inspect, select
+from sqlalchemy.engine import make_url
 
 from ..errors import BadInput
 from ..result import JobResult
@@ -41,6 +42,38 @@ def create_schema(conn: Connection, is_mysql: bool) -> None:
             conn.exec_driver_sql(statement)
     else:
         metadata.create_all(conn, checkfirst=True)
+
+
+def create_scratch_database(server_url: str, name: str) -> str:
+    """Drop and recreate database `name` on a MySQL server, load schema.sql; returns its URL.
+
+    For tests and benchmarks only: whatever the database held is lost.
+    """
+    server = create_engine(server_url)
+    try:
+        with server.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+            conn.exec_driver_sql(
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        server.dispose()
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            create_schema(conn, is_mysql=True)
+    finally:
+        engine.dispose()
+    return url
+
+
+def drop_database(server_url: str, name: str) -> None:
+    server = create_engine(server_url)
+    try:
+        with server.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        server.dispose()
 
 
 def drop_schema(conn: Connection, is_mysql: bool) -> None:
