@@ -8,7 +8,7 @@ import json
 from sqlalchemy import insert, select
 
 from ops_lib.jobs import dead_letters
-from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows
+from ops_lib.jobs.synthetic_load import LoadSize, load
 from ops_lib.runtime import Budget, RunContext, StopSignal
 from ops_lib.schema import (
     attendance_records,
@@ -22,10 +22,7 @@ from ops_lib.schema import (
 from ops_lib.settings import load_settings
 from ops_lib.timeutil import utcnow
 
-try:
-    from tests.conftest import run_cli, snapshot, tool_env
-except ImportError:  # tests/ is not a package and only tests/ is on sys.path
-    from conftest import run_cli, snapshot, tool_env  # type: ignore[no-redef]
+from tests.conftest import run_cli, snapshot, tool_env
 
 NOW = utcnow()
 DAY = dt.timedelta(days=1)
@@ -34,11 +31,8 @@ DAY = dt.timedelta(days=1)
 def seed(db) -> dict:
     """Failed, done and pending rows in all three queues; returns a few ids."""
     with db.begin() as conn:
-        rows = build_rows(conn, LoadSize(institutions=1, students_per_institution=3,
-                                         guardians_per_student=1, scans=0, days=1), NOW)
-        for name, batch in rows.items():
-            if batch:
-                conn.execute(insert(TABLES[name]), batch)
+        rows = load(conn, LoadSize(institutions=1, students_per_institution=3,
+                                   guardians_per_student=1, scans=0, days=1), NOW)
         inst = rows["institutions"][0]["id"]
         card = rows["students"][0]["card_uid"]
         guardian = rows["guardians"][0]["id"]

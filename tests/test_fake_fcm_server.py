@@ -10,16 +10,10 @@ import firebase_admin
 import pytest
 from firebase_admin import exceptions, messaging
 
-try:
-    from tests.fakes.fcm_server import (
-        KINDS, FakeCredential, FakeFcmServer, firebase_app_context, firebase_app_for,
-        patch_fcm_url)
-    from tests.fakes.smtp_server import FakeSmtpServer
-except ImportError:  # tests/ is not a package and only tests/ is on sys.path
-    from fakes.fcm_server import (  # type: ignore[no-redef]
-        KINDS, FakeCredential, FakeFcmServer, firebase_app_context, firebase_app_for,
-        patch_fcm_url)
-    from fakes.smtp_server import FakeSmtpServer  # type: ignore[no-redef]
+from tests.fakes.fcm_server import (
+    KINDS, FakeCredential, FakeFcmServer, firebase_app_context, firebase_app_for,
+    patch_fcm_url)
+from tests.fakes.smtp_server import FakeSmtpServer
 
 # firebase-admin 7.x warns that Message.token is deprecated in favour of Message.fid;
 # the project (firebase-admin>=6.5) still uses token=.

@@ -9,9 +9,8 @@ import time
 from sqlalchemy import select
 
 from ops_lib.db import connect
-from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows
+from ops_lib.jobs.synthetic_load import LoadSize, load
 from ops_lib.schema import ops_job_runs
-from ops_lib.timeutil import utcnow
 from tests.conftest import run_cli, start_cli, tool_env
 
 
@@ -26,9 +25,7 @@ def _ledger(url):
 def test_a_killed_runs_ledger_row_is_marked_abandoned_by_the_next_run(db_url, tmp_path):
     database = connect(db_url)
     with database.engine.begin() as conn:
-        for name, batch in build_rows(conn, LoadSize(institutions=2, students_per_institution=200,
-                                                     scans=20_000), utcnow()).items():
-            conn.execute(TABLES[name].insert(), batch)
+        load(conn, LoadSize(institutions=2, students_per_institution=200, scans=20_000))
     database.engine.dispose()
     env = tool_env(db_url, tmp_path)
 

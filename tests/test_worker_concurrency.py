@@ -5,23 +5,15 @@ from __future__ import annotations
 import pytest
 
 from ops_lib.db import connect
-from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows
-from ops_lib.timeutil import utcnow
+from ops_lib.jobs import synthetic_load
+from ops_lib.jobs.synthetic_load import LoadSize
 
-try:
-    from tests.conftest import tool_env
-    from tests.worker_checks import (
-        assert_processed_exactly_once,
-        run_worker_until_drained,
-        stage_total,
-    )
-except ImportError:  # tests/ is not a package and only tests/ is on sys.path
-    from conftest import tool_env  # type: ignore[no-redef]
-    from worker_checks import (  # type: ignore[no-redef]
-        assert_processed_exactly_once,
-        run_worker_until_drained,
-        stage_total,
-    )
+from tests.conftest import tool_env
+from tests.worker_checks import (
+    assert_processed_exactly_once,
+    run_worker_until_drained,
+    stage_total,
+)
 
 
 def load(url: str, size: LoadSize) -> dict[str, int]:
@@ -29,10 +21,7 @@ def load(url: str, size: LoadSize) -> dict[str, int]:
     database = connect(url)
     try:
         with database.begin() as conn:
-            rows = build_rows(conn, size, utcnow())
-            for name, batch in rows.items():
-                for start in range(0, len(batch), 5000):
-                    conn.execute(TABLES[name].insert(), batch[start:start + 5000])
+            rows = synthetic_load.load(conn, size)
         return {name: len(batch) for name, batch in rows.items()}
     finally:
         database.engine.dispose()

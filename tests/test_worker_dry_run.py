@@ -18,12 +18,8 @@ from ops_lib.schema import (
 )
 from ops_lib.timeutil import utcnow
 
-try:
-    from tests.conftest import run_cli, snapshot, tool_env
-    from tests.test_worker_concurrency import load
-except ImportError:  # tests/ is not a package and only tests/ is on sys.path
-    from conftest import run_cli, snapshot, tool_env  # type: ignore[no-redef]
-    from test_worker_concurrency import load  # type: ignore[no-redef]
+from tests.conftest import run_cli, snapshot, tool_env
+from tests.test_worker_concurrency import load
 
 LIMIT = 100
 

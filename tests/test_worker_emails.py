@@ -23,10 +23,7 @@ from worker_rows import (
     add_institution, add_report_request, engine_for, make_due, result_json, row, stage_row,
 )
 
-try:
-    from tests.fakes.smtp_server import FakeSmtpServer, free_port
-except ImportError:  # tests/ is not a package; only tests/ is on sys.path
-    from fakes.smtp_server import FakeSmtpServer, free_port  # type: ignore[no-redef]
+from tests.fakes.smtp_server import FakeSmtpServer, free_port
 
 MARCH = {"from": "2026-03-01", "to": "2026-03-02"}
 CSV_HEADER = ["date", "student_id", "student", "class", "status", "first_scan_local",

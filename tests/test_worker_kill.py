@@ -12,24 +12,14 @@ import pytest
 
 from ops_lib.jobs.synthetic_load import LoadSize
 
-try:
-    from tests.conftest import start_cli, tool_env
-    from tests.test_worker_concurrency import load
-    from tests.worker_checks import (
-        assert_processed_exactly_once,
-        claimed_rows,
-        run_worker_until_drained,
-        stage_total,
-    )
-except ImportError:  # tests/ is not a package and only tests/ is on sys.path
-    from conftest import start_cli, tool_env  # type: ignore[no-redef]
-    from test_worker_concurrency import load  # type: ignore[no-redef]
-    from worker_checks import (  # type: ignore[no-redef]
-        assert_processed_exactly_once,
-        claimed_rows,
-        run_worker_until_drained,
-        stage_total,
-    )
+from tests.conftest import start_cli, tool_env
+from tests.test_worker_concurrency import load
+from tests.worker_checks import (
+    assert_processed_exactly_once,
+    claimed_rows,
+    run_worker_until_drained,
+    stage_total,
+)
 
 LEASE = 1  # seconds: so that the next run may recover the killed run's rows almost at once
 

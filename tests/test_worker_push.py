@@ -26,10 +26,7 @@ from worker_rows import (
     make_due, result_json, row, rows, stage_row,
 )
 
-try:
-    from tests.fakes.fcm_server import FakeFcmServer
-except ImportError:  # tests/ is not a package; only tests/ is on sys.path
-    from fakes.fcm_server import FakeFcmServer  # type: ignore[no-redef]
+from tests.fakes.fcm_server import FakeFcmServer
 
 PROJECT = "test-project"
 

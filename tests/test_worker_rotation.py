@@ -8,25 +8,19 @@ import json
 
 from sqlalchemy import insert, select
 
-from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows
+from ops_lib.jobs.synthetic_load import LoadSize, load
 from ops_lib.schema import attendance_scan_queue, notifications, push_deliveries
 from ops_lib.timeutil import utcnow
 
-try:
-    from tests.conftest import run_cli, tool_env
-except ImportError:  # tests/ is not a package and only tests/ is on sys.path
-    from conftest import run_cli, tool_env  # type: ignore[no-redef]
+from tests.conftest import run_cli, tool_env
 
 
 def test_arrivals_made_after_fanout_ran_dry_are_fanned_out_and_pushed_in_the_same_run(
         db_url, db, tmp_path):
     now = utcnow()
     with db.begin() as conn:
-        rows = build_rows(conn, LoadSize(institutions=1, students_per_institution=2,
-                                         guardians_per_student=1, scans=0, days=1), now)
-        for name, batch in rows.items():
-            if batch:
-                conn.execute(insert(TABLES[name]), batch)
+        rows = load(conn, LoadSize(institutions=1, students_per_institution=2,
+                                   guardians_per_student=1, scans=0, days=1), now)
         first, second = rows["students"]
         inst = first["institution_id"]
         morning = dt.datetime.combine(now.date(), dt.time(1, 0))

@@ -15,16 +15,10 @@ from ops_lib.jobs.synthetic_load import LoadSize
 from ops_lib.schema import report_email_queue
 from ops_lib.timeutil import utcnow
 
-try:
-    from tests.conftest import start_cli, tool_env
-    from tests.test_worker_concurrency import load
-    from tests.fakes.smtp_server import free_port
-    from tests.worker_checks import claimed_rows
-except ImportError:  # tests/ is not a package and only tests/ is on sys.path
-    from conftest import start_cli, tool_env  # type: ignore[no-redef]
-    from test_worker_concurrency import load  # type: ignore[no-redef]
-    from fakes.smtp_server import free_port  # type: ignore[no-redef]
-    from worker_checks import claimed_rows  # type: ignore[no-redef]
+from tests.conftest import start_cli, tool_env
+from tests.test_worker_concurrency import load
+from tests.fakes.smtp_server import free_port
+from tests.worker_checks import claimed_rows
 
 SCANS = 8_000
 

@@ -136,6 +136,14 @@ TABLES = {t.name: t for t in (plans, institutions, students, guardians, guardian
                               notification_devices, attendance_scan_queue)}
 
 
+def load(conn: Connection, size: LoadSize, now: dt.datetime | None = None) -> dict[str, list[dict]]:
+    """Build the rows of `size` and insert them in the caller's transaction; returns them."""
+    rows = build_rows(conn, size, now or utcnow())
+    for name, batch in rows.items():
+        _insert(conn, TABLES[name], batch, lambda _n: None)
+    return rows
+
+
 def run(ctx: RunContext, size: LoadSize) -> JobResult:
     result = JobResult(ctx.tool, ctx.dry_run)
     started = time.perf_counter()
