@@ -56,10 +56,16 @@ class MySqlRunLock:
 
 class FileRunLock:
     def __init__(self, lock_dir: str | Path, db: Database, name: str):
-        # One lock file per (database, tool): two SQLite files never share a lock.
-        scope = hashlib.sha1(db.url.encode()).hexdigest()[:10]
+        # Beside the database file, so every copy using that file finds the same lock whatever
+        # its settings; an in-memory database has no file, and uses lock_dir.
         self.name = name
-        self.path = Path(lock_dir) / f"{name}-{scope}.lock"
+        database = db.engine.url.database
+        if database and database != ":memory:":
+            file = Path(database).resolve()
+            self.path = file.with_name(f"{file.name}.{name}.lock")
+        else:
+            scope = hashlib.sha1(db.url.encode()).hexdigest()[:10]
+            self.path = Path(lock_dir) / f"{name}-{scope}.lock"
         self._lock: filelock.BaseFileLock | None = None
 
     def acquire(self) -> bool:

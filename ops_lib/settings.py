@@ -129,7 +129,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("outbox_dir", str(DEFAULT_VAR_DIR / "outbox"), _parse_str,
                 "folder for .eml / push JSON lines when SMTP / Firebase is not configured"),
         Setting("lock_dir", str(DEFAULT_VAR_DIR / "locks"), _parse_str,
-                "folder of the run-lock files on SQLite"),
+                "folder of run-lock files for an in-memory SQLite database "
+                "(a file database keeps its locks beside it)"),
         Setting("smtp_host", None, _optional_str, "SMTP server; none = write .eml to the outbox"),
         Setting("smtp_port", 25, _positive_int, "SMTP port"),
         Setting("smtp_user", None, _optional_str, "SMTP login"),
