@@ -29,12 +29,19 @@ def fill_every_queue(db, db_url: str, env: dict) -> None:
     markers, report emails, and one scan held by a run that died (expired lease)."""
     load(db_url, LoadSize(institutions=1, students_per_institution=80, guardians_per_student=2,
                           devices_per_guardian=2, scans=600, days=2, seed=9))
-    # A small --execute run leaves every stage part-way: more arrivals than it fans out, more
-    # deliveries than it pushes, more guardians marked than it snapshots.
+    # A small --execute run leaves every stage part-way: more deliveries than it pushes, more
+    # guardians marked than it snapshots. Arrivals are fanned out with their scans, so the
+    # notifications waiting for fan-out are the web app's (fanout_status defaults to pending).
     done = run_cli("run_background_workers", "60", "--execute", env=env)
     assert done.returncode == 0, done.stderr
     now = utcnow()
     with db.begin() as conn:
+        guardians = conn.execute(select(notifications.c.guardian_id).distinct()
+                                 .limit(5)).scalars().all()
+        conn.execute(insert(notifications), [
+            {"guardian_id": g, "kind": "announcement", "title": "School closed on Friday",
+             "body": "The school is closed on Friday.", "dedupe_key": f"announcement:{g}",
+             "created_at": now} for g in guardians])
         conn.execute(insert(attendance_rollup_queue),
                      [{"institution_id": 1, "attendance_date": now.date(), "marked_at": now,
                        "claimed_by": None, "lease_expires_at": None}])

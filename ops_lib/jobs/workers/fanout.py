@@ -22,6 +22,19 @@ n = notifications
 d = notification_devices
 
 
+def fan_out(conn: Connection, which, now) -> None:
+    """One pending delivery per active device of each chosen notification's guardian."""
+    devices = (
+        select(n.c.id, d.c.id, literal("pending"), literal(0), literal(now))
+        .select_from(n.join(d, d.c.guardian_id == n.c.guardian_id))
+        .where(which, d.c.is_active == true())
+    )
+    insert_ignore_from_select(
+        conn, push_deliveries,
+        ["notification_id", "device_id", "status", "attempts", "created_at"],
+        devices, ["notification_id", "device_id"])
+
+
 class FanoutStage(Stage):
     name = "fanout"
     queue = Queue(notifications, status_column="fanout_status", counts_attempts=False)
@@ -38,15 +51,7 @@ class FanoutStage(Stage):
             if not owned:
                 return batch
             ids = [row.id for row in owned]
-            devices = (
-                select(n.c.id, d.c.id, literal("pending"), literal(0), literal(now))
-                .select_from(n.join(d, d.c.guardian_id == n.c.guardian_id))
-                .where(n.c.id.in_(ids), d.c.is_active == true())
-            )
-            insert_ignore_from_select(
-                conn, push_deliveries,
-                ["notification_id", "device_id", "status", "attempts", "created_at"],
-                devices, ["notification_id", "device_id"])
+            fan_out(conn, n.c.id.in_(ids), now)
             deliveries = conn.execute(select(func.count()).select_from(push_deliveries).where(
                 push_deliveries.c.notification_id.in_(ids))).scalar_one()
             conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(

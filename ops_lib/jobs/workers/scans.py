@@ -51,6 +51,7 @@ from ...schema import (
 from ...sqlutil import insert_ignore, update_each, upsert
 from ...timeutil import utcnow
 from .base import Stage, StageStats, guardians_of_students, mark_rollups, mark_snapshots
+from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
 SCAN_KEY_RETRIES = 3
@@ -281,9 +282,14 @@ class ScanStage(Stage):
                              "attendance_date": day.isoformat(), "status": first.status,
                              "first_scan_at": first.scanned_at.isoformat() + "Z"},
                     "dedupe_key": f"arrival:{student_id}:{day.isoformat()}:{guardian_id}",
-                    "created_at": now, "fanout_status": "pending",
+                    "created_at": now, "fanout_status": "done",
                 })
-        return insert_ignore(conn, notifications, rows, ["dedupe_key"])
+        created = insert_ignore(conn, notifications, rows, ["dedupe_key"])
+        if rows:
+            # Fanned out here, in the same transaction, rather than claimed again by the fan-out
+            # stage: the unique (notification, device) key keeps it idempotent either way.
+            fan_out(conn, notifications.c.dedupe_key.in_([r["dedupe_key"] for r in rows]), now)
+        return created
 
     def _write_back(self, conn: Connection, run_id: str, result: Classified,
                     now: dt.datetime) -> None:
