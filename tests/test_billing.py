@@ -460,3 +460,22 @@ def test_a_stopped_sweep_ends_between_batches_and_the_next_run_carries_on(db, tm
     done = sweep(db, tmp_path, DAY(2026, 1, 1))
     assert done.counts["platform_invoices_issued"] == 2
     assert done.counts["attendee_invoices_issued"] == 2
+
+
+def test_a_billing_email_with_a_line_break_fails_only_its_own_reminders(db, tmp_path):
+    """Regression: the message header's ValueError escaped and stopped every later email."""
+    seed(db)
+    with db.engine.begin() as conn:
+        conn.execute(update(institutions).where(institutions.c.id == A)
+                     .values(billing_email="billing@a.example\nboss@a.example"))
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    with FakeSmtpServer() as smtp:
+        result = billing.run(context(db, tmp_path, smtp), as_of=DAY(2026, 1, 8))
+        assert result.status == "failed" and "1 reminder emails could not be sent" in result.error
+        assert [m["To"] for m in smtp.messages] == ["billing@b.example"]
+    with db.engine.connect() as conn:
+        channels = dict(conn.execute(select(invoices.c.issue_key, invoice_reminders.c.channel)
+                                     .join(invoices,
+                                           invoices.c.id == invoice_reminders.c.invoice_id)).all())
+    assert channels["platform:1:2026-01"] == "email-failed"
+    assert channels["platform:2:2026-01"] == "email"

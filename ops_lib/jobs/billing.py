@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..mail import Mailer
+from ..mail import Mailer, SmtpLoginRefused
 from ..money import add_totals, as_minor, format_minor, format_totals
 from ..result import JobResult
 from ..runtime import RunContext
@@ -686,7 +686,10 @@ class Sweep:
                 sent_ids.extend(ids)
                 emailed += 1
                 consecutive = 0
-            except (smtplib.SMTPException, OSError) as exc:
+            except (smtplib.SMTPException, OSError, SmtpLoginRefused, ValueError,
+                    TypeError) as exc:
+                # ValueError/TypeError: an address the message cannot carry (a line break in
+                # billing_email). Every failure is recorded; none may stop the other emails.
                 mailer.close()
                 consecutive += 1
                 failed_ids.extend(ids)
