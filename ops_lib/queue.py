@@ -117,8 +117,9 @@ def abandon(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any], er
     mine = queue.owned_by(run_id, keys)
     free = {"claimed_by": None, "lease_expires_at": None}
     if not (queue.counts_attempts and queue.status_column):
-        return {"failed": 0,
-                "released": conn.execute(update(queue.table).where(mine).values(free)).rowcount}
+        # No attempts to count here: back the rows off, so the rows after them get their turn.
+        return {"failed": 0, "released": conn.execute(
+            update(queue.table).where(mine).values(available_at=retry_at, **free)).rowcount}
     failed = conn.execute(update(queue.table).where(mine, c.attempts >= max_attempts).values(
         {queue.status_column: "failed", "error": error[:500], **free})).rowcount
     released = conn.execute(update(queue.table).where(mine).values(

@@ -12,6 +12,7 @@ from ops_lib.schema import (
     attendance_records,
     attendance_rollups,
     attendance_scan_queue,
+    guardian_snapshot_queue,
     guardian_snapshots,
     guardian_students,
     guardians,
@@ -287,3 +288,22 @@ def test_missing_firebase_credentials_are_reported_before_connecting(tmp_path):
     assert run.returncode == 2
     assert "firebase_credentials: no such file" in run.stderr
     assert "cannot use the database" not in run.stderr  # it never tried to connect
+
+
+def test_markers_a_broken_stage_gives_back_wait_so_the_rows_after_them_get_a_turn(
+        school, tmp_path):
+    queue_scans(school, ("A1", local(20, 8, 0)))
+    with school.engine.begin() as conn:  # the snapshot stage cannot write
+        conn.exec_driver_sql("ALTER TABLE guardian_snapshots RENAME TO guardian_snapshots_away")
+    try:
+        ctx = job_context(school.url, tmp_path)
+        result = workers.run(ctx, limit=10)
+        ctx.db.engine.dispose()
+        assert result.status == "failed" and "snapshots" in result.error
+        markers = rows(school, guardian_snapshot_queue)
+        assert {m["guardian_id"] for m in markers} == {10, 11}
+        assert all(m["claimed_by"] is None for m in markers)
+        assert all(m["available_at"] > dt.datetime.utcnow() for m in markers)
+    finally:
+        with school.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE guardian_snapshots_away RENAME TO guardian_snapshots")

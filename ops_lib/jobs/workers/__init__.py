@@ -157,8 +157,9 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
 def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: Exception):
     """The stage broke: stop it, keep the other stages going, and give its batch back.
 
-    A configuration problem (an OpsError) gives the rows back untouched; anything else spends
-    the rows' attempt and delays them, so a row that breaks its stage cannot block it forever.
+    A configuration problem (an OpsError) gives the rows back untouched; anything else delays
+    them (and spends their attempt where the queue counts attempts, dead-lettering them in the
+    end), so a row that breaks its stage cannot block it forever.
     """
     message = describe_db_error(exc) if hasattr(exc, "orig") else str(exc)
     if not isinstance(exc, OpsError):
