@@ -198,6 +198,8 @@ class EmailStage(Stage):
                     lambda conn, rest=rest: release(conn, self.queue, ctx.run_id, rest),
                     what="release")
                 return
+            if index:
+                self._extend_lease(ctx, [r.id for r in rows[index:]])
             try:
                 self._send_one(ctx, row, stats)
             except SmtpLoginRefused as exc:
@@ -273,6 +275,14 @@ class EmailStage(Stage):
         deferred = ctx.db.run(work, what="emails defer")
         stats.released += deferred
         stats.add("deferred_smtp_unreachable", deferred)
+
+    def _extend_lease(self, ctx: RunContext, ids: list[int]) -> None:
+        """A slow SMTP server must not let the lease run out under rows still to send: another
+        run would recover and send them too."""
+        until = utcnow() + dt.timedelta(seconds=ctx.settings.worker_lease_seconds)
+        ctx.db.run(lambda conn: conn.execute(
+            update(rq).where(self.queue.owned_by(ctx.run_id, ids)).values(lease_expires_at=until)),
+            what="emails lease")
 
     def _finish(self, ctx: RunContext, row_id: int, **values: Any) -> None:
         ctx.db.run(lambda conn: conn.execute(
