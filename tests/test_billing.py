@@ -479,3 +479,24 @@ def test_a_billing_email_with_a_line_break_fails_only_its_own_reminders(db, tmp_
                                            invoices.c.id == invoice_reminders.c.invoice_id)).all())
     assert channels["platform:1:2026-01"] == "email-failed"
     assert channels["platform:2:2026-01"] == "email"
+
+
+def test_a_reissue_after_a_person_unvoids_an_invoice_gets_a_number_never_used(db, tmp_path):
+    """Regression: numbering re-issues by the count of voids computed P-…-R1 twice, and the
+    unique invoice number then stopped every later sweep."""
+    seed(db)
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    first = invoices.c.invoice_no == "P-202601-1"
+    with db.engine.begin() as conn:
+        conn.execute(update(invoices).where(first).values(status="void"))
+    sweep(db, tmp_path, DAY(2026, 1, 2))  # issues P-202601-1-R1
+    with db.engine.begin() as conn:  # a person un-voids the original, then voids the re-issue
+        conn.execute(update(invoices).where(first).values(status="due"))
+        conn.execute(update(invoices).where(invoices.c.invoice_no == "P-202601-1-R1")
+                     .values(status="void"))
+    sweep(db, tmp_path, DAY(2026, 1, 3))
+    with db.engine.connect() as conn:
+        numbers = conn.execute(select(invoices.c.invoice_no)
+                               .where(invoices.c.institution_id == A, invoices.c.kind == "platform")
+                               .order_by(invoices.c.id)).scalars().all()
+    assert numbers == ["P-202601-1", "P-202601-1-R1", "P-202601-1-R2"]

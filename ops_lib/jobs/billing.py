@@ -314,16 +314,18 @@ class Sweep:
             currency, student = literal(day.attendee_currency, String), students.c.id
             conditions = [students.c.is_active == True, institutions.c.is_active == True,  # noqa: E712
                           students.c.monthly_fee_minor > 0]
-        # Re-issues after a void get "-R<n>": invoice numbers stay unique and never reused.
+        # Re-issues after a void get "-R<n>", n = the invoices the subject already has for the
+        # period, whatever their status: invoices are never deleted, so n only grows and a
+        # number is never computed twice (counting only voids could repeat one after a person
+        # un-voids an invoice).
         subject_column = invoices.c.institution_id if kind == "platform" else invoices.c.student_id
-        voids = (select(subject_column.label("subject_id"), func.count().label("n"))
-                 .where(invoices.c.kind == kind, invoices.c.period_start == day.period_start,
-                        invoices.c.status == "void")
-                 .group_by(subject_column).subquery("voids"))
+        earlier = (select(subject_column.label("subject_id"), func.count().label("n"))
+                   .where(invoices.c.kind == kind, invoices.c.period_start == day.period_start)
+                   .group_by(subject_column).subquery("earlier"))
         key = _concat(f"{kind}:", subject, f":{day.period}")
         number = _concat(
             f"{PREFIX[kind]}-{day.as_of:%Y%m}-", subject,
-            case((voids.c.n.is_(None), literal("", String)), else_=_concat("-R", voids.c.n)),
+            case((earlier.c.n.is_(None), literal("", String)), else_=_concat("-R", earlier.c.n)),
         )
         conditions.append(~exists().where(existing.c.issue_key == key))
         if subject_ids is not None:
@@ -346,7 +348,7 @@ class Sweep:
                 literal(self.ctx.run_id, String).label("issued_by_run"),
                 subject.label("subject_id"),
             )
-            .select_from(source.outerjoin(voids, voids.c.subject_id == subject))
+            .select_from(source.outerjoin(earlier, earlier.c.subject_id == subject))
             .where(and_(*conditions))
             .order_by(subject)
         )
