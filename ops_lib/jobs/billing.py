@@ -424,20 +424,24 @@ class Sweep:
                 return False
 
             def work(conn: Connection, chunk=chunk) -> list:
-                mine = and_(invoices.c.id.in_(chunk), condition)
-                # FOR UPDATE: a second sweep waits here, then no longer sees these rows.
-                audit = select(
+                # FOR UPDATE: a second sweep waits here, then no longer sees these rows. The
+                # condition is read once: the audit and the update name exactly these ids, so
+                # a payment committed in between cannot leave an audit row without its change.
+                changed = conn.execute(
+                    select(invoices.c.id, invoices.c.currency, invoices.c.amount_minor)
+                    .where(invoices.c.id.in_(chunk), condition).with_for_update()).all()
+                if not changed:
+                    return []
+                mine = invoices.c.id.in_([r.id for r in changed])
+                conn.execute(_audit_insert(select(
                     literal(ACTOR, String), literal(f"invoice.{target}", String),
                     literal("invoice", String), cast(invoices.c.id, String),
                     _details(invoice_no=invoices.c.invoice_no, **{"from": invoices.c.status},
                              to=target, as_of=str(self.day.as_of), run_id=self.ctx.run_id),
                     literal(self.now, DateTime),
-                ).where(mine).with_for_update()
-                conn.execute(_audit_insert(audit))
-                changed = conn.execute(
-                    select(invoices.c.currency, invoices.c.amount_minor).where(mine)).all()
+                ).where(mine)))
                 conn.execute(update(invoices).where(mine).values(**values))
-                return changed
+                return [(r.currency, r.amount_minor) for r in changed]
 
             changed = self.write(work, f"status {target}")
             line.done += len(changed)
@@ -489,7 +493,12 @@ class Sweep:
                 return False
 
             def work(conn: Connection, chunk=chunk) -> int:
-                mine = and_(table.c.id.in_(chunk), condition)
+                # Read once under FOR UPDATE; the audit and the update name exactly these ids.
+                ids = conn.execute(select(table.c.id).where(table.c.id.in_(chunk), condition)
+                                   .with_for_update()).scalars().all()
+                if not ids:
+                    return 0
+                mine = table.c.id.in_(ids)
                 reason = "blocked invoice" if action == "restrict" else "no blocked invoice"
                 conn.execute(_audit_insert(select(
                     literal(ACTOR, String), literal(f"{entity}.{past}", String),
@@ -497,7 +506,7 @@ class Sweep:
                     _details(**{"from": table.c.access_state}, to=target, reason=reason,
                              as_of=str(self.day.as_of), run_id=self.ctx.run_id),
                     literal(self.now, DateTime),
-                ).where(mine).with_for_update()))
+                ).where(mine)))
                 return conn.execute(update(table).where(mine).values(access_state=target)).rowcount
 
             line.done += self.write(work, f"{action} {entity}s")
