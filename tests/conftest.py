@@ -76,16 +76,21 @@ def _empty_all_tables(url: str) -> None:
     engine.dispose()
 
 
+def sqlite_database(folder: Path, name: str = "ops.db") -> str:
+    """The URL of a new SQLite file in `folder` with the schema and no rows."""
+    url = f"sqlite:///{folder / name}"
+    database = connect(url)
+    with database.engine.begin() as conn:
+        create_schema(conn, is_mysql=False)
+    database.engine.dispose()
+    return url
+
+
 @pytest.fixture(params=["sqlite", "mariadb"])
 def db_url(request, tmp_path) -> str:
     """A database URL with the schema and no rows: SQLite file, or the MariaDB scratch database."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ops.db'}"
-        database = connect(url)
-        with database.engine.begin() as conn:
-            create_schema(conn, is_mysql=False)
-        database.engine.dispose()
-        return url
+        return sqlite_database(tmp_path)
     scratch = request.getfixturevalue("mysql_scratch")
     _empty_all_tables(scratch.url)
     return scratch.url

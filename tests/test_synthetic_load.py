@@ -10,10 +10,17 @@ import pytest
 from sqlalchemy import DateTime, func, select
 
 from ops_lib.db import connect
-from ops_lib.jobs.schema_admin import create_schema
 from ops_lib.jobs.synthetic_load import TABLES
 from ops_lib.schema import attendance_scan_queue, institutions, students
-from tests.conftest import MysqlScratch, require_mariadb, run_cli, snapshot, tool_env, unique_name
+from tests.conftest import (
+    MysqlScratch,
+    require_mariadb,
+    run_cli,
+    snapshot,
+    sqlite_database,
+    tool_env,
+    unique_name,
+)
 
 SIZE = ["--institutions", "3", "--students-per-institution", "7", "--guardians-per-student", "2",
         "--devices-per-guardian", "1", "--scans", "500", "--days", "3"]
@@ -109,15 +116,6 @@ def generate_into(url: str, tmp_path, seed: str) -> dict[str, list[tuple]]:
         return normalised_rows(database)
     finally:
         database.engine.dispose()
-
-
-def sqlite_database(tmp_path, name: str) -> str:
-    url = f"sqlite:///{tmp_path / name}"
-    database = connect(url)
-    with database.engine.begin() as conn:
-        create_schema(conn, is_mysql=False)
-    database.engine.dispose()
-    return url
 
 
 def test_the_same_seed_gives_the_same_rows_in_two_fresh_sqlite_databases(tmp_path):
