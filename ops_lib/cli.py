@@ -199,7 +199,8 @@ def run_tool(
                 budget=Budget(options.get("max_runtime")), stop=stop,
                 heartbeat=ledger.heartbeat, show_progress=mode == "terminal",
             )
-            result = job(context, **job_args)
+            with db.pinned():
+                result = job(context, **job_args)
         result.run_id = run_id
         if stop.is_set() and result.status == "ok":
             result.status = "interrupted"

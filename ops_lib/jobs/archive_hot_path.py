@@ -25,8 +25,10 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     DateTime,
+    Integer,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -211,39 +213,47 @@ def plan(ctx: RunContext, now: dt.datetime) -> list[AreaPlan]:
     return plans
 
 
-def batch_statements(area: Area, cutoff, batch: int, upper: int, keys: ColumnElement | None,
-                     now: dt.datetime, last: int | None = None):
-    """The statements of one batch, as run (`keys` restricts to the selected ids).
+def batch_statements(area: Area, cutoff, batch: int, upper: int,
+                     display: bool = False) -> dict[str, Any]:
+    """One area's batch statements, built once per run; each batch binds its own ids.
 
-    "select" locks the batch's rows and returns only their count, lowest and highest id: when the
-    ids are contiguous (the usual case) that is all a batch needs, and the server does not ship a
-    thousand ids to Python. "select_ids" (same rows) lists them when they are not.
+    "select" locks the batch's rows (those after `:after_id`) and returns only their count, lowest
+    and highest id: when the ids are contiguous (the usual case) that is all a batch needs, and the
+    server does not ship a thousand ids to Python. "select_ids" (same rows) lists them when they
+    are not. The writes address the selected rows as `id BETWEEN :first_id AND :last_id`.
+    `display` names the parameters in the SQL text instead, for the dry run to print.
     """
+    def param(name: str, type_):
+        return literal_column(f":{name}") if display else bindparam(name, type_=type_)
+
     hot = area.hot
     select_ids = (
         select(hot.c.id)
-        .where(hot.c.id > (last if last is not None else literal_column(":last_id")),
-               hot.c.id <= upper, area.eligible(cutoff))
+        .where(hot.c.id > param("after_id", Integer), hot.c.id <= upper, area.eligible(cutoff))
         .order_by(hot.c.id)
         .limit(batch)
         .with_for_update()
     )
     locked = select_ids.subquery("batch")
-    select_keys = select(func.count(), func.min(locked.c.id), func.max(locked.c.id))
-    if keys is None:
-        keys = hot.c.id.op("IN")(literal_column("(:selected_ids)"))
+    statements = {
+        "select": select(func.count(), func.min(locked.c.id), func.max(locked.c.id)),
+        "select_ids": select_ids,
+    }
+    in_range = hot.c.id.between(param("first_id", Integer), param("last_id", Integer))
+    statements.update(write_statements(area, in_range, param("archived_at", DateTime)))
+    return statements
+
+
+def write_statements(area: Area, keys: ColumnElement, archived_at) -> dict[str, Any]:
+    """Copy and delete (or mark) exactly the rows `keys` names."""
+    hot = area.hot
     if not area.moves:
-        mark = update(hot).where(keys, hot.c.is_archived == False).values(  # noqa: E712
-            is_archived=True)
-        return {"select": select_keys, "select_ids": select_ids, "mark": mark}
-    archive = area.archive
+        return {"mark": update(hot).where(keys, hot.c.is_archived == False).values(  # noqa: E712
+            is_archived=True)}
     names = [c.name for c in hot.columns]
-    copy = insert(archive).from_select(
-        names + ["archived_at"],
-        select(*hot.columns, literal(now, DateTime).label("archived_at")).where(keys),
-    )
-    remove = delete(hot).where(keys)
-    return {"select": select_keys, "select_ids": select_ids, "copy": copy, "delete": remove}
+    copy = insert(area.archive).from_select(
+        names + ["archived_at"], select(*hot.columns, archived_at.label("archived_at")).where(keys))
+    return {"copy": copy, "delete": delete(hot).where(keys)}
 
 
 def _render(statement, dialect) -> str:
@@ -386,32 +396,32 @@ def _identical_in_archive(conn: Connection, area: Area, ids: list[int]) -> int:
     ).scalar_one()
 
 
-def _select_keys(conn: Connection, statements: dict) -> Keys:
-    count, first, last = conn.execute(statements["select"]).one()
+def _select_keys(conn: Connection, statements: dict, after: int) -> Keys:
+    count, first, last = conn.execute(statements["select"], {"after_id": after}).one()
     if not count:
         return NO_KEYS
     if last - first + 1 == count:
         return Keys(count, first, last)
-    ids = list(conn.execute(statements["select_ids"]).scalars())  # rows locked already
+    ids = list(conn.execute(statements["select_ids"], {"after_id": after}).scalars())  # locked
     return Keys(len(ids), ids[0], ids[-1], ids)
 
 
-def _one_batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
+def _one_batch(ctx: RunContext, item: AreaPlan, statements: dict, last: int,
                stats: Stats) -> tuple[Keys, int]:
     """A batch, first without looking the ids up in the archive (the archive's primary key
     refuses a second copy); when that fails, rolled back and redone with the look-up."""
     if item.area.moves:
         try:
-            return _batch(ctx, item, batch, last, stats, look_up=False)
+            return _batch(ctx, item, statements, last, stats, look_up=False)
         except IntegrityError:
             stats.add("duplicate fallback", 0.0)
             log.info("%s: an id after %s is already in %s: checking this batch row by row",
                      item.area.name, last, item.area.archive.name)
-    return _batch(ctx, item, batch, last, stats)
+    return _batch(ctx, item, statements, last, stats)
 
 
-def _batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
-                   stats: Stats, look_up: bool = True) -> tuple[Keys, int]:
+def _batch(ctx: RunContext, item: AreaPlan, statements: dict, last: int,
+           stats: Stats, look_up: bool = True) -> tuple[Keys, int]:
     """One transaction: select, copy, delete (or mark), check, commit.
 
     Returns the keys, and how many of them the archive already held (identical copies). With
@@ -421,18 +431,19 @@ def _batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
     """
     area, hot = item.area, item.area.hot
     with ctx.db.begin() as conn:
-        now = utcnow()
-        statements = batch_statements(area, item.cutoff, batch, item.highest, None, now, last)
         with stats.timed("select"):
-            keys = _select_keys(conn, statements)
+            keys = _select_keys(conn, statements, last)
         if not keys.count:
             return keys, 0
+        params = {"first_id": keys.first, "last_id": keys.last, "archived_at": utcnow()}
+        writes = statements
+        if keys.ids is not None:  # scattered ids: listed
+            writes = write_statements(area, hot.c.id.in_(keys.ids),
+                                      bindparam("archived_at", type_=DateTime))
         identical = 0
-        clause = keys.clause(hot)
-        statements = batch_statements(area, item.cutoff, batch, item.highest, clause, now, last)
         if not area.moves:
             with stats.timed("mark"):
-                marked = conn.execute(statements["mark"]).rowcount
+                marked = conn.execute(writes["mark"], params).rowcount
             if marked != keys.count:
                 raise BatchMismatch(f"{area.name}: marked {marked} of {keys.count} selected rows "
                                     f"({keys}); rolled back")
@@ -441,12 +452,11 @@ def _batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
             with stats.timed("copy"):
                 present = list(conn.execute(
                     select(archive.c.id).where(keys.clause(archive))).scalars()) if look_up else []
-                copy = statements["copy"]
+                copy = writes["copy"]
                 if present:
-                    copy = batch_statements(
-                        area, item.cutoff, batch, item.highest,
-                        and_(clause, hot.c.id.not_in(present)), now, last)["copy"]
-                copied = conn.execute(copy).rowcount
+                    copy = write_statements(area, and_(keys.clause(hot), hot.c.id.not_in(present)),
+                                            bindparam("archived_at", type_=DateTime))["copy"]
+                copied = conn.execute(copy, params).rowcount
                 identical = _identical_in_archive(conn, area, present) if present else 0
             if identical != len(present):
                 raise BatchMismatch(
@@ -454,7 +464,7 @@ def _batch(ctx: RunContext, item: AreaPlan, batch: int, last: int,
                     f"{archive.name} with different contents; rolled back, nothing deleted "
                     "(compare the two rows and remove the wrong one)")
             with stats.timed("delete"):
-                deleted = conn.execute(statements["delete"]).rowcount
+                deleted = conn.execute(writes["delete"], params).rowcount
             if not copied + identical == deleted == keys.count:
                 raise BatchMismatch(
                     f"{area.name}: selected {keys.count}, copied {copied} (+{identical} already "
@@ -473,6 +483,7 @@ def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
         if item.blocked or not item.eligible:
             continue
         last = item.lowest - 1
+        statements = batch_statements(item.area, item.cutoff, batch, item.highest)
         description = f"{'archiving' if item.area.moves else 'marking'} {item.area.name}"
         with ctx.progress(description, item.eligible) as advance:
             while True:
@@ -483,7 +494,7 @@ def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
                 started = time.perf_counter()
                 try:
                     keys, identical = retry_transient(
-                        lambda: _one_batch(ctx, item, batch, last, stats),
+                        lambda: _one_batch(ctx, item, statements, last, stats),
                         what=f"{item.area.name} batch")
                 except BatchMismatch as exc:
                     result.status = "failed"
@@ -523,7 +534,7 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
     for p in plans:
         if p.blocked or not p.eligible:
             continue
-        statements = batch_statements(p.area, p.cutoff, batch, p.highest, None, now)
+        statements = batch_statements(p.area, p.cutoff, batch, p.highest, display=True)
         statements.pop("select_ids")
         for statement in statements.values():
             result.statements.append(_render(statement, dialect) + ";")
