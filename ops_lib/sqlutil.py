@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy import Column, Connection, Table, case, update
+from sqlalchemy import Column, Connection, MetaData, Table, insert, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -40,6 +40,23 @@ def insert_ignore_from_select(conn: Connection, table: Table, columns: Sequence[
     conn.execute(_ignore_duplicates(conn, statement, keys))
 
 
+def _on_conflict_update(conn: Connection, statement, keys: Sequence[str],
+                        updates: Callable[[Table, object], dict[str, ColumnElement]]):
+    table = statement.table
+    if conn.dialect.name == "mysql":
+        return statement.on_duplicate_key_update(list(updates(table, statement.inserted).items()))
+    return statement.on_conflict_do_update(index_elements=list(keys),
+                                           set_=updates(table, statement.excluded))
+
+
+def upsert_from_select(conn: Connection, table: Table, columns: Sequence[str], query: Select,
+                       keys: Sequence[str],
+                       updates: Callable[[Table, object], dict[str, ColumnElement]]) -> None:
+    """INSERT ... SELECT, updating the rows whose unique `keys` exist (see upsert)."""
+    statement = _insert(conn, table).from_select(list(columns), query)
+    conn.execute(_on_conflict_update(conn, statement, keys, updates))
+
+
 def upsert(
     conn: Connection,
     table: Table,
@@ -54,25 +71,39 @@ def upsert(
     """
     if not rows:
         return
-    statement = _insert(conn, table)
-    if conn.dialect.name == "mysql":
-        statement = statement.on_duplicate_key_update(
-            list(updates(table, statement.inserted).items()))
-    else:
-        statement = statement.on_conflict_do_update(
-            index_elements=list(keys), set_=updates(table, statement.excluded))
-    conn.execute(statement, list(rows))
+    conn.execute(_on_conflict_update(conn, _insert(conn, table), keys, updates), list(rows))
 
 
 def update_each(conn: Connection, table: Table, key: Column, per_row: Mapping[Any, dict],
                 common: dict | None = None, where: Sequence[ColumnElement[bool]] = ()) -> int:
-    """One UPDATE for many rows, each with its own values (CASE key WHEN ... THEN ...)."""
-    if not per_row:
-        return 0
-    columns = sorted({name for values in per_row.values() for name in values})
-    sets: dict[str, Any] = dict(common or {})
-    for name in columns:
-        sets[name] = case({k: v[name] for k, v in per_row.items() if name in v},
-                          value=key, else_=table.c[name])
-    statement = update(table).where(key.in_(list(per_row)), *where).values(sets)
-    return conn.execute(statement).rowcount
+    """One UPDATE for many rows, each with its own values; returns the rows it matched.
+
+    The values go into a temporary table (one multi-row INSERT) that the UPDATE joins. A
+    `CASE key WHEN ...` per column would have SQLAlchemy build and bind thousands of parameters
+    per call: 2.5x slower for 2,000 rows on MariaDB.
+    """
+    by_columns: dict[tuple[str, ...], dict[Any, dict]] = {}
+    for row_key, values in per_row.items():
+        by_columns.setdefault(tuple(sorted(values)), {})[row_key] = values
+    return sum(_update_from_values(conn, table, key, columns, rows, common or {}, where)
+               for columns, rows in by_columns.items())
+
+
+def _update_from_values(conn: Connection, table: Table, key: Column, columns: Sequence[str],
+                        rows: Mapping[Any, dict], common: dict,
+                        where: Sequence[ColumnElement[bool]]) -> int:
+    values = Table(f"each_{table.name}", MetaData(),
+                   Column(key.name, key.type, primary_key=True),
+                   *[Column(name, table.c[name].type) for name in columns],
+                   prefixes=["TEMPORARY"])
+    values.create(conn)
+    try:
+        conn.execute(insert(values), [{key.name: k, **v} for k, v in rows.items()])
+        sets = {**common, **{name: values.c[name] for name in columns}}
+        return conn.execute(
+            update(table).where(key == values.c[key.name], *where).values(sets)).rowcount
+    finally:
+        # TEMPORARY: MySQL commits the open transaction on a plain DROP TABLE, even of a
+        # temporary table.
+        temporary = " TEMPORARY" if conn.dialect.name == "mysql" else ""
+        conn.exec_driver_sql(f"DROP{temporary} TABLE {values.name}")

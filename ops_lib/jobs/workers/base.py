@@ -6,12 +6,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Connection, null, select
+from sqlalchemy import Connection, DateTime, literal, null, select
 
 from ...queue import Queue
 from ...runtime import RunContext
 from ...schema import attendance_rollup_queue, guardian_snapshot_queue, guardian_students
-from ...sqlutil import upsert
+from ...sqlutil import upsert, upsert_from_select
 
 
 @dataclass
@@ -74,6 +74,22 @@ def mark_snapshots(conn: Connection, guardian_ids: Iterable[int], now: dt.dateti
     _mark(conn, guardian_snapshot_queue, rows, ["guardian_id"])
 
 
+def mark_snapshots_of_students(conn: Connection, student_ids: Iterable[int],
+                               now: dt.datetime) -> None:
+    """The snapshots of these students' guardians are stale: one INSERT ... SELECT, so the
+    guardian ids never travel to the worker and back."""
+    ids = sorted(set(student_ids))
+    if not ids:
+        return
+    gs = guardian_students.c
+    query = (select(gs.guardian_id, literal(now, DateTime))
+             .where(gs.student_id.in_(ids))
+             .group_by(gs.guardian_id)
+             .order_by(gs.guardian_id))  # one lock order for concurrent workers, as in _mark
+    upsert_from_select(conn, guardian_snapshot_queue, ["guardian_id", "marked_at"], query,
+                       ["guardian_id"], _remark)
+
+
 def guardians_of_students(conn: Connection, student_ids: Iterable[int]) -> dict[int, list[int]]:
     """student id -> guardian ids, in one query."""
     ids = sorted(set(student_ids))
@@ -91,7 +107,9 @@ def guardians_of_students(conn: Connection, student_ids: Iterable[int]) -> dict[
 def _mark(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
     # Sorted, so that concurrent workers take the marker rows' locks in one order.
     rows.sort(key=lambda r: tuple(r[k] for k in keys))
-    upsert(conn, table, rows, keys, lambda t, new: {
-        # null(), not None: PyMySQL's executemany cannot take parameters after VALUES (...).
-        "marked_at": new.marked_at, "claimed_by": null(), "lease_expires_at": null(),
-    })
+    upsert(conn, table, rows, keys, _remark)
+
+
+def _remark(_table, new) -> dict:
+    # null(), not None: PyMySQL's executemany cannot take parameters after VALUES (...).
+    return {"marked_at": new.marked_at, "claimed_by": null(), "lease_expires_at": null()}

@@ -50,7 +50,8 @@ from ...schema import (
 )
 from ...sqlutil import insert_ignore, update_each, upsert
 from ...timeutil import utcnow
-from .base import Stage, StageStats, guardians_of_students, mark_rollups, mark_snapshots
+from .base import (Stage, StageStats, guardians_of_students, mark_rollups,
+                   mark_snapshots_of_students)
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
@@ -222,13 +223,13 @@ class ScanStage(Stage):
             result = classify(conn, scans, ctx.settings.scan_late_after)
             groups = group_by_day(result.accepted)
             arrivals = self._write_records(conn, groups, now)
-            guardians_of = guardians_of_students(conn, {s for s, _d in groups})
+            guardians_of = guardians_of_students(conn, {s for s, _d in arrivals})
             batch.add("records_created", len(arrivals))
             batch.add("records_updated", len(groups) - len(arrivals))
             batch.add("notifications_created",
                       self._notify_arrivals(conn, arrivals, groups, guardians_of, result, now))
             mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
-            mark_snapshots(conn, [g for ids in guardians_of.values() for g in ids], now)
+            mark_snapshots_of_students(conn, {s for s, _d in groups}, now)
             self._write_back(conn, ctx.run_id, result, now)
             batch.done += len(result.accepted) + len(result.duplicates)
             batch.failed += len(result.failed)

@@ -1,0 +1,74 @@
+"""Shared statements: per-row updates, and the pinned connection the jobs run on."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert, select, text
+
+from ops_lib.schema import divisions
+from ops_lib.sqlutil import update_each
+
+
+def _names(db) -> list[tuple]:
+    with db.engine.connect() as conn:
+        return conn.execute(select(divisions.c.id, divisions.c.name_en, divisions.c.code)
+                            .order_by(divisions.c.id)).all()
+
+
+def _seed(db) -> None:
+    with db.begin() as conn:
+        conn.execute(insert(divisions), [{"id": i, "name_en": f"d{i}", "code": f"c{i}"}
+                                         for i in range(1, 6)])
+
+
+def test_update_each_gives_each_row_its_own_values_and_only_where_allowed(db):
+    _seed(db)
+    with db.begin() as conn:
+        matched = update_each(
+            conn, divisions, divisions.c.id,
+            {1: {"name_en": "one"}, 2: {"name_en": "two", "code": "II"}, 3: {"name_en": "three"},
+             99: {"name_en": "missing"}},
+            common={"code": "set"}, where=[divisions.c.id != 3])
+    assert matched == 2  # 3 is excluded by `where`, 99 does not exist
+    assert _names(db) == [(1, "one", "set"), (2, "two", "II"), (3, "d3", "c3"),
+                          (4, "d4", "c4"), (5, "d5", "c5")]
+
+
+def test_update_each_stays_inside_the_callers_transaction(db):
+    # MySQL commits the open transaction on a plain DROP TABLE, even of a temporary table.
+    _seed(db)
+    before = _names(db)
+    with db.engine.connect() as conn:
+        transaction = conn.begin()
+        update_each(conn, divisions, divisions.c.id, {1: {"name_en": "x"}, 2: {"name_en": "y"}})
+        update_each(conn, divisions, divisions.c.id, {3: {"name_en": "z"}})  # the table again
+        transaction.rollback()
+    assert _names(db) == before
+
+
+def test_a_pinned_database_runs_every_transaction_on_one_connection(db):
+    def connection_of(conn):
+        return id(conn.connection.dbapi_connection)
+
+    with db.pinned():
+        first = db.run(connection_of)
+        assert db.run(connection_of, write=False) == first
+        # A transaction opened inside another one (a heartbeat) takes a connection of its own.
+        assert db.run(lambda conn: db.run(connection_of, write=False)) != first
+
+
+@pytest.mark.mariadb
+def test_a_pinned_connection_the_server_killed_reconnects_on_the_next_transaction(mariadb_url):
+    from ops_lib.db import connect
+
+    db = connect(mariadb_url)
+    try:
+        with db.pinned():
+            victim = db.run(lambda conn: conn.execute(text("SELECT CONNECTION_ID()")).scalar())
+            with db.engine.connect() as other:
+                other.execute(text(f"KILL {int(victim)}"))
+            # The first statement on the dead connection fails as transient and is retried.
+            after = db.run(lambda conn: conn.execute(text("SELECT CONNECTION_ID()")).scalar())
+        assert after != victim
+    finally:
+        db.engine.dispose()
