@@ -204,7 +204,7 @@ def _merge_record(table, new) -> dict:
 class ScanStage(Stage):
     name = "scans"
     queue = Queue(attendance_scan_queue)
-    batch_size = 2000
+    batch_size = 5000
 
     def _claimed_scans(self, conn: Connection, run_id: str, keys: Sequence[int]):
         return conn.execute(
