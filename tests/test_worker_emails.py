@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import time
 import email
 import email.policy
 import io
@@ -15,7 +16,7 @@ import io
 import pytest
 from sqlalchemy import insert
 
-from conftest import run_cli, snapshot, tool_env
+from conftest import run_cli, snapshot, start_cli, tool_env
 from ops_lib.db import connect
 from ops_lib.schema import attendance_records, report_email_queue, students
 from ops_lib.timeutil import utcnow
@@ -313,3 +314,30 @@ def test_dry_run_over_queued_reports_changes_nothing_and_sends_nothing(
     assert (emails["would_take"], emails["details"]) == (2, "would_fail_bad_request=1")
     assert f"emails: would send through SMTP 127.0.0.1:{smtp.port}" in result["notes"]
     database.engine.dispose()
+
+
+def test_a_slow_smtp_server_cannot_let_a_second_run_send_the_same_reports_again(
+        db_url, engine, tmp_path, smtp):
+    # Each message takes 1.2 s, the lease is 2 s: the rows still to send would be recovered by
+    # the second run (and sent twice) if the first run did not extend their lease as it goes.
+    school = add_institution(engine)
+    add_attendance(engine, school)
+    recipients = [f"head{i}@gvs.test" for i in range(4)]
+    requests = [add_report_request(engine, school, recipient=r, params=MARCH) for r in recipients]
+    smtp.data_delay = 1.2
+    env = tool_env(db_url, tmp_path, OPS_SMTP_FROM="reports@ops.test", OPS_SMTP_HOST="127.0.0.1",
+                   OPS_SMTP_PORT=str(smtp.port), OPS_SMTP_TIMEOUT_SECONDS="10",
+                   OPS_WORKER_LEASE_SECONDS="2")
+
+    first = start_cli("run_background_workers", "--execute", "--json", env=env)
+    deadline = time.monotonic() + 60
+    while len(smtp.envelopes) < 2 and time.monotonic() < deadline:  # the first lease is over
+        time.sleep(0.05)
+    second = run_cli("run_background_workers", "--execute", "--json", env=env)
+    _out, err = first.communicate(timeout=120)
+
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    assert sorted(to for e in smtp.envelopes for to in e.rcpt_tos) == recipients
+    assert [row(engine, report_email_queue, r).status for r in requests] == ["sent"] * 4
+    assert stage_row(result_json(second), "emails")["claimed"] == 0

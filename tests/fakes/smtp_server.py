@@ -14,11 +14,13 @@ No TLS and no AUTH are offered.
 
 ``smtp.refuse("nobody@school.test", "550 5.1.1 No such user")`` makes the server answer that
 reply to ``RCPT TO`` for that address (a 4xx reply for a temporary refusal); other recipients
-are accepted as usual.
+are accepted as usual. ``smtp.data_delay = 1.5`` makes it take that many seconds to accept
+each message (a slow server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -59,6 +61,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook
+        if self._owner.data_delay:
+            await asyncio.sleep(self._owner.data_delay)
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
@@ -83,6 +87,7 @@ class FakeSmtpServer:
         self._lock = threading.Lock()
         self._envelopes: List[ReceivedEnvelope] = []
         self._refusals: Dict[str, str] = {}
+        self.data_delay = 0.0
         self._controller: Optional[Controller] = None
 
     def refuse(self, address: str, reply: str = "550 5.1.1 Mailbox unavailable") -> None:
