@@ -7,7 +7,8 @@ would be compiled anew for every batch.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Column, Connection, MetaData, Table, insert, update
 from sqlalchemy.dialects import mysql, sqlite
@@ -34,10 +35,13 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], keys: Se
 
 
 def insert_ignore_from_select(conn: Connection, table: Table, columns: Sequence[str],
-                              query: Select, keys: Sequence[str]) -> None:
-    """INSERT ... SELECT, skipping rows whose unique `keys` already exist."""
+                              query: Select, keys: Sequence[str]) -> int:
+    """INSERT ... SELECT, skipping rows whose unique `keys` already exist.
+
+    Returns the rows inserted (MySQL: the rows offered, duplicates included).
+    """
     statement = _insert(conn, table).from_select(list(columns), query)
-    conn.execute(_ignore_duplicates(conn, statement, keys))
+    return conn.execute(_ignore_duplicates(conn, statement, keys)).rowcount
 
 
 def _on_conflict_update(conn: Connection, statement, keys: Sequence[str],
@@ -92,18 +96,32 @@ def update_each(conn: Connection, table: Table, key: Column, per_row: Mapping[An
 def _update_from_values(conn: Connection, table: Table, key: Column, columns: Sequence[str],
                         rows: Mapping[Any, dict], common: dict,
                         where: Sequence[ColumnElement[bool]]) -> int:
-    values = Table(f"each_{table.name}", MetaData(),
-                   Column(key.name, key.type, primary_key=True),
-                   *[Column(name, table.c[name].type) for name in columns],
-                   prefixes=["TEMPORARY"])
-    values.create(conn)
-    try:
-        conn.execute(insert(values), [{key.name: k, **v} for k, v in rows.items()])
+    definition = [Column(key.name, key.type, primary_key=True),
+                  *[Column(name, table.c[name].type) for name in columns]]
+    with temporary_table(conn, f"each_{table.name}", definition,
+                         [{key.name: k, **v} for k, v in rows.items()]) as values:
         sets = {**common, **{name: values.c[name] for name in columns}}
         return conn.execute(
             update(table).where(key == values.c[key.name], *where).values(sets)).rowcount
+
+
+@contextmanager
+def temporary_table(conn: Connection, name: str, columns: Sequence[Column],
+                    rows: Sequence[dict]) -> Iterator[Table]:
+    """A temporary table of `rows` for the statements inside; dropped after, error or not.
+
+    Rows go in as one multi-row INSERT, so a set-based statement can join them instead of
+    binding thousands of parameters or shipping rows back and forth.
+    """
+    table = Table(name, MetaData(), *columns, prefixes=["TEMPORARY"],
+                  mysql_charset="utf8mb4", mysql_collate="utf8mb4_unicode_ci")
+    table.create(conn)
+    try:
+        if rows:
+            conn.execute(insert(table), list(rows))
+        yield table
     finally:
         # TEMPORARY: MySQL commits the open transaction on a plain DROP TABLE, even of a
         # temporary table.
         temporary = " TEMPORARY" if conn.dialect.name == "mysql" else ""
-        conn.exec_driver_sql(f"DROP{temporary} TABLE {values.name}")
+        conn.exec_driver_sql(f"DROP{temporary} TABLE {name}")

@@ -34,7 +34,6 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
-    literal,
     literal_column,
     not_,
     select,

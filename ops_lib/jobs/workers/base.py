@@ -90,20 +90,6 @@ def mark_snapshots_of_students(conn: Connection, student_ids: Iterable[int],
                        ["guardian_id"], _remark)
 
 
-def guardians_of_students(conn: Connection, student_ids: Iterable[int]) -> dict[int, list[int]]:
-    """student id -> guardian ids, in one query."""
-    ids = sorted(set(student_ids))
-    guardians: dict[int, list[int]] = {}
-    if ids:
-        for row in conn.execute(
-            select(guardian_students.c.student_id, guardian_students.c.guardian_id)
-            .where(guardian_students.c.student_id.in_(ids))
-            .order_by(guardian_students.c.student_id, guardian_students.c.guardian_id)
-        ):
-            guardians.setdefault(row.student_id, []).append(row.guardian_id)
-    return guardians
-
-
 def _mark(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
     # Sorted, so that concurrent workers take the marker rows' locks in one order.
     rows.sort(key=lambda r: tuple(r[k] for k in keys))

@@ -22,11 +22,14 @@ n = notifications
 d = notification_devices
 
 
-def fan_out(conn: Connection, which, now) -> None:
-    """One pending delivery per active device of each chosen notification's guardian."""
+def fan_out(conn: Connection, which, now, notifications_from=n) -> None:
+    """One pending delivery per active device of each chosen notification's guardian.
+
+    `notifications_from` may join `notifications` to what chooses them (instead of `which`).
+    """
     devices = (
         select(n.c.id, d.c.id, literal("pending"), literal(0), literal(now))
-        .select_from(n.join(d, d.c.guardian_id == n.c.guardian_id))
+        .select_from(notifications_from.join(d, d.c.guardian_id == n.c.guardian_id))
         .where(which, d.c.is_active == true())
     )
     insert_ignore_from_select(

@@ -25,7 +25,9 @@ from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
+    Column,
     Connection,
+    DateTime,
     String,
     case,
     cast,
@@ -33,6 +35,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    true,
     tuple_,
     update,
 )
@@ -44,14 +47,14 @@ from ...runtime import RunContext
 from ...schema import (
     attendance_records,
     attendance_scan_queue,
+    guardian_students,
     institutions,
     notifications,
     students,
 )
-from ...sqlutil import insert_ignore, update_each, upsert
+from ...sqlutil import insert_ignore_from_select, temporary_table, update_each, upsert
 from ...timeutil import utcnow
-from .base import (Stage, StageStats, guardians_of_students, mark_rollups,
-                   mark_snapshots_of_students)
+from .base import Stage, StageStats, mark_rollups, mark_snapshots_of_students
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
@@ -223,11 +226,10 @@ class ScanStage(Stage):
             result = classify(conn, scans, ctx.settings.scan_late_after)
             groups = group_by_day(result.accepted)
             arrivals = self._write_records(conn, groups, now)
-            guardians_of = guardians_of_students(conn, {s for s, _d in arrivals})
             batch.add("records_created", len(arrivals))
             batch.add("records_updated", len(groups) - len(arrivals))
             batch.add("notifications_created",
-                      self._notify_arrivals(conn, arrivals, groups, guardians_of, result, now))
+                      self._notify_arrivals(conn, arrivals, groups, result, now))
             mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
             mark_snapshots_of_students(conn, {s for s, _d in groups}, now)
             self._write_back(conn, ctx.run_id, result, now)
@@ -267,29 +269,48 @@ class ScanStage(Stage):
         return [k for k in keys if k not in existing]
 
     def _notify_arrivals(self, conn: Connection, arrivals: list[tuple], groups: dict,
-                         guardians_of: dict[int, list[int]], result: Classified,
-                         now: dt.datetime) -> int:
+                         result: Classified, now: dt.datetime) -> int:
+        """One notification per guardian of each new student-day, and its deliveries.
+
+        The worker sends one row per arrival; the server pairs it with the student's guardians
+        (guardian_students) and their active devices, so guardian ids never travel.
+        """
         rows = []
         for student_id, day in arrivals:
             first = groups[(student_id, day)].first
             name = result.student_names[student_id]
             local = result.local_times[first.scan_id]
-            for guardian_id in sorted(guardians_of.get(student_id, [])):
-                rows.append({
-                    "guardian_id": guardian_id, "student_id": student_id, "kind": "arrival",
-                    "title": f"{name} arrived",
-                    "body": f"{name} arrived at {local:%H:%M} on {day:%d %b %Y} ({first.status}).",
-                    "data": {"type": "arrival", "student_id": student_id,
-                             "attendance_date": day.isoformat(), "status": first.status,
-                             "first_scan_at": first.scanned_at.isoformat() + "Z"},
-                    "dedupe_key": f"arrival:{student_id}:{day.isoformat()}:{guardian_id}",
-                    "created_at": now, "fanout_status": "done",
-                })
-        created = insert_ignore(conn, notifications, rows, ["dedupe_key"])
-        if rows:
+            rows.append({
+                "dedupe_prefix": f"arrival:{student_id}:{day.isoformat()}:",
+                "student_id": student_id,
+                "title": f"{name} arrived",
+                "body": f"{name} arrived at {local:%H:%M} on {day:%d %b %Y} ({first.status}).",
+                "data": {"type": "arrival", "student_id": student_id,
+                         "attendance_date": day.isoformat(), "status": first.status,
+                         "first_scan_at": first.scanned_at.isoformat() + "Z"},
+            })
+        if not rows:
+            return 0
+        n, gs = notifications.c, guardian_students.c
+        columns = [Column("dedupe_prefix", String(191), primary_key=True),
+                   Column("student_id", n.student_id.type), Column("title", n.title.type),
+                   Column("body", n.body.type), Column("data", n.data.type)]
+        with temporary_table(conn, "arrivals", columns, rows) as new:
+            dedupe_key = new.c.dedupe_prefix + cast(gs.guardian_id, String)
+            pairs = new.join(guardian_students, gs.student_id == new.c.student_id)
+            created = insert_ignore_from_select(
+                conn, notifications,
+                ["guardian_id", "student_id", "kind", "title", "body", "data", "dedupe_key",
+                 "created_at", "fanout_status"],
+                select(gs.guardian_id, new.c.student_id, literal("arrival"), new.c.title,
+                       new.c.body, new.c.data, dedupe_key, literal(now, DateTime),
+                       literal("done"))
+                .select_from(pairs).order_by(new.c.dedupe_prefix, gs.guardian_id),
+                ["dedupe_key"])
             # Fanned out here, in the same transaction, rather than claimed again by the fan-out
             # stage: the unique (notification, device) key keeps it idempotent either way.
-            fan_out(conn, notifications.c.dedupe_key.in_([r["dedupe_key"] for r in rows]), now)
+            fan_out(conn, true(), now,
+                    notifications_from=pairs.join(notifications, n.dedupe_key == dedupe_key))
         return created
 
     def _write_back(self, conn: Connection, run_id: str, result: Classified,
