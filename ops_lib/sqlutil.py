@@ -7,10 +7,10 @@ would be compiled anew for every batch.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from sqlalchemy import Column, Connection, MetaData, Table, insert, update
+from sqlalchemy import Column, Connection, MetaData, Table, insert, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -35,13 +35,10 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], keys: Se
 
 
 def insert_ignore_from_select(conn: Connection, table: Table, columns: Sequence[str],
-                              query: Select, keys: Sequence[str]) -> int:
-    """INSERT ... SELECT, skipping rows whose unique `keys` already exist.
-
-    Returns the rows inserted (MySQL: the rows offered, duplicates included).
-    """
+                              query: Select, keys: Sequence[str]) -> None:
+    """INSERT ... SELECT, skipping rows whose unique `keys` already exist."""
     statement = _insert(conn, table).from_select(list(columns), query)
-    return conn.execute(_ignore_duplicates(conn, statement, keys)).rowcount
+    conn.execute(_ignore_duplicates(conn, statement, keys))
 
 
 def _on_conflict_update(conn: Connection, statement, keys: Sequence[str],
@@ -100,28 +97,45 @@ def _update_from_values(conn: Connection, table: Table, key: Column, columns: Se
                   *[Column(name, table.c[name].type) for name in columns]]
     with temporary_table(conn, f"each_{table.name}", definition,
                          [{key.name: k, **v} for k, v in rows.items()]) as values:
-        sets = {**common, **{name: values.c[name] for name in columns}}
+        given = values.c[key.name]
+        if conn.dialect.name == "mysql":
+            sets = {name: values.c[name] for name in columns}
+            match = key == given
+        else:  # SQLite before 3.33 has no UPDATE ... FROM
+            sets = {name: select(values.c[name]).where(given == key).scalar_subquery()
+                    for name in columns}
+            match = key.in_(select(given))
         return conn.execute(
-            update(table).where(key == values.c[key.name], *where).values(sets)).rowcount
+            update(table).where(match, *where).values({**common, **sets})).rowcount
 
 
 @contextmanager
 def temporary_table(conn: Connection, name: str, columns: Sequence[Column],
                     rows: Sequence[dict]) -> Iterator[Table]:
-    """A temporary table of `rows` for the statements inside; dropped after, error or not.
+    """A temporary table of `rows` for the statements inside; dropped after.
 
     Rows go in as one multi-row INSERT, so a set-based statement can join them instead of
     binding thousands of parameters or shipping rows back and forth.
     """
     table = Table(name, MetaData(), *columns, prefixes=["TEMPORARY"],
                   mysql_charset="utf8mb4", mysql_collate="utf8mb4_unicode_ci")
+    # TEMPORARY / temp.: never a permanent table of that name. MySQL would also commit the open
+    # transaction on a plain DROP TABLE, even of a temporary table.
+    if conn.dialect.name == "mysql":
+        drop = f"DROP TEMPORARY TABLE IF EXISTS {name}"
+    else:
+        drop = f"DROP TABLE IF EXISTS temp.{name}"
+    conn.exec_driver_sql(drop)  # one a failed statement left on this (pinned) connection
     table.create(conn)
     try:
         if rows:
             conn.execute(insert(table), list(rows))
         yield table
-    finally:
-        # TEMPORARY: MySQL commits the open transaction on a plain DROP TABLE, even of a
-        # temporary table.
-        temporary = " TEMPORARY" if conn.dialect.name == "mysql" else ""
-        conn.exec_driver_sql(f"DROP{temporary} TABLE {name}")
+    except BaseException:
+        # A lost connection took its temporary tables with it, and the error that brought us
+        # here is the one to report: the next use drops what is left.
+        if not conn.invalidated:
+            with suppress(Exception):
+                conn.exec_driver_sql(drop)
+        raise
+    conn.exec_driver_sql(drop)

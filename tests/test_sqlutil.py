@@ -72,3 +72,35 @@ def test_a_pinned_connection_the_server_killed_reconnects_on_the_next_transactio
         assert after != victim
     finally:
         db.engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_a_connection_lost_inside_update_each_is_retried_and_updates_once(mariadb_url):
+    from sqlalchemy import event
+
+    from ops_lib.db import connect
+
+    db = connect(mariadb_url)
+    _seed(db)
+    killed = []
+
+    def kill_before_the_update(conn, _cursor, statement, *_args):
+        if statement.startswith("UPDATE divisions") and not killed:
+            victim = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+            with db.engine.connect() as other:
+                other.execute(text(f"KILL {int(victim)}"))
+            killed.append(victim)
+
+    event.listen(db.engine, "before_cursor_execute", kill_before_the_update)
+    try:
+        with db.pinned():
+            matched = db.run(lambda conn: update_each(
+                conn, divisions, divisions.c.id, {1: {"name_en": "one"}, 2: {"name_en": "two"}}))
+            # The same pinned connection goes on working (its temporary table was recreated).
+            again = db.run(lambda conn: update_each(
+                conn, divisions, divisions.c.id, {3: {"name_en": "three"}}))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", kill_before_the_update)
+        db.engine.dispose()
+    assert killed and (matched, again) == (2, 1)
+    assert [r.name_en for r in _names(db)][:3] == ["one", "two", "three"]

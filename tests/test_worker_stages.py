@@ -88,8 +88,10 @@ def rows(db, table, *order):
 
 def test_first_scan_creates_a_present_record_and_one_arrival_per_guardian(school, tmp_path):
     queue_scans(school, ("A1", local(20, 8, 15)))
-    drain(school, tmp_path)
+    result = drain(school, tmp_path)
 
+    assert result.counts["scans_notifications_created"] == 2
+    assert result.counts["scans_records_created"] == 1
     [record] = rows(school, attendance_records, attendance_records.c.id)
     assert (record["student_id"], record["attendance_date"], record["status"]) == (
         1, dt.date(2026, 11, 20), "present")

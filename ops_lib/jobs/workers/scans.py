@@ -298,7 +298,7 @@ class ScanStage(Stage):
         with temporary_table(conn, "arrivals", columns, rows) as new:
             dedupe_key = new.c.dedupe_prefix + cast(gs.guardian_id, String)
             pairs = new.join(guardian_students, gs.student_id == new.c.student_id)
-            created = insert_ignore_from_select(
+            insert_ignore_from_select(
                 conn, notifications,
                 ["guardian_id", "student_id", "kind", "title", "body", "data", "dedupe_key",
                  "created_at", "fanout_status"],
@@ -311,7 +311,8 @@ class ScanStage(Stage):
             # stage: the unique (notification, device) key keeps it idempotent either way.
             fan_out(conn, true(), now,
                     notifications_from=pairs.join(notifications, n.dedupe_key == dedupe_key))
-        return created
+            # Offered, as insert_ignore counts: the same figure on every database.
+            return conn.execute(select(func.count()).select_from(pairs)).scalar_one()
 
     def _write_back(self, conn: Connection, run_id: str, result: Classified,
                     now: dt.datetime) -> None:
