@@ -22,10 +22,10 @@ n = notifications
 d = notification_devices
 
 
-def fan_out(conn: Connection, which, now, notifications_from=n) -> None:
+def fan_out(conn: Connection, now, which=true(), notifications_from=n) -> None:
     """One pending delivery per active device of each chosen notification's guardian.
 
-    `notifications_from` may join `notifications` to what chooses them (instead of `which`).
+    The notifications are those `which` picks, or those `notifications_from` joins to.
     """
     devices = (
         select(n.c.id, d.c.id, literal("pending"), literal(0), literal(now))
@@ -54,7 +54,7 @@ class FanoutStage(Stage):
             if not owned:
                 return batch
             ids = [row.id for row in owned]
-            fan_out(conn, n.c.id.in_(ids), now)
+            fan_out(conn, now, which=n.c.id.in_(ids))
             deliveries = conn.execute(select(func.count()).select_from(push_deliveries).where(
                 push_deliveries.c.notification_id.in_(ids))).scalar_one()
             conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(

@@ -35,7 +35,6 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
-    true,
     tuple_,
     update,
 )
@@ -309,7 +308,7 @@ class ScanStage(Stage):
                 ["dedupe_key"])
             # Fanned out here, in the same transaction, rather than claimed again by the fan-out
             # stage: the unique (notification, device) key keeps it idempotent either way.
-            fan_out(conn, true(), now,
+            fan_out(conn, now,
                     notifications_from=pairs.join(notifications, n.dedupe_key == dedupe_key))
             # Offered, as insert_ignore counts: the same figure on every database.
             return conn.execute(select(func.count()).select_from(pairs)).scalar_one()
