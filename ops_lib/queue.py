@@ -60,6 +60,30 @@ class Queue:
     def owned_by(self, run_id: str, keys: Sequence[Any]) -> ColumnElement[bool]:
         return and_(self.key_in(keys), self.table.c.claimed_by == run_id)
 
+    def owned_batch(self, run_id: str, keys: Sequence[Any]) -> ColumnElement[bool]:
+        """The rows of this run's current batch (`keys`) that it still holds.
+
+        A run holds one batch of a queue at a time, so with a one-column key the batch is the
+        range from its first to its last key, less the rows in it that are not this run's:
+        two bound values instead of thousands.
+        """
+        if len(self.key) != 1 or not keys:
+            return self.owned_by(run_id, keys)
+        column = self.table.c[self.key[0]]
+        return and_(column.between(min(keys), max(keys)), self.table.c.claimed_by == run_id)
+
+
+class ClaimLost(Exception):
+    """Rows of a batch stopped being this run's (its lease ran out and another run took them)
+    before the write-back: the transaction is rolled back, and the batch redone without them."""
+
+
+def check_still_owned(queue: Queue, matched: int, expected: int) -> None:
+    """Raise ClaimLost unless the write-back matched every row the batch read as its own."""
+    if matched != expected:
+        raise ClaimLost(f"{queue.name}: {expected - matched} of {expected} claimed rows were "
+                        "taken over by another run before the write-back")
+
 
 def claim(db: Database, queue: Queue, run_id: str, limit: int, lease_seconds: int,
           now: dt.datetime) -> list[Any]:

@@ -309,3 +309,64 @@ def test_markers_a_broken_stage_gives_back_wait_so_the_rows_after_them_get_a_tur
     finally:
         with school.engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE guardian_snapshots_away RENAME TO guardian_snapshots")
+
+
+def claim_scans(ctx, run_id: str) -> list[int]:
+    from ops_lib.queue import claim
+
+    return claim(ctx.db, workers.ScanStage.queue, run_id, 100, 300, dt.datetime.utcnow())
+
+
+def test_scans_another_run_took_over_are_left_to_it(school, tmp_path):
+    queue_scans(school, ("A1", local(20, 8, 0)), ("B2", local(20, 8, 1)))
+    ctx = job_context(school.url, tmp_path)
+    try:
+        keys = claim_scans(ctx, ctx.run_id)
+        with school.engine.begin() as conn:  # our lease ran out and another run took A1's scan
+            conn.execute(update(attendance_scan_queue).where(attendance_scan_queue.c.id == keys[0])
+                         .values(claimed_by="another-run"))
+        stats = workers.StageStats()
+        workers.ScanStage().process(ctx, keys, stats)
+    finally:
+        ctx.db.engine.dispose()
+    assert (stats.lost, stats.done) == (1, 1)
+    scans = rows(school, attendance_scan_queue, attendance_scan_queue.c.id)
+    assert [(s["status"], s["claimed_by"]) for s in scans] == [
+        ("pending", "another-run"), ("done", None)]
+    assert [r["student_id"] for r in rows(school, attendance_records)] == [2]
+
+
+@pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
+def test_a_takeover_during_the_batch_rolls_it_back_and_it_is_redone_without_that_scan(
+        school, tmp_path):
+    """The batch reads its scans without locking them: the write-back is what proves they are
+    still this run's. Another run takes one over between the two; nothing of it may stay."""
+    from sqlalchemy import event
+
+    queue_scans(school, ("A1", local(20, 8, 0)), ("B2", local(20, 8, 1)))
+    ctx = job_context(school.url, tmp_path)
+    taken = []
+
+    def take_over_before_the_write_back(conn, cursor, statement, *_):
+        if not taken and statement.startswith("UPDATE attendance_scan_queue SET status"):
+            with school.engine.begin() as other:
+                taken.append(other.execute(
+                    update(attendance_scan_queue)
+                    .where(attendance_scan_queue.c.id == keys[0])
+                    .values(claimed_by="another-run")).rowcount)
+
+    try:
+        keys = claim_scans(ctx, ctx.run_id)
+        event.listen(ctx.db.engine, "before_cursor_execute", take_over_before_the_write_back)
+        stats = workers.StageStats()
+        workers.ScanStage().process(ctx, keys, stats)
+    finally:
+        ctx.db.engine.dispose()
+    assert taken == [1]
+    assert (stats.lost, stats.done, stats.details.get("batches_redone")) == (1, 1, 1)
+    scans = rows(school, attendance_scan_queue, attendance_scan_queue.c.id)
+    assert [(s["status"], s["claimed_by"]) for s in scans] == [
+        ("pending", "another-run"), ("done", None)]
+    # Asha's record and arrivals were written before the write-back found the takeover: gone.
+    assert [r["student_id"] for r in rows(school, attendance_records)] == [2]
+    assert {n["student_id"] for n in rows(school, notifications)} == {2}

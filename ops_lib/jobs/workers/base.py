@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Connection, DateTime, literal, null, select
+from sqlalchemy import Connection, DateTime, Select, literal, null, select
 
 from ...queue import Queue
 from ...runtime import RunContext
@@ -74,16 +74,12 @@ def mark_snapshots(conn: Connection, guardian_ids: Iterable[int], now: dt.dateti
     _mark(conn, guardian_snapshot_queue, rows, ["guardian_id"])
 
 
-def mark_snapshots_of_students(conn: Connection, student_ids: Iterable[int],
-                               now: dt.datetime) -> None:
-    """The snapshots of these students' guardians are stale: one INSERT ... SELECT, so the
-    guardian ids never travel to the worker and back."""
-    ids = sorted(set(student_ids))
-    if not ids:
-        return
+def mark_snapshots_of_students(conn: Connection, student_ids: Select, now: dt.datetime) -> None:
+    """The snapshots of the guardians of these students (a query of their ids) are stale: one
+    INSERT ... SELECT, so the guardian ids never travel to the worker and back."""
     gs = guardian_students.c
     query = (select(gs.guardian_id, literal(now, DateTime))
-             .where(gs.student_id.in_(ids))
+             .where(gs.student_id.in_(student_ids))
              .group_by(gs.guardian_id)
              .order_by(gs.guardian_id))  # one lock order for concurrent workers, as in _mark
     upsert_from_select(conn, guardian_snapshot_queue, ["guardian_id", "marked_at"], query,

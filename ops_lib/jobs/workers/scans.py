@@ -12,6 +12,8 @@ Rules (docs/workers.md):
   give the same record. A processed scan's `scan_key` is unique: if two workers count copies of one
   scan at the same moment, the second commit fails on that key and its batch is redone, seeing the
   first as done. No lock is held on students, so workers do not queue behind each other.
+- A batch is read in one statement (scans, their students, processed copies) without locks; the
+  write-back must then match every scan read as this run's, or the batch is rolled back and redone.
 - The first scan of a student's day creates one arrival notification per guardian; its dedupe_key
   (`arrival:<student>:<date>:<guardian>`) makes a second one impossible.
 """
@@ -29,19 +31,21 @@ from sqlalchemy import (
     Connection,
     DateTime,
     String,
+    and_,
     case,
     cast,
     func,
     literal,
     literal_column,
     select,
+    true,
     tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
 from ...db import mysql_error_code
-from ...queue import Queue
+from ...queue import ClaimLost, Queue, check_still_owned
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -51,13 +55,18 @@ from ...schema import (
     notifications,
     students,
 )
-from ...sqlutil import insert_ignore_from_select, temporary_table, update_each, upsert
+from ...sqlutil import (
+    insert_ignore_from_select,
+    temporary_table,
+    update_each,
+    upsert_from_select,
+)
 from ...timeutil import utcnow
 from .base import Stage, StageStats, mark_rollups, mark_snapshots_of_students
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
-SCAN_KEY_RETRIES = 3
+BATCH_REDOS = 3  # a batch that met another run (a copy of a scan, a lost claim) is redone
 q = attendance_scan_queue
 
 
@@ -69,7 +78,6 @@ class Accepted:
     scanned_at: dt.datetime
     local_date: dt.date
     status: str  # present | late
-    key: str
 
 
 @dataclass
@@ -109,41 +117,44 @@ def scan_key_sql(dialect: str):
     return cast(q.c.institution_id, String) + separator + q.c.card_uid + separator + when
 
 
+def batch_query(where, dialect: str):
+    """The scans `where` picks, each with its student (by institution and card) and, when a
+    processed scan has the same key, that scan's id: one read, joined in the server."""
+    done = q.alias("done")
+    s = students.c
+    return (
+        select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at,
+               s.id.label("student_id"), s.is_active, s.name.label("student_name"),
+               done.c.id.label("done_id"))
+        .select_from(
+            q.outerjoin(students, and_(s.institution_id == q.c.institution_id,
+                                       s.card_uid == q.c.card_uid))
+            .outerjoin(done, done.c.scan_key == scan_key_sql(dialect)))
+        .where(where)
+        .order_by(q.c.id))
+
+
 def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) -> Classified:
-    """Sort scans into accepted, duplicates and failures (reads only)."""
+    """Sort scans (rows of batch_query) into accepted, duplicates and failures (reads only)."""
     out = Classified()
-    pairs = sorted({(s.institution_id, s.card_uid) for s in scans})
-    found = {
-        (r.institution_id, r.card_uid): r
-        for r in conn.execute(
-            select(students.c.id, students.c.institution_id, students.c.card_uid,
-                   students.c.is_active, students.c.name)
-            .where(tuple_(students.c.institution_id, students.c.card_uid).in_(pairs))
-        )
-    }
     inst_ids = sorted({s.institution_id for s in scans})
     settings_of = {
         r.id: r for r in conn.execute(
             select(institutions.c.id, institutions.c.timezone, institutions.c.late_after)
             .where(institutions.c.id.in_(inst_ids)))
     }
-    keys = {s.id: scan_key(s.institution_id, s.card_uid, s.scanned_at) for s in scans}
-    already_done = set(conn.execute(
-        select(q.c.scan_key).where(q.c.scan_key.in_(sorted(set(keys.values()))))
-    ).scalars())
     zones: dict[str, ZoneInfo | None] = {}
     seen: set[str] = set()
     for scan in sorted(scans, key=lambda s: (s.scanned_at, s.id)):
-        student = found.get((scan.institution_id, scan.card_uid))
-        if student is None:
+        if scan.student_id is None:
             out.failed[scan.id] = (f"unknown card {scan.card_uid!r} "
                                    f"at institution {scan.institution_id}")
             continue
-        if not student.is_active:
-            out.failed[scan.id] = f"student {student.id} (card {scan.card_uid!r}) is inactive"
+        if not scan.is_active:
+            out.failed[scan.id] = f"student {scan.student_id} (card {scan.card_uid!r}) is inactive"
             continue
-        key = keys[scan.id]
-        if key in already_done or key in seen:
+        key = scan_key(scan.institution_id, scan.card_uid, scan.scanned_at)
+        if scan.done_id is not None or key in seen:
             out.duplicates.append(scan.id)
             continue
         seen.add(key)
@@ -161,9 +172,9 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) ->
             continue
         local = scan.scanned_at.replace(tzinfo=dt.timezone.utc).astimezone(zone)
         status = "late" if local.time().replace(tzinfo=None) > late_after else "present"
-        out.accepted.append(Accepted(scan.id, student.id, scan.institution_id, scan.scanned_at,
-                                     local.date(), status, key))
-        out.student_names[student.id] = student.name
+        out.accepted.append(Accepted(scan.id, scan.student_id, scan.institution_id,
+                                     scan.scanned_at, local.date(), status))
+        out.student_names[scan.student_id] = scan.student_name
         out.local_times[scan.id] = local
     return out
 
@@ -189,6 +200,25 @@ def group_by_day(accepted: list[Accepted]) -> dict[tuple[int, dt.date], DayGroup
     return groups
 
 
+def _day_columns() -> list[Column]:
+    """One row per student-day of a batch, for the set-based statements of the records."""
+    r = attendance_records.c
+    return [Column("student_id", r.student_id.type, primary_key=True),
+            Column("attendance_date", r.attendance_date.type, primary_key=True),
+            Column("institution_id", r.institution_id.type),
+            Column("first_scan_at", r.first_scan_at.type),
+            Column("last_scan_at", r.last_scan_at.type),
+            Column("scan_count", r.scan_count.type),
+            Column("status", r.status.type)]
+
+
+def _day_rows(groups: dict[tuple[int, dt.date], DayGroup]) -> list[dict]:
+    return [{"student_id": student_id, "attendance_date": day,
+             "institution_id": g.institution_id, "first_scan_at": g.first.scanned_at,
+             "last_scan_at": g.last_scan_at, "scan_count": g.count, "status": g.first.status}
+            for (student_id, day), g in sorted(groups.items())]
+
+
 def _merge_record(table, new) -> dict:
     # MySQL applies these left to right: status must read first_scan_at before it moves.
     return {
@@ -208,64 +238,63 @@ class ScanStage(Stage):
     queue = Queue(attendance_scan_queue)
     batch_size = 5000
 
-    def _claimed_scans(self, conn: Connection, run_id: str, keys: Sequence[int]):
-        return conn.execute(
-            select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at)
-            .where(self.queue.owned_by(run_id, keys)).order_by(q.c.id).with_for_update()
-        ).all()
-
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         def work(conn: Connection) -> StageStats:
             batch = StageStats()
             now = utcnow()
-            scans = self._claimed_scans(conn, ctx.run_id, keys)
+            # A plain read: the write-back proves the rows are still this run's, and rolls the
+            # whole batch back if they are not.
+            scans = conn.execute(batch_query(self.queue.owned_batch(ctx.run_id, keys),
+                                             conn.dialect.name)).all()
             batch.lost += len(keys) - len(scans)
             if not scans:
                 return batch
             result = classify(conn, scans, ctx.settings.scan_late_after)
             groups = group_by_day(result.accepted)
-            arrivals = self._write_records(conn, groups, now)
-            batch.add("records_created", len(arrivals))
-            batch.add("records_updated", len(groups) - len(arrivals))
-            batch.add("notifications_created",
-                      self._notify_arrivals(conn, arrivals, groups, result, now))
-            mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
-            mark_snapshots_of_students(conn, {s for s, _d in groups}, now)
-            self._write_back(conn, ctx.run_id, result, now)
+            if groups:
+                with temporary_table(conn, "scan_days", _day_columns(), _day_rows(groups)) as days:
+                    arrivals = self._write_records(conn, days, groups, now)
+                    batch.add("records_created", len(arrivals))
+                    batch.add("records_updated", len(groups) - len(arrivals))
+                    batch.add("notifications_created",
+                              self._notify_arrivals(conn, arrivals, groups, result, now))
+                    mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()],
+                                 now)
+                    mark_snapshots_of_students(conn, select(days.c.student_id), now)
+            self._write_back(conn, ctx.run_id, keys, result, now)
             batch.done += len(result.accepted) + len(result.duplicates)
             batch.failed += len(result.failed)
             batch.add("duplicates", len(result.duplicates))
             return batch
 
-        for attempt in range(1, SCAN_KEY_RETRIES + 1):
+        for attempt in range(1, BATCH_REDOS + 1):
             try:
                 return stats.merge(ctx.db.run(work, what="scans"))
             except IntegrityError as exc:
-                if mysql_error_code(exc) != 1062 or attempt == SCAN_KEY_RETRIES:
+                if mysql_error_code(exc) != 1062 or attempt == BATCH_REDOS:
                     raise
                 # Another worker committed a copy of one of our scans first: redo the batch.
-                stats.add("batches_redone")
+            except ClaimLost:
+                if attempt == BATCH_REDOS:
+                    raise
+                # The redo reads only the rows this run still holds.
+            stats.add("batches_redone")
 
-    def _write_records(self, conn: Connection, groups: dict, now: dt.datetime) -> list[tuple]:
-        """Create or merge one record per student-day; returns the student-days that are new."""
-        if not groups:
-            return []
-        keys = sorted(groups)
-        existing = {
-            (r.student_id, r.attendance_date)
-            for r in conn.execute(
-                select(attendance_records.c.student_id, attendance_records.c.attendance_date)
-                .where(tuple_(attendance_records.c.student_id,
-                              attendance_records.c.attendance_date).in_(keys)))
-        }
-        rows = [{
-            "institution_id": g.institution_id, "student_id": student_id,
-            "attendance_date": day, "first_scan_at": g.first.scanned_at,
-            "last_scan_at": g.last_scan_at, "scan_count": g.count, "status": g.first.status,
-            "created_at": now, "updated_at": now,
-        } for (student_id, day), g in sorted(groups.items())]
-        upsert(conn, attendance_records, rows, ["student_id", "attendance_date"], _merge_record)
-        return [k for k in keys if k not in existing]
+    def _write_records(self, conn: Connection, days, groups: dict, now: dt.datetime) -> list:
+        """Create or merge one record per student-day (`days`); returns the new student-days."""
+        r = attendance_records.c
+        existing = {tuple(row) for row in conn.execute(
+            select(days.c.student_id, days.c.attendance_date).select_from(days.join(
+                attendance_records, and_(r.student_id == days.c.student_id,
+                                         r.attendance_date == days.c.attendance_date))))}
+        stamp = literal(now, DateTime)
+        upsert_from_select(
+            conn, attendance_records,
+            [c.name for c in days.c] + ["created_at", "updated_at"],
+            select(*days.c, stamp, stamp).where(true())  # SQLite: no ON read as a join's
+            .order_by(days.c.student_id, days.c.attendance_date),  # one lock order
+            ["student_id", "attendance_date"], _merge_record)
+        return [day for day in sorted(groups) if day not in existing]
 
     def _notify_arrivals(self, conn: Connection, arrivals: list[tuple], groups: dict,
                          result: Classified, now: dt.datetime) -> int:
@@ -313,24 +342,29 @@ class ScanStage(Stage):
             # Offered, as insert_ignore counts: the same figure on every database.
             return conn.execute(select(func.count()).select_from(pairs)).scalar_one()
 
-    def _write_back(self, conn: Connection, run_id: str, result: Classified,
-                    now: dt.datetime) -> None:
+    def _write_back(self, conn: Connection, run_id: str, keys: Sequence[int],
+                    result: Classified, now: dt.datetime) -> None:
         finished = {"claimed_by": None, "lease_expires_at": None, "processed_at": now}
-        accepted = [a.scan_id for a in result.accepted]
-        if accepted:
-            conn.execute(update(q).where(q.c.id.in_(accepted), q.c.claimed_by == run_id).values(
-                status="done", error=None, scan_key=scan_key_sql(conn.dialect.name), **finished))
+        mine = q.c.claimed_by == run_id
+        matched = update_each(conn, q, q.c.id,
+                              {i: {"error": r[:500]} for i, r in result.failed.items()},
+                              common=dict(status="failed", **finished), where=[mine])
         if result.duplicates:
-            conn.execute(update(q).where(q.c.id.in_(result.duplicates), q.c.claimed_by == run_id)
-                         .values(status="done", error=DUPLICATE_NOTE, **finished))
-        update_each(conn, q, q.c.id, {i: {"error": r[:500]} for i, r in result.failed.items()},
-                    common=dict(status="failed", **finished), where=[q.c.claimed_by == run_id])
+            matched += conn.execute(
+                update(q).where(q.c.id.in_(result.duplicates), mine)
+                .values(status="done", error=DUPLICATE_NOTE, **finished)).rowcount
+        if result.accepted:
+            # What this run still holds of the batch now is exactly the accepted scans.
+            matched += conn.execute(
+                update(q).where(self.queue.owned_batch(run_id, keys)).values(
+                    status="done", error=None, scan_key=scan_key_sql(conn.dialect.name),
+                    **finished)).rowcount
+        check_still_owned(self.queue, matched,
+                          len(result.accepted) + len(result.duplicates) + len(result.failed))
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
         scans = conn.execute(
-            select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at)
-            .where(self.queue.ready(utcnow())).order_by(q.c.id).limit(limit)
-        ).all()
+            batch_query(self.queue.ready(utcnow()), conn.dialect.name).limit(limit)).all()
         if not scans:
             return {}
         result = classify(conn, scans, ctx.settings.scan_late_after)
