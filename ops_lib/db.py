@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+from pymysql import converters
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -179,6 +181,22 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _escape_datetime(value: dt.datetime, mapping=None) -> str:
+    if value.tzinfo is not None:
+        return converters.escape_datetime(value, mapping)
+    return "'" + value.isoformat(" ") + "'"  # the text PyMySQL writes, formatted faster
+
+
+def _escape_date(value: dt.date, mapping=None) -> str:
+    return "'" + value.isoformat() + "'"
+
+
+# PyMySQL's conversions with quicker datetime and date encoders: a batch binds hundreds of
+# thousands of them, and PyMySQL's str.format of each field took a third of its escaping time.
+PYMYSQL_CONVERSIONS = {**converters.conversions, dt.datetime: _escape_datetime,
+                       dt.date: _escape_date}
+
+
 def _mysql_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.drivername in ("mysql", "mariadb"):
@@ -192,7 +210,8 @@ def _mysql_engine(url: str) -> Engine:
         pool_recycle=3600,
         # Queue workers read what others committed after they waited for a row lock.
         isolation_level="READ COMMITTED",
-        connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10},
+        connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10,
+                      "conv": PYMYSQL_CONVERSIONS},
     )
 
     @event.listens_for(engine, "connect")

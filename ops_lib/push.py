@@ -90,12 +90,13 @@ class OutboxPusher:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{utcnow():%Y%m%d}.jsonl"
         outcomes, lines = [], []
+        written_at = utcnow().isoformat() + "Z"
         for message in messages:
             message_id = f"outbox/{uuid.uuid4().hex}"
             lines.append(json.dumps({
                 "message_id": message_id, "delivery_id": message.delivery_id,
                 "token": message.token, "title": message.title, "body": message.body,
-                "data": message.data, "written_at": utcnow().isoformat() + "Z",
+                "data": message.data, "written_at": written_at,
             }, sort_keys=True))
             outcomes.append(PushOutcome(message.delivery_id, SENT, message_id=message_id))
         with path.open("a", encoding="utf-8") as handle:

@@ -60,3 +60,25 @@ def test_an_sqlite_write_transaction_takes_the_write_lock_up_front(tmp_path):
             assert reader.exec_driver_sql("select count(*) from sqlite_master").scalar() == 1
     finally:
         database.engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_the_quicker_datetime_encoders_write_what_pymysql_writes_and_round_trip(mariadb_url):
+    import datetime as dt
+
+    from pymysql import converters
+
+    values = [dt.datetime(2026, 11, 24, 3, 4, 5), dt.datetime(2026, 11, 24, 3, 4, 5, 7),
+              dt.datetime(5, 1, 1), dt.date(999, 1, 2), dt.date(2026, 2, 28),
+              dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)]
+    database = connect(mariadb_url)
+    try:
+        with database.engine.connect() as conn:
+            driver = conn.connection.dbapi_connection
+            for value in values:
+                assert driver.escape(value) == converters.escape_item(
+                    value, "utf8mb4", converters.encoders)
+            assert conn.execute(text("SELECT CAST(:at AS DATETIME(6))"),
+                                {"at": values[1]}).scalar_one() == values[1]
+    finally:
+        database.engine.dispose()

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Connection, DateTime, Select, literal, null, select
+from sqlalchemy import Connection, DateTime, Select, case, literal, null, select
 
 from ...queue import Queue
 from ...runtime import RunContext
@@ -92,6 +92,10 @@ def _mark(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
     upsert(conn, table, rows, keys, _remark)
 
 
-def _remark(_table, new) -> dict:
-    # null(), not None: PyMySQL's executemany cannot take parameters after VALUES (...).
-    return {"marked_at": new.marked_at, "claimed_by": null(), "lease_expires_at": null()}
+def _remark(table, new) -> dict:
+    """A marker waiting unclaimed stays as it is (no row write: the values do not change); one a
+    run is computing loses its claim, so it runs again. MySQL applies these left to right."""
+    return {"marked_at": case((table.c.claimed_by.is_(None), table.c.marked_at),
+                              else_=new.marked_at),
+            # null(), not None: PyMySQL's executemany cannot take parameters after VALUES (...).
+            "claimed_by": null(), "lease_expires_at": null()}

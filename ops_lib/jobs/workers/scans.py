@@ -103,12 +103,9 @@ def _clock(text: str) -> dt.time:
     return dt.datetime.strptime(text, "%H:%M").time()
 
 
-def scan_key(institution_id: int, card_uid: str, scanned_at: dt.datetime) -> str:
-    return f"{institution_id}|{card_uid}|{scanned_at:%Y-%m-%d %H:%M:%S}"
-
-
 def scan_key_sql(dialect: str):
-    """scan_key() computed by the server, so a batch's keys are set by one plain UPDATE."""
+    """A scan's key, `<institution>|<card>|<YYYY-MM-DD HH:MM:SS>`, computed by the server: a
+    batch's keys are set by one plain UPDATE, and processed copies found by a join on them."""
     if dialect == "mysql":
         when = func.date_format(q.c.scanned_at, literal_column("'%Y-%m-%d %H:%i:%s'"))
     else:
@@ -144,7 +141,7 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) ->
             .where(institutions.c.id.in_(inst_ids)))
     }
     zones: dict[str, ZoneInfo | None] = {}
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     for scan in sorted(scans, key=lambda s: (s.scanned_at, s.id)):
         if scan.student_id is None:
             out.failed[scan.id] = (f"unknown card {scan.card_uid!r} "
@@ -153,7 +150,7 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) ->
         if not scan.is_active:
             out.failed[scan.id] = f"student {scan.student_id} (card {scan.card_uid!r}) is inactive"
             continue
-        key = scan_key(scan.institution_id, scan.card_uid, scan.scanned_at)
+        key = (scan.institution_id, scan.card_uid, scan.scanned_at.replace(microsecond=0))
         if scan.done_id is not None or key in seen:
             out.duplicates.append(scan.id)
             continue
@@ -304,17 +301,20 @@ class ScanStage(Stage):
         (guardian_students) and their active devices, so guardian ids never travel.
         """
         rows = []
+        spelled = {day: (day.isoformat(), f"{day:%d %b %Y}") for _s, day in arrivals}
         for student_id, day in arrivals:
             first = groups[(student_id, day)].first
             name = result.student_names[student_id]
             local = result.local_times[first.scan_id]
+            iso_day, long_day = spelled[day]
             rows.append({
-                "dedupe_prefix": f"arrival:{student_id}:{day.isoformat()}:",
+                "dedupe_prefix": f"arrival:{student_id}:{iso_day}:",
                 "student_id": student_id,
                 "title": f"{name} arrived",
-                "body": f"{name} arrived at {local:%H:%M} on {day:%d %b %Y} ({first.status}).",
+                "body": f"{name} arrived at {local.hour:02}:{local.minute:02} on {long_day} "
+                        f"({first.status}).",
                 "data": {"type": "arrival", "student_id": student_id,
-                         "attendance_date": day.isoformat(), "status": first.status,
+                         "attendance_date": iso_day, "status": first.status,
                          "first_scan_at": first.scanned_at.isoformat() + "Z"},
             })
         if not rows:

@@ -55,6 +55,9 @@ def build_payloads(conn: Connection, guardian_ids: Sequence[int], now: dt.dateti
                      .join(institutions, institutions.c.id == students.c.institution_id))
         .where(guardian_students.c.guardian_id.in_(guardian_ids))
         .order_by(guardian_students.c.guardian_id, students.c.id)
+        # From the guardians, always: on a freshly loaded table MariaDB's stale statistics made
+        # it scan every student of every institution for each batch instead.
+        .prefix_with("STRAIGHT_JOIN", dialect="mysql")
     ).all()
     today = {row.id: _local_today(row.timezone, now) for row in children}
     wanted = sorted({(sid, day) for sid, day in today.items()})
