@@ -18,7 +18,6 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
-    bindparam,
     case,
     or_,
     select,
@@ -29,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from .db import Database
+from .sqlutil import in_keys
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,7 @@ class Queue:
     def key_in(self, keys: Sequence[Any]) -> ColumnElement[bool]:
         columns = [self.table.c[k] for k in self.key]
         if len(columns) == 1:
-            # The keys written into the SQL, not bound one parameter each: for a batch of
-            # thousands, PyMySQL escaping each parameter cost more than the server's work.
-            return columns[0].in_(bindparam("batch_keys", list(keys), literal_execute=True))
+            return in_keys(columns[0], keys)
         return tuple_(*columns).in_(list(keys))
 
     def is_waiting(self) -> ColumnElement[bool]:
@@ -72,18 +70,6 @@ class Queue:
 
     def owned_by(self, run_id: str, keys: Sequence[Any]) -> ColumnElement[bool]:
         return and_(self.key_in(keys), self.table.c.claimed_by == run_id)
-
-    def owned_batch(self, run_id: str, keys: Sequence[Any]) -> ColumnElement[bool]:
-        """The rows of this run's current batch (`keys`) that it still holds.
-
-        A run holds one batch of a queue at a time, so with a one-column key the batch is the
-        range from its first to its last key, less the rows in it that are not this run's:
-        two bound values instead of thousands.
-        """
-        if len(self.key) != 1 or not keys:
-            return self.owned_by(run_id, keys)
-        column = self.table.c[self.key[0]]
-        return and_(column.between(min(keys), max(keys)), self.table.c.claimed_by == run_id)
 
 
 class ClaimLost(Exception):

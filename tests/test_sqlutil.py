@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import insert, select, text
 
 from ops_lib.schema import divisions
-from ops_lib.sqlutil import update_each
+from ops_lib.sqlutil import MAX_KEY_RANGES, in_keys, update_each
 
 
 def _names(db) -> list[tuple]:
@@ -19,6 +19,26 @@ def _seed(db) -> None:
     with db.begin() as conn:
         conn.execute(insert(divisions), [{"id": i, "name_en": f"d{i}", "code": f"c{i}"}
                                          for i in range(1, 6)])
+
+
+@pytest.mark.parametrize("keys", [
+    [2, 3, 4], [5, 1, 2, 3], [1, 3, 5], [4], [], list(range(1, 6)) + [99],
+    list(range(-2 * MAX_KEY_RANGES, 0, 2)) + [2, 3],  # too many runs: a list
+])
+def test_in_keys_picks_exactly_the_keys_as_ranges_or_a_list(db, keys):
+    _seed(db)
+    with db.engine.connect() as conn:
+        found = conn.execute(select(divisions.c.id).where(in_keys(divisions.c.id, keys))
+                             .order_by(divisions.c.id)).scalars().all()
+    assert found == sorted(set(keys) & {1, 2, 3, 4, 5})
+
+
+def test_in_keys_names_a_run_of_keys_by_its_ends():
+    from sqlalchemy.dialects import mysql
+
+    sql = str(select(divisions.c.id).where(in_keys(divisions.c.id, [7, 3, 4, 5, 6, 10]))
+              .compile(dialect=mysql.dialect(), compile_kwargs={"literal_binds": True}))
+    assert "divisions.id BETWEEN 3 AND 7 OR divisions.id = 10" in sql
 
 
 def test_update_each_gives_each_row_its_own_values_and_only_where_allowed(db):

@@ -12,6 +12,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, insert, text
 
 from ops_lib.jobs.synthetic_load import LoadSize
+from ops_lib.jobs.workers.scans import ScanStage
 from ops_lib.schema import report_email_queue
 from ops_lib.timeutil import utcnow
 
@@ -20,7 +21,7 @@ from tests.test_worker_concurrency import load
 from tests.fakes.smtp_server import free_port
 from tests.worker_checks import claimed_rows
 
-SCANS = 8_000
+SCANS = 2 * ScanStage.batch_size + 500  # more than the batch the signal lets finish
 
 
 def scan_state(url: str) -> dict:

@@ -233,7 +233,7 @@ def _merge_record(table, new) -> dict:
 class ScanStage(Stage):
     name = "scans"
     queue = Queue(attendance_scan_queue)
-    batch_size = 5000
+    batch_size = 10000
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
         def work(conn: Connection) -> StageStats:
@@ -241,7 +241,7 @@ class ScanStage(Stage):
             now = utcnow()
             # A plain read: the write-back proves the rows are still this run's, and rolls the
             # whole batch back if they are not.
-            scans = conn.execute(batch_query(self.queue.owned_batch(ctx.run_id, keys),
+            scans = conn.execute(batch_query(self.queue.owned_by(ctx.run_id, keys),
                                              conn.dialect.name)).all()
             batch.lost += len(keys) - len(scans)
             if not scans:
@@ -356,7 +356,7 @@ class ScanStage(Stage):
         if result.accepted:
             # What this run still holds of the batch now is exactly the accepted scans.
             matched += conn.execute(
-                update(q).where(self.queue.owned_batch(run_id, keys)).values(
+                update(q).where(self.queue.owned_by(run_id, keys)).values(
                     status="done", error=None, scan_key=scan_key_sql(conn.dialect.name),
                     **finished)).rowcount
         check_still_owned(self.queue, matched,
