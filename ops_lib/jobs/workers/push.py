@@ -39,9 +39,9 @@ class PushStage(Stage):
         self._pusher = None
 
     def batch_limit(self, ctx: RunContext) -> int:
-        # Claimed four send_each calls at a time: fewer claim and write-back statements per row;
+        # Claimed eight send_each calls at a time: fewer claim and write-back statements per row;
         # the pusher still splits them into calls of at most push_batch_size (<= 500).
-        return 4 * min(500, ctx.settings.push_batch_size)
+        return 8 * min(500, ctx.settings.push_batch_size)
 
     def pusher(self, ctx: RunContext):
         if self._pusher is None:
