@@ -14,17 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import (
-    Connection,
-    Table,
-    and_,
-    case,
-    or_,
-    select,
-    true,
-    tuple_,
-    update,
-)
+from sqlalchemy import Connection, Table, and_, case, or_, select, true, tuple_, update
 from sqlalchemy.sql import ColumnElement
 
 from .db import Database
