@@ -62,23 +62,35 @@ def test_an_sqlite_write_transaction_takes_the_write_lock_up_front(tmp_path):
         database.engine.dispose()
 
 
-@pytest.mark.mariadb
-def test_the_quicker_datetime_encoders_write_what_pymysql_writes_and_round_trip(mariadb_url):
+def test_the_quicker_datetime_encoders_write_what_pymysql_writes():
     import datetime as dt
 
     from pymysql import converters
 
+    from ops_lib.db import PYMYSQL_CONVERSIONS
+
     values = [dt.datetime(2026, 11, 24, 3, 4, 5), dt.datetime(2026, 11, 24, 3, 4, 5, 7),
               dt.datetime(5, 1, 1), dt.date(999, 1, 2), dt.date(2026, 2, 28),
               dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)]
+    for value in values:
+        assert converters.escape_item(value, "utf8mb4", PYMYSQL_CONVERSIONS) == \
+            converters.escape_item(value, "utf8mb4", converters.encoders)
+
+
+@pytest.mark.mariadb
+def test_mysql_connections_use_the_quicker_encoders_and_round_trip_microseconds(mariadb_url):
+    import datetime as dt
+
+    from ops_lib.db import PYMYSQL_CONVERSIONS
+
+    at = dt.datetime(2026, 11, 24, 3, 4, 5, 7)
     database = connect(mariadb_url)
     try:
         with database.engine.connect() as conn:
-            driver = conn.connection.dbapi_connection
-            for value in values:
-                assert driver.escape(value) == converters.escape_item(
-                    value, "utf8mb4", converters.encoders)
+            encoders = conn.connection.dbapi_connection.encoders
+            assert encoders[dt.datetime] is PYMYSQL_CONVERSIONS[dt.datetime]
+            assert encoders[dt.date] is PYMYSQL_CONVERSIONS[dt.date]
             assert conn.execute(text("SELECT CAST(:at AS DATETIME(6))"),
-                                {"at": values[1]}).scalar_one() == values[1]
+                                {"at": at}).scalar_one() == at
     finally:
         database.engine.dispose()

@@ -305,7 +305,7 @@ def test_push_batch_size_setting_is_capped_at_500(db_url, tmp_path):
                      budget=Budget(None), stop=StopSignal())
     pusher = FcmPusher(settings)
     try:
-        assert PushStage().batch_limit(ctx) == 8 * 500  # claimed eight send_each calls at a time
+        assert PushStage().batch_limit(ctx) == 4 * 500  # claimed four send_each calls at a time
         assert pusher.batch_size == 500  # each call to send_each: at most 500
     finally:
         pusher.close()

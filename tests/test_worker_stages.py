@@ -215,15 +215,17 @@ def test_rollups_count_present_late_and_absent_per_class(school, tmp_path):
 
 
 def test_the_guardian_snapshot_has_children_todays_status_and_unread_count(school, tmp_path):
+    # "today" is the real one, so the scan is now, and on time or late by the clock of Dhaka.
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    queue_scans(school, ("A1", now - dt.timedelta(minutes=1)))
+    on_time = now.replace(tzinfo=dt.timezone.utc).astimezone(DHAKA).time() <= dt.time(9, 0)
+    queue_scans(school, ("A1", now))
     drain(school, tmp_path)
     snapshots = {s["guardian_id"]: s["payload"] for s in rows(school, guardian_snapshots)}
     assert set(snapshots) == {10, 11}
     payload = snapshots[10]
     assert payload["unread_notifications"] == 1
     children = {c["name"]: c["today"]["status"] for c in payload["children"]}
-    assert children == {"Asha": "present", "Chitra": "absent"}
+    assert children == {"Asha": "present" if on_time else "late", "Chitra": "absent"}
     with school.engine.begin() as conn:  # the app marks the arrival read
         conn.execute(update(notifications).values(read_at=now))
         conn.execute(insert(attendance_scan_queue).values(
@@ -370,3 +372,33 @@ def test_a_takeover_during_the_batch_rolls_it_back_and_it_is_redone_without_that
     # Asha's record and arrivals were written before the write-back found the takeover: gone.
     assert [r["student_id"] for r in rows(school, attendance_records)] == [2]
     assert {n["student_id"] for n in rows(school, notifications)} == {2}
+
+
+@pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
+def test_copies_of_a_scan_whose_card_differs_only_in_case_are_one_scan(school, tmp_path):
+    # MariaDB compares cards as the column's collation does ("a1" is "A1 "); so must the
+    # duplicate check inside a batch, or the two copies collide on scan_key's unique index.
+    queue_scans(school, ("A1", local(20, 8, 0)), ("a1 ", local(20, 8, 0)))
+    drain(school, tmp_path)
+    [record] = rows(school, attendance_records)
+    assert record["scan_count"] == 1
+    scans = rows(school, attendance_scan_queue, attendance_scan_queue.c.id)
+    assert [(s["status"], s["error"]) for s in scans] == [
+        ("done", None), ("done", "duplicate of a scan already processed")]
+
+
+def test_re_marking_leaves_a_waiting_marker_alone_and_takes_back_a_claimed_one(school):
+    from ops_lib.jobs.workers.base import mark_snapshots
+
+    before, later = dt.datetime(2026, 11, 20, 8, 0), dt.datetime(2026, 11, 20, 9, 0)
+    with school.engine.begin() as conn:
+        conn.execute(insert(guardian_snapshot_queue), [
+            {"guardian_id": 10, "marked_at": before, "claimed_by": None, "lease_expires_at": None},
+            {"guardian_id": 11, "marked_at": before, "claimed_by": "computing-run",
+             "lease_expires_at": later}])
+        mark_snapshots(conn, [10, 11, 12], later)
+    markers = {m["guardian_id"]: (m["marked_at"], m["claimed_by"], m["lease_expires_at"])
+               for m in rows(school, guardian_snapshot_queue)}
+    assert markers == {10: (before, None, None),  # waiting already: unchanged
+                       11: (later, None, None),  # being computed: it must run again
+                       12: (later, None, None)}  # new

@@ -39,9 +39,10 @@ class PushStage(Stage):
         self._pusher = None
 
     def batch_limit(self, ctx: RunContext) -> int:
-        # Claimed eight send_each calls at a time: fewer claim and write-back statements per row;
-        # the pusher still splits them into calls of at most push_batch_size (<= 500).
-        return 8 * min(500, ctx.settings.push_batch_size)
+        # Claimed four send_each calls at a time: fewer claim and write-back statements per row;
+        # the pusher still splits them into calls of at most push_batch_size (<= 500). Not more:
+        # four calls at firebase-admin's 120 s timeout (480 s) must fit in the 600 s lease.
+        return 4 * min(500, ctx.settings.push_batch_size)
 
     def pusher(self, ctx: RunContext):
         if self._pusher is None:

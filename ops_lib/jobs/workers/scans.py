@@ -10,8 +10,8 @@ Rules (docs/workers.md):
 - A scan identical to one already processed (same institution, card and time) is a duplicate: it is
   marked done with the note "duplicate" and changes nothing, so scans arriving twice or out of order
   give the same record. A processed scan's `scan_key` is unique: if two workers count copies of one
-  scan at the same moment, the second commit fails on that key and its batch is redone, seeing the
-  first as done. No lock is held on students, so workers do not queue behind each other.
+  scan at the same moment, the second's write-back fails on that key and its batch is redone,
+  seeing the first as done. No lock is held on students, so workers do not queue behind each other.
 - A batch is read in one statement (scans, their students, processed copies) without locks; the
   write-back must then match every scan read as this run's, or the batch is rolled back and redone.
 - The first scan of a student's day creates one arrival notification per guardian; its dedupe_key
@@ -66,7 +66,7 @@ from .base import Stage, StageStats, mark_rollups, mark_snapshots_of_students
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
-BATCH_REDOS = 3  # a batch that met another run (a copy of a scan, a lost claim) is redone
+SCAN_KEY_RETRIES = 3  # a batch that met another worker's copy of a scan is redone
 q = attendance_scan_queue
 
 
@@ -150,7 +150,9 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) ->
         if not scan.is_active:
             out.failed[scan.id] = f"student {scan.student_id} (card {scan.card_uid!r}) is inactive"
             continue
-        key = (scan.institution_id, scan.card_uid, scan.scanned_at.replace(microsecond=0))
+        # The student, not the card text: the server matched the card under the column's
+        # collation (MySQL: "a1" is "A1 "), and scan_key's unique index compares the same way.
+        key = (scan.student_id, scan.scanned_at.replace(microsecond=0))
         if scan.done_id is not None or key in seen:
             out.duplicates.append(scan.id)
             continue
@@ -264,17 +266,17 @@ class ScanStage(Stage):
             batch.add("duplicates", len(result.duplicates))
             return batch
 
-        for attempt in range(1, BATCH_REDOS + 1):
+        copies_met = 0
+        while True:
             try:
                 return stats.merge(ctx.db.run(work, what="scans"))
             except IntegrityError as exc:
-                if mysql_error_code(exc) != 1062 or attempt == BATCH_REDOS:
+                copies_met += 1
+                if mysql_error_code(exc) != 1062 or copies_met == SCAN_KEY_RETRIES:
                     raise
                 # Another worker committed a copy of one of our scans first: redo the batch.
             except ClaimLost:
-                if attempt == BATCH_REDOS:
-                    raise
-                # The redo reads only the rows this run still holds.
+                pass  # The redo reads only the rows still held: fewer each time, so it ends.
             stats.add("batches_redone")
 
     def _write_records(self, conn: Connection, days, groups: dict, now: dt.datetime) -> list:
