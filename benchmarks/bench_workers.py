@@ -11,7 +11,9 @@
    cron runs do, round after round until every queue is empty.
 4. Prints, per process count, the worker's scans/s (scans / wall time of the rounds, all stages
    included: records, notifications, deliveries, roll-ups, snapshots) and its ratio to the raw
-   rate (target >= 0.10), then the seconds each stage reported in the last configuration.
+   rate (target >= 0.10); the CPU seconds the worker processes used, and the server's when it
+   runs on this machine (Linux /proc); then the seconds each stage reported in the last
+   configuration.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -98,6 +101,22 @@ def backlog(engine) -> int:
         ))
 
 
+def server_cpu_seconds() -> float | None:
+    """CPU time used so far by a MariaDB/MySQL server on this machine (Linux), else None."""
+    for name in ("mariadbd", "mysqld"):
+        found = subprocess.run(["pidof", name], capture_output=True, text=True).stdout.split()
+        if found:
+            fields = Path(f"/proc/{found[0]}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+def workers_cpu_seconds() -> float:
+    """CPU time of this script's finished children (the worker processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_workers(db_url: str, workers: int, limit: int, outbox: Path, engine) -> tuple:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
     env.update(OPS_DATABASE_URL=db_url, OPS_OUTBOX_DIR=str(outbox),
@@ -133,7 +152,11 @@ def measure(args, db_url: str, engine, rows: dict, workers: int) -> dict:
     """Fill the queues, drain them with `workers` processes at once; the figures of that run."""
     fill_seconds = fill(engine, rows)
     outbox = Path("/tmp") / f"{args.database}_outbox"
+    cpu_before, server_before = workers_cpu_seconds(), server_cpu_seconds()
     wall, rounds, results = run_workers(db_url, workers, args.limit, outbox, engine)
+    worker_cpu = workers_cpu_seconds() - cpu_before
+    server_after = server_cpu_seconds()
+    server_cpu = None if server_before is None else server_after - server_before
     with engine.connect() as conn:
         done = conn.execute(text("SELECT COUNT(*) FROM attendance_scan_queue "
                                  "WHERE status IN ('done', 'failed')")).scalar_one()
@@ -148,7 +171,8 @@ def measure(args, db_url: str, engine, rows: dict, workers: int) -> dict:
             claimed[row["stage"]] += row["claimed"]
     return {"workers": workers, "fill": fill_seconds, "wall": wall, "rounds": rounds,
             "done": done, "records": records, "deliveries": deliveries,
-            "per_stage": per_stage, "claimed": claimed}
+            "per_stage": per_stage, "claimed": claimed, "worker_cpu": worker_cpu,
+            "server_cpu": server_cpu}
 
 
 def main() -> None:
@@ -187,12 +211,14 @@ def main() -> None:
     print(f"raw insert (PyMySQL executemany, median of 3): {raw:,.0f} rows/s")
     print()
     print(f"{'processes':>9} {'seconds':>8} {'scans/s':>8} {'ratio':>6}  target >= {TARGET_RATIO:.2f}"
-          f"  records / deliveries sent")
+          f"  {'CPU s: workers':>14} {'server':>7}  records / deliveries sent")
     for run in runs:
         rate = run["done"] / run["wall"]
         ratio = rate / raw
+        server = "-" if run["server_cpu"] is None else f"{run['server_cpu']:.1f}"
         print(f"{run['workers']:>9} {run['wall']:>8.1f} {rate:>8,.0f} {ratio:>6.3f}  "
               f"{'met' if ratio >= TARGET_RATIO else 'NOT met':<14}"
+              f"  {run['worker_cpu']:>14.1f} {server:>7}"
               f"  {run['records']:,} / {run['deliveries']:,}")
     last = runs[-1]
     print()
