@@ -7,10 +7,22 @@ from typing import Any
 
 from .errors import EXIT_FAILED, EXIT_OK
 
-# Why a run stopped; always printed and written to the ledger.
+# Why a run stopped; always printed and written to the ledger. Every tool words the same
+# situation the same way, so one grep over cron mail finds it.
 DONE = "no more work"
+DRY_RUN = "dry run: nothing changed"
 BUDGET = "max runtime reached"
 LOCK_HELD = "another run holds the lock"
+
+
+def limit_reached(left: int | None) -> str:
+    """Work is left beyond the run's LIMIT (None: some may be, the count is unknown)."""
+    return "limit reached, more may be left" if left is None else f"limit reached, {left} left"
+
+
+def dry_run_reason(left: int | None = 0) -> str:
+    """A dry run's why-it-stopped; names the work its LIMIT would leave for a later run."""
+    return DRY_RUN if left == 0 else f"{DRY_RUN}; {limit_reached(left)}"
 
 
 @dataclass
