@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import socket
 import time
@@ -18,6 +19,7 @@ from .result import JobResult
 from .schema import ops_job_runs
 from .timeutil import utcnow
 
+log = logging.getLogger("ops")
 HEARTBEAT_EVERY_SECONDS = 15.0
 ABANDONED_AFTER_SECONDS = 3600
 
@@ -70,10 +72,17 @@ class RunLedger:
                 "create the schema first: python tools/manage_schema.py create --execute"
             ) from exc
         self._last_beat = time.monotonic()
-        self.close_abandoned(now)
+        if self.dry_run:
+            # SPEC.md: a dry run writes only its own row; the next --execute run closes them.
+            dead = self.dead_runs(now)
+            if dead:
+                log.info("%d earlier %s runs died without closing their ledger row; the next "
+                         "--execute run marks them abandoned", len(dead), self.tool)
+        else:
+            self.close_abandoned(now)
 
-    def close_abandoned(self, now) -> int:
-        """Mark this tool's runs that died without closing their row (SIGKILL, reboot) abandoned.
+    def dead_runs(self, now) -> list[str]:
+        """Run ids of this tool's runs that died without closing their row (SIGKILL, reboot).
 
         Dead means: on this host, its process is gone; anywhere, no heartbeat for an hour.
         """
@@ -83,9 +92,14 @@ class RunLedger:
                 r.c.tool == self.tool, r.c.status == "running", r.c.run_id != self.run_id)
         ).all(), write=False, what="ledger")
         host = socket.gethostname()[:255]
-        dead = [row.run_id for row in running
+        return [row.run_id for row in running
                 if (row.host == host and not _process_alive(row.pid))
                 or row.heartbeat_at < now - dt.timedelta(seconds=ABANDONED_AFTER_SECONDS)]
+
+    def close_abandoned(self, now) -> int:
+        """Mark this tool's dead runs (see `dead_runs`) abandoned; never in a dry run."""
+        r = ops_job_runs
+        dead = self.dead_runs(now)
         if not dead:
             return 0
         statement = update(r).where(r.c.run_id.in_(dead), r.c.status == "running").values(

@@ -6,6 +6,7 @@ it is skipped when the server is down; in CI (CI=true) it fails instead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -109,16 +110,81 @@ def db(db_url) -> Database:
     database.engine.dispose()
 
 
-def snapshot(database: Database, exclude: tuple[str, ...] = ("ops_job_runs",)) -> dict:
-    """Every row of every table (but the run ledger), sorted: compare before and after."""
-    rows = {}
+LEDGER = "ops_job_runs"
+_snapshots_taken = itertools.count()
+
+
+class Snapshot(dict):
+    """Every row of every table, sorted, the run ledger included; `==` compares two of them.
+
+    Two snapshots are equal when every table holds the same rows, the ledger too, except for
+    ledger rows that only the later snapshot has: the rows of the runs in between (a dry run may
+    write its own row, SPEC.md). A row of an earlier run changed or removed is a difference.
+    """
+
+    def __init__(self, rows: dict, ledger: dict[str, tuple]):
+        super().__init__(rows)
+        self.ledger = ledger  # run_id -> row
+        self.taken = next(_snapshots_taken)
+
+    def differences(self, other: "Snapshot") -> list[str]:
+        earlier, later = sorted((self, other), key=lambda snap: snap.taken)
+        found = []
+        for name in sorted((set(earlier) | set(later)) - {LEDGER}):
+            was, now = earlier.get(name, []), later.get(name, [])
+            if was != now:
+                gone, new = [r for r in was if r not in now], [r for r in now if r not in was]
+                found.append(f"{name}: {len(gone)} rows gone or changed {gone[:3]}, "
+                             f"{len(new)} rows new or changed {new[:3]}")
+        for run_id, row in earlier.ledger.items():
+            if later.ledger.get(run_id) != row:
+                found.append(f"{LEDGER}: run {run_id} was {row}, now {later.ledger.get(run_id)}")
+        return found
+
+    def new_runs(self, other: "Snapshot") -> list[str]:
+        """Run ids in the later of the two snapshots only: the runs' own rows."""
+        earlier, later = sorted((self, other), key=lambda snap: snap.taken)
+        return [run_id for run_id in later.ledger if run_id not in earlier.ledger]
+
+    def __eq__(self, other):
+        if not isinstance(other, Snapshot):
+            return dict.__eq__(self, other)
+        return not self.differences(other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def snapshot(database: Database, exclude: tuple[str, ...] = ()) -> Snapshot:
+    """Every row of every table, the run ledger included: compare before and after with `==`.
+
+    A later snapshot may hold new ledger rows (the runs' own rows) and still be equal; see
+    `Snapshot`. `assert_unchanged` also checks how many runs wrote a row.
+    """
+    rows, ledger = {}, {}
     with database.engine.connect() as conn:
         for table in metadata.sorted_tables:
             if table.name in exclude:
                 continue
             result = conn.execute(select(table)).all()
             rows[table.name] = sorted((tuple(r) for r in result), key=repr)
-    return rows
+            if table.name == LEDGER:
+                ledger = {r.run_id: tuple(r) for r in result}
+    return Snapshot(rows, ledger)
+
+
+def assert_unchanged(before: Snapshot, after: Snapshot, runs: int = 1) -> None:
+    """No row changed but the ledger rows of exactly `runs` new runs."""
+    assert before.differences(after) == []
+    assert len(before.new_runs(after)) == runs, before.new_runs(after)
+
+
+def pytest_assertrepr_compare(op, left, right):
+    if op == "==" and isinstance(left, Snapshot) and isinstance(right, Snapshot):
+        return ["the snapshots differ:", *left.differences(right)]
+    return None
 
 
 def tool_env(url: str, tmp_path: Path, **extra: str) -> dict:

@@ -100,7 +100,7 @@ def test_reset_with_the_name_empties_every_table_and_records_the_run(db, tmp_pat
     done = run_cli("manage_schema", "reset", "--execute", "--confirm", name, "--json",
                    env=tool_env(db.url, tmp_path))
     assert done.returncode == 0, done.stderr
-    assert all(rows == [] for rows in snapshot(db).values())
+    assert all(rows == [] for table, rows in snapshot(db).items() if table != "ops_job_runs")
     with db.begin(write=False) as conn:
         assert conn.execute(select(func.count()).select_from(plans)).scalar_one() == 0
         runs = conn.execute(select(ops_job_runs.c.run_id, ops_job_runs.c.status)).all()

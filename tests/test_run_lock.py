@@ -54,7 +54,7 @@ def test_the_killed_holders_ledger_row_is_marked_abandoned_and_the_next_run_reco
     env = tool_env(db.url, tmp_path)
     holder, _, _ = start_waiting_tool(env, tmp_path, "--tool", "manage_schema", "--execute")
     kill_hard(holder)
-    after = run_cli("manage_schema", "create", env=env)
+    after = run_cli("manage_schema", "create", "--execute", env=env)
     assert after.returncode == 0, after.stderr
     with db.begin(write=False) as conn:
         rows = conn.execute(select(ops_job_runs.c.pid, ops_job_runs.c.status)
