@@ -25,11 +25,25 @@ class RunLock(Protocol):
     def release(self) -> None: ...
 
 
+GET_LOCK_MAX = 64  # characters in a GET_LOCK name (MySQL and MariaDB)
+
+
+def server_lock_name(database: str, tool: str) -> str:
+    """The GET_LOCK name of a tool's run lock on a database: unique to the pair, at most 64 chars.
+
+    Names are server-wide, so they are scoped to the database; cutting `ops:<db>:<tool>` at 64
+    made two tools share a lock on a long database name. The hash of both decides; the readable
+    part (tool, start of the database name) is for SHOW PROCESSLIST and performance_schema.
+    """
+    digest = hashlib.sha1(f"{database}\0{tool}".encode()).hexdigest()[:16]
+    readable = f"ops:{tool[:30]}:"
+    room = GET_LOCK_MAX - len(readable) - len(digest) - 1
+    return f"{readable}{database[:room]}:{digest}"
+
+
 class MySqlRunLock:
     def __init__(self, db: Database, name: str):
-        database = db.engine.url.database or ""
-        # GET_LOCK names are at most 64 characters and server-wide: scope them to the database.
-        self.name = f"ops:{database}:{name}"[:64]
+        self.name = server_lock_name(db.engine.url.database or "", name)
         self._db = db
         self._conn: Connection | None = None
 

@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from ops_lib.db import connect
-from ops_lib.jobs.schema_admin import create_schema
+from ops_lib.jobs.schema_admin import create_schema, create_scratch_database, drop_database
+from ops_lib.locks import run_lock, server_lock_name
 from ops_lib.result import LOCK_HELD
 from ops_lib.schema import ops_job_runs
-from tests.conftest import run_cli, tool_env
+from tests.conftest import MYSQL_SERVER_URL, REPO, run_cli, sqlite_database, tool_env
 from tests.processes import kill_hard, start_waiting_tool
 
 pytestmark = pytest.mark.slow
@@ -93,3 +94,44 @@ def test_the_same_tool_on_another_sqlite_database_is_not_blocked(tmp_path):
     finally:
         release.touch()
         holder.communicate(timeout=30)
+
+
+def test_two_tools_hold_their_locks_at_once_on_a_database_with_a_64_character_name(
+        mysql_scratch, tmp_path):
+    # GET_LOCK names were `ops:<database>:<tool>` cut at 64 characters: on a long database name
+    # every tool took the same lock, and manage_schema was skipped while dead letters ran.
+    name = ("ops_test_long_name_" + "x" * 64)[:64]
+    url = create_scratch_database(MYSQL_SERVER_URL, name)
+    try:
+        env = tool_env(url, tmp_path)
+        holder, _, release = start_waiting_tool(env, tmp_path, "--tool", "manage_dead_letters")
+        try:
+            other = run_cli("manage_schema", "create", "--json", env=env)
+            assert other.returncode == 0, other.stderr
+            assert json.loads(other.stdout)["status"] == "ok"
+        finally:
+            release.touch()
+            holder.communicate(timeout=30)
+    finally:
+        drop_database(MYSQL_SERVER_URL, name)
+
+
+def test_server_lock_names_stay_within_64_characters_and_differ_per_tool_and_database():
+    tools = sorted(path.stem for path in (REPO / "tools").glob("*.py"))
+    names = {server_lock_name(database, tool)
+             for database in ("d" * 64, "d" * 63 + "e", "platform") for tool in tools}
+    assert len(names) == 3 * len(tools)
+    assert max(len(name) for name in names) <= 64
+    assert server_lock_name("platform", "manage_schema").startswith("ops:manage_schema:platform:")
+
+
+def test_sqlite_lock_files_differ_per_tool(tmp_path):
+    url = sqlite_database(tmp_path)
+    database = connect(url)
+    tools = sorted(path.stem for path in (REPO / "tools").glob("*.py"))
+    try:
+        paths = {run_lock(database, tool, tmp_path / "locks").path for tool in tools}
+    finally:
+        database.engine.dispose()
+    assert len(paths) == len(tools)
+    assert all(path.parent == tmp_path for path in paths)
