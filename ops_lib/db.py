@@ -48,8 +48,11 @@ class Capabilities:
 class Database:
     engine: Engine
     caps: Capabilities
-    url: str
+    url: str = field(repr=False)  # holds the password: repr shows display_url instead
     _pinned: Connection | None = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"Database(url={self.display_url!r}, caps={self.caps!r})"
 
     @property
     def display_url(self) -> str:

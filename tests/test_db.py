@@ -94,3 +94,22 @@ def test_mysql_connections_use_the_quicker_encoders_and_round_trip_microseconds(
                                 {"at": at}).scalar_one() == at
     finally:
         database.engine.dispose()
+
+
+def test_the_repr_of_a_database_and_of_a_run_context_shows_no_password():
+    from sqlalchemy import create_engine
+
+    from ops_lib.db import Capabilities, Database
+    from ops_lib.runtime import Budget, RunContext, StopSignal
+    from ops_lib.settings import load_settings
+
+    url = "mysql+pymysql://ops:S3cretPw@db.internal/platform"
+    database = Database(engine=create_engine(url), url=url,
+                        caps=Capabilities("mysql", "10.11", True, True, True))
+    context = RunContext(db=database, settings=load_settings(env={"OPS_DATABASE_URL": url}),
+                         run_id="r", tool="t", dry_run=True, budget=Budget(None),
+                         stop=StopSignal())
+    for shown in (repr(database), repr(context), str(context)):
+        assert "S3cretPw" not in shown
+        assert "mysql+pymysql://ops:***@db.internal/platform" in shown
+    database.engine.dispose()
