@@ -70,7 +70,7 @@ def test_limit_caps_a_run_and_the_stalest_go_first(db):
     result = cleanup(db, limit=2)
     assert [i for i, d in devices(db).items() if not d["is_active"]] == [4, 6, 7]
     assert result.counts["deactivated"] == 2
-    assert result.stop_reason == "limit of 2 reached (1 stale devices left)"
+    assert result.stop_reason == "limit reached, 1 left"
     cleanup(db, limit=2)
     assert [i for i, d in devices(db).items() if not d["is_active"]] == [1, 4, 6, 7]
 
@@ -88,6 +88,17 @@ def test_dry_run_shows_the_count_and_a_sample_and_changes_nothing(db, db_url, tm
     assert proc.returncode == 0, proc.stderr
     output = json.loads(proc.stdout)
     assert output["dry_run"] is True and output["counts"]["stale"] >= 3
+    assert output["stop_reason"] == "dry run: nothing changed"
+    assert snapshot(db) == before
+
+
+def test_a_dry_run_that_finds_more_stale_devices_than_its_limit_says_how_many_it_leaves(db):
+    # It said "no more work" while 1,330 stale devices were beyond its LIMIT.
+    seed(db)
+    before = snapshot(db)
+    assert cleanup(db, dry_run=True, limit=2).stop_reason == (
+        "dry run: nothing changed; limit reached, 1 left")
+    assert cleanup(db, dry_run=True, limit=3).stop_reason == "dry run: nothing changed"
     assert snapshot(db) == before
 
 

@@ -107,6 +107,7 @@ def test_every_action_in_a_dry_run_leaves_every_table_as_it_was(db_url, db, tmp_
     done = run_cli("manage_dead_letters", "retry", "--json", env=tool_env(db_url, tmp_path))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["dry_run"] is True
+    assert json.loads(done.stdout)["stop_reason"] == "dry run: nothing changed"
     assert json.loads(done.stdout)["counts"]["scans_selected"] == 2
     for action, args in (("retry", {"queue": "scans", "ids": [1]}),
                          ("forget", {"queue": "deliveries", "ids": [1]}),

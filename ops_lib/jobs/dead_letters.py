@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Connection, Table, and_, delete, func, select, update
 from sqlalchemy.sql import ColumnElement
 
-from ..result import JobResult
+from ..result import DRY_RUN, JobResult
 from ..runtime import RunContext
 from ..schema import attendance_scan_queue, push_deliveries, report_email_queue
 from ..timeutil import utcnow
@@ -137,7 +137,7 @@ def run(ctx: RunContext, action: str, queue: str = "all", ids: Sequence[int] = (
         verb = {"retry": "put back to pending (attempts 0, error cleared)",
                 "forget": "delete", "prune": "delete"}[action]
         result.notes.append(f"--execute would {verb} {selected} failed rows")
-        result.stop_reason = "dry run"
+        result.stop_reason = DRY_RUN
         return result
 
     for dlq in queues:

@@ -15,7 +15,7 @@ import datetime as dt
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 
-from ..result import JobResult
+from ..result import JobResult, dry_run_reason, limit_reached
 from ..runtime import RunContext
 from ..schema import notification_devices as devices
 from ..timeutil import utcnow
@@ -76,6 +76,7 @@ def run(ctx: RunContext, limit: int = 1000, now: dt.datetime | None = None) -> J
                      .values(is_active=False, deactivated_at=now, deactivation_reason=reason(days)))
         result.statements.append(" ".join(str(statement.compile(
             dialect=ctx.db.engine.dialect, compile_kwargs={"literal_binds": True})).split()) + ";")
+        result.stop_reason = dry_run_reason(max(0, total - limit))
         return result
 
     done = 0
@@ -103,7 +104,7 @@ def run(ctx: RunContext, limit: int = 1000, now: dt.datetime | None = None) -> J
                 break
     result.counts["deactivated"] = done
     if done < total and done >= limit:
-        result.stop_reason = f"limit of {limit} reached ({total - done} stale devices left)"
+        result.stop_reason = limit_reached(total - done)
     return result
 
 
