@@ -145,9 +145,13 @@ def run_tool(
     """Run a job the way every tool runs; never returns (exits with the result's code)."""
     debug = options.get("debug", False)
     dry_run = not options.get("execute", False)
+    from .catalog import settings_used
+
+    uses = settings_used(tool)  # a bad value of another setting only warns (ops_lib/catalog.py)
     try:
         settings = load_settings(
-            {"database_url": options.get("database_url"), "log_file": options.get("log_file")}
+            {"database_url": options.get("database_url"), "log_file": options.get("log_file")},
+            uses=uses,
         )
         problems = validate(settings) if validate else []
         if problems:
@@ -167,6 +171,8 @@ def run_tool(
         _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
                                 error=str(problem)), options, problem.exit_code)
         sys.exit(problem.exit_code)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
     mode = choose_mode(options.get("json_output", False))
     run_id = new_run_id()
     result: JobResult | None = None
@@ -175,7 +181,10 @@ def run_tool(
     db: Database | None = None
     try:
         db = connect(settings.database_url)
-        settings = settings.with_table(read_table_settings(db))
+        warned = len(settings.warnings)
+        settings = settings.with_table(read_table_settings(db), uses=uses)
+        for warning in settings.warnings[warned:]:
+            log.warning("%s", warning)
         log.info("%s on %s (%s)%s", "dry run" if dry_run else "execute", db.display_url,
                  db.caps.server_version, f", run {run_id}")
         ledger = RunLedger(db, tool, run_id, _ledger_args(options, job_args), dry_run)

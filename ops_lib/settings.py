@@ -9,16 +9,19 @@ Precedence, highest first (docs/configuration.md):
   5. the built-in default.
 
 Connection settings and secrets never come from the table. Everything is parsed and checked before
-the tool connects, and every problem is reported at once.
+the tool connects, and every problem is reported at once. A tool refuses to run only over the
+settings it uses (`uses`, from ops_lib/catalog.py); a bad value of any other setting, or an
+`OPS_*` environment name that is no setting, is a warning and the bad value is not used.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from sqlalchemy.engine import make_url
 
@@ -189,12 +192,19 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
-class Settings:
-    """Resolved settings, with the source of each value."""
+# `OPS_*` environment variables of the toolkit that are not settings (docs/configuration.md).
+NOT_SETTINGS_ENV = ("OPS_CONFIG",)
+NOT_SETTINGS_ENV_PREFIXES = ("OPS_TEST_", "OPS_BENCH_")
 
-    def __init__(self, values: dict[str, Any], sources: dict[str, str]):
+
+class Settings:
+    """Resolved settings, with the source of each value and the warnings found on the way."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str],
+                 warnings: tuple[str, ...] = ()):
         self._values = values
         self._sources = sources
+        self.warnings = warnings
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -213,9 +223,14 @@ class Settings:
             shown[name] = value
         return shown
 
-    def with_table(self, table_values: Mapping[str, str]) -> "Settings":
-        """Fill settings still at their default from the `system_settings` table."""
-        values, sources, problems = dict(self._values), dict(self._sources), []
+    def with_table(self, table_values: Mapping[str, str],
+                   uses: Collection[str] | None = None) -> "Settings":
+        """Fill settings still at their default from the `system_settings` table.
+
+        A bad value of a setting in `uses` (None: every setting) is an error; of another, a
+        warning, and the setting keeps its default.
+        """
+        values, sources, problems = dict(self._values), dict(self._sources), _Problems(uses)
         for name, raw in table_values.items():
             setting = SETTINGS.get(name)
             if setting is None or not setting.from_table or sources[name] != "default":
@@ -224,10 +239,9 @@ class Settings:
                 values[name] = setting.parse(raw)
                 sources[name] = "system_settings"
             except (ValueError, TypeError) as exc:
-                problems.append(f"system_settings.{name}: {exc}")
-        if problems:
-            raise ConfigError(*problems)
-        return Settings(values, sources)
+                problems.bad_value(name, f"system_settings.{name}: {exc}")
+        problems.raise_errors()
+        return Settings(values, sources, self.warnings + tuple(problems.warnings))
 
 
 def mask_secret(name: str, value: Any) -> Any:
@@ -254,25 +268,69 @@ def _config_file(env: Mapping[str, str]) -> Path | None:
     return default if default.exists() else None
 
 
+class _Problems:
+    """Errors (settings the tool uses) and warnings (the others), collected to report at once."""
+
+    def __init__(self, uses: Collection[str] | None):
+        self.uses = uses
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def bad_value(self, name: str, problem: str) -> None:
+        if self.uses is None or name in self.uses:
+            self.errors.append(problem)
+        else:
+            self.warnings.append(f"{problem} (not used by this tool: ignored)")
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            raise ConfigError(*self.errors)
+
+
+def _did_you_mean(name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def unknown_environment(env: Mapping[str, str]) -> list[str]:
+    """Warnings for `OPS_*` names in the environment that are no setting (typos, old names)."""
+    known = {setting.env_var for setting in SETTINGS.values()}
+    return [
+        f"environment {name} is not a setting of the toolkit and is ignored"
+        f"{_did_you_mean(name, known)}"
+        for name in sorted(env)
+        if name.startswith("OPS_") and name not in known and name not in NOT_SETTINGS_ENV
+        and not name.startswith(NOT_SETTINGS_ENV_PREFIXES)
+    ]
+
+
 def load_settings(
-    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+    uses: Collection[str] | None = None,
 ) -> Settings:
-    """Resolve every setting from flags, environment and config file; report all problems."""
+    """Resolve every setting from flags, environment and config file; report all problems.
+
+    `uses`: the settings the tool uses (None: all). A bad value of one of them is an error; of
+    another, a warning, and that setting keeps its default.
+    """
     env = os.environ if env is None else env
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    problems: list[str] = []
+    problems = _Problems(uses)
+    problems.warnings.extend(unknown_environment(env))
     file_values: dict[str, Any] = {}
     path = _config_file(env)
     if path is not None:
         try:
             file_values = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            problems.append(f"config file {path}: {exc.strerror or exc}")
+            problems.errors.append(f"config file {path}: {exc.strerror or exc}")
         except tomllib.TOMLDecodeError as exc:
-            problems.append(f"config file {path}: {exc}")
+            problems.errors.append(f"config file {path}: {exc}")
         for name in file_values:
             if name not in SETTINGS:
-                problems.append(f"config file {path}: unknown setting {name!r}")
+                # The file is the toolkit's own: every name in it is meant as a setting.
+                problems.errors.append(f"config file {path}: unknown setting {name!r}"
+                                       f"{_did_you_mean(name, SETTINGS)}")
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -288,11 +346,10 @@ def load_settings(
                 values[name] = setting.parse(raw)
                 sources[name] = source
             except (ValueError, TypeError) as exc:
-                problems.append(f"{source} {name}: {exc}")
+                problems.bad_value(name, f"{source} {name}: {exc}")
             break
-        else:
+        if name not in values:  # unset, or a bad value the tool does not use
             values[name] = setting.default
             sources[name] = "default"
-    if problems:
-        raise ConfigError(*problems)
-    return Settings(values, sources)
+    problems.raise_errors()
+    return Settings(values, sources, tuple(problems.warnings))

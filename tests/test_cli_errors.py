@@ -75,7 +75,7 @@ def test_an_sqlite_file_that_cannot_be_created_gives_one_line_and_exit_1(tmp_pat
 def test_bad_settings_are_all_reported_at_once_with_exit_2(tmp_path):
     env = tool_env(f"mysql+pymysql://root:{PASSWORD}@127.0.0.1:notaport/x", tmp_path,
                    OPS_WORKER_MAX_ATTEMPTS="abc", OPS_SMTP_PORT="-5")
-    done = run_cli("manage_schema", "create", env=env)
+    done = run_cli("run_background_workers", "1", env=env)  # a tool that uses all three
     assert done.returncode == 2
     line = assert_one_error_line(done.stderr)
     assert "OPS_DATABASE_URL database_url: not an SQLAlchemy URL" in line
@@ -87,7 +87,7 @@ def test_bad_settings_are_all_reported_at_once_with_exit_2(tmp_path):
 def test_a_bad_value_in_the_settings_table_is_bad_input(db, tmp_path):
     with db.begin() as conn:
         conn.execute(insert(system_settings).values(name="worker_max_attempts", value="many"))
-    done = run_cli("manage_schema", "create", env=tool_env(db.url, tmp_path))
+    done = run_cli("run_background_workers", "1", env=tool_env(db.url, tmp_path))
     assert done.returncode == 2
     assert "system_settings.worker_max_attempts: expected a whole number, got 'many'" in \
         done.stderr

@@ -1,0 +1,54 @@
+"""What each tool uses, declared once: the settings it reads.
+
+A tool refuses to run (exit 2) over a bad value of a setting it uses; a bad value of a setting it
+does not use is a warning, so one administrator's typo in a billing setting cannot stop the
+background worker. A later field (the tables each tool touches) belongs in `ToolUse` beside
+`settings`. tests/test_catalog_settings.py checks the declaration against the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Every tool connects, logs, takes its run lock and may send a failure alert (by SMTP or to the
+# outbox), so these are used by all of them.
+EVERY_TOOL = frozenset({
+    "database_url", "log_file", "lock_dir", "outbox_dir",
+    "alert_email", "alert_ping_url", "alert_timeout_seconds",
+    "smtp_host", "smtp_port", "smtp_user", "smtp_password", "smtp_starttls", "smtp_from",
+    "smtp_timeout_seconds",
+})
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """The settings one tool reads, beyond those every tool reads."""
+
+    settings: frozenset[str] = frozenset()
+
+    def all_settings(self) -> frozenset[str]:
+        return EVERY_TOOL | self.settings
+
+
+TOOLS: dict[str, ToolUse] = {
+    "archive_hot_path_data": ToolUse(settings=frozenset({
+        "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",
+        "attendance_retention_days", "replica_database_url"})),
+    "cleanup_stale_devices": ToolUse(settings=frozenset({"stale_device_days"})),
+    "generate_synthetic_load": ToolUse(),
+    "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
+    "manage_schema": ToolUse(),
+    "run_background_workers": ToolUse(settings=frozenset({
+        "worker_lease_seconds", "worker_max_attempts", "worker_backoff_seconds",
+        "worker_backoff_cap_seconds", "scan_late_after", "push_batch_size",
+        "firebase_credentials", "firebase_project_id", "fcm_endpoint"})),
+    "run_billing_jobs": ToolUse(settings=frozenset({
+        "invoice_due_days", "billing_grace_days", "reminder_offsets_days", "billing_currency",
+        "billing_batch_size"})),
+}
+
+
+def settings_used(tool: str) -> frozenset[str] | None:
+    """The settings `tool` uses; None (all of them: the strict rule) for a tool not declared."""
+    use = TOOLS.get(tool)
+    return None if use is None else use.all_settings()
