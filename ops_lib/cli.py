@@ -180,7 +180,9 @@ def run_tool(
     held_lock = None
     db: Database | None = None
     try:
-        db = connect(settings.database_url)
+        # Only `manage_schema.py create --execute` may create an SQLite file; a dry run never.
+        db = connect(settings.database_url,
+                     create=creates_schema and not dry_run and job_args.get("action") == "create")
         warned = len(settings.warnings)
         settings = settings.with_table(read_table_settings(db), uses=uses)
         for warning in settings.warnings[warned:]:

@@ -16,8 +16,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from .errors import DatabaseUnavailable
-from .settings import mask_url
+from .errors import BadInput, DatabaseUnavailable
+from .settings import DEFAULT_DATABASE_URL, mask_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,10 +160,24 @@ def describe_db_error(exc: BaseException) -> str:
     return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
 
 
-def _sqlite_engine(url: str) -> Engine:
+def sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL; None for an in-memory database."""
     database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    return Path(database) if database and database != ":memory:" else None
+
+
+def create_schema_command(url: str) -> str:
+    """The command that creates the schema in this very database (password masked)."""
+    command = "python tools/manage_schema.py create --execute"
+    if url != DEFAULT_DATABASE_URL:
+        command += " --database-url '" + mask_url(url).replace("'", "'\\''") + "'"
+    return command
+
+
+def _sqlite_engine(url: str, create: bool) -> Engine:
+    file = sqlite_file(url)
+    if file is not None and create:
+        file.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -241,11 +255,19 @@ def _detect(engine: Engine) -> Capabilities:
     return Capabilities("mysql", version, is_mariadb, skip_locked=skip_locked, named_locks=True)
 
 
-def connect(url: str) -> Database:
-    """Open the database, check it answers, and detect what it can do."""
+def connect(url: str, create: bool = False) -> Database:
+    """Open the database, check it answers, and detect what it can do.
+
+    An SQLite file must exist unless `create` (only `manage_schema.py create --execute` creates
+    one): a mistyped path fails with one line instead of leaving folders and an empty file behind.
+    """
     backend = make_url(url).get_backend_name()
+    file = sqlite_file(url) if backend == "sqlite" else None
+    if file is not None and not create and not file.is_file():
+        raise BadInput(f"no SQLite database at {file} (nothing was created); to create one "
+                       f"there: {create_schema_command(url)}")
     try:
-        engine = _sqlite_engine(url) if backend == "sqlite" else _mysql_engine(url)
+        engine = _sqlite_engine(url, create) if backend == "sqlite" else _mysql_engine(url)
     except OSError as exc:  # the SQLite file's folder cannot be created
         raise DatabaseUnavailable(
             f"cannot use the database at {mask_url(url)}: {exc.strerror or exc}: {exc.filename}"

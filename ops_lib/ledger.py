@@ -13,7 +13,7 @@ import uuid
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
 
-from .db import Database, describe_db_error
+from .db import Database, create_schema_command, describe_db_error
 from .errors import PreconditionFailed
 from .result import JobResult
 from .schema import ops_job_runs
@@ -69,7 +69,7 @@ class RunLedger:
         except DBAPIError as exc:
             raise PreconditionFailed(
                 f"cannot write the run ledger (ops_job_runs): {describe_db_error(exc)}; "
-                "create the schema first: python tools/manage_schema.py create --execute"
+                f"create the schema first: {create_schema_command(self.db.url)}"
             ) from exc
         self._last_beat = time.monotonic()
         if self.dry_run:

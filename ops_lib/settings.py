@@ -88,6 +88,16 @@ def _parse_database_url(value: Any) -> str:
         raise ValueError("not an SQLAlchemy URL (dialect+driver://user:pass@host/db)") from exc
     if url.get_backend_name() not in ("sqlite", "mysql", "mariadb"):
         raise ValueError(f"unsupported database {url.get_backend_name()!r}; use mysql or sqlite")
+    if url.host and "@" in url.host:
+        # make_url split at the first '@': the rest of the password would show as the host.
+        scheme, _, rest = text.partition("://")
+        user = rest.rpartition("@")[0].split(":", 1)[0]
+        host = rest.rpartition("@")[2]
+        raise ValueError(f"the password holds an unencoded '@': write it as %40 "
+                         f"({scheme}://{user}:<password, @ as %40>@{host})")
+    if url.get_backend_name() != "sqlite" and not url.database:
+        raise ValueError(f"no database name: end the URL with /<database>, as in "
+                         f"{mask_url(text).rstrip('/')}/platform")
     return text
 
 

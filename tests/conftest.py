@@ -80,7 +80,7 @@ def _empty_all_tables(url: str) -> None:
 def sqlite_database(folder: Path, name: str = "ops.db") -> str:
     """The URL of a new SQLite file in `folder` with the schema and no rows."""
     url = f"sqlite:///{folder / name}"
-    database = connect(url)
+    database = connect(url, create=True)
     with database.engine.begin() as conn:
         create_schema(conn, is_mysql=False)
     database.engine.dispose()

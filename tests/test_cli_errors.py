@@ -66,7 +66,7 @@ def test_a_log_file_that_cannot_be_written_is_bad_input_not_a_traceback(tmp_path
 def test_an_sqlite_file_that_cannot_be_created_gives_one_line_and_exit_1(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    done = run_cli("manage_schema", "create",
+    done = run_cli("manage_schema", "create", "--execute",  # only create --execute makes a file
                    env=tool_env(f"sqlite:///{blocker / 'sub' / 'ops.db'}", tmp_path))
     assert done.returncode == 1
     assert "cannot use the database at sqlite:///" in assert_one_error_line(done.stderr)
@@ -245,6 +245,7 @@ def test_with_json_a_failed_run_still_prints_one_json_object(tmp_path):
 
 
 def test_a_database_without_the_schema_gives_one_line_naming_the_fix(tmp_path):
+    (tmp_path / "empty.db").touch()  # an SQLite file that does not exist is another error
     done = run_cli("generate_synthetic_load", env=tool_env(f"sqlite:///{tmp_path / 'empty.db'}",
                                                              tmp_path))
     assert done.returncode == 1

@@ -44,7 +44,7 @@ def test_a_mysql_session_is_utc_read_committed_and_utf8mb4(mariadb_url):
 
 def test_an_sqlite_write_transaction_takes_the_write_lock_up_front(tmp_path):
     """BEGIN IMMEDIATE: a second writer waits at BEGIN, never fails half-way with a deadlock."""
-    database = connect(f"sqlite:///{tmp_path / 'w.db'}")
+    database = connect(f"sqlite:///{tmp_path / 'w.db'}", create=True)
     try:
         with database.begin() as writer:
             writer.exec_driver_sql("create table t (id integer primary key)")

@@ -173,7 +173,7 @@ def test_a_failed_attempt_is_rolled_back_before_the_retry(mdb):
 
 
 def test_a_busy_sqlite_database_is_transient(tmp_path):
-    database = connect(f"sqlite:///{tmp_path / 'busy.db'}")
+    database = connect(f"sqlite:///{tmp_path / 'busy.db'}", create=True)
     with database.engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY)")
     holder = database.engine.connect().execution_options(ops_write=True)

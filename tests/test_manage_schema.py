@@ -17,6 +17,7 @@ from tests.conftest import MysqlScratch, require_mariadb, run_cli, snapshot, too
 def empty_url(request, tmp_path):
     """A database with no tables at all."""
     if request.param == "sqlite":
+        (tmp_path / "empty.db").touch()  # an empty file: no file at all is refused (test_db_urls)
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
     require_mariadb()

@@ -80,7 +80,7 @@ def test_the_same_tool_on_another_sqlite_database_is_not_blocked(tmp_path):
     first = f"sqlite:///{tmp_path / 'one.db'}"
     second = f"sqlite:///{tmp_path / 'two.db'}"
     for url in (first, second):
-        database = connect(url)
+        database = connect(url, create=True)
         with database.engine.begin() as conn:
             create_schema(conn, is_mysql=False)
         database.engine.dispose()
