@@ -133,3 +133,23 @@ def test_a_tool_without_a_declaration_refuses_over_any_bad_setting():
     assert settings_used("some_test_tool") is None
     assert settings_used("run_background_workers") >= {"database_url", "worker_lease_seconds"}
     assert "billing_grace_days" not in settings_used("run_background_workers")
+
+
+def test_a_bad_value_in_the_config_file_follows_the_same_rule(tmp_path):
+    from ops_lib.catalog import settings_used
+    from ops_lib.errors import ConfigError
+    from ops_lib.settings import load_settings
+
+    config = tmp_path / "ops.toml"
+    config.write_text('billing_grace_days = "7 days"\n', encoding="utf-8")
+    env = {"OPS_CONFIG": str(config)}
+    worker = load_settings(env=env, uses=settings_used("run_background_workers"))
+    assert worker.billing_grace_days == SETTINGS["billing_grace_days"].default
+    assert worker.source("billing_grace_days") == "default"
+    assert worker.warnings == (
+        f"config file {config} billing_grace_days: expected a whole number, got '7 days' "
+        "(not used by this tool: ignored)",)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env=env, uses=settings_used("run_billing_jobs"))
+    assert str(raised.value) == (
+        f"config file {config} billing_grace_days: expected a whole number, got '7 days'")

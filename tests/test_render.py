@@ -135,6 +135,7 @@ def test_render_writes_each_mode_to_its_stream():
 
 
 def test_a_real_tool_on_a_terminal_draws_a_table_and_in_a_pipe_prints_plain_lines(tmp_path):
+    (tmp_path / "ops.db").touch()  # a dry run no longer creates a missing SQLite file
     env = tool_env(f"sqlite:///{tmp_path / 'ops.db'}", tmp_path, COLUMNS="100", TERM="xterm")
     command = [sys.executable, str(REPO / "tools" / "manage_schema.py"), "create"]
     primary, secondary = pty.openpty()
