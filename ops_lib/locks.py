@@ -68,6 +68,18 @@ class MySqlRunLock:
             self._conn = None
 
 
+FILE_NAME_MAX = 255  # bytes in one file name on ext4, NTFS, APFS
+
+
+def file_lock_name(database_file: str, tool: str) -> str:
+    """`<database file>.<tool>.lock`, or with a hash of both when that name would be too long."""
+    name = f"{database_file}.{tool}.lock"
+    if len(name.encode()) <= FILE_NAME_MAX:
+        return name
+    digest = hashlib.sha1(f"{database_file}\0{tool}".encode()).hexdigest()[:16]
+    return f"{database_file[:100]}.{digest}.{tool[:64]}.lock"
+
+
 class FileRunLock:
     def __init__(self, lock_dir: str | Path, db: Database, name: str):
         # Beside the database file, so every copy using that file finds the same lock whatever
@@ -76,7 +88,7 @@ class FileRunLock:
         database = db.engine.url.database
         if database and database != ":memory:":
             file = Path(database).resolve()
-            self.path = file.with_name(f"{file.name}.{name}.lock")
+            self.path = file.with_name(file_lock_name(file.name, name))
         else:
             scope = hashlib.sha1(db.url.encode()).hexdigest()[:10]
             self.path = Path(lock_dir) / f"{name}-{scope}.lock"

@@ -135,3 +135,19 @@ def test_sqlite_lock_files_differ_per_tool(tmp_path):
         database.engine.dispose()
     assert len(paths) == len(tools)
     assert all(path.parent == tmp_path for path in paths)
+
+
+def test_a_tool_takes_its_lock_beside_an_sqlite_file_with_a_long_name(tmp_path):
+    # `<file>.<tool>.lock` went past the file system's 255-byte name limit (ENAMETOOLONG).
+    url = sqlite_database(tmp_path, "o" * 240 + ".db")
+    database = connect(url)
+    try:
+        locks = [run_lock(database, tool, tmp_path / "locks")
+                 for tool in ("manage_dead_letters", "manage_schema")]
+        assert all(lock.acquire() for lock in locks)
+        assert len({lock.path for lock in locks}) == 2
+        assert not run_lock(database, "manage_schema", tmp_path / "locks").acquire()
+        for lock in locks:
+            lock.release()
+    finally:
+        database.engine.dispose()
