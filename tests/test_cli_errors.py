@@ -318,3 +318,30 @@ def test_every_bad_argument_click_can_see_is_reported_in_the_one_line(tmp_path):
     assert "'--sleep': 'soon' is not a valid float" in line
     assert "'--max-runtime': -1.0 is not in the range" in line
     assert "'[BATCH]': 0 is not in the range" in line
+
+
+# Option problems are found before connecting: no connection, no ledger row.
+
+def test_reset_without_confirm_is_refused_before_connecting_to_the_database(tmp_path):
+    """Regression: it connected (exit 1, "cannot use the database") before checking --confirm."""
+    done = run_cli("manage_schema", "reset", "--execute", "--database-url", UNREACHABLE,
+                   env=tool_env("sqlite://", tmp_path))
+    assert done.returncode == 2, done.stderr
+    line = assert_one_error_line(done.stderr)
+    assert "reset needs --confirm with the database name typed again ('x')" in line
+
+
+def test_reset_without_confirm_writes_no_ledger_row(db, tmp_path):
+    """Regression: the refused reset left a failed row in ops_job_runs."""
+    def ledger_rows():
+        with db.begin(write=False) as conn:
+            return sorted(tuple(r) for r in conn.execute(select(ops_job_runs)).all())
+
+    before = ledger_rows()
+    for extra in ([], ["--confirm", "some_other_db"]):
+        done = run_cli("manage_schema", "reset", "--execute", *extra, "--json",
+                       env=tool_env(db.url, tmp_path))
+        assert done.returncode == 2, done.stderr
+        assert "reset needs --confirm" in assert_one_error_line(done.stderr)
+        assert json.loads(done.stdout)["exit_code"] == 2
+        assert ledger_rows() == before

@@ -23,6 +23,8 @@ def main(action, confirm, **options):
     from ops_lib.jobs import schema_admin  # here, not at the top: --help stays fast
 
     run_tool("manage_schema", schema_admin.run, options, creates_schema=True,
+             validate=lambda settings: schema_admin.check_options(
+                 settings.database_url, action, confirm, dry_run=not options["execute"]),
              action=action, confirm=confirm)
 
 
