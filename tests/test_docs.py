@@ -57,12 +57,12 @@ def help_examples(tool: str) -> list[str]:
 def test_every_tool_help_shows_a_dry_run_example_and_its_execute_line(tool, tmp_path):
     examples = help_examples(tool)
     assert all(line.startswith(f"python tools/{tool}.py") for line in examples), examples
-    dry_runs = [line for line in examples if "--execute" not in line.split()]
+    dry_runs = [line for line in examples if "--execute" not in shlex.split(line, comments=True)]
     assert dry_runs and len(dry_runs) < len(examples), "a dry run, then the --execute line"
     # The dry-run examples really run, as printed, on a database with the schema.
     env = tool_env(sqlite_database(tmp_path), tmp_path)
     for line in dry_runs:
-        words = shlex.split(line)[1:]
+        words = shlex.split(line, comments=True)[1:]
         done = subprocess.run([sys.executable, *words], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=120, stdin=subprocess.DEVNULL)
         assert done.returncode == 0, f"{line}: {done.stderr}"

@@ -11,8 +11,8 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 
 
 @tool_command(examples=[
-    "python tools/archive_hot_path_data.py 1000 --max-runtime 1800",
-    "python tools/archive_hot_path_data.py 1000 --max-runtime 1800 --execute",
+    "python tools/archive_hot_path_data.py  # what would move: per area, and one batch's SQL",
+    "python tools/archive_hot_path_data.py 1000 --execute --max-runtime 1200",
 ])
 @click.argument("batch", type=click.IntRange(1, 10_000), default=1000, required=False)
 @click.option("--sleep", type=click.FloatRange(min=0), default=0.0, show_default=True,

@@ -11,7 +11,7 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 
 
 @tool_command(examples=[
-    "python tools/cleanup_stale_devices.py 5000",
+    "python tools/cleanup_stale_devices.py  # how many are stale, and the stalest ten",
     "python tools/cleanup_stale_devices.py 5000 --execute",
 ])
 @click.argument("limit", type=click.IntRange(min=1), default=1000, required=False)

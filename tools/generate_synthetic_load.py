@@ -11,8 +11,8 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 
 
 @tool_command(examples=[
-    "python tools/generate_synthetic_load.py --institutions 2 --scans 1000",
-    "python tools/generate_synthetic_load.py --institutions 2 --scans 1000 --execute",
+    "python tools/generate_synthetic_load.py  # what the demo data set would insert",
+    "python tools/generate_synthetic_load.py --execute",
 ])
 @click.option("--institutions", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--students-per-institution", type=click.IntRange(min=0), default=200,

@@ -12,9 +12,9 @@ from ops_lib.jobs.dead_letter_names import ACTIONS, QUEUE_CHOICES, SAMPLE  # noq
 
 
 @tool_command(examples=[
-    "python tools/manage_dead_letters.py list",
-    "python tools/manage_dead_letters.py retry --queue deliveries",
-    "python tools/manage_dead_letters.py retry --queue deliveries --execute",
+    "python tools/manage_dead_letters.py list  # what failed, and why",
+    "python tools/manage_dead_letters.py retry --queue scans --id 20002  # the plan",
+    "python tools/manage_dead_letters.py retry --queue scans --id 20002 --execute",
 ])
 @click.argument("action", type=click.Choice(ACTIONS))
 @click.option("--queue", type=click.Choice(QUEUE_CHOICES), default="all",

@@ -11,9 +11,9 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 
 
 @tool_command(examples=[
-    "python tools/manage_schema.py create",
+    "python tools/manage_schema.py create  # which tables are missing",
     "python tools/manage_schema.py create --execute",
-    "python tools/manage_schema.py reset --execute --confirm ops_scratch",
+    "python tools/manage_schema.py reset --execute --confirm ops_scratch  # wipe a scratch db",
 ])
 @click.argument("action", type=click.Choice(["create", "reset"]))
 @click.option("--confirm", metavar="DATABASE", help="reset: the database's name, typed again.")

@@ -14,8 +14,8 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 
 
 @tool_command(examples=[
-    "python tools/run_background_workers.py 500",
-    "python tools/run_background_workers.py 500 --max-runtime 55 --execute",
+    "python tools/run_background_workers.py  # what each stage would take now",
+    "python tools/run_background_workers.py 500 --execute --max-runtime 240 --quiet  # cron",
 ])
 @click.argument("limit", type=click.IntRange(min=1), default=100, required=False)
 @common_options(writes=True)

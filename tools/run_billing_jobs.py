@@ -11,8 +11,8 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 
 
 @tool_command(examples=[
-    "python tools/run_billing_jobs.py --as-of 2026-12-01",
-    "python tools/run_billing_jobs.py --execute",
+    "python tools/run_billing_jobs.py  # what today's sweep would do",
+    "python tools/run_billing_jobs.py --as-of 2026-01-19 --execute  # replay a day, and apply it",
 ])
 @click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               metavar="YYYY-MM-DD", help="Run as if today were this day (default: today in UTC).")
