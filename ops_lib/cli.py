@@ -350,7 +350,7 @@ class ToolCommand(click.Command):
             _usage_failure(Path(prog_name).stem, args, f"{_one_line(exc)} "
                            f"(see {prog_name} --help)", EXIT_USAGE)
         except click.ClickException as exc:
-            _usage_failure(Path(prog_name).stem, args, exc.format_message(), exc.exit_code)
+            _usage_failure(Path(prog_name).stem, args, _one_line(exc), exc.exit_code)
         except click.Abort:  # Ctrl-C before the job started: nothing was done
             click.echo("error: interrupted before the run started", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -400,4 +400,5 @@ def tool_main(command: click.Command) -> None:
     """Entry point for `if __name__ == "__main__"`: parse, run, exit with the toolkit's codes."""
     if not isinstance(command, ToolCommand):
         raise TypeError(f"{command.name} is not declared with @tool_command")
-    command.main(prog_name=os.path.basename(sys.argv[0]))
+    code = command.main(prog_name=os.path.basename(sys.argv[0]))  # --help: 0; a run exits itself
+    sys.exit(code if isinstance(code, int) else 0)
