@@ -1,4 +1,8 @@
-"""The shared command-line layer: common options, and the one wrapper that runs a job.
+"""The shared command-line layer: common options, the tools' click command, and the one wrapper
+that runs a job.
+
+`ToolCommand` (`@tool_command`, `tool_main`) turns every usage error into one line, exit 2, and
+the failed-run JSON object under --json.
 
 `run_tool` is where every expected failure becomes one line and an exit code, where the run
 lock, the run ledger, signals, alerts and the renderer are applied, the same way for every tool.
