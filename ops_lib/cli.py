@@ -1,4 +1,8 @@
-"""The shared command-line layer: common options, and the one wrapper that runs a job.
+"""The shared command-line layer: common options, the tools' click command, and the one wrapper
+that runs a job.
+
+`ToolCommand` (`@tool_command`, `tool_main`) turns every usage error into one line, exit 2, and
+the failed-run JSON object under --json.
 
 `run_tool` is where every expected failure becomes one line and an exit code, where the run
 lock, the run ledger, signals, alerts and the renderer are applied, the same way for every tool.
@@ -12,22 +16,19 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
-from sqlalchemy import inspect, select
-from sqlalchemy.exc import DBAPIError
 
-from . import alerts
-from .db import Database, connect, describe_db_error
-from .errors import EXIT_FAILED, BadInput, OpsError
-from .ledger import RunLedger, new_run_id
-from .locks import run_lock
-from .render import choose_mode, render
+# Only click, the standard library and these two stdlib-only modules load with a tool: `--help`
+# and usage errors never import SQLAlchemy, rich or the drivers (see `run_tool`).
+from .errors import EXIT_FAILED, EXIT_USAGE, BadInput, OpsError
 from .result import LOCK_HELD, JobResult
-from .runtime import Budget, RunContext, StopSignal
-from .schema import system_settings
-from .settings import SETTINGS, Settings, load_settings, mask_url
+
+if TYPE_CHECKING:
+    from .db import Database
+    from .settings import Settings
 
 log = logging.getLogger("ops")
 # Why a run stopped or was skipped: logged even with --quiet, for cron mail and Task Scheduler logs.
@@ -111,6 +112,8 @@ def configure_logging(tool: str, quiet: bool, debug: bool, log_file: str | None,
 def _secret_values(settings: Settings) -> list[str]:
     from sqlalchemy.engine import make_url
 
+    from .settings import SETTINGS
+
     secrets = []
     for name, setting in SETTINGS.items():
         value = getattr(settings, name)
@@ -123,6 +126,9 @@ def _secret_values(settings: Settings) -> list[str]:
 
 def read_table_settings(db: Database) -> dict[str, str]:
     """Rows of `system_settings` (an absent table means none; any other error is raised)."""
+    from sqlalchemy import inspect, select
+
+    from .schema import system_settings
 
     def read(conn) -> dict[str, str]:
         if not inspect(conn).has_table(system_settings.name):
@@ -143,6 +149,15 @@ def run_tool(
     **job_args: Any,
 ) -> None:
     """Run a job the way every tool runs; never returns (exits with the result's code)."""
+    # Imported here, not at the top: a tool's `--help` and usage errors stay free of them.
+    from . import alerts
+    from .db import connect
+    from .ledger import RunLedger, new_run_id
+    from .locks import run_lock
+    from .render import choose_mode, render
+    from .runtime import Budget, RunContext, StopSignal
+    from .settings import load_settings
+
     debug = options.get("debug", False)
     dry_run = not options.get("execute", False)
     from .catalog import settings_used
@@ -247,6 +262,10 @@ def run_tool(
 
 def describe_failure(exc: BaseException) -> tuple[str, int, str]:
     """(one-line message, exit code, ledger status) for whatever stopped a run."""
+    from sqlalchemy.exc import DBAPIError
+
+    from .db import describe_db_error
+
     if isinstance(exc, OpsError):
         return str(exc), exc.exit_code, "failed"
     if isinstance(exc, DBAPIError):
@@ -259,11 +278,15 @@ def describe_failure(exc: BaseException) -> tuple[str, int, str]:
 
 
 def _alert(settings: Settings, result: JobResult | None) -> None:
+    from . import alerts
+
     if result is not None:
         alerts.finished(settings, result)
 
 
 def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str, Any]:
+    from .settings import mask_url
+
     shown = {k: v for k, v in options.items() if k not in ("database_url",) and v not in (None, False)}
     if options.get("database_url"):
         shown["database_url"] = mask_url(options["database_url"])
@@ -274,6 +297,8 @@ def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str,
 def _record_failure(db, tool, run_id, dry_run, message, options, job_args,
                     status: str = "failed") -> JobResult:
     """Close the ledger row as failed, if there is a database to write it to."""
+    from .ledger import RunLedger
+
     result = JobResult(tool, dry_run, status=status, stop_reason="error", error=message,
                        run_id=run_id)
     if db is None:
@@ -288,6 +313,8 @@ def _record_failure(db, tool, run_id, dry_run, message, options, job_args,
 
 def _show_failure(result: JobResult, options: dict[str, Any], exit_code: int) -> None:
     """`--json` promises one JSON object on stdout, for a failed run too (the line is on stderr)."""
+    from .render import render
+
     result.exit_code = exit_code
     if options.get("json_output", False):
         render(result, "json")
@@ -304,11 +331,89 @@ def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -
             handler.handle(record)
 
 
-def tool_main(command: click.Command) -> Callable[[], None]:
-    """Entry point for `if __name__ == "__main__"`: click with the toolkit's exit codes."""
+class ToolCommand(click.Command):
+    """A tool's command: usage errors as one line (and one JSON object with --json), exit 2.
 
-    @functools.wraps(command)
-    def main() -> None:
-        command(prog_name=os.path.basename(sys.argv[0]))
+    Every parameter is checked even after one fails, so all the problems click can see are
+    reported at once; `examples` become the "Examples" section of `--help`.
+    """
 
-    return main
+    def __init__(self, *args: Any, examples: Sequence[str] = (), **kwargs: Any):
+        if examples:
+            kwargs["epilog"] = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            param.handle_parse_result = _collecting(param.handle_parse_result)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_PROBLEMS] = problems = []
+        try:
+            rest = super().parse_args(ctx, args)
+        except click.UsageError as exc:  # the parser's own (unknown option, extra argument)
+            problems.append(exc)
+        if problems:
+            raise click.UsageError("; ".join(_one_line(p) for p in problems), ctx)
+        return rest
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             **extra: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        prog_name = prog_name or os.path.basename(sys.argv[0])
+        try:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            _usage_failure(Path(prog_name).stem, args, f"{_one_line(exc)} "
+                           f"(see {prog_name} --help)", EXIT_USAGE)
+        except click.ClickException as exc:
+            _usage_failure(Path(prog_name).stem, args, _one_line(exc), exc.exit_code)
+        except click.Abort:  # Ctrl-C before the job started: nothing was done
+            click.echo("error: interrupted before the run started", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+_PROBLEMS = "ops.usage_problems"
+
+
+def _collecting(handle: Callable) -> Callable:
+    """Record a parameter's usage error instead of stopping at it, so the next ones are checked."""
+
+    @functools.wraps(handle)
+    def handle_parse_result(ctx: click.Context, opts: Any, args: list[str]) -> Any:
+        try:
+            return handle(ctx, opts, args)
+        except click.UsageError as exc:
+            if _PROBLEMS not in ctx.meta:
+                raise
+            ctx.meta[_PROBLEMS].append(exc)
+            return None, args
+
+    return handle_parse_result
+
+
+def _one_line(exc: click.ClickException) -> str:
+    message = exc.format_message()
+    if isinstance(exc, click.NoSuchOption) and exc.option_name.lstrip("-").isdigit():
+        message = f"{message.rstrip('.')} (a negative number is not a valid value)"
+    return " ".join(message.split()).rstrip(".")  # "Choose from:\n\tlist,\n\t..." too
+
+
+def _usage_failure(tool: str, args: list[str], message: str, exit_code: int) -> None:
+    """The same line, exit code and `--json` object as a run that failed on bad input."""
+    words = args[:args.index("--")] if "--" in args else args
+    click.echo(f"error: {message}", err=True)
+    _show_failure(JobResult(tool, "--execute" not in words, status="failed", stop_reason="error",
+                            error=message), {"json_output": "--json" in words}, exit_code)
+    sys.exit(exit_code)
+
+
+def tool_command(examples: Sequence[str] = (), **kwargs: Any) -> Callable[[Callable], ToolCommand]:
+    """`@click.command()` for a tool: `examples` are full command lines, a dry run first."""
+    return click.command(cls=ToolCommand, examples=examples, **kwargs)
+
+
+def tool_main(command: click.Command) -> None:
+    """Entry point for `if __name__ == "__main__"`: parse, run, exit with the toolkit's codes."""
+    if not isinstance(command, ToolCommand):
+        raise TypeError(f"{command.name} is not declared with @tool_command")
+    code = command.main(prog_name=os.path.basename(sys.argv[0]))  # --help: 0; a run exits itself
+    sys.exit(code if isinstance(code, int) else 0)

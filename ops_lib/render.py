@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
+from .result import JobResult, Section
 
-from .result import JobResult
+if TYPE_CHECKING:  # rich loads only to draw a table: --json and usage errors stay light
+    from rich.console import Console
 
 MODES = ("terminal", "plain", "json")
 
 
 def stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True)
 
 
@@ -30,9 +30,16 @@ def choose_mode(json_flag: bool, stream: TextIO | None = None) -> str:
     return "terminal" if stream.isatty() else "plain"
 
 
-def _cell(value: Any) -> str:
+def is_id_column(section: Section, name: str) -> bool:
+    """Ids are names, not amounts: `1211` must read as the row an operator will look up."""
+    return name == "id" or name.endswith(("_id", "_ids")) or name in section.id_columns
+
+
+def _cell(value: Any, is_id: bool = False) -> str:
     if value is None:
         return "-"
+    if is_id:
+        return str(value)
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -75,6 +82,10 @@ def render_plain(result: JobResult) -> str:
 
 
 def render_terminal(result: JobResult, console: Console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
     style = {"ok": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow"}
     # Data (cells, titles, notes, SQL, errors) is never read as rich markup: "[/x]" in a row
     # would otherwise vanish or raise MarkupError.
@@ -84,8 +95,10 @@ def render_terminal(result: JobResult, console: Console) -> None:
         columns = section.column_names()
         for name in columns:
             table.add_column(Text(name))
+        ids = [is_id_column(section, name) for name in columns]
         for row in section.rows:
-            table.add_row(*(Text(_cell(row.get(name))) for name in columns))
+            table.add_row(*(Text(_cell(row.get(name), is_id))
+                            for name, is_id in zip(columns, ids)))
         if not section.rows and columns:
             table.add_row("(none)", *[""] * (len(columns) - 1))
         console.print(table)
@@ -119,6 +132,8 @@ def render(result: JobResult, mode: str, stream: TextIO | None = None) -> None:
     if mode == "json":
         stream.write(render_json(result))
     elif mode == "terminal":
+        from rich.console import Console
+
         render_terminal(result, Console(file=stream, force_terminal=stream.isatty() or None))
     else:
         stream.write(render_plain(result))

@@ -32,6 +32,8 @@ class Section:
     title: str
     rows: list[dict[str, Any]]
     columns: list[str] | None = None
+    # Columns shown as plain digits although their names do not say id (`id`, `*_id`, `*_ids`).
+    id_columns: tuple[str, ...] = ()
 
     def column_names(self) -> list[str]:
         if self.columns:
@@ -60,8 +62,9 @@ class JobResult:
     def add(self, name: str, amount: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + amount
 
-    def section(self, title: str, rows: list[dict[str, Any]], columns: list[str] | None = None):
-        self.sections.append(Section(title, rows, columns))
+    def section(self, title: str, rows: list[dict[str, Any]], columns: list[str] | None = None,
+                id_columns: tuple[str, ...] = ()):
+        self.sections.append(Section(title, rows, columns, id_columns))
 
     def final_exit_code(self) -> int:
         if self.exit_code is not None:

@@ -14,7 +14,7 @@ from ops_lib.cli import read_table_settings
 from ops_lib.errors import ConfigError
 from ops_lib.schema import ops_job_runs, system_settings
 from ops_lib.settings import SETTINGS, load_settings
-from tests.conftest import MYSQL_SERVER_URL, run_cli, tool_env
+from tests.conftest import MYSQL_SERVER_URL, REPO, run_cli, tool_env
 
 PASSWORD = "S3cretPw"
 UNREACHABLE = f"mysql+pymysql://root:{PASSWORD}@127.0.0.1:1/x"
@@ -253,3 +253,96 @@ def test_a_database_without_the_schema_gives_one_line_naming_the_fix(tmp_path):
     assert "Traceback" not in done.stderr
     assert "cannot write the run ledger (ops_job_runs)" in line
     assert "python tools/manage_schema.py create --execute" in line
+
+
+# Usage errors: one line on stderr, exit 2, and under --json the object a failed run prints.
+
+TOOLS = sorted(p.stem for p in (REPO / "tools").glob("*.py"))
+
+USAGE_ERRORS = [  # (tool, arguments, a fragment the one line must contain)
+    ("cleanup_stale_devices", ["-5"], "'-5'"),
+    ("run_background_workers", ["-5"], "'-5'"),
+    ("cleanup_stale_devices", ["abc"], "'abc' is not a valid integer"),
+    ("archive_hot_path_data", ["abc"], "'abc' is not a valid integer"),
+    ("manage_schema", ["create", "--bogus"], "No such option '--bogus'"),
+    ("run_billing_jobs", ["--bogus"], "No such option '--bogus'"),
+    ("run_billing_jobs", ["--as-of", "2026-13-01"], "'2026-13-01' does not match"),
+    ("manage_dead_letters", [], "Missing argument"),
+    ("manage_schema", [], "Missing argument"),
+]
+
+
+def usage_error_env(tmp_path) -> dict:
+    return tool_env(f"sqlite:///{tmp_path / 'never' / 'ops.db'}", tmp_path)
+
+
+@pytest.mark.parametrize("tool, args, fragment", USAGE_ERRORS)
+def test_a_usage_error_is_one_error_line_with_exit_2_and_nothing_on_stdout(tmp_path, tool, args,
+                                                                         fragment):
+    done = run_cli(tool, *args, env=usage_error_env(tmp_path))
+    assert done.returncode == 2, done.stderr
+    line = assert_one_error_line(done.stderr)
+    assert fragment in line
+    assert f"(see {tool}.py --help)" in line
+    assert done.stdout == ""
+    assert not (tmp_path / "never").exists()  # nothing was created, nothing connected
+
+
+@pytest.mark.parametrize("tool, args, fragment", USAGE_ERRORS)
+def test_with_json_a_usage_error_prints_the_failed_run_object(tmp_path, tool, args, fragment):
+    done = run_cli(tool, *args, "--json", env=usage_error_env(tmp_path))
+    assert done.returncode == 2, done.stderr
+    line = assert_one_error_line(done.stderr)
+    result = json.loads(done.stdout)
+    assert result == {
+        "tool": tool, "run_id": None, "dry_run": True, "status": "failed", "stop_reason": "error",
+        "exit_code": 2, "counts": {}, "sections": {}, "notes": [], "statements": [],
+        "timings": {}, "error": line.removeprefix("error: "),
+    }
+    assert fragment in result["error"]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_reports_an_unknown_option_as_one_line_and_one_json_object(tmp_path, tool):
+    done = run_cli(tool, "--no-such-flag", "--execute", "--json", env=usage_error_env(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert "No such option '--no-such-flag'" in assert_one_error_line(done.stderr)
+    result = json.loads(done.stdout)
+    assert (result["tool"], result["dry_run"], result["exit_code"]) == (tool, False, 2)
+
+
+def test_every_bad_argument_click_can_see_is_reported_in_the_one_line(tmp_path):
+    done = run_cli("archive_hot_path_data", "0", "--sleep", "soon", "--max-runtime", "-1",
+                   env=usage_error_env(tmp_path))
+    assert done.returncode == 2
+    line = assert_one_error_line(done.stderr)
+    assert "'--sleep': 'soon' is not a valid float" in line
+    assert "'--max-runtime': -1.0 is not in the range" in line
+    assert "'[BATCH]': 0 is not in the range" in line
+
+
+# Option problems are found before connecting: no connection, no ledger row.
+
+def test_reset_without_confirm_is_refused_before_connecting_to_the_database(tmp_path):
+    """Regression: it connected (exit 1, "cannot use the database") before checking --confirm."""
+    done = run_cli("manage_schema", "reset", "--execute", "--database-url", UNREACHABLE,
+                   env=tool_env("sqlite://", tmp_path))
+    assert done.returncode == 2, done.stderr
+    line = assert_one_error_line(done.stderr)
+    assert "reset needs --confirm with the database name typed again ('x')" in line
+
+
+def test_reset_without_confirm_writes_no_ledger_row(db, tmp_path):
+    """Regression: the refused reset left a failed row in ops_job_runs."""
+    def ledger_rows():
+        with db.begin(write=False) as conn:
+            return sorted(tuple(r) for r in conn.execute(select(ops_job_runs)).all())
+
+    before = ledger_rows()
+    for extra in ([], ["--confirm", "some_other_db"]):
+        done = run_cli("manage_schema", "reset", "--execute", *extra, "--json",
+                       env=tool_env(db.url, tmp_path))
+        assert done.returncode == 2, done.stderr
+        assert "reset needs --confirm" in assert_one_error_line(done.stderr)
+        assert json.loads(done.stdout)["exit_code"] == 2
+        assert ledger_rows() == before

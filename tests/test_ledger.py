@@ -55,13 +55,15 @@ def test_a_dry_run_is_recorded_as_a_dry_run(db, tmp_path):
 
 
 def test_a_failed_run_is_recorded_failed_with_its_error(db, tmp_path):
-    # reset --execute without the database's name typed again is refused (bad input, exit 2).
-    failed = run_cli("manage_schema", "reset", "--execute", env=tool_env(db.url, tmp_path))
-    assert failed.returncode == 2
-    [row] = ledger_rows(db, "manage_schema")
+    # A job that fails after connecting. (A bad option, such as reset --execute without
+    # --confirm, is refused before connecting and leaves no row: tests/test_cli_errors.py.)
+    failed = run_waiting_tool(tool_env(db.url, tmp_path), "--ready-file",
+                              str(tmp_path / "ready"), "--fail", "--execute")
+    assert failed.returncode == 1
+    [row] = ledger_rows(db, "waiting_tool")
     assert row["status"] == "failed"
     assert row["stop_reason"] == "error"
-    assert "reset needs --confirm" in row["error"]
+    assert row["error"] == "the waiting tool was asked to fail"
     assert row["finished_at"] is not None
     assert row["dry_run"] is False
 

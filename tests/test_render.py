@@ -178,3 +178,17 @@ def test_terminal_mode_shows_brackets_in_data_as_they_are_instead_of_reading_mar
     assert "Samples [all]" in text and "[col]" in text
     assert "note: closing [/x] tag" in text
     assert "error: bad value [/b] in row 7" in text
+
+
+def test_terminal_tables_show_ids_as_plain_digits_and_counts_with_separators():
+    """Regression: ids were drawn as "1,211", which no one can paste into a query."""
+    result = JobResult("t", dry_run=True, counts={"deactivated": 12345})
+    result.section("Devices", [
+        {"id": 1211, "guardian_id": 45678, "device_ids": 1234567, "scan": 98765, "rows": 4321},
+    ], id_columns=("scan",))
+    buffer = io.StringIO()
+    render_terminal(result, Console(file=buffer, force_terminal=True, width=120))
+    text = ANSI.sub("", buffer.getvalue())
+    assert re.search(r"│ 1211 │ 45678\s+│ 1234567\s+│ 98765 │ 4,321 │", text), text
+    assert re.search(r"│ deactivated │\s+12,345 │", text)
+    assert "1,211" not in text and "45,678" not in text and "98,765" not in text

@@ -7,11 +7,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import click  # noqa: E402
 
-from ops_lib.cli import common_options, run_tool  # noqa: E402
-from ops_lib.jobs import synthetic_load  # noqa: E402
+from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noqa: E402
 
 
-@click.command()
+@tool_command(examples=[
+    "python tools/generate_synthetic_load.py  # what the demo data set would insert",
+    "python tools/generate_synthetic_load.py --execute",
+])
 @click.option("--institutions", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--students-per-institution", type=click.IntRange(min=0), default=200,
               show_default=True)
@@ -27,6 +29,8 @@ from ops_lib.jobs import synthetic_load  # noqa: E402
 def main(institutions, students_per_institution, guardians_per_student, devices_per_guardian,
          scans, days, unknown_card_ratio, seed, **options):
     """Insert synthetic rows sized by the flags (dry run: only count them)."""
+    from ops_lib.jobs import synthetic_load  # here, not at the top: --help stays fast
+
     size = synthetic_load.LoadSize(
         institutions=institutions, students_per_institution=students_per_institution,
         guardians_per_student=guardians_per_student, devices_per_guardian=devices_per_guardian,
@@ -36,4 +40,4 @@ def main(institutions, students_per_institution, guardians_per_student, devices_
 
 
 if __name__ == "__main__":
-    main()
+    tool_main(main)

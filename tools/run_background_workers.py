@@ -10,18 +10,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import click  # noqa: E402
 
-from ops_lib.cli import common_options, run_tool  # noqa: E402
-from ops_lib.jobs import workers  # noqa: E402
+from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noqa: E402
 
 
-@click.command()
+@tool_command(examples=[
+    "python tools/run_background_workers.py  # what each stage would take now",
+    "python tools/run_background_workers.py 500 --execute --max-runtime 240 --quiet  # cron",
+])
 @click.argument("limit", type=click.IntRange(min=1), default=100, required=False)
 @common_options(writes=True)
 def main(limit, **options):
-    """Process up to LIMIT rows per stage (default 100), stages taking turns."""
+    """Process up to LIMIT rows per stage (default 100), stages taking turns.
+
+    --max-runtime must be more than 5 seconds: the worker stops claiming 5 seconds before the
+    budget ends, to finish the batch in hand.
+    """
+    from ops_lib.jobs import workers  # here, not at the top: --help stays fast
+
     run_tool("run_background_workers", workers.run, options, lock=False,
              validate=workers.validate, limit=limit)
 
 
 if __name__ == "__main__":
-    main()
+    tool_main(main)

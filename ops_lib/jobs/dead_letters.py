@@ -31,10 +31,9 @@ from ..result import DRY_RUN, JobResult
 from ..runtime import RunContext
 from ..schema import attendance_scan_queue, push_deliveries, report_email_queue
 from ..timeutil import utcnow
+from .dead_letter_names import ACTIONS, QUEUE_CHOICES, QUEUE_NAMES, SAMPLE  # noqa: F401
 
-ACTIONS = ("list", "retry", "forget", "prune")
 BATCH = 1000
-SAMPLE = 20
 FAILED = "failed"
 
 
@@ -66,7 +65,7 @@ QUEUES: dict[str, DeadLetterQueue] = {
         lambda r: f"{r.report_type} report of institution {r.institution_id} to {r.recipient}",
         ("report_type", "institution_id", "recipient")),
 }
-QUEUE_CHOICES = (*QUEUES, "all")
+assert tuple(QUEUES) == QUEUE_NAMES, "dead_letter_names.QUEUE_NAMES is out of date"
 
 
 def validate(action: str, queue: str, ids: Sequence[int],

@@ -23,11 +23,21 @@ def schema_statements(path: Path = SCHEMA_SQL) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def database_name(ctx: RunContext) -> str:
-    url = ctx.db.engine.url
+def database_name(database_url: str) -> str:
+    """The name `reset --confirm` expects: the database, or the SQLite file's name."""
+    url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return Path(url.database or ":memory:").name
     return url.database or ""
+
+
+def check_options(database_url: str, action: str, confirm: str | None,
+                  dry_run: bool) -> list[str]:
+    """Problems the arguments alone show, reported before anything connects (exit 2)."""
+    name = database_name(database_url)
+    if action == "reset" and not dry_run and confirm != name:
+        return [f"reset needs --confirm with the database name typed again ({name!r})"]
+    return []
 
 
 def missing_tables(conn: Connection) -> list[str]:
@@ -86,7 +96,7 @@ def drop_schema(conn: Connection, is_mysql: bool) -> None:
 
 def run(ctx: RunContext, action: str, confirm: str | None = None) -> JobResult:
     result = JobResult(ctx.tool, ctx.dry_run)
-    name = database_name(ctx)
+    name = database_name(ctx.db.url)
     with ctx.db.begin(write=False) as conn:
         missing = missing_tables(conn)
         present = [t for t in metadata.sorted_tables if t.name not in missing]
@@ -117,8 +127,9 @@ def run(ctx: RunContext, action: str, confirm: str | None = None) -> JobResult:
             f"in database {name!r} and create them empty"
         )
         return result
-    if confirm != name:
-        raise BadInput(f"reset needs --confirm with the database name typed again ({name!r})")
+    problems = check_options(ctx.db.url, action, confirm, ctx.dry_run)
+    if problems:  # the tool checks before connecting; this guards callers from Python
+        raise BadInput(*problems)
     with ctx.db.engine.begin() as conn:
         drop_schema(conn, ctx.db.caps.is_mysql)
         create_schema(conn, ctx.db.caps.is_mysql)
