@@ -350,7 +350,8 @@ def test_a_takeover_during_the_batch_rolls_it_back_and_it_is_redone_without_that
     taken = []
 
     def take_over_before_the_write_back(conn, cursor, statement, *_):
-        if not taken and statement.startswith("UPDATE attendance_scan_queue SET status"):
+        if not taken and statement.startswith("SELECT attendance_scan_queue.id \nFROM") \
+                and "FOR UPDATE" in statement:  # the write-back's ownership check
             with school.engine.begin() as other:
                 taken.append(other.execute(
                     update(attendance_scan_queue)

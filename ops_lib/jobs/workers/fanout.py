@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import Connection, func, literal, select, true, update
 
-from ...queue import Queue
+from ...queue import Queue, still_owned
 from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
 from ...sqlutil import insert_ignore_from_select
@@ -47,19 +47,18 @@ class FanoutStage(Stage):
         def work(conn: Connection) -> StageStats:
             batch = StageStats()
             now = utcnow()
-            owned = conn.execute(select(n.c.id, n.c.guardian_id)
-                                 .where(self.queue.owned_by(ctx.run_id, keys))
-                                 .order_by(n.c.id).with_for_update()).all()
-            batch.lost += len(keys) - len(owned)
-            if not owned:
+            held = still_owned(conn, self.queue, ctx.run_id, keys)
+            batch.lost += held.lost
+            if not held.keys:
                 return batch
-            ids = [row.id for row in owned]
+            ids = held.keys
             fan_out(conn, now, which=n.c.id.in_(ids))
             deliveries = conn.execute(select(func.count()).select_from(push_deliveries).where(
                 push_deliveries.c.notification_id.in_(ids))).scalar_one()
             conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(
                 fanout_status="done", claimed_by=None, lease_expires_at=None))
-            mark_snapshots(conn, [row.guardian_id for row in owned], now)
+            mark_snapshots(conn, conn.execute(select(n.c.guardian_id).where(n.c.id.in_(ids))
+                                              ).scalars(), now)
             batch.done += len(ids)
             batch.add("deliveries", deliveries)
             return batch
