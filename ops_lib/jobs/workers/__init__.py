@@ -20,7 +20,7 @@ from ...queue import abandon, backoff_seconds, claim, recover_expired, release
 from ...result import DONE, JobResult
 from ...runtime import RunContext
 from ...timeutil import utcnow
-from .base import Stage, StageStats
+from .base import Stage, StagePlan, StageStats
 from .emails import EmailStage
 from .fanout import FanoutStage
 from .push import PushStage
@@ -62,17 +62,16 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     with ctx.db.begin(write=False) as conn:
         for stage in pipeline:
             figures = queue_figures(conn, stage, now)
-            extra = stage.plan(conn, ctx, limit) if figures["ready"] else {}
-            samples.extend(dict(sample, stage=stage.name) for sample in extra.pop("_samples", []))
-            note = extra.pop("_note", None)
-            if note and figures["ready"]:
-                result.notes.append(note)
+            stage_plan = stage.plan(conn, ctx, limit) if figures["ready"] else StagePlan()
+            samples.extend(dict(sample, stage=stage.name) for sample in stage_plan.samples)
+            if stage_plan.note:
+                result.notes.append(stage_plan.note)
             rows.append({
                 "stage": stage.name, "ready": figures["ready"],
                 "would_take": min(limit, figures["ready"]),
                 "claimed": figures["claimed"], "expired": figures["expired"],
                 "dead": figures["failed"],
-                "details": ", ".join(f"{k}={v}" for k, v in extra.items()) or "-",
+                "details": ", ".join(f"{k}={v}" for k, v in stage_plan.figures.items()) or "-",
             })
     result.section("Stages", rows)
     if samples:

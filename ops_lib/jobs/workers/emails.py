@@ -27,7 +27,7 @@ from ...queue import Queue, backoff_seconds, extend_lease, release, still_owned
 from ...runtime import RunContext
 from ...schema import attendance_records, institutions, report_email_queue, students
 from ...timeutil import utcnow
-from .base import Stage, StageStats
+from .base import Stage, StagePlan, StageStats
 
 log = logging.getLogger(__name__)
 rq = report_email_queue
@@ -250,7 +250,7 @@ class EmailStage(Stage):
                 and self._mailer.uses_outbox:
             stats.add("to_outbox")
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         queued = conn.execute(
             select(rq.c.id, rq.c.institution_id, rq.c.report_type, rq.c.params)
             .where(self.queue.ready(utcnow())).order_by(rq.c.id).limit(limit)).all()
@@ -260,8 +260,8 @@ class EmailStage(Stage):
         s = ctx.settings
         target = (f"SMTP {s.smtp_host}:{s.smtp_port}" if s.smtp_host
                   else f"the outbox {Mailer(s).outbox} (no SMTP configured)")
-        return {"would_fail_bad_request": would_fail,
-                "_note": f"emails: would send through {target}"}
+        return StagePlan({"would_fail_bad_request": would_fail},
+                         note=f"emails: would send through {target}")
 
     def _defer(self, ctx: RunContext, ids: list[int], due: dt.datetime,
                stats: StageStats) -> None:

@@ -7,7 +7,7 @@ no delivery; the notification is still marked fanned out.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from sqlalchemy import Connection, func, literal, select, true, update
 
@@ -16,7 +16,7 @@ from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
 from ...sqlutil import insert_ignore_from_select
 from ...timeutil import utcnow
-from .base import Stage, StageStats, mark_snapshots
+from .base import Stage, StagePlan, StageStats, mark_snapshots
 
 n = notifications
 d = notification_devices
@@ -65,7 +65,7 @@ class FanoutStage(Stage):
 
         stats.merge(ctx.db.run(work, what="fanout"))
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         ids = select(n.c.id).where(self.queue.ready(utcnow())).order_by(n.c.id).limit(limit)
         ids = ids.subquery()
         deliveries = conn.execute(
@@ -74,4 +74,4 @@ class FanoutStage(Stage):
                 .join(ids, ids.c.id == n.c.id))
             .where(d.c.is_active == true())
         ).scalar_one()
-        return {"deliveries_to_create": deliveries}
+        return StagePlan({"deliveries_to_create": deliveries})

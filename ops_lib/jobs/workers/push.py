@@ -24,7 +24,7 @@ from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
 from ...sqlutil import update_each
 from ...timeutil import utcnow
-from .base import Stage, StageStats
+from .base import Stage, StagePlan, StageStats
 
 log = logging.getLogger(__name__)
 p = push_deliveries
@@ -170,7 +170,7 @@ class PushStage(Stage):
                              f"{stopped[0].error}")
         return batch
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         due = select(p.c.device_id).where(self.queue.ready(utcnow())).order_by(p.c.id)
         due = due.limit(limit).subquery()
         inactive = conn.execute(
@@ -179,7 +179,7 @@ class PushStage(Stage):
         ).scalar_one()
         target = ("outbox (no Firebase credentials configured)"
                   if not ctx.settings.firebase_credentials else "Firebase")
-        return {"would_cancel": inactive, "_note": f"push: would send through {target}"}
+        return StagePlan({"would_cancel": inactive}, note=f"push: would send through {target}")
 
 
 def _data(value: Any) -> dict:

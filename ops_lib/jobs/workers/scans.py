@@ -63,7 +63,7 @@ from ...sqlutil import (
     upsert_from_select,
 )
 from ...timeutil import utcnow
-from .base import Stage, StageStats, mark_rollups, mark_snapshots_of_students
+from .base import Stage, StagePlan, StageStats, mark_rollups, mark_snapshots_of_students
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
@@ -362,11 +362,11 @@ class ScanStage(Stage):
             conn.execute(update(q).where(self.queue.owned_by(run_id, keys)).values(
                 status="done", error=None, scan_key=scan_key_sql(conn.dialect.name), **finished))
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         scans = conn.execute(
             batch_query(self.queue.ready(utcnow()), conn.dialect.name).limit(limit)).all()
         if not scans:
-            return {}
+            return StagePlan()
         result = classify(conn, scans, ctx.settings.scan_late_after)
         groups = group_by_day(result.accepted)
         existing = 0
@@ -376,10 +376,7 @@ class ScanStage(Stage):
                 .where(tuple_(attendance_records.c.student_id,
                               attendance_records.c.attendance_date).in_(sorted(groups)))
             ).scalar_one()
-        return {
-            "records_created": len(groups) - existing,
-            "records_updated": existing,
-            "duplicates": len(result.duplicates),
-            "would_fail": len(result.failed),
-            "_samples": [{"scan": i, "would fail": r} for i, r in list(result.failed.items())[:5]],
-        }
+        return StagePlan(
+            figures={"records_created": len(groups) - existing, "records_updated": existing,
+                     "duplicates": len(result.duplicates), "would_fail": len(result.failed)},
+            samples=[{"scan": i, "would fail": r} for i, r in list(result.failed.items())[:5]])
