@@ -18,9 +18,13 @@ from ops_lib.jobs import workers  # noqa: E402
 @click.argument("limit", type=click.IntRange(min=1), default=100, required=False)
 @common_options(writes=True)
 def main(limit, **options):
-    """Process up to LIMIT rows per stage (default 100), stages taking turns."""
+    """Process up to LIMIT rows per stage (default 100), stages taking turns.
+
+    --max-runtime must be more than 5 seconds: claiming stops 5 s before the budget ends.
+    """
     run_tool("run_background_workers", workers.run, options, lock=False,
-             validate=workers.validate, limit=limit)
+             validate=lambda settings: workers.validate(settings, options["max_runtime"]),
+             limit=limit)
 
 
 if __name__ == "__main__":

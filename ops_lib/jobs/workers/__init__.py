@@ -38,9 +38,16 @@ def stages() -> list[Stage]:
     return [ScanStage(), FanoutStage(), PushStage(), RollupStage(), SnapshotStage(), EmailStage()]
 
 
-def validate(settings) -> list[str]:
-    """Setting problems to report before connecting (all at once, exit 2)."""
-    return pushing.check_settings(settings)
+def validate(settings, max_runtime: float | None = None) -> list[str]:
+    """Option and setting problems to report before connecting (all at once, exit 2)."""
+    problems = pushing.check_settings(settings)
+    if max_runtime is not None and max_runtime <= BUDGET_MARGIN_SECONDS:
+        # Claiming stops once less than the margin is left: such a budget would claim nothing.
+        problems.append(f"--max-runtime must be more than {BUDGET_MARGIN_SECONDS:g} seconds "
+                        f"(claiming stops {BUDGET_MARGIN_SECONDS:g} s before the budget ends), "
+                        f"got {max_runtime:g}")
+    return problems
+
 
 
 def run(ctx: RunContext, limit: int = 100) -> JobResult:
