@@ -49,7 +49,6 @@ def validate(settings, max_runtime: float | None = None) -> list[str]:
     return problems
 
 
-
 def run(ctx: RunContext, limit: int = 100) -> JobResult:
     result = JobResult(ctx.tool, ctx.dry_run)
     pipeline = stages()
@@ -94,6 +93,12 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     return result
 
 
+def ready_count(conn: Connection, stage: Stage, now) -> int:
+    """Rows of the stage's queue a run could claim now."""
+    return conn.execute(select(func.count()).select_from(stage.queue.table)
+                        .where(stage.queue.ready(now))).scalar_one()
+
+
 def queue_figures(conn: Connection, stage: Stage, now) -> dict[str, int]:
     queue = stage.queue
     c = queue.table.c
@@ -104,7 +109,7 @@ def queue_figures(conn: Connection, stage: Stage, now) -> dict[str, int]:
     if queue.status_column:
         failed = count(c[queue.status_column] == "failed")
     return {
-        "ready": count(queue.ready(now)),
+        "ready": ready_count(conn, stage, now),
         "claimed": count(waiting, c.claimed_by.isnot(None), c.lease_expires_at >= now),
         "expired": count(waiting, c.claimed_by.isnot(None), c.lease_expires_at < now),
         "failed": failed,
@@ -123,9 +128,21 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
         stats[stage.name].add("dead_lettered_on_recovery", recovered["dead_lettered"])
 
     remaining = {stage.name: limit for stage in pipeline}
+    # The bar's total is the work there now (ready rows, up to LIMIT a stage); it grows as
+    # earlier stages make work for later ones, and shrinks when a stage runs dry early.
+    expected = {stage.name: limit for stage in pipeline}
+    if ctx.show_progress:  # (counted only for a bar someone sees: six COUNTs over the queues)
+        with ctx.db.begin(write=False) as conn:
+            expected = {stage.name: min(limit, ready_count(conn, stage, utcnow()))
+                        for stage in pipeline}
     active = [stage for stage in pipeline]
     stop_reason = DONE
-    with ctx.progress("draining queues", limit * len(pipeline)) as advance:
+    with ctx.progress("draining queues", sum(expected.values())) as bar:
+        def finished(stage: Stage) -> None:
+            active.remove(stage)
+            expected[stage.name] = stats[stage.name].claimed
+            bar.set_total(sum(expected.values()))
+
         while active:
             for stage in list(active):
                 if any(other.name in stage.waits_for for other in active):
@@ -145,7 +162,7 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
                     # deliveries, markers), so it is only done once no earlier stage is.
                     if not any(pipeline.index(other) < pipeline.index(stage)
                                for other in active):
-                        active.remove(stage)
+                        finished(stage)
                     continue
                 stage_stats.claimed += len(keys)
                 try:
@@ -154,9 +171,12 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
                     _stage_failed(ctx, stage, keys, stage_stats, exc)
                 stage_stats.seconds += time.perf_counter() - started
                 remaining[stage.name] -= len(keys)
-                advance(len(keys))
+                if stage_stats.claimed > expected[stage.name]:
+                    expected[stage.name] = stage_stats.claimed
+                    bar.set_total(sum(expected.values()))
+                bar(len(keys))
                 if stage_stats.stopped or remaining[stage.name] <= 0:
-                    active.remove(stage)
+                    finished(stage)
     return summarise(result, stats, limit, stop_reason)
 
 
