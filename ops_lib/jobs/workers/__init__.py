@@ -17,7 +17,7 @@ from ... import push as pushing
 from ...db import describe_db_error
 from ...errors import OpsError
 from ...queue import abandon, backoff_seconds, claim, recover_expired, release
-from ...result import DONE, JobResult
+from ...result import DONE, JobResult, dry_run_reason, limit_reached
 from ...runtime import RunContext
 from ...timeutil import utcnow
 from .base import Stage, StagePlan, StageStats
@@ -82,14 +82,15 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     result.section("Stages", rows)
     if samples:
         result.section("Samples", samples, ["stage", "scan", "would fail"])
-    result.counts.update({f"{r['stage']}_would_take": r["would_take"] for r in rows})
+    # Each figure once: per stage in the table; the counts (ledger, JSON) hold the run's total.
+    result.counts["would_take"] = sum(r["would_take"] for r in rows)
     result.notes.append(
         f"--execute would take up to {limit} rows per stage, stages taking turns; what earlier "
         "stages create in that run (arrivals, deliveries, roll-ups) flows on to the later ones. "
         "claimed = held by a running worker, expired = its lease ran out (recovered first), "
         "dead = failed for good"
     )
-    result.stop_reason = "dry run"
+    result.stop_reason = dry_run_reason(sum(max(0, r["ready"] - limit) for r in rows))
     return result
 
 
@@ -177,7 +178,7 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
                 bar(len(keys))
                 if stage_stats.stopped or remaining[stage.name] <= 0:
                     finished(stage)
-    return summarise(result, stats, limit, stop_reason)
+    return summarise(ctx, pipeline, result, stats, limit, stop_reason)
 
 
 def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: Exception):
@@ -212,30 +213,46 @@ def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: E
                     release_error)
 
 
-def summarise(result: JobResult, stats: dict[str, StageStats], limit: int,
-              stop_reason: str) -> JobResult:
+FIGURES = ("claimed", "done", "failed", "retried", "released", "lost")
+
+
+def summarise(ctx: RunContext, pipeline: list[Stage], result: JobResult,
+              stats: dict[str, StageStats], limit: int, stop_reason: str) -> JobResult:
     rows, capped = [], []
     for name, st in stats.items():
         rows.append({
-            "stage": name, "claimed": st.claimed, "done": st.done, "failed": st.failed,
-            "retried": st.retried, "released": st.released, "lost": st.lost,
+            "stage": name, **{key: getattr(st, key) for key in FIGURES},
             "seconds": round(st.seconds, 3),
             "details": ", ".join(f"{k}={v}" for k, v in sorted(st.details.items())) or "-",
         })
-        figures = {key: getattr(st, key) for key in ("claimed", "done", "failed", "retried")}
-        for key, value in {**figures, **st.details}.items():
-            if value:
-                result.add(f"{name}_{key}", value)
         if st.stopped:
             result.notes.append(f"{name} stage stopped: {st.stopped}")
         elif st.claimed >= limit:
             capped.append(name)
     result.section("Stages", rows)
+    # Each figure once: per stage in the table above; the counts (the ledger's, JSON's, and the
+    # terminal's Counts table) hold the run's totals.
+    for key in FIGURES:
+        total = sum(getattr(st, key) for st in stats.values())
+        if total:
+            result.add(key, total)
     stopped = [name for name, st in stats.items() if st.stopped]
     if stopped:
         result.status = "failed"
         result.error = "; ".join(f"{name}: {stats[name].stopped}" for name in stopped)
     if stop_reason == DONE and capped:
-        stop_reason = f"LIMIT {limit} reached by {', '.join(capped)} (more may be waiting)"
+        left = left_beyond_limit(ctx, [stage for stage in pipeline if stage.name in capped])
+        if left:
+            stop_reason = limit_reached(left)
     result.stop_reason = stop_reason
     return result
+
+
+def left_beyond_limit(ctx: RunContext, stages: list[Stage]) -> int | None:
+    """Rows still ready in the stages that stopped at LIMIT (None: could not count them)."""
+    try:
+        with ctx.db.begin(write=False) as conn:
+            return sum(ready_count(conn, stage, utcnow()) for stage in stages)
+    except Exception as exc:  # the run's work is done and committed; the figure is a courtesy
+        log.warning("could not count the rows left beyond LIMIT: %s", exc)
+        return None
