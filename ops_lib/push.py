@@ -75,6 +75,30 @@ def classify(exception: Exception) -> tuple[str, str]:
     return RETRY, type(exception).__name__
 
 
+MAX_CALL_SIZE = 500  # FCM's limit for one send_each call
+
+
+def call_limits(lease_seconds: float):
+    """(request timeout, urllib3 Retry) that end one send_each call within half the lease.
+
+    firebase-admin's defaults (120 s a request, one retry after a connect or read error, four
+    after a 500/503, Retry-After honoured up to 6 h) can outlast the 600 s lease, and then another
+    run recovers the rows and sends them again. Here each message gets at most 3 tries (one more
+    after a refused connection, two more after a 500/503; none after a read timeout, which FCM may
+    have delivered: that message retries on a later run), each try waits at most T to connect and
+    T to read, and the wait between tries (backoff or Retry-After) is at most T. The worst case,
+    3 x 2T + 2T = 8T, is half the lease: T = lease / 16 (37.5 s at the default 600 s), at most the
+    SDK's own 120 s. The lease is renewed before every call (ops_lib.queue.extend_lease).
+    """
+    from urllib3.util.retry import Retry
+
+    timeout = max(1.0, min(120.0, lease_seconds / 16))
+    retry = Retry(total=2, connect=1, read=0, status=2, other=0, status_forcelist=[500, 503],
+                  allowed_methods=None, raise_on_status=False, backoff_factor=0.5,
+                  backoff_max=timeout, retry_after_max=max(1, int(timeout)))
+    return timeout, retry
+
+
 class OutboxPusher:
     """No Firebase configured: every message becomes a JSON line in the outbox (the embedded default)."""
 
@@ -82,6 +106,7 @@ class OutboxPusher:
 
     def __init__(self, settings: Settings):
         self.folder = Path(settings.outbox_dir) / "push"
+        self.batch_size = min(MAX_CALL_SIZE, settings.push_batch_size)
 
     def describe(self) -> str:
         return f"outbox {self.folder}"
@@ -114,7 +139,8 @@ class FcmPusher:
         from firebase_admin import credentials, messaging
 
         source = settings.firebase_credentials
-        options = {}
+        timeout, retry = call_limits(settings.worker_lease_seconds)
+        options: dict = {"httpTimeout": timeout}
         if settings.firebase_project_id:
             options["projectId"] = settings.firebase_project_id
         if settings.fcm_endpoint:
@@ -131,7 +157,18 @@ class FcmPusher:
                 raise ConfigError(f"firebase_credentials {source}: {exc}") from exc
         self._app = firebase_admin.initialize_app(credential, options, name=f"ops-{uuid.uuid4().hex}")
         self._messaging = messaging
-        self.batch_size = min(500, settings.push_batch_size)
+        self.batch_size = min(MAX_CALL_SIZE, settings.push_batch_size)
+        self._bound_retries(retry)
+
+    def _bound_retries(self, retry) -> None:
+        """Replace the SDK's retry policy (see call_limits) on every adapter its FCM session has,
+        the one it mounts for fcm.googleapis.com included (the longest prefix wins)."""
+        import requests.adapters
+
+        session = self._messaging._get_messaging_service(self._app)._client.session
+        for prefix in [*session.adapters, "http://", "https://"]:
+            session.mount(prefix, requests.adapters.HTTPAdapter(
+                pool_connections=100, pool_maxsize=100, max_retries=retry))
 
     def describe(self) -> str:
         return f"Firebase project {self._app.project_id}"

@@ -3,8 +3,10 @@
 A claim is a short transaction: pick ready rows (`FOR UPDATE SKIP LOCKED` where the server has it),
 stamp them with the run id and a lease, commit, then work. The stamp is a compare-and-swap
 (`... WHERE claimed_by IS NULL`), so on servers without SKIP LOCKED two runs still cannot both win.
-Every write-back checks that the run still owns the row. Rows whose lease expired (a run that died)
-are released at the start of a run.
+Every write-back checks that the run still owns the rows (`still_owned`, the one check every stage
+uses): a row whose lease ran out and another run took over is counted `lost`, never `done`. Slow
+work extends the lease as it goes (`extend_lease`). Rows whose lease expired (a run that died) are
+released at the start of a run.
 """
 
 from __future__ import annotations
@@ -67,11 +69,47 @@ class ClaimLost(Exception):
     before the write-back: the transaction is rolled back, and the batch redone without them."""
 
 
-def check_still_owned(queue: Queue, matched: int, expected: int) -> None:
-    """Raise ClaimLost unless the write-back matched every row the batch read as its own."""
-    if matched != expected:
-        raise ClaimLost(f"{queue.name}: {expected - matched} of {expected} claimed rows were "
-                        "taken over by another run before the write-back")
+@dataclass(frozen=True)
+class Held:
+    """What the ownership check found: the keys still this run's, and how many were lost."""
+
+    keys: list[Any]
+    lost: int
+
+    def require_all(self, queue: Queue) -> None:
+        """For work that can be redone (database writes only): all rows, or roll back."""
+        if self.lost:
+            raise ClaimLost(f"{queue.name}: {self.lost} of {self.lost + len(self.keys)} claimed "
+                            "rows were taken over by another run before the write-back")
+
+
+def still_owned(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) -> Held:
+    """The ownership check of every claim-then-work write-back: locks the rows of `keys` this
+    run still holds (until the transaction ends, so no run can take them before the write-back)
+    and returns them; the others were taken over after our lease ran out."""
+    if not keys:
+        return Held([], 0)
+    key_columns = [queue.table.c[k] for k in queue.key]
+    held = [queue.key_of(r) for r in conn.execute(
+        select(*key_columns).where(queue.owned_by(run_id, keys))
+        .order_by(*key_columns).with_for_update())]
+    return Held(held, len(set(keys)) - len(held))
+
+
+def extend_lease(db: Database, queue: Queue, run_id: str, keys: Sequence[Any],
+                 lease_seconds: int, now: dt.datetime) -> Held:
+    """Before slow work on claimed rows (an SMTP send, a send_each call): give the rows still
+    this run's a full lease again, so no other run recovers them meanwhile. Returns them; work
+    on the others must not start (another run has them)."""
+
+    def work(conn: Connection) -> Held:
+        held = still_owned(conn, queue, run_id, keys)
+        if held.keys:
+            conn.execute(update(queue.table).where(queue.key_in(held.keys)).values(
+                lease_expires_at=now + dt.timedelta(seconds=lease_seconds)))
+        return held
+
+    return db.run(work, what=f"extend lease {queue.name}")
 
 
 def claim(db: Database, queue: Queue, run_id: str, limit: int, lease_seconds: int,

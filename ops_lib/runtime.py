@@ -102,15 +102,70 @@ class RunContext:
         return None
 
     @contextmanager
-    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-        """Progress on a terminal (stderr); a no-op for cron and Task Scheduler."""
+    def progress(self, description: str, total: int | None) -> Iterator["ProgressBar"]:
+        """Progress on a terminal (stderr); counted only, not drawn, for cron and Task Scheduler.
+
+        While the bar is drawn, log lines go through the bar's console, which prints them above
+        the bar instead of over it.
+        """
+        bar = ProgressBar(total)
         if not self.show_progress:
-            yield lambda _n=1: None
+            yield bar
             return
-        from rich.progress import Progress
+        from rich.progress import MofNCompleteColumn, Progress
 
         from .render import stderr_console
 
-        with Progress(console=stderr_console(), transient=True) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(),
+                      console=stderr_console(), transient=True) as shown:
+            bar.draw_on(shown, shown.add_task(description, total=total))
+            with _logging_through(shown.console):
+                yield bar
+
+
+class ProgressBar:
+    """A progress bar's figures; `bar(n)` advances it. The total may change as work is found."""
+
+    def __init__(self, total: int | None):
+        self.total = total
+        self.completed = 0
+        self._shown = None
+        self._task = None
+
+    def draw_on(self, shown, task) -> None:
+        self._shown, self._task = shown, task
+
+    def __call__(self, n: int = 1) -> None:
+        self.completed += n
+        if self._shown is not None:
+            self._shown.update(self._task, completed=self.completed)
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._shown is not None:
+            self._shown.update(self._task, total=total)
+
+
+@contextmanager
+def _logging_through(console) -> Iterator[None]:
+    """Point the root logger's terminal handlers at `console` (rich prints a line above a live
+    bar), then back."""
+    class ToConsole:
+        def write(self, text: str) -> int:
+            console.print(text.rstrip("\n"), markup=False, highlight=False, emoji=False,
+                          soft_wrap=True)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    swapped = []
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and getattr(handler.stream, "isatty", None) \
+                and handler.stream.isatty():
+            swapped.append((handler, handler.setStream(ToConsole())))
+    try:
+        yield
+    finally:
+        for handler, stream in swapped:
+            handler.setStream(stream)

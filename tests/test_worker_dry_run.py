@@ -13,6 +13,7 @@ from ops_lib.schema import (
     attendance_scan_queue,
     guardian_snapshot_queue,
     notifications,
+    ops_job_runs,
     push_deliveries,
     report_email_queue,
 )
@@ -56,6 +57,12 @@ def fill_every_queue(db, db_url: str, env: dict) -> None:
                              lease_expires_at=now - dt.timedelta(minutes=5)))
 
 
+def ledger_rows(db, but: str | None = None) -> list[tuple]:
+    with db.begin(write=False) as conn:
+        return sorted(tuple(r) for r in conn.execute(
+            select(ops_job_runs).where(ops_job_runs.c.run_id != (but or ""))))
+
+
 def ready_counts(db) -> dict[str, int]:
     now = utcnow()
     ready = lambda table, *where: select(func.count()).select_from(table).where(  # noqa: E731
@@ -78,20 +85,27 @@ def test_dry_run_over_a_full_queue_leaves_every_table_as_it_was(db_url, db, tmp_
     fill_every_queue(db, db_url, env)
     ready = ready_counts(db)
     assert all(ready.values()), f"every queue should have work waiting: {ready}"
-    before = snapshot(db)
+    before = snapshot(db), ledger_rows(db)
 
     done = run_cli("run_background_workers", str(LIMIT), "--json", env=env)
 
     assert done.returncode == 0, done.stderr
-    assert snapshot(db) == before
     result = json.loads(done.stdout)
-    assert (result["dry_run"], result["stop_reason"]) == (True, "dry run")
+    # Every row as it was, the run ledger's too, but for the dry run's own row.
+    assert (snapshot(db), ledger_rows(db, but=result["run_id"])) == before
+    assert ledger_rows(db) != before[1]  # (its own row is there)
     stages = {row["stage"]: row for row in result["sections"]["Stages"]}
     assert list(stages) == ["scans", "fanout", "push", "rollups", "snapshots", "emails"]
     for name, row in stages.items():
         assert row["ready"] == ready[name], name
         assert row["would_take"] == min(LIMIT, ready[name]), name
-        assert result["counts"][f"{name}_would_take"] == row["would_take"]
+    # Each figure once: per stage in the table, the run's total in the counts.
+    assert result["counts"] == {"would_take": sum(min(LIMIT, n) for n in ready.values())}
+    # The same words as every tool's dry run, with what LIMIT would leave for a later run.
+    left = sum(max(0, n - LIMIT) for n in ready.values())
+    assert left > 0
+    assert (result["dry_run"], result["stop_reason"]) == (
+        True, f"dry run: nothing changed; limit reached, {left} left")
     assert stages["scans"]["expired"] == 1  # recovery is an --execute thing
     assert "records_created=" in stages["scans"]["details"]
     assert "deliveries_to_create=" in stages["fanout"]["details"]
@@ -102,3 +116,4 @@ def test_dry_run_over_an_empty_database_reports_nothing_to_do(db_url, tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert all(row["would_take"] == 0 for row in result["sections"]["Stages"])
+    assert result["stop_reason"] == "dry run: nothing changed"

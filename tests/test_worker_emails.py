@@ -14,7 +14,7 @@ import email.policy
 import io
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from conftest import run_cli, snapshot, start_cli, tool_env
 from ops_lib.db import connect
@@ -318,26 +318,39 @@ def test_dry_run_over_queued_reports_changes_nothing_and_sends_nothing(
 
 def test_a_slow_smtp_server_cannot_let_a_second_run_send_the_same_reports_again(
         db_url, engine, tmp_path, smtp):
-    # Each message takes 1.2 s, the lease is 2 s: the rows still to send would be recovered by
-    # the second run (and sent twice) if the first run did not extend their lease as it goes.
+    """The rows still to send get a full lease again before each message, so no other run can
+    recover them while a slow server takes its time. Checked on the lease itself, not by racing
+    a short lease against the server's delay (that depended on the machine's speed)."""
     school = add_institution(engine)
     add_attendance(engine, school)
     recipients = [f"head{i}@gvs.test" for i in range(4)]
     requests = [add_report_request(engine, school, recipient=r, params=MARCH) for r in recipients]
-    smtp.data_delay = 1.2
+    smtp.data_delay = 1.2  # at least 1.2 s between two sends: a later lease is a later second
     env = tool_env(db_url, tmp_path, OPS_SMTP_FROM="reports@ops.test", OPS_SMTP_HOST="127.0.0.1",
-                   OPS_SMTP_PORT=str(smtp.port), OPS_SMTP_TIMEOUT_SECONDS="10",
-                   OPS_WORKER_LEASE_SECONDS="2")
+                   OPS_SMTP_PORT=str(smtp.port), OPS_SMTP_TIMEOUT_SECONDS="10")
+
+    def leases() -> dict[int, dt.datetime]:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(report_email_queue.c.id,
+                                            report_email_queue.c.lease_expires_at)
+                                     .where(report_email_queue.c.claimed_by.isnot(None))).all())
 
     first = start_cli("run_background_workers", "--execute", "--json", env=env)
     deadline = time.monotonic() + 60
-    while len(smtp.envelopes) < 2 and time.monotonic() < deadline:  # the first lease is over
-        time.sleep(0.05)
+    while not leases():
+        assert first.poll() is None and time.monotonic() < deadline, "nothing was claimed"
+        time.sleep(0.01)
+    claimed_until = max(leases().values())  # the lease given at the claim (or the first send)
+    while len(smtp.envelopes) < 2:
+        assert first.poll() is None and time.monotonic() < deadline, "no second email"
+        time.sleep(0.01)
+    renewed = leases()  # the rows still to send, renewed before the second send at the latest
     second = run_cli("run_background_workers", "--execute", "--json", env=env)
     _out, err = first.communicate(timeout=120)
 
+    assert renewed and min(renewed.values()) > claimed_until
     assert first.returncode == 0, err
     assert second.returncode == 0, second.stderr
+    assert stage_row(result_json(second), "emails")["claimed"] == 0
     assert sorted(to for e in smtp.envelopes for to in e.rcpt_tos) == recipients
     assert [row(engine, report_email_queue, r).status for r in requests] == ["sent"] * 4
-    assert stage_row(result_json(second), "emails")["claimed"] == 0

@@ -11,12 +11,12 @@ import json
 import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from conftest import run_cli, snapshot, tool_env
+from conftest import run_cli, snapshot, start_cli, tool_env
 from ops_lib.db import connect
 from ops_lib.jobs.workers.push import PushStage
-from ops_lib.push import FcmPusher
+from ops_lib.push import RETRY, FcmPusher, PushMessage
 from ops_lib.runtime import Budget, RunContext, StopSignal
 from ops_lib.schema import notification_devices, notifications, push_deliveries, report_email_queue
 from ops_lib.settings import load_settings
@@ -131,15 +131,17 @@ def test_unavailable_or_quota_backs_off_and_is_sent_on_a_later_run(
         db_url, engine, tmp_path, fcm, kind, code):
     guardian, [device] = add_guardian(engine, ["tok-busy"])
     delivery = add_delivery(engine, guardian, device)
-    # The SDK itself retries a 503 four times (5 requests), and a 429 too when it carries a
-    # Retry-After header; this 429 carries none, so the SDK gives up on it at once.
+    # Within one call the SDK retries a 503 twice (3 requests: call_limits bounds it), and a
+    # 429 too when it carries a Retry-After header; this 429 carries none: given up at once.
     fcm.retry_after = 1 if kind == "unavailable" else None
-    fcm.respond("tok-busy", [kind] * (5 if kind == "unavailable" else 1) + ["ok"])
+    tries = 3 if kind == "unavailable" else 1
+    fcm.respond("tok-busy", [kind] * tries + ["ok"])
 
     before = utcnow()
     first = run_worker(db_url, tmp_path, fcm)
 
     assert first.returncode == 0, first.stderr
+    assert [r.kind for r in fcm.requests] == [kind] * tries
     waiting = row(engine, push_deliveries, delivery)
     assert (waiting.status, waiting.attempts, waiting.error_code) == ("pending", 1, code)
     assert waiting.claimed_by is None and waiting.sent_at is None and waiting.error
@@ -148,7 +150,7 @@ def test_unavailable_or_quota_backs_off_and_is_sent_on_a_later_run(
         utcnow() + dt.timedelta(seconds=31)
     assert stage_row(result_json(first), "push")["retried"] == 1
 
-    if kind == "quota":  # (the 503 case is slow enough: its answers take the SDK ~4 s)
+    if kind == "quota":  # (the 503 case is slow enough: its answers take the SDK ~2 s)
         too_soon = run_worker(db_url, tmp_path, fcm)
         assert stage_row(result_json(too_soon), "push")["claimed"] == 0
         assert row(engine, push_deliveries, delivery).status == "pending"
@@ -384,3 +386,73 @@ def test_dry_run_over_pending_pushes_changes_nothing_and_sends_nothing(
     assert fcm.requests == []
     assert stage_row(result_json(done), "push")["would_take"] == 2
     database.engine.dispose()
+
+
+def test_a_send_each_call_that_outlasts_the_lease_lets_no_later_call_send_again_and_is_lost_not_done(
+        db_url, engine, tmp_path, fcm):
+    """Regression: the lease was not renewed between send_each calls and the write-back did not
+    check ownership, so a second run re-sent what the first was still sending, and the first
+    counted as done rows that were no longer its own."""
+    guardian, devices = add_guardian(engine, ["tok-first", "tok-second"])
+    first, second = [add_delivery(engine, guardian, d, title=f"n{d}") for d in devices]
+    held = fcm.hold("tok-first")  # FCM sits on the first call's answer
+    env = tool_env(db_url, tmp_path, OPS_FIREBASE_CREDENTIALS="anonymous",
+                   OPS_FIREBASE_PROJECT_ID=PROJECT, OPS_FCM_ENDPOINT=fcm.url_template,
+                   OPS_PUSH_BATCH_SIZE="1")  # two send_each calls: tok-first, then tok-second
+
+    slow = start_cli("run_background_workers", "--execute", "--json", env=env)
+    try:
+        assert held.arrived.wait(60), slow.communicate(timeout=5)
+        # The call outlasts the lease (as if FCM took longer than worker_lease_seconds)...
+        with engine.begin() as conn:
+            assert conn.execute(update(push_deliveries).values(
+                lease_expires_at=utcnow() - dt.timedelta(seconds=5))).rowcount == 2
+        # ...and the next cron run recovers both rows and sends them.
+        takeover = run_worker(db_url, tmp_path, fcm, OPS_PUSH_BATCH_SIZE="1")
+    finally:
+        held.release()
+    out, err = slow.communicate(timeout=60)
+
+    assert slow.returncode == 0, err
+    assert takeover.returncode == 0, takeover.stderr
+    assert stage_row(result_json(takeover), "push")["done"] == 2
+    # The first run's second call found tok-second taken over: it did not send it again.
+    assert len(fcm.requests_for("tok-second")) == 1
+    # (tok-first went out twice: its one call outlasted the lease, which call_limits prevents
+    # outside this test by ending every call within half of it.)
+    assert len(fcm.requests_for("tok-first")) == 2
+    slow_push = stage_row(json.loads(out), "push")
+    assert (slow_push["claimed"], slow_push["done"], slow_push["lost"]) == (2, 0, 2)
+    by_token = {r.token: r.response["name"] for r in fcm.requests if r.kind == "ok"}
+    assert row(engine, push_deliveries, second).provider_message_id == by_token["tok-second"]
+    assert [row(engine, push_deliveries, d).status for d in (first, second)] == ["sent"] * 2
+
+
+def test_one_send_each_call_ends_within_half_the_lease_and_a_timed_out_send_is_not_retried_in_it(
+        tmp_path, fcm):
+    from ops_lib.push import call_limits
+
+    lease = 32
+    timeout, retry = call_limits(lease)
+    # Each try waits at most `timeout` to connect and to read; at most 3 tries, 2 waits between.
+    assert timeout == lease / 16
+    assert (retry.total, retry.read, retry.backoff_max, retry.retry_after_max) == (
+        2, 0, timeout, int(timeout))
+    assert 3 * 2 * timeout + 2 * timeout <= lease / 2
+    assert call_limits(600)[0] == 37.5 and call_limits(10_000)[0] == 120  # the SDK's own cap
+
+    held = fcm.hold("tok-silent", timeout=30)  # FCM never answers within the timeout
+    settings = load_settings(env={"OPS_FIREBASE_CREDENTIALS": "anonymous",
+                                  "OPS_FIREBASE_PROJECT_ID": PROJECT,
+                                  "OPS_FCM_ENDPOINT": fcm.url_template,
+                                  "OPS_WORKER_LEASE_SECONDS": str(lease)})
+    pusher = FcmPusher(settings)
+    try:
+        [outcome] = pusher.send([PushMessage(1, "tok-silent", "t", "b", {})])
+        answered = fcm.requests_for("tok-silent")
+    finally:
+        held.release()
+        pusher.close()
+    assert (outcome.action, outcome.error_code) == (RETRY, "UNAVAILABLE")  # a later run, backed off
+    # The one try timed out while held; no second try reached the fake within the call.
+    assert held.arrived.is_set() and answered == []

@@ -81,6 +81,17 @@ def drain(db, tmp_path, limit: int = 1000, **env):
     return result
 
 
+def stage_row(result, stage: str) -> dict:
+    return next(row for row in result.sections[0].rows if row["stage"] == stage)
+
+
+def stage_details(result, stage: str) -> dict[str, int]:
+    """The details column of a stage's row ("a=1, b=2") as a dict."""
+    text = stage_row(result, stage)["details"]
+    return {} if text == "-" else {k: int(v) for k, v in
+                                   (part.split("=") for part in text.split(", "))}
+
+
 def rows(db, table, *order):
     with db.engine.connect() as conn:
         return [r._asdict() for r in conn.execute(select(table).order_by(*order))]
@@ -90,8 +101,7 @@ def test_first_scan_creates_a_present_record_and_one_arrival_per_guardian(school
     queue_scans(school, ("A1", local(20, 8, 15)))
     result = drain(school, tmp_path)
 
-    assert result.counts["scans_notifications_created"] == 2
-    assert result.counts["scans_records_created"] == 1
+    assert stage_details(result, "scans") == {"notifications_created": 2, "records_created": 1}
     [record] = rows(school, attendance_records, attendance_records.c.id)
     assert (record["student_id"], record["attendance_date"], record["status"]) == (
         1, dt.date(2026, 11, 20), "present")
@@ -233,18 +243,43 @@ def test_the_guardian_snapshot_has_children_todays_status_and_unread_count(schoo
     drain(school, tmp_path)
     payload = {s["guardian_id"]: s["payload"] for s in rows(school, guardian_snapshots)}[10]
     assert payload["unread_notifications"] == 1  # Chitra's new arrival; Asha's was read
-    assert {c["name"]: c["today"]["status"] for c in payload["children"]}["Chitra"] in (
-        "present", "late")
+    assert {c["name"]: c["today"]["status"] for c in payload["children"]}["Chitra"] == (
+        "present" if on_time else "late")
 
 
 def test_limit_caps_each_stage_and_the_rest_waits_for_the_next_run(school, tmp_path):
     queue_scans(school, *[("A1", local(20, 8, 0, s)) for s in range(5)])
     result = drain(school, tmp_path, limit=3)
-    assert result.counts["scans_claimed"] == 3
+    assert stage_row(result, "scans")["claimed"] == 3
     pending = [s for s in rows(school, attendance_scan_queue) if s["status"] == "pending"]
     assert len(pending) == 2
-    drain(school, tmp_path, limit=3)
+    assert result.stop_reason == "limit reached, 2 left"  # the words every tool uses
+    result = drain(school, tmp_path, limit=3)
     assert {s["status"] for s in rows(school, attendance_scan_queue)} == {"done"}
+    assert result.stop_reason == "no more work"  # the last 2 fit: nothing is left
+
+
+def test_each_figure_is_shown_once_per_stage_in_the_table_and_the_counts_are_run_totals(
+        school, tmp_path):
+    """Regression: on a terminal the Stages table was followed by a Counts table repeating its
+    figures (scans_claimed, push_done ...)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ops_lib.render import render_terminal
+
+    queue_scans(school, ("A1", local(20, 8, 0)), ("B2", local(20, 8, 1)), ("NOPE", local(20, 9)))
+    result = drain(school, tmp_path)
+    table = result.sections[0].rows
+    assert result.counts == {
+        figure: sum(row[figure] for row in table)
+        for figure in ("claimed", "done", "failed") if sum(row[figure] for row in table)}
+    shown = StringIO()
+    render_terminal(result, Console(file=shown, width=200, force_terminal=False))
+    text = shown.getvalue()
+    for stage in ("scans", "fanout", "push", "rollups", "snapshots"):
+        assert f"{stage}_" not in text, text  # no per-stage figure repeated in the counts
 
 
 def test_an_institution_with_a_malformed_late_threshold_fails_its_scans_not_the_stage(
@@ -350,7 +385,8 @@ def test_a_takeover_during_the_batch_rolls_it_back_and_it_is_redone_without_that
     taken = []
 
     def take_over_before_the_write_back(conn, cursor, statement, *_):
-        if not taken and statement.startswith("UPDATE attendance_scan_queue SET status"):
+        if not taken and statement.startswith("SELECT attendance_scan_queue.id \nFROM") \
+                and "FOR UPDATE" in statement:  # the write-back's ownership check
             with school.engine.begin() as other:
                 taken.append(other.execute(
                     update(attendance_scan_queue)

@@ -28,7 +28,8 @@ def main(limit, **options):
     from ops_lib.jobs import workers  # here, not at the top: --help stays fast
 
     run_tool("run_background_workers", workers.run, options, lock=False,
-             validate=workers.validate, limit=limit)
+             validate=lambda settings: workers.validate(settings, options["max_runtime"]),
+             limit=limit)
 
 
 if __name__ == "__main__":

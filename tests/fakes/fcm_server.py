@@ -72,6 +72,11 @@ Retries (the synchronous ``send``/``send_each`` path, a ``requests`` session):
   ``exceptions.UnknownError`` for the *whole batch*; ``FakeCredential`` below uses a
   no-op refresh to avoid that.)
 
+A slow FCM, driven by the test rather than by sleeps: ``held = server.hold("tok")`` keeps back
+the answer to the next request for that token; ``held.arrived`` is set when it comes in, and
+the fake answers it (as scripted) once the test calls ``held.release()``.  Later requests for
+the token are answered at once.
+
 ``send_each`` runs one thread per message (``ThreadPoolExecutor(max_workers=len(messages))``),
 so a batch of 500 means 500 concurrent connections; the server uses a large
 listen backlog to take them without SYN retransmit delays.
@@ -98,6 +103,7 @@ from urllib3.util.retry import Retry
 __all__ = [
     "KINDS",
     "FakeFcmServer",
+    "Hold",
     "RecordedRequest",
     "FakeCredential",
     "firebase_app_for",
@@ -208,6 +214,23 @@ _RETRY_AFTER_STATUSES = (429, 500, 503)
 Script = Union[str, Sequence[str]]
 
 
+class Hold:
+    """An answer the fake keeps back until the test releases it (see ``FakeFcmServer.hold``)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait_for_release(self) -> None:
+        self.arrived.set()
+        # Bounded, so that a test failing before its release() cannot hang the server.
+        self._released.wait(self.timeout)
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """One HTTP request received by the fake (every retry is a separate record)."""
@@ -242,7 +265,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (a held answer past its timeout)
 
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
@@ -289,6 +315,7 @@ class FakeFcmServer:
         self._lock = threading.Lock()
         self._default: str = "ok"
         self._scripts: Dict[str, List[str]] = {}
+        self._holds: Dict[str, Hold] = {}
         self._requests: List[RecordedRequest] = []
         self._ids = itertools.count(1)
         self._httpd: Optional[_HttpServer] = None
@@ -309,6 +336,9 @@ class FakeFcmServer:
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
+        with self._lock:
+            for held in self._holds.values():
+                held.release()
         httpd.shutdown()
         httpd.server_close()
         if thread is not None:
@@ -370,6 +400,13 @@ class FakeFcmServer:
         with self._lock:
             self._default = kind
 
+    def hold(self, token: str, timeout: float = 60) -> Hold:
+        """Keep back the answer to the next request for ``token`` until ``release()``."""
+        held = Hold(timeout)
+        with self._lock:
+            self._holds[token] = held
+        return held
+
     def reset(self) -> None:
         """Forget scripts and recorded requests; the default goes back to 'ok'."""
         with self._lock:
@@ -409,6 +446,10 @@ class FakeFcmServer:
         # firebase-admin 7.x deprecates Message.token in favour of Message.fid; both
         # address one app instance, so scripts are keyed on whichever is present.
         token = message.get("token") or message.get("fid")
+        with self._lock:
+            held = self._holds.pop(token, None) if token is not None else None
+        if held is not None:
+            held.wait_for_release()
         kind = self._next_kind(token)
         headers: List[tuple] = []
         if kind == "ok":

@@ -17,10 +17,10 @@ from ... import push as pushing
 from ...db import describe_db_error
 from ...errors import OpsError
 from ...queue import abandon, backoff_seconds, claim, recover_expired, release
-from ...result import DONE, JobResult
+from ...result import DONE, JobResult, dry_run_reason, limit_reached
 from ...runtime import RunContext
 from ...timeutil import utcnow
-from .base import Stage, StageStats
+from .base import Stage, StagePlan, StageStats
 from .emails import EmailStage
 from .fanout import FanoutStage
 from .push import PushStage
@@ -38,9 +38,15 @@ def stages() -> list[Stage]:
     return [ScanStage(), FanoutStage(), PushStage(), RollupStage(), SnapshotStage(), EmailStage()]
 
 
-def validate(settings) -> list[str]:
-    """Setting problems to report before connecting (all at once, exit 2)."""
-    return pushing.check_settings(settings)
+def validate(settings, max_runtime: float | None = None) -> list[str]:
+    """Option and setting problems to report before connecting (all at once, exit 2)."""
+    problems = pushing.check_settings(settings)
+    if max_runtime is not None and max_runtime <= BUDGET_MARGIN_SECONDS:
+        # Claiming stops once less than the margin is left: such a budget would claim nothing.
+        problems.append(f"--max-runtime must be more than {BUDGET_MARGIN_SECONDS:g} seconds "
+                        f"(claiming stops {BUDGET_MARGIN_SECONDS:g} s before the budget ends), "
+                        f"got {max_runtime:g}")
+    return problems
 
 
 def run(ctx: RunContext, limit: int = 100) -> JobResult:
@@ -62,30 +68,36 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     with ctx.db.begin(write=False) as conn:
         for stage in pipeline:
             figures = queue_figures(conn, stage, now)
-            extra = stage.plan(conn, ctx, limit) if figures["ready"] else {}
-            samples.extend(dict(sample, stage=stage.name) for sample in extra.pop("_samples", []))
-            note = extra.pop("_note", None)
-            if note and figures["ready"]:
-                result.notes.append(note)
+            stage_plan = stage.plan(conn, ctx, limit) if figures["ready"] else StagePlan()
+            samples.extend(dict(sample, stage=stage.name) for sample in stage_plan.samples)
+            if stage_plan.note:
+                result.notes.append(stage_plan.note)
             rows.append({
                 "stage": stage.name, "ready": figures["ready"],
                 "would_take": min(limit, figures["ready"]),
                 "claimed": figures["claimed"], "expired": figures["expired"],
                 "dead": figures["failed"],
-                "details": ", ".join(f"{k}={v}" for k, v in extra.items()) or "-",
+                "details": ", ".join(f"{k}={v}" for k, v in stage_plan.figures.items()) or "-",
             })
     result.section("Stages", rows)
     if samples:
         result.section("Samples", samples, ["stage", "scan", "would fail"])
-    result.counts.update({f"{r['stage']}_would_take": r["would_take"] for r in rows})
+    # Each figure once: per stage in the table; the counts (ledger, JSON) hold the run's total.
+    result.counts["would_take"] = sum(r["would_take"] for r in rows)
     result.notes.append(
         f"--execute would take up to {limit} rows per stage, stages taking turns; what earlier "
         "stages create in that run (arrivals, deliveries, roll-ups) flows on to the later ones. "
         "claimed = held by a running worker, expired = its lease ran out (recovered first), "
         "dead = failed for good"
     )
-    result.stop_reason = "dry run"
+    result.stop_reason = dry_run_reason(sum(max(0, r["ready"] - limit) for r in rows))
     return result
+
+
+def ready_count(conn: Connection, stage: Stage, now) -> int:
+    """Rows of the stage's queue a run could claim now."""
+    return conn.execute(select(func.count()).select_from(stage.queue.table)
+                        .where(stage.queue.ready(now))).scalar_one()
 
 
 def queue_figures(conn: Connection, stage: Stage, now) -> dict[str, int]:
@@ -98,7 +110,7 @@ def queue_figures(conn: Connection, stage: Stage, now) -> dict[str, int]:
     if queue.status_column:
         failed = count(c[queue.status_column] == "failed")
     return {
-        "ready": count(queue.ready(now)),
+        "ready": ready_count(conn, stage, now),
         "claimed": count(waiting, c.claimed_by.isnot(None), c.lease_expires_at >= now),
         "expired": count(waiting, c.claimed_by.isnot(None), c.lease_expires_at < now),
         "failed": failed,
@@ -117,9 +129,21 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
         stats[stage.name].add("dead_lettered_on_recovery", recovered["dead_lettered"])
 
     remaining = {stage.name: limit for stage in pipeline}
+    # The bar's total is the work there now (ready rows, up to LIMIT a stage); it grows as
+    # earlier stages make work for later ones, and shrinks when a stage runs dry early.
+    expected = {stage.name: limit for stage in pipeline}
+    if ctx.show_progress:  # (counted only for a bar someone sees: six COUNTs over the queues)
+        with ctx.db.begin(write=False) as conn:
+            expected = {stage.name: min(limit, ready_count(conn, stage, utcnow()))
+                        for stage in pipeline}
     active = [stage for stage in pipeline]
     stop_reason = DONE
-    with ctx.progress("draining queues", limit * len(pipeline)) as advance:
+    with ctx.progress("draining queues", sum(expected.values())) as bar:
+        def finished(stage: Stage) -> None:
+            active.remove(stage)
+            expected[stage.name] = stats[stage.name].claimed
+            bar.set_total(sum(expected.values()))
+
         while active:
             for stage in list(active):
                 if any(other.name in stage.waits_for for other in active):
@@ -139,7 +163,7 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
                     # deliveries, markers), so it is only done once no earlier stage is.
                     if not any(pipeline.index(other) < pipeline.index(stage)
                                for other in active):
-                        active.remove(stage)
+                        finished(stage)
                     continue
                 stage_stats.claimed += len(keys)
                 try:
@@ -148,10 +172,13 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
                     _stage_failed(ctx, stage, keys, stage_stats, exc)
                 stage_stats.seconds += time.perf_counter() - started
                 remaining[stage.name] -= len(keys)
-                advance(len(keys))
+                if stage_stats.claimed > expected[stage.name]:
+                    expected[stage.name] = stage_stats.claimed
+                    bar.set_total(sum(expected.values()))
+                bar(len(keys))
                 if stage_stats.stopped or remaining[stage.name] <= 0:
-                    active.remove(stage)
-    return summarise(result, stats, limit, stop_reason)
+                    finished(stage)
+    return summarise(ctx, pipeline, result, stats, limit, stop_reason)
 
 
 def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: Exception):
@@ -186,30 +213,46 @@ def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: E
                     release_error)
 
 
-def summarise(result: JobResult, stats: dict[str, StageStats], limit: int,
-              stop_reason: str) -> JobResult:
+FIGURES = ("claimed", "done", "failed", "retried", "released", "lost")
+
+
+def summarise(ctx: RunContext, pipeline: list[Stage], result: JobResult,
+              stats: dict[str, StageStats], limit: int, stop_reason: str) -> JobResult:
     rows, capped = [], []
     for name, st in stats.items():
         rows.append({
-            "stage": name, "claimed": st.claimed, "done": st.done, "failed": st.failed,
-            "retried": st.retried, "released": st.released, "lost": st.lost,
+            "stage": name, **{key: getattr(st, key) for key in FIGURES},
             "seconds": round(st.seconds, 3),
             "details": ", ".join(f"{k}={v}" for k, v in sorted(st.details.items())) or "-",
         })
-        figures = {key: getattr(st, key) for key in ("claimed", "done", "failed", "retried")}
-        for key, value in {**figures, **st.details}.items():
-            if value:
-                result.add(f"{name}_{key}", value)
         if st.stopped:
             result.notes.append(f"{name} stage stopped: {st.stopped}")
         elif st.claimed >= limit:
             capped.append(name)
     result.section("Stages", rows)
+    # Each figure once: per stage in the table above; the counts (the ledger's, JSON's, and the
+    # terminal's Counts table) hold the run's totals.
+    for key in FIGURES:
+        total = sum(getattr(st, key) for st in stats.values())
+        if total:
+            result.add(key, total)
     stopped = [name for name, st in stats.items() if st.stopped]
     if stopped:
         result.status = "failed"
         result.error = "; ".join(f"{name}: {stats[name].stopped}" for name in stopped)
     if stop_reason == DONE and capped:
-        stop_reason = f"LIMIT {limit} reached by {', '.join(capped)} (more may be waiting)"
+        left = left_beyond_limit(ctx, [stage for stage in pipeline if stage.name in capped])
+        if left:
+            stop_reason = limit_reached(left)
     result.stop_reason = stop_reason
     return result
+
+
+def left_beyond_limit(ctx: RunContext, stages: list[Stage]) -> int | None:
+    """Rows still ready in the stages that stopped at LIMIT (None: could not count them)."""
+    try:
+        with ctx.db.begin(write=False) as conn:
+            return sum(ready_count(conn, stage, utcnow()) for stage in stages)
+    except Exception as exc:  # the run's work is done and committed; the figure is a courtesy
+        log.warning("could not count the rows left beyond LIMIT: %s", exc)
+        return None

@@ -39,6 +39,15 @@ class StageStats:
         self.stopped = self.stopped or other.stopped
 
 
+@dataclass
+class StagePlan:
+    """What a dry run says --execute would do with a stage's next rows."""
+
+    figures: dict[str, int] = field(default_factory=dict)  # the Stages table's details column
+    samples: list[dict[str, Any]] = field(default_factory=list)  # rows that would fail, and why
+    note: str | None = None  # one line, e.g. where the output would go
+
+
 class Stage:
     """A queue-draining step of the background worker."""
 
@@ -55,9 +64,9 @@ class Stage:
     def process(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats) -> None:
         raise NotImplementedError
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
-        """Read-only: what --execute would do with the next `limit` rows (extra figures)."""
-        return {}
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
+        """Read-only: what --execute would do with the next `limit` rows."""
+        return StagePlan()
 
     def close(self) -> None:
         """Release what the stage opened (SMTP connection, Firebase app)."""

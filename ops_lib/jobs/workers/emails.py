@@ -23,11 +23,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Connection, select, update
 
 from ...mail import Mailer, SmtpLoginRefused, SmtpUnreachable
-from ...queue import Queue, backoff_seconds, release
+from ...queue import Queue, backoff_seconds, extend_lease, release, still_owned
 from ...runtime import RunContext
 from ...schema import attendance_records, institutions, report_email_queue, students
 from ...timeutil import utcnow
-from .base import Stage, StageStats
+from .base import Stage, StagePlan, StageStats
 
 log = logging.getLogger(__name__)
 rq = report_email_queue
@@ -192,14 +192,18 @@ class EmailStage(Stage):
             if self._unreachable_until is not None:
                 self._defer(ctx, [r.id for r in rows[index:]], self._unreachable_until, stats)
                 return
+            rest = [r.id for r in rows[index:]]
             if index and ctx.why_stop():
-                rest = [r.id for r in rows[index:]]
                 stats.released += ctx.db.run(
-                    lambda conn, rest=rest: release(conn, self.queue, ctx.run_id, rest),
-                    what="release")
+                    lambda conn: release(conn, self.queue, ctx.run_id, rest), what="release")
                 return
-            if index:
-                self._extend_lease(ctx, [r.id for r in rows[index:]])
+            # A slow SMTP server must not let the lease run out under rows still to send:
+            # another run would recover and send them too. One taken over already is not sent.
+            held = extend_lease(ctx.db, self.queue, ctx.run_id, rest,
+                                ctx.settings.worker_lease_seconds, utcnow())
+            if row.id not in held.keys:
+                stats.lost += 1
+                continue
             try:
                 self._send_one(ctx, row, stats)
             except SmtpLoginRefused as exc:
@@ -226,31 +230,27 @@ class EmailStage(Stage):
                 raise BadReport(f"cannot build the message for {row.recipient!r}: {exc}") from exc
             self._mailer.send(message)
         except BadReport as exc:
-            self._finish(ctx, row.id, status="failed", error=str(exc)[:500])
-            stats.failed += 1
+            self._finish(ctx, row.id, stats, "failed", status="failed", error=str(exc)[:500])
             return
         except (smtplib.SMTPException, OSError, ValueError) as exc:
             # (SmtpLoginRefused is neither: it stops the stage and gives the batch back.)
             self._mailer.close()  # a broken connection is not reused
             error = f"{type(exc).__name__}: {exc}"[:500]
             if _permanent_smtp_error(exc) or row.attempts >= s.worker_max_attempts:
-                self._finish(ctx, row.id, status="failed", error=error)
-                stats.failed += 1
+                self._finish(ctx, row.id, stats, "failed", status="failed", error=error)
             else:
                 due = now + dt.timedelta(seconds=backoff_seconds(
                     row.attempts, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
-                self._finish(ctx, row.id, error=error, available_at=due)
-                stats.retried += 1
+                self._finish(ctx, row.id, stats, "retried", error=error, available_at=due)
             if isinstance(exc, SmtpUnreachable):
                 self._unreachable_until = now + dt.timedelta(seconds=backoff_seconds(
                     1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
             return
-        self._finish(ctx, row.id, status="sent", sent_at=now, error=None)
-        stats.done += 1
-        if self._mailer.uses_outbox:
+        if self._finish(ctx, row.id, stats, "done", status="sent", sent_at=now, error=None) \
+                and self._mailer.uses_outbox:
             stats.add("to_outbox")
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         queued = conn.execute(
             select(rq.c.id, rq.c.institution_id, rq.c.report_type, rq.c.params)
             .where(self.queue.ready(utcnow())).order_by(rq.c.id).limit(limit)).all()
@@ -260,8 +260,8 @@ class EmailStage(Stage):
         s = ctx.settings
         target = (f"SMTP {s.smtp_host}:{s.smtp_port}" if s.smtp_host
                   else f"the outbox {Mailer(s).outbox} (no SMTP configured)")
-        return {"would_fail_bad_request": would_fail,
-                "_note": f"emails: would send through {target}"}
+        return StagePlan({"would_fail_bad_request": would_fail},
+                         note=f"emails: would send through {target}")
 
     def _defer(self, ctx: RunContext, ids: list[int], due: dt.datetime,
                stats: StageStats) -> None:
@@ -276,15 +276,19 @@ class EmailStage(Stage):
         stats.released += deferred
         stats.add("deferred_smtp_unreachable", deferred)
 
-    def _extend_lease(self, ctx: RunContext, ids: list[int]) -> None:
-        """A slow SMTP server must not let the lease run out under rows still to send: another
-        run would recover and send them too."""
-        until = utcnow() + dt.timedelta(seconds=ctx.settings.worker_lease_seconds)
-        ctx.db.run(lambda conn: conn.execute(
-            update(rq).where(self.queue.owned_by(ctx.run_id, ids)).values(lease_expires_at=until)),
-            what="emails lease")
+    def _finish(self, ctx: RunContext, row_id: int, stats: StageStats, figure: str,
+                **values: Any) -> bool:
+        """Write a report's outcome if the row is still this run's, counted as `figure`
+        (done, failed, retried); one another run took over is counted lost. True if written."""
 
-    def _finish(self, ctx: RunContext, row_id: int, **values: Any) -> None:
-        ctx.db.run(lambda conn: conn.execute(
-            update(rq).where(rq.c.id == row_id, rq.c.claimed_by == ctx.run_id)
-            .values(claimed_by=None, lease_expires_at=None, **values)), what="emails write-back")
+        def work(conn: Connection) -> bool:
+            if not still_owned(conn, self.queue, ctx.run_id, [row_id]).keys:
+                return False
+            conn.execute(update(rq).where(rq.c.id == row_id)
+                         .values(claimed_by=None, lease_expires_at=None, **values))
+            return True
+
+        written = ctx.db.run(work, what="emails write-back")
+        figure = figure if written else "lost"
+        setattr(stats, figure, getattr(stats, figure) + 1)
+        return written

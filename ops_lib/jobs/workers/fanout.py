@@ -7,16 +7,16 @@ no delivery; the notification is still marked fanned out.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from sqlalchemy import Connection, func, literal, select, true, update
 
-from ...queue import Queue
+from ...queue import Queue, still_owned
 from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
 from ...sqlutil import insert_ignore_from_select
 from ...timeutil import utcnow
-from .base import Stage, StageStats, mark_snapshots
+from .base import Stage, StagePlan, StageStats, mark_snapshots
 
 n = notifications
 d = notification_devices
@@ -47,26 +47,25 @@ class FanoutStage(Stage):
         def work(conn: Connection) -> StageStats:
             batch = StageStats()
             now = utcnow()
-            owned = conn.execute(select(n.c.id, n.c.guardian_id)
-                                 .where(self.queue.owned_by(ctx.run_id, keys))
-                                 .order_by(n.c.id).with_for_update()).all()
-            batch.lost += len(keys) - len(owned)
-            if not owned:
+            held = still_owned(conn, self.queue, ctx.run_id, keys)
+            batch.lost += held.lost
+            if not held.keys:
                 return batch
-            ids = [row.id for row in owned]
+            ids = held.keys
             fan_out(conn, now, which=n.c.id.in_(ids))
             deliveries = conn.execute(select(func.count()).select_from(push_deliveries).where(
                 push_deliveries.c.notification_id.in_(ids))).scalar_one()
             conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(
                 fanout_status="done", claimed_by=None, lease_expires_at=None))
-            mark_snapshots(conn, [row.guardian_id for row in owned], now)
+            mark_snapshots(conn, conn.execute(select(n.c.guardian_id).where(n.c.id.in_(ids))
+                                              ).scalars(), now)
             batch.done += len(ids)
             batch.add("deliveries", deliveries)
             return batch
 
         stats.merge(ctx.db.run(work, what="fanout"))
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         ids = select(n.c.id).where(self.queue.ready(utcnow())).order_by(n.c.id).limit(limit)
         ids = ids.subquery()
         deliveries = conn.execute(
@@ -75,4 +74,4 @@ class FanoutStage(Stage):
                 .join(ids, ids.c.id == n.c.id))
             .where(d.c.is_active == true())
         ).scalar_one()
-        return {"deliveries_to_create": deliveries}
+        return StagePlan({"deliveries_to_create": deliveries})

@@ -11,6 +11,7 @@ notification is gone, is `cancelled` without being sent.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from typing import Any, Sequence
@@ -18,12 +19,12 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, func, select, true
 
 from ... import push as pushing
-from ...queue import Queue, backoff_seconds, release
+from ...queue import Queue, backoff_seconds, extend_lease, release, still_owned
 from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
 from ...sqlutil import update_each
 from ...timeutil import utcnow
-from .base import Stage, StageStats
+from .base import Stage, StagePlan, StageStats
 
 log = logging.getLogger(__name__)
 p = push_deliveries
@@ -39,10 +40,9 @@ class PushStage(Stage):
         self._pusher = None
 
     def batch_limit(self, ctx: RunContext) -> int:
-        # Claimed four send_each calls at a time: fewer claim and write-back statements per row;
-        # the pusher still splits them into calls of at most push_batch_size (<= 500). Not more:
-        # four calls at firebase-admin's 120 s timeout (480 s) must fit in the 600 s lease.
-        return 4 * min(500, ctx.settings.push_batch_size)
+        # Claimed four send_each calls at a time: fewer claim statements per row; the rows are
+        # sent in calls of at most push_batch_size (<= 500), the lease renewed before each.
+        return 4 * min(pushing.MAX_CALL_SIZE, ctx.settings.push_batch_size)
 
     def pusher(self, ctx: RunContext):
         if self._pusher is None:
@@ -62,31 +62,58 @@ class PushStage(Stage):
                    n.c.id.label("notification"), n.c.title, n.c.body, n.c.data)
             .select_from(p.join(dev, dev.c.id == p.c.device_id)
                          .outerjoin(n, n.c.id == p.c.notification_id))
-            .where(self.queue.owned_by(ctx.run_id, keys))
+            .where(self.queue.owned_by(ctx.run_id, keys)).order_by(p.c.id)
         ).all(), write=False, what="push read")
         stats.lost += len(keys) - len(rows)
+        attempts = {r.id: r.attempts for r in rows}
+        devices = {r.id: r.device_id for r in rows}
+        write_back = functools.partial(self._write_back, ctx=ctx, attempts=attempts,
+                                       devices=devices)
         cancelled = {r.id: ("DEVICE_INACTIVE" if not r.is_active else "NOTIFICATION_GONE")
                      for r in rows if not r.is_active or r.notification is None}
+        if cancelled:
+            stats.merge(ctx.db.run(lambda conn: write_back(conn, cancelled=cancelled),
+                                   what="push write-back"))
         messages = [
             pushing.PushMessage(r.id, r.token, r.title, r.body or "", _data(r.data))
             for r in rows if r.id not in cancelled
         ]
-        outcomes = self.pusher(ctx).send(messages) if messages else []
-        attempts = {r.id: r.attempts for r in rows}
-        devices = {r.id: r.device_id for r in rows}
-        stats.merge(ctx.db.run(
-            lambda conn: self._write_back(conn, ctx, outcomes, cancelled, attempts, devices),
-            what="push write-back"))
+        pusher = self.pusher(ctx) if messages else None
+        for start in range(0, len(messages), pusher.batch_size if pusher else 1):
+            rest = [m.delivery_id for m in messages[start:]]
+            if start and (ctx.why_stop() or stats.stopped):
+                stats.released += ctx.db.run(
+                    lambda conn: release(conn, self.queue, ctx.run_id, rest), what="release")
+                break
+            # A call may take minutes (timeouts, the SDK's retries): every row still waiting
+            # gets a full lease first, and a row another run took over meanwhile is not sent.
+            held = set(extend_lease(ctx.db, self.queue, ctx.run_id, rest,
+                                    ctx.settings.worker_lease_seconds, utcnow()).keys)
+            call = [m for m in messages[start:start + pusher.batch_size]
+                    if m.delivery_id in held]
+            stats.lost += min(pusher.batch_size, len(rest)) - len(call)
+            outcomes = pusher.send(call) if call else []
+            stats.merge(ctx.db.run(lambda conn: write_back(conn, outcomes=outcomes),
+                                   what="push write-back"))
         if stats.stopped:
             # Said in the log too: cron mails stderr, and the stage's later batches wait for it.
             log.error("push stage stopped: %s (%d deliveries given back unsent)",
-                      stats.stopped.rstrip("."),
-                      sum(1 for o in outcomes if o.action == pushing.STOP))
+                      stats.stopped.rstrip("."), stats.released)
 
-    def _write_back(self, conn: Connection, ctx: RunContext, outcomes, cancelled, attempts,
-                    devices) -> StageStats:
+    def _write_back(self, conn: Connection, *, ctx: RunContext, attempts, devices,
+                    outcomes=(), cancelled=None) -> StageStats:
+        """Record a call's outcomes (or the cancelled rows) for the rows still this run's; those
+        another run took over meanwhile are counted lost, whatever this run did with them."""
         batch = StageStats()
         now = utcnow()
+        cancelled = cancelled or {}
+        held = still_owned(conn, self.queue, ctx.run_id,
+                           [o.delivery_id for o in outcomes] + list(cancelled))
+        batch.lost += held.lost
+        mine = set(held.keys)
+        dead_tokens = [o for o in outcomes if o.action == pushing.DEACTIVATE]
+        outcomes = [o for o in outcomes if o.delivery_id in mine]
+        cancelled = {i: code for i, code in cancelled.items() if i in mine}
         s = ctx.settings
         owner = p.c.claimed_by == ctx.run_id
         free = {"claimed_by": None, "lease_expires_at": None}
@@ -101,7 +128,7 @@ class PushStage(Stage):
                     where=[owner])
         batch.done += len(sent)
 
-        dead_tokens = by_action.get(pushing.DEACTIVATE, [])
+        # A dead token is dead whoever owns the delivery now: its device is deactivated anyway.
         if dead_tokens:
             update_each(conn, dev, dev.c.id,
                         {devices[o.delivery_id]: {"deactivation_reason": f"fcm: {o.error_code}"}
@@ -110,7 +137,8 @@ class PushStage(Stage):
                         where=[dev.c.is_active == true()])
             batch.add("devices_deactivated", len({devices[o.delivery_id] for o in dead_tokens}))
 
-        retry_later, give_up = [], dead_tokens + by_action.get(pushing.FAILED, [])
+        retry_later = []
+        give_up = by_action.get(pushing.DEACTIVATE, []) + by_action.get(pushing.FAILED, [])
         for outcome in by_action.get(pushing.RETRY, []):
             if attempts[outcome.delivery_id] >= s.worker_max_attempts:
                 give_up.append(outcome)
@@ -142,7 +170,7 @@ class PushStage(Stage):
                              f"{stopped[0].error}")
         return batch
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         due = select(p.c.device_id).where(self.queue.ready(utcnow())).order_by(p.c.id)
         due = due.limit(limit).subquery()
         inactive = conn.execute(
@@ -151,7 +179,7 @@ class PushStage(Stage):
         ).scalar_one()
         target = ("outbox (no Firebase credentials configured)"
                   if not ctx.settings.firebase_credentials else "Firebase")
-        return {"would_cancel": inactive, "_note": f"push: would send through {target}"}
+        return StagePlan({"would_cancel": inactive}, note=f"push: would send through {target}")
 
 
 def _data(value: Any) -> dict:

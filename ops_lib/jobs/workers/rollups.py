@@ -12,7 +12,7 @@ from typing import Sequence
 
 from sqlalchemy import Connection, and_, case, delete, func, select, true, tuple_
 
-from ...queue import Queue
+from ...queue import Queue, still_owned
 from ...runtime import RunContext
 from ...schema import attendance_records, attendance_rollup_queue, attendance_rollups, students
 from ...timeutil import utcnow
@@ -33,11 +33,9 @@ class RollupStage(Stage):
         def work(conn: Connection) -> StageStats:
             batch = StageStats()
             now = utcnow()
-            pairs = [tuple(row) for row in conn.execute(
-                select(attendance_rollup_queue.c.institution_id,
-                       attendance_rollup_queue.c.attendance_date)
-                .where(self.queue.owned_by(ctx.run_id, keys)).with_for_update())]
-            batch.lost += len(keys) - len(pairs)
+            held = still_owned(conn, self.queue, ctx.run_id, keys)
+            batch.lost += held.lost
+            pairs = held.keys
             if not pairs:
                 return batch
             rows = rollup_rows(conn, pairs)

@@ -13,7 +13,8 @@ Rules (docs/workers.md):
   scan at the same moment, the second's write-back fails on that key and its batch is redone,
   seeing the first as done. No lock is held on students, so workers do not queue behind each other.
 - A batch is read in one statement (scans, their students, processed copies) without locks; the
-  write-back must then match every scan read as this run's, or the batch is rolled back and redone.
+  write-back's ownership check (`ops_lib.queue.still_owned`) must then find every scan read as
+  this run's, or the batch is rolled back and redone.
 - The first scan of a student's day creates one arrival notification per guardian; its dedupe_key
   (`arrival:<student>:<date>:<guardian>`) makes a second one impossible.
 """
@@ -45,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ...db import mysql_error_code
-from ...queue import ClaimLost, Queue, check_still_owned
+from ...queue import ClaimLost, Queue, still_owned
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -62,7 +63,7 @@ from ...sqlutil import (
     upsert_from_select,
 )
 from ...timeutil import utcnow
-from .base import Stage, StageStats, mark_rollups, mark_snapshots_of_students
+from .base import Stage, StagePlan, StageStats, mark_rollups, mark_snapshots_of_students
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
@@ -346,29 +347,26 @@ class ScanStage(Stage):
 
     def _write_back(self, conn: Connection, run_id: str, keys: Sequence[int],
                     result: Classified, now: dt.datetime) -> None:
+        read = [a.scan_id for a in result.accepted] + result.duplicates + list(result.failed)
+        # Every scan read as this run's must still be, or the records written are rolled back.
+        still_owned(conn, self.queue, run_id, read).require_all(self.queue)
         finished = {"claimed_by": None, "lease_expires_at": None, "processed_at": now}
         mine = q.c.claimed_by == run_id
-        matched = update_each(conn, q, q.c.id,
-                              {i: {"error": r[:500]} for i, r in result.failed.items()},
-                              common=dict(status="failed", **finished), where=[mine])
+        update_each(conn, q, q.c.id, {i: {"error": r[:500]} for i, r in result.failed.items()},
+                    common=dict(status="failed", **finished), where=[mine])
         if result.duplicates:
-            matched += conn.execute(
-                update(q).where(q.c.id.in_(result.duplicates), mine)
-                .values(status="done", error=DUPLICATE_NOTE, **finished)).rowcount
+            conn.execute(update(q).where(q.c.id.in_(result.duplicates), mine)
+                         .values(status="done", error=DUPLICATE_NOTE, **finished))
         if result.accepted:
             # What this run still holds of the batch now is exactly the accepted scans.
-            matched += conn.execute(
-                update(q).where(self.queue.owned_by(run_id, keys)).values(
-                    status="done", error=None, scan_key=scan_key_sql(conn.dialect.name),
-                    **finished)).rowcount
-        check_still_owned(self.queue, matched,
-                          len(result.accepted) + len(result.duplicates) + len(result.failed))
+            conn.execute(update(q).where(self.queue.owned_by(run_id, keys)).values(
+                status="done", error=None, scan_key=scan_key_sql(conn.dialect.name), **finished))
 
-    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> dict[str, Any]:
+    def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         scans = conn.execute(
             batch_query(self.queue.ready(utcnow()), conn.dialect.name).limit(limit)).all()
         if not scans:
-            return {}
+            return StagePlan()
         result = classify(conn, scans, ctx.settings.scan_late_after)
         groups = group_by_day(result.accepted)
         existing = 0
@@ -378,10 +376,7 @@ class ScanStage(Stage):
                 .where(tuple_(attendance_records.c.student_id,
                               attendance_records.c.attendance_date).in_(sorted(groups)))
             ).scalar_one()
-        return {
-            "records_created": len(groups) - existing,
-            "records_updated": existing,
-            "duplicates": len(result.duplicates),
-            "would_fail": len(result.failed),
-            "_samples": [{"scan": i, "would fail": r} for i, r in list(result.failed.items())[:5]],
-        }
+        return StagePlan(
+            figures={"records_created": len(groups) - existing, "records_updated": existing,
+                     "duplicates": len(result.duplicates), "would_fail": len(result.failed)},
+            samples=[{"scan": i, "would fail": r} for i, r in list(result.failed.items())[:5]])

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, delete, func, select, tuple_
 
-from ...queue import Queue
+from ...queue import Queue, still_owned
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -106,10 +106,9 @@ class SnapshotStage(Stage):
         def work(conn: Connection) -> StageStats:
             batch = StageStats()
             now = utcnow()
-            ids = conn.execute(select(gsq.c.guardian_id)
-                               .where(self.queue.owned_by(ctx.run_id, keys))
-                               .order_by(gsq.c.guardian_id).with_for_update()).scalars().all()
-            batch.lost += len(keys) - len(ids)
+            held = still_owned(conn, self.queue, ctx.run_id, keys)
+            batch.lost += held.lost
+            ids = held.keys
             if not ids:
                 return batch
             payloads = build_payloads(conn, ids, now)
