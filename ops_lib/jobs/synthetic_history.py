@@ -253,8 +253,8 @@ class HistoryBuilder:
         return cases
 
     def last_month_invoices(self, first_id: int) -> tuple[list[dict], list[dict]]:
-        """Institution i takes case i; `billing_cases` fee-paying students take each case. The
-        subject of the paid case is restricted (the sweep restores it)."""
+        """An institution takes each case, as far as they go; `billing_cases` fee-paying students
+        take each case. The subject of the paid case is restricted (the sweep restores it)."""
         period_start = _month(self.today.replace(day=1) - dt.timedelta(days=1))[0]
         cases = self.billing_cases()
         per_case = self.history.billing_cases
@@ -263,9 +263,11 @@ class HistoryBuilder:
         for inst in self.bare["institutions"]:  # one row restricted: every row names the column
             inst.setdefault("access_state", "active")
         plan_fees = {p["id"]: (p["monthly_fee_minor"], p["currency"]) for p in self.bare["plans"]}
+        # Institutions take the blocked and the paid case first: a demo of one or two
+        # institutions still shows a restriction and a restore.
         subjects: list[tuple[str, dict, tuple[str, dt.date, bool]]] = [
             ("platform", inst, case)
-            for inst, case in zip(self.bare["institutions"], cases)]
+            for inst, case in zip(self.bare["institutions"], cases[-2:] + cases[:-2])]
         subjects += [("attendee", student, cases[n // per_case])
                      for n, student in enumerate(chosen)]
         bills, paid = [], []
