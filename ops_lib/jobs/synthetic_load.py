@@ -184,7 +184,7 @@ PURPOSE = {
     "old_notifications": "notifications past their retention (archive)",
     "old_audit_logs": "audit logs past their retention (archive)",
     "invoices": "old paid invoices; last month's at each reminder step (billing)",
-    "payments": "settled: old ones (archive), one after blocking (billing's restore)",
+    "payments": "settled: old ones (archive), paid after blocking (billing's restore)",
     "report_email_queue": "queued attendance reports (worker)",
     "failed_scans": "failed scans (dead letters)",
     "failed_deliveries": "failed push deliveries (dead letters)",
