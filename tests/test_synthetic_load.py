@@ -14,6 +14,7 @@ from sqlalchemy import Date, DateTime, func, select
 
 from ops_lib.db import connect
 from ops_lib.jobs.synthetic_load import DEMO_HISTORY, TABLES, LoadSize, build_rows
+from ops_lib.result import DRY_RUN
 from ops_lib.schema import attendance_scan_queue, institutions, students
 from tests.conftest import (
     MysqlScratch,
@@ -103,6 +104,7 @@ def test_the_dry_run_changes_nothing(db, tmp_path):
     assert "rows_to_insert: table=attendance_scan_queue rows=500" in done.stdout
     assert "rows_to_insert: table=notifications rows=200" in done.stdout
     assert "--execute would insert these rows (seed 1)" in done.stdout
+    assert done.stdout.splitlines()[-1] == f"stopped: {DRY_RUN}"  # as every tool words it
 
 
 def normalised_rows(db) -> dict[str, list[tuple]]:

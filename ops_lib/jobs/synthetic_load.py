@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Table, insert
 
-from ..result import JobResult
+from ..result import JobResult, dry_run_reason
 from ..runtime import RunContext
 from ..schema import (
     attendance_scan_queue,
@@ -214,6 +214,7 @@ def run(ctx: RunContext, size: LoadSize, now: dt.datetime | None = None) -> JobR
                             "retention, billing and dead-letter settings (--no-history: none)")
     if ctx.dry_run:
         result.notes.append("--execute would insert these rows (seed %d)" % size.seed)
+        result.stop_reason = dry_run_reason()
         return result
     started = time.perf_counter()
     total = sum(len(batch) for batch in rows.values())
