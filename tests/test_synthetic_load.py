@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import importlib.util
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from ops_lib.jobs.synthetic_load import DEMO_HISTORY, TABLES, LoadSize, build_ro
 from ops_lib.result import DRY_RUN
 from ops_lib.schema import attendance_scan_queue, institutions, students
 from tests.conftest import (
+    REPO,
     MysqlScratch,
     require_mariadb,
     run_cli,
@@ -256,3 +258,16 @@ def test_the_history_leaves_every_row_of_the_bare_load_as_it_was_but_the_restric
 
 def but_access(row: dict) -> dict:
     return {key: value for key, value in row.items() if key != "access_state"}
+
+
+def test_the_tools_history_defaults_are_the_demo_history_the_tests_use():
+    """The tool spells its defaults out (--help stays fast: the job is imported when it runs);
+    they must stay DEMO_HISTORY's."""
+    spec = importlib.util.spec_from_file_location(
+        "generate_synthetic_load_tool", REPO / "tools" / "generate_synthetic_load.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    defaults = {p.name: p.default for p in tool.main.params}
+    assert {f.name: defaults[f.name] for f in dataclasses.fields(DEMO_HISTORY)} == \
+        dataclasses.asdict(DEMO_HISTORY)
+    assert defaults["history"] is True

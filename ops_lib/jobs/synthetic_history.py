@@ -49,6 +49,27 @@ PAYMENT_METHODS = ["bkash", "nagad", "card", "bank"]
 
 
 @dataclass(frozen=True)
+class History:
+    """The demo's history: how many rows of each kind (0: none of that kind)."""
+
+    old_notifications: int = 0  # older than notifications_retention_days (archive)
+    old_audit_logs: int = 0  # older than audit_logs_retention_days (archive)
+    old_payments: int = 0  # settled, of paid invoices older than payments_retention_days
+    old_attendance: int = 0  # attendance records older than attendance_retention_days
+    billing_cases: int = 0  # fee-paying students in each billing case (and one institution)
+    report_emails: int = 0  # queued attendance reports (worker)
+    dead_letters: int = 0  # failed rows in each worker queue (dead-letter tool)
+
+    def any(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+
+NO_HISTORY = History()
+DEMO_HISTORY = History(old_notifications=200, old_audit_logs=200, old_payments=40,
+                       old_attendance=200, billing_cases=3, report_emails=5, dead_letters=2)
+
+
+@dataclass(frozen=True)
 class Ages:
     """The settings that judge the history (each tool reads the same ones)."""
 
@@ -94,7 +115,7 @@ def _utc(day: dt.date, seconds: int, zone: ZoneInfo) -> dt.datetime:
 
 
 class HistoryBuilder:
-    def __init__(self, conn: Connection, history, seed: int, now: dt.datetime, ages: Ages,
+    def __init__(self, conn: Connection, history: History, seed: int, now: dt.datetime, ages: Ages,
                  bare: Rows):
         self.conn = conn
         self.history = history
@@ -361,6 +382,7 @@ class HistoryBuilder:
             for k, p in enumerate(old_paid + recent_paid)]
         notes = self.old_notifications()
         emails = self.report_emails(h.report_emails, next_id(self.conn, report_email_queue))
+        bare_scans = self.bare["attendance_scan_queue"]
         return {
             "old_attendance_records": self.old_attendance(),
             "old_notifications": notes,
@@ -369,7 +391,7 @@ class HistoryBuilder:
             "payments": payment_rows,
             "report_email_queue": emails,
             "failed_scans": self.failed_scans(
-                _first_free_id(self.conn, attendance_scan_queue, self.bare["attendance_scan_queue"])),
+                _first_free_id(self.conn, attendance_scan_queue, bare_scans)),
             "failed_deliveries": self.failed_deliveries(notes),
             "failed_report_emails": self.report_emails(
                 h.dead_letters, _first_free_id(self.conn, report_email_queue, emails), failed=True),
@@ -384,7 +406,7 @@ PART_TABLES = {
 }
 
 
-def build_history(conn: Connection, history, seed: int, now: dt.datetime, ages: Ages,
+def build_history(conn: Connection, history: History, seed: int, now: dt.datetime, ages: Ages,
                   bare: Rows) -> Rows:
     """The history's rows, keyed by part (see PART_TABLES), in insert order; empty parts left
     out. May mark some of `bare`'s students and institutions restricted (billing's restore)."""

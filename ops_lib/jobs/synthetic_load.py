@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,32 +35,19 @@ from ..schema import (
     students,
 )
 from ..timeutil import utcnow
-from .synthetic_history import PART_TABLES, Ages, build_history, next_id
+from .synthetic_history import (  # noqa: F401 (History and its presets are this module's API too)
+    DEMO_HISTORY,
+    NO_HISTORY,
+    PART_TABLES,
+    Ages,
+    History,
+    build_history,
+    next_id,
+)
 
 CHUNK = 5000
 CLASSES = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
 TIMEZONES = ["Asia/Dhaka", "Asia/Dhaka", "Asia/Dhaka", "Asia/Kolkata", "UTC"]
-
-
-@dataclass(frozen=True)
-class History:
-    """The demo's history: how many rows of each kind (0: none of that kind)."""
-
-    old_notifications: int = 0  # older than notifications_retention_days (archive)
-    old_audit_logs: int = 0  # older than audit_logs_retention_days (archive)
-    old_payments: int = 0  # settled, of paid invoices older than payments_retention_days
-    old_attendance: int = 0  # attendance records older than attendance_retention_days
-    billing_cases: int = 0  # fee-paying students in each billing case (and one institution)
-    report_emails: int = 0  # queued attendance reports (worker)
-    dead_letters: int = 0  # failed rows in each worker queue (dead-letter tool)
-
-    def any(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self))
-
-
-NO_HISTORY = History()
-DEMO_HISTORY = History(old_notifications=200, old_audit_logs=200, old_payments=40,
-                       old_attendance=200, billing_cases=3, report_emails=5, dead_letters=2)
 
 
 @dataclass(frozen=True)
