@@ -3,8 +3,11 @@
 Creates a scratch database on the server, loads schema.sql, runs
 `tools/generate_synthetic_load.py --execute --json` as a real process, prints rows, seconds and
 rows/s per table (from the job's own timings) and for the whole run, then drops the database.
+The generator's defaults include the demo's history (about 700 rows); --no-history measures the
+bare load alone.
 
     python benchmarks/bench_synthetic_load.py [--server-url mysql+pymysql://root@127.0.0.1:3306]
+        [--no-history]
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ def rate(rows: int, seconds: float) -> str:
               help="MariaDB/MySQL server (no database): a scratch database is made there.")
 @click.option("--scans", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=1, show_default=True)
-def main(server_url: str, scans: int, seed: int) -> None:
+@click.option("--history/--no-history", default=True, show_default=True,
+              help="The generator's demo history too (its default).")
+def main(server_url: str, scans: int, seed: int, history: bool) -> None:
     name = f"ops_bench_synthetic_{os.getpid()}"
     server = create_engine(server_url)
     with server.connect() as conn:
@@ -44,7 +49,8 @@ def main(server_url: str, scans: int, seed: int) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
         env["OPS_DATABASE_URL"] = url
         command = [sys.executable, str(REPO / "tools" / "generate_synthetic_load.py"),
-                   "--scans", str(scans), "--seed", str(seed), "--execute", "--json"]
+                   "--scans", str(scans), "--seed", str(seed), "--execute", "--json",
+                   "--history" if history else "--no-history"]
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
@@ -59,7 +65,8 @@ def main(server_url: str, scans: int, seed: int) -> None:
     counts = {k.removesuffix("_inserted"): v for k, v in result["counts"].items()}
     timings = result["timings"]
     total = sum(counts.values())
-    print(f"synthetic load on {version}: {scans:,} queued scans, seed {seed}")
+    print(f"synthetic load on {version}: {scans:,} queued scans, seed {seed}, "
+          f"{'with' if history else 'without'} the demo history")
     print(f"{'what':<28} {'rows':>9} {'seconds':>8} {'rows/s':>9}")
     for table, rows in counts.items():
         seconds = timings.get(f"insert_{table}", 0.0)

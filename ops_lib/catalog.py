@@ -35,7 +35,12 @@ TOOLS: dict[str, ToolUse] = {
         "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",
         "attendance_retention_days", "replica_database_url"})),
     "cleanup_stale_devices": ToolUse(settings=frozenset({"stale_device_days"})),
-    "generate_synthetic_load": ToolUse(),
+    # The demo history is placed by the settings the other tools judge it by.
+    "generate_synthetic_load": ToolUse(settings=frozenset({
+        "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",
+        "attendance_retention_days", "dead_letter_retention_days", "invoice_due_days",
+        "billing_grace_days", "reminder_offsets_days", "billing_currency",
+        "worker_max_attempts"})),
     "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
     "manage_schema": ToolUse(),
     "run_background_workers": ToolUse(settings=frozenset({

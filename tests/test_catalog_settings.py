@@ -99,7 +99,7 @@ def test_the_toolkits_own_non_setting_variables_give_no_warning(db, tmp_path):
 TOOL_MODULES = {
     "archive_hot_path_data": ["jobs/archive_hot_path.py"],
     "cleanup_stale_devices": ["jobs/stale_devices.py"],
-    "generate_synthetic_load": ["jobs/synthetic_load.py"],
+    "generate_synthetic_load": ["jobs/synthetic_load.py", "jobs/synthetic_history.py"],
     "manage_dead_letters": ["jobs/dead_letters.py"],
     "manage_schema": ["jobs/schema_admin.py"],
     "run_background_workers": ["jobs/workers/*.py", "push.py", "queue.py"],
@@ -113,6 +113,7 @@ def _settings_read_by(patterns: list[str]) -> set[str]:
                    for path in sorted((REPO / "ops_lib").glob(pattern)))
     names = set(re.findall(r"\b(?:settings|s)\.([a-z_]+)", text))
     names |= set(re.findall(r"\"([a-z_]+)\"", text))  # getattr(settings, area.setting) names
+    names |= set(re.findall(r"^    ([a-z_]+): ", text, re.M))  # dataclass fields read by name
     return {name for name in names if name in SETTINGS}
 
 

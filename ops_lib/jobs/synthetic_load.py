@@ -1,7 +1,15 @@
-"""Synthetic load: institutions, plans, students with cards, guardians, devices, queued scans.
+"""Synthetic load: institutions, plans, students with cards, guardians, devices, queued scans,
+and (the demo's history) a little work for every other tool.
 
-Deterministic for a given --seed and starting ids; rows are inserted in large multi-row batches
-with explicit ids, so 100,000 scans take seconds, not minutes.
+Deterministic for a given --seed, "now" and starting ids; rows are inserted in large multi-row
+batches with explicit ids, so 100,000 scans take seconds, not minutes.
+
+The history (`History`, on by default in the tool, off in `LoadSize`, so the worker's tests and
+benchmarks load exactly what they always did) is placed relative to "now" and to the settings
+that judge it: rows just past each retention for the archive, previous-month invoices at each
+reminder step, at blocking and paid after blocking for billing, queued report emails for the
+worker, failed rows for the dead-letter tool. It draws from its own random stream, so turning it
+on or off leaves every other row as it was.
 """
 
 from __future__ import annotations
@@ -9,12 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Table, func, insert, select
+from sqlalchemy import Connection, Table, insert
 
-from ..result import JobResult
+from ..result import JobResult, dry_run_reason
 from ..runtime import RunContext
 from ..schema import (
     attendance_scan_queue,
@@ -26,6 +35,15 @@ from ..schema import (
     students,
 )
 from ..timeutil import utcnow
+from .synthetic_history import (  # noqa: F401 (History and its presets are this module's API too)
+    DEMO_HISTORY,
+    NO_HISTORY,
+    PART_TABLES,
+    Ages,
+    History,
+    build_history,
+    next_id,
+)
 
 CHUNK = 5000
 CLASSES = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
@@ -42,10 +60,7 @@ class LoadSize:
     days: int = 5
     unknown_card_ratio: float = 0.0
     seed: int = 1
-
-
-def _next_id(conn: Connection, table: Table) -> int:
-    return (conn.execute(select(func.max(table.c.id))).scalar() or 0) + 1
+    history: History = field(default=NO_HISTORY)
 
 
 def _insert(conn: Connection, table: Table, rows: list[dict], advance) -> None:
@@ -55,10 +70,12 @@ def _insert(conn: Connection, table: Table, rows: list[dict], advance) -> None:
         advance(len(chunk))
 
 
-def build_rows(conn: Connection, size: LoadSize, now: dt.datetime) -> dict[str, list[dict]]:
-    """Every row to insert, keyed by table name (in insert order)."""
+def build_rows(conn: Connection, size: LoadSize, now: dt.datetime,
+               settings: Any = None) -> dict[str, list[dict]]:
+    """Every row to insert, keyed by part (a table's name, or a history part of PART_TABLES),
+    in insert order. `settings` place the history (their defaults when None)."""
     rng = random.Random(size.seed)
-    ids = {t.name: _next_id(conn, t) for t in (plans, institutions, students, guardians,
+    ids = {t.name: next_id(conn, t) for t in (plans, institutions, students, guardians,
                                                notification_devices, attendance_scan_queue)}
     plan_rows = [
         {"id": ids["plans"] + i, "name": name, "monthly_fee_minor": fee, "currency": "BDT",
@@ -125,15 +142,41 @@ def build_rows(conn: Connection, size: LoadSize, now: dt.datetime) -> dict[str, 
             "card_uid": card, "device_serial": f"DEV-{student['institution_id']}-{k % 3}",
             "scanned_at": scanned, "status": "pending", "attempts": 0, "created_at": now,
         })
-    return {
+    rows = {
         "plans": plan_rows, "institutions": inst_rows, "students": student_rows,
         "guardians": guardian_rows, "guardian_students": link_rows,
         "notification_devices": device_rows, "attendance_scan_queue": scan_rows,
     }
+    if size.history.any():
+        rows.update(build_history(conn, size.history, size.seed, now, Ages.of(settings), rows))
+    return rows
 
 
-TABLES = {t.name: t for t in (plans, institutions, students, guardians, guardian_students,
-                              notification_devices, attendance_scan_queue)}
+# Every part of build_rows' answer -> the table its rows go to.
+TABLES: dict[str, Table] = {
+    **{t.name: t for t in (plans, institutions, students, guardians, guardian_students,
+                           notification_devices, attendance_scan_queue)},
+    **PART_TABLES,
+}
+# What each part is for (the dry run's table).
+PURPOSE = {
+    "plans": "plans with a monthly fee",
+    "institutions": "institutions",
+    "students": "students with cards, some paying a monthly fee",
+    "guardians": "guardians",
+    "guardian_students": "guardian-student links",
+    "notification_devices": "push devices, some not seen for months (stale devices)",
+    "attendance_scan_queue": "queued scans (worker)",
+    "old_attendance_records": "attendance past its retention (archive)",
+    "old_notifications": "notifications past their retention (archive)",
+    "old_audit_logs": "audit logs past their retention (archive)",
+    "invoices": "old paid invoices; last month's at each reminder step (billing)",
+    "payments": "settled: old ones (archive), paid after blocking (billing's restore)",
+    "report_email_queue": "queued attendance reports (worker)",
+    "failed_scans": "failed scans (dead letters)",
+    "failed_deliveries": "failed push deliveries (dead letters)",
+    "failed_report_emails": "failed report emails (dead letters)",
+}
 
 
 def load(conn: Connection, size: LoadSize, now: dt.datetime | None = None) -> dict[str, list[dict]]:
@@ -144,16 +187,21 @@ def load(conn: Connection, size: LoadSize, now: dt.datetime | None = None) -> di
     return rows
 
 
-def run(ctx: RunContext, size: LoadSize) -> JobResult:
+def run(ctx: RunContext, size: LoadSize, now: dt.datetime | None = None) -> JobResult:
     result = JobResult(ctx.tool, ctx.dry_run)
+    now = now or utcnow()
     started = time.perf_counter()
     with ctx.db.begin(write=False) as conn:
-        rows = build_rows(conn, size, utcnow())
+        rows = build_rows(conn, size, now, ctx.settings)
     result.timings["build"] = time.perf_counter() - started
-    result.section("Rows to insert", [{"table": name, "rows": len(batch)}
-                                      for name, batch in rows.items()])
+    result.section("Rows to insert", [{"table": TABLES[name].name, "rows": len(batch),
+                                       "what": PURPOSE[name]} for name, batch in rows.items()])
+    if size.history.any():
+        result.notes.append(f"history placed relative to {now:%Y-%m-%d %H:%M:%S} UTC and the "
+                            "retention, billing and dead-letter settings (--no-history: none)")
     if ctx.dry_run:
         result.notes.append("--execute would insert these rows (seed %d)" % size.seed)
+        result.stop_reason = dry_run_reason()
         return result
     started = time.perf_counter()
     total = sum(len(batch) for batch in rows.values())
