@@ -36,8 +36,10 @@ def is_id_column(section: Section, name: str) -> bool:
 
 
 def _cell(value: Any, is_id: bool = False) -> str:
-    if value is None:
+    if value is None or value == {}:
         return "-"
+    if isinstance(value, dict):  # figures of their own (a stage's details): JSON keeps the dict
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
     if is_id:
         return str(value)
     if isinstance(value, float):
@@ -48,7 +50,10 @@ def _cell(value: Any, is_id: bool = False) -> str:
 
 
 def _plain_value(value: Any) -> str:
-    text = "-" if value is None else str(value)
+    if isinstance(value, dict):
+        text = " ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    else:
+        text = "-" if value is None else str(value)
     return f'"{text}"' if (" " in text or not text) else text
 
 

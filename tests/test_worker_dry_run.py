@@ -107,8 +107,8 @@ def test_dry_run_over_a_full_queue_leaves_every_table_as_it_was(db_url, db, tmp_
     assert (result["dry_run"], result["stop_reason"]) == (
         True, f"dry run: nothing changed; limit reached, {left} left")
     assert stages["scans"]["expired"] == 1  # recovery is an --execute thing
-    assert "records_created=" in stages["scans"]["details"]
-    assert "deliveries_to_create=" in stages["fanout"]["details"]
+    assert "records_created" in stages["scans"]["details"]
+    assert "deliveries_to_create" in stages["fanout"]["details"]
 
 
 def test_dry_run_over_an_empty_database_reports_nothing_to_do(db_url, tmp_path):

@@ -197,7 +197,7 @@ def test_smtp_down_leaves_the_reports_pending_and_a_later_run_sends_them(
         assert before + dt.timedelta(seconds=14) <= deferred.available_at
     emails = stage_row(result_json(first), "emails")
     assert (emails["retried"], emails["released"]) == (1, 2)
-    assert emails["details"] == "deferred_smtp_unreachable=2"
+    assert emails["details"] == {"deferred_smtp_unreachable": 2}
 
     make_due(engine, report_email_queue)
     with FakeSmtpServer(port=port) as smtp:
@@ -265,7 +265,7 @@ def test_without_smtp_the_report_is_written_to_the_outbox_as_an_eml_file(
     assert table[0] == CSV_HEADER and len(table) == 6
     sent = row(engine, report_email_queue, request)
     assert (sent.status, sent.error) == ("sent", None)
-    assert stage_row(result_json(done), "emails")["details"] == "to_outbox=1"
+    assert stage_row(result_json(done), "emails")["details"] == {"to_outbox": 1}
     [warning] = [line for line in done.stderr.splitlines() if " WARNING " in line]
     assert f"emails: no SMTP configured; messages go to the outbox {tmp_path / 'outbox' / 'email'}" \
         in warning
@@ -311,7 +311,7 @@ def test_dry_run_over_queued_reports_changes_nothing_and_sends_nothing(
     assert smtp.messages == []
     result = result_json(done)
     emails = stage_row(result, "emails")
-    assert (emails["would_take"], emails["details"]) == (2, "would_fail_bad_request=1")
+    assert (emails["would_take"], emails["details"]) == (2, {"would_fail_bad_request": 1})
     assert f"emails: would send through SMTP 127.0.0.1:{smtp.port}" in result["notes"]
     database.engine.dispose()
 

@@ -77,7 +77,7 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
                 "would_take": min(limit, figures["ready"]),
                 "claimed": figures["claimed"], "expired": figures["expired"],
                 "dead": figures["failed"],
-                "details": ", ".join(f"{k}={v}" for k, v in stage_plan.figures.items()) or "-",
+                "details": dict(stage_plan.figures),
             })
     result.section("Stages", rows)
     if samples:
@@ -223,7 +223,7 @@ def summarise(ctx: RunContext, pipeline: list[Stage], result: JobResult,
         rows.append({
             "stage": name, **{key: getattr(st, key) for key in FIGURES},
             "seconds": round(st.seconds, 3),
-            "details": ", ".join(f"{k}={v}" for k, v in sorted(st.details.items())) or "-",
+            "details": dict(sorted(st.details.items())),
         })
         if st.stopped:
             result.notes.append(f"{name} stage stopped: {st.stopped}")
