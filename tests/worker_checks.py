@@ -12,7 +12,9 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -77,19 +79,51 @@ def claimed_rows(url: str, run_id: str | None = None) -> dict[str, int]:
         engine.dispose()
 
 
+@contextmanager
+def runs_held_at_start(url: str, runs: int, timeout: float = 60):
+    """MariaDB: hold every run that starts inside at its ledger insert until `runs` of them wait
+    there, then let them go at once, so they overlap whatever the machine's speed."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("LOCK TABLES ops_job_runs WRITE"))
+            try:
+                yield
+                deadline = time.monotonic() + timeout
+                while conn.execute(text(
+                        "SELECT COUNT(*) FROM information_schema.processlist "
+                        "WHERE db = DATABASE() AND state LIKE 'Waiting for table%' "
+                        "AND info LIKE 'INSERT INTO ops_job_runs%'")).scalar_one() < runs:
+                    assert time.monotonic() < deadline, f"{runs} runs never reached the ledger"
+                    time.sleep(0.02)
+            finally:
+                conn.execute(text("UNLOCK TABLES"))
+    finally:
+        engine.dispose()
+
+
 def run_worker_until_drained(env: dict, workers: int = 1, limit: int = 100000,
-                             rounds: int = 6, timeout: float = 120) -> list[dict]:
+                             rounds: int = 6, timeout: float = 120,
+                             start_together: bool = False) -> list[dict]:
     """Start `workers` worker processes together, again until every queue is empty.
 
-    Returns each run's JSON result. Fails on a non-zero exit or if the queues never drain.
+    `start_together` (MariaDB) holds the first round's runs at their start until all of them are
+    there. Returns each run's JSON result. Fails on a non-zero exit or if the queues never drain.
     """
     results = []
-    for _ in range(rounds):
-        procs = [subprocess.Popen(
-            [sys.executable, str(REPO / "tools" / "run_background_workers.py"), str(limit),
-             "--execute", "--json", "--quiet"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL) for _ in range(workers)]
+    for round_ in range(rounds):
+        def start() -> list[subprocess.Popen]:
+            return [subprocess.Popen(
+                [sys.executable, str(REPO / "tools" / "run_background_workers.py"), str(limit),
+                 "--execute", "--json", "--quiet"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                stdin=subprocess.DEVNULL) for _ in range(workers)]
+
+        if start_together and round_ == 0:
+            with runs_held_at_start(env["OPS_DATABASE_URL"], workers):
+                procs = start()
+        else:
+            procs = start()
         for proc in procs:
             out, err = proc.communicate(timeout=timeout)
             assert proc.returncode == 0, f"worker exited {proc.returncode}: {err[-2000:]}"
