@@ -500,3 +500,20 @@ def test_a_reissue_after_a_person_unvoids_an_invoice_gets_a_number_never_used(db
                                .where(invoices.c.institution_id == A, invoices.c.kind == "platform")
                                .order_by(invoices.c.id)).scalars().all()
     assert numbers == ["P-202601-1", "P-202601-1-R1", "P-202601-1-R2"]
+
+
+def test_an_invoice_number_with_a_quote_and_a_backslash_leaves_valid_audit_json(db, tmp_path):
+    """Regression: the audit JSON was concatenated by hand, so `"` or `\\` in an invoice number
+    made invalid JSON, MariaDB's JSON check refused the insert and every later sweep failed."""
+    seed(db)
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    odd = 'P-2026"01\\1'
+    with db.engine.begin() as conn:  # a person (or the web app) renumbers A's invoice
+        conn.execute(update(invoices).where(invoices.c.issue_key == "platform:1:2026-01")
+                     .values(invoice_no=odd))
+    sweep(db, tmp_path, DAY(2026, 1, 12))  # A's invoice turns overdue: an audit row names it
+    jan = invoice(db, "platform", A, "2026-01")
+    details = [json.loads(d) if isinstance(d, str) else d
+               for e, a, d in audit(db, "invoice") if e == str(jan.id)]
+    assert [(d["invoice_no"], d.get("from"), d.get("to")) for d in details] == [
+        ("P-202601-1", None, None), (odd, "due", "overdue")]

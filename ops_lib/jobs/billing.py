@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import json
 import logging
 import smtplib
 import time
@@ -157,22 +156,12 @@ def _concat(*parts: Any) -> ColumnElement:
 
 
 def _details(**fields: Any) -> ColumnElement:
-    """A JSON object built in SQL; column values must not contain quotes (ids, states, numbers)."""
-    parts: list[Any] = []
-    for i, (key, value) in enumerate(fields.items()):
-        prefix = ("{" if i == 0 else ",") + json.dumps(key) + ":"
-        if isinstance(value, ColumnElement):
-            parts.extend([prefix + '"', value, '"'])
-        else:
-            parts.append(prefix + json.dumps(value))
-    parts.append("}")
-    merged: list[Any] = []
-    for part in parts:  # fewer concatenations: join neighbouring constant strings
-        if merged and isinstance(part, str) and isinstance(merged[-1], str):
-            merged[-1] += part
-        else:
-            merged.append(part)
-    return _concat(*merged)
+    """A JSON object built by the database (JSON_OBJECT / json_object), so any value (an
+    invoice number with a quote or a backslash) is escaped by the server, never by hand."""
+    arguments: list[Any] = []
+    for key, value in fields.items():
+        arguments += [literal(key, String), _text(value)]
+    return func.json_object(*arguments)
 
 
 def settled_minor(inv) -> ColumnElement:
