@@ -494,7 +494,11 @@ def test_a_reissue_after_a_person_unvoids_an_invoice_gets_a_number_never_used(db
         conn.execute(update(invoices).where(first).values(status="due"))
         conn.execute(update(invoices).where(invoices.c.invoice_no == "P-202601-1-R1")
                      .values(status="void"))
-    sweep(db, tmp_path, DAY(2026, 1, 3))
+    again = sweep(db, tmp_path, DAY(2026, 1, 3))
+    assert again.counts["platform_invoices_issued"] == 0  # the un-voided original is live
+    with db.engine.begin() as conn:  # ... until it is voided once more
+        conn.execute(update(invoices).where(first).values(status="void"))
+    sweep(db, tmp_path, DAY(2026, 1, 4))
     with db.engine.connect() as conn:
         numbers = conn.execute(select(invoices.c.invoice_no)
                                .where(invoices.c.institution_id == A, invoices.c.kind == "platform")
@@ -517,3 +521,31 @@ def test_an_invoice_number_with_a_quote_and_a_backslash_leaves_valid_audit_json(
                for e, a, d in audit(db, "invoice") if e == str(jan.id)]
     assert [(d["invoice_no"], d.get("from"), d.get("to")) for d in details] == [
         ("P-202601-1", None, None), (odd, "due", "overdue")]
+
+
+def test_an_invoice_written_by_the_web_app_without_issue_key_is_not_issued_again(db, tmp_path):
+    """Regression: the "already issued" check looked only at issue_key, so an invoice the web
+    app wrote (SPEC.md's fixed columns only) got a second one, P-…-R1, and both were due."""
+    seed(db)
+    with db.engine.begin() as conn:  # the web app bills A's January by hand
+        conn.execute(insert(invoices).values(
+            invoice_no="WEB-0001", kind="platform", institution_id=A, student_id=None,
+            period_start=DAY(2026, 1, 1), period_end=DAY(2026, 1, 31), amount_minor=PLAN_FEE,
+            currency="BDT", status="due", issued_at=dt.datetime(2026, 1, 1, 8),
+            due_date=DAY(2026, 1, 11)))
+    result = sweep(db, tmp_path, DAY(2026, 1, 1))
+    assert result.counts["platform_invoices_issued"] == 1  # B's only
+    with db.engine.connect() as conn:
+        live = conn.execute(select(invoices.c.invoice_no).where(
+            invoices.c.institution_id == A, invoices.c.kind == "platform",
+            invoices.c.period_start == DAY(2026, 1, 1), invoices.c.status != "void")).scalars()
+        assert list(live) == ["WEB-0001"]
+    with db.engine.begin() as conn:  # voided by a person: the sweep issues a replacement
+        conn.execute(update(invoices).where(invoices.c.invoice_no == "WEB-0001")
+                     .values(status="void"))
+    sweep(db, tmp_path, DAY(2026, 1, 2))
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(invoices.c.invoice_no, invoices.c.status)
+                            .where(invoices.c.institution_id == A, invoices.c.kind == "platform")
+                            .order_by(invoices.c.id)).all()
+    assert [tuple(r) for r in rows] == [("WEB-0001", "void"), ("P-202601-1-R1", "due")]

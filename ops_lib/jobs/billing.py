@@ -316,7 +316,14 @@ class Sweep:
             f"{PREFIX[kind]}-{day.as_of:%Y%m}-", subject,
             case((earlier.c.n.is_(None), literal("", String)), else_=_concat("-R", earlier.c.n)),
         )
-        conditions.append(~exists().where(existing.c.issue_key == key))
+        # Issued means any invoice of this subject, kind and period that is not void, whoever
+        # wrote it: the web app writes only SPEC.md's columns (no issue_key).
+        existing_subject = (existing.c.institution_id if kind == "platform"
+                            else existing.c.student_id)
+        conditions.append(~exists().where(existing_subject == subject,
+                                          existing.c.kind == kind,
+                                          existing.c.period_start == day.period_start,
+                                          existing.c.status != "void"))
         if subject_ids is not None:
             conditions.append(subject.in_(subject_ids))
         return (
