@@ -9,7 +9,9 @@ from collections import Counter
 
 import pytest
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from ops_lib.db import is_duplicate_key
 from ops_lib.jobs import billing
 from ops_lib.ledger import new_run_id
 from ops_lib.money import format_minor
@@ -549,3 +551,47 @@ def test_an_invoice_written_by_the_web_app_without_issue_key_is_not_issued_again
                             .where(invoices.c.institution_id == A, invoices.c.kind == "platform")
                             .order_by(invoices.c.id)).all()
     assert [tuple(r) for r in rows] == [("WEB-0001", "void"), ("P-202601-1-R1", "due")]
+
+
+@pytest.mark.parametrize("broken, message", [
+    ("foreign key", ("FOREIGN KEY constraint failed", "foreign key constraint fails")),
+    ("not null", ("NOT NULL constraint failed", "cannot be null")),
+])
+def test_a_foreign_key_or_not_null_failure_fails_at_once_and_is_not_called_a_race(
+        db, tmp_path, caplog, broken, message):
+    """Regression: write() retried any IntegrityError five times and logged "another sweep wrote
+    the same rows first"; only a duplicate key is that race."""
+    seed(db)
+    # A trigger of another writer that breaks a constraint whenever an invoice is inserted.
+    values = "NEW.id + 1000000, 1" if broken == "foreign key" else "NEW.id, NULL"
+    body = f"INSERT INTO payments (invoice_id, amount_minor, status) VALUES ({values}, 'pending')"
+    with db.engine.begin() as conn:
+        if db.caps.is_mysql:
+            conn.exec_driver_sql(f"CREATE TRIGGER other_writer AFTER INSERT ON invoices "
+                                 f"FOR EACH ROW {body}")
+        else:
+            conn.exec_driver_sql(f"CREATE TRIGGER other_writer AFTER INSERT ON invoices "
+                                 f"BEGIN {body}; END")
+    try:
+        caplog.set_level("INFO", logger="ops.billing")
+        with pytest.raises(IntegrityError) as raised:
+            billing.run(context(db, tmp_path), as_of=DAY(2026, 1, 1))
+        assert any(m.lower() in str(raised.value.orig).lower() for m in message)
+        assert not is_duplicate_key(raised.value)
+        assert "another sweep" not in caplog.text
+        assert [r for r in caplog.records if "re-checking" in r.getMessage()] == []
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER other_writer")
+    with db.engine.connect() as conn:  # nothing of the failed batch was kept
+        assert conn.execute(select(func.count()).select_from(invoices)).scalar_one() == 0
+
+
+def test_a_duplicate_key_is_told_apart_from_other_integrity_errors(db):
+    with db.engine.begin() as conn:
+        conn.execute(insert(plans).values(id=1, name="Basic", monthly_fee_minor=1))
+    with pytest.raises(IntegrityError) as duplicate, db.engine.begin() as conn:
+        conn.execute(insert(plans).values(id=1, name="Again", monthly_fee_minor=1))
+    with pytest.raises(IntegrityError) as missing, db.engine.begin() as conn:
+        conn.execute(insert(students).values(id=1, institution_id=404, name="Orphan"))
+    assert is_duplicate_key(duplicate.value) and not is_duplicate_key(missing.value)

@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from ..db import is_duplicate_key
 from ..mail import Mailer, SmtpLoginRefused
 from ..money import add_totals, as_minor, format_minor, format_totals
 from ..result import JobResult
@@ -238,12 +239,14 @@ class Sweep:
         return self.ctx.db.run(work, write=False, what=what)
 
     def write(self, work: Callable[[Connection], Any], what: str) -> Any:
-        """One transaction; a lost race on a unique key rolls it back and runs it again."""
+        """One transaction; a lost race on a unique key (only that) rolls it back and runs it again."""
         for attempt in range(1, RACE_RETRIES + 1):
             try:
                 return self.ctx.db.run(work, what=what)
-            except IntegrityError:
-                if attempt == RACE_RETRIES:
+            except IntegrityError as exc:
+                # Only a duplicate key is the race meant here; a foreign-key or NOT NULL
+                # violation is a real error and fails at once with its own message.
+                if not is_duplicate_key(exc) or attempt == RACE_RETRIES:
                     raise
                 log.info("%s: another sweep wrote the same rows first; re-checking the batch", what)
         raise AssertionError("unreachable")  # pragma: no cover
