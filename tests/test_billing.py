@@ -24,6 +24,7 @@ from ops_lib.schema import (
     invoice_reminders,
     invoices,
     notifications,
+    ops_job_runs,
     payments,
     plans,
     students,
@@ -272,6 +273,17 @@ def test_money_stays_exact_integers_where_floats_round_wrong(db, tmp_path):
     assert access(db)[A] == "active"
 
 
+def everything_but_run(db, run_id: str | None) -> dict:
+    """Every row of every table, the run ledger included but for the row of `run_id`."""
+    rows = snapshot(db, exclude=())
+    with db.engine.connect() as conn:
+        rows["ops_job_runs"] = sorted(
+            (tuple(r) for r in conn.execute(select(ops_job_runs)
+                                            .where(ops_job_runs.c.run_id != run_id)
+                                            if run_id else select(ops_job_runs))), key=repr)
+    return rows
+
+
 def test_dry_run_leaves_every_table_as_it_was_and_plans_what_execute_does(db, db_url, tmp_path):
     seed(db)
     with FakeSmtpServer() as smtp:
@@ -283,11 +295,13 @@ def test_dry_run_leaves_every_table_as_it_was_and_plans_what_execute_does(db, db
             conn.execute(update(students).where(students.c.id == S1)
                          .values(access_state="restricted"))
         env = tool_env(db_url, tmp_path, OPS_SMTP_HOST=smtp.host, OPS_SMTP_PORT=str(smtp.port))
-        before, mails = snapshot(db), len(smtp.messages)
+        before, mails = everything_but_run(db, None), len(smtp.messages)
         dry = run_cli("run_billing_jobs", "--as-of", "2026-02-19", "--json", env=env)
         assert dry.returncode == 0, dry.stderr
-        assert snapshot(db) == before and len(smtp.messages) == mails
         plan = json.loads(dry.stdout)
+        # Every table, the run ledger included less the dry run's own row, is as it was.
+        assert everything_but_run(db, plan["run_id"]) == before and len(smtp.messages) == mails
+        assert plan["stop_reason"] == "dry run: nothing changed"
         assert plan["dry_run"] is True
         steps = {r["what"]: r for r in plan["sections"]["Billing steps"]}
         assert steps["platform invoices for 2026-02"] == {
@@ -427,28 +441,84 @@ def test_two_sweeps_without_the_lock_still_create_no_duplicates(mariadb_url, tmp
         db.engine.dispose()
 
 
-def test_a_failed_reminder_email_is_recorded_and_never_sent_twice(db, tmp_path):
+def reminder_rows(db) -> set[tuple]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(invoices.c.issue_key, invoice_reminders.c.channel,
+                                   invoice_reminders.c.sent_at)
+                            .join(invoices, invoices.c.id == invoice_reminders.c.invoice_id)).all()
+    return {(k, c, s is not None) for k, c, s in rows}
+
+
+def test_reminders_whose_email_never_reached_smtp_go_out_with_the_next_sweep(db, tmp_path):
+    """Regression: with SMTP unreachable (connection refused) the reminders were marked
+    email-failed and lost for good, and the run said `stopped: no more work`."""
     from tests.fakes.smtp_server import free_port
 
     seed(db)
     sweep(db, tmp_path, DAY(2026, 1, 1))
     nobody = {"OPS_SMTP_HOST": "127.0.0.1", "OPS_SMTP_PORT": str(free_port())}
     result = billing.run(context(db, tmp_path, **nobody), as_of=DAY(2026, 1, 8))
-    assert result.status == "failed" and "2 reminder emails could not be sent" in result.error
-    with db.engine.connect() as conn:
-        rows = conn.execute(select(invoices.c.issue_key, invoice_reminders.c.channel,
-                                   invoice_reminders.c.sent_at)
-                            .join(invoices, invoices.c.id == invoice_reminders.c.invoice_id)).all()
-    assert {(k, c, s is not None) for k, c, s in rows} == {
-        ("platform:1:2026-01", "email-failed", False),
-        ("platform:2:2026-01", "email-failed", False),
-        ("attendee:13:2026-01", "email-failed", False),
-        ("attendee:11:2026-01", "push", True)}  # the guardians were notified all the same
-    with FakeSmtpServer() as smtp:  # SMTP is back: the same day again sends nothing twice
+    assert result.status == "failed"
+    assert result.stop_reason.startswith("reminder email failed: billing@a.example: "
+                                         "SmtpUnreachable: cannot reach SMTP")
+    assert "Connection refused" in result.stop_reason
+    assert result.counts["reminder_emails_to_retry"] == 2
+    assert result.counts["reminder_emails_failed"] == 0
+    assert "2 never reached an SMTP server and go out with the next sweep" in result.error
+    assert reminder_rows(db) == set()  # given back: nothing was handed to a server
+    with db.engine.connect() as conn:  # the guardians were notified all the same
+        assert conn.execute(select(func.count()).select_from(notifications)).scalar_one() == 2
+    with FakeSmtpServer() as smtp:  # SMTP is back: the next sweep sends them, once
+        again = sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
+        assert sorted(m["To"] for m in smtp.messages) == ["billing@a.example",
+                                                          "billing@b.example"]
+        assert again.counts["reminders_due_minus_3"] == 4
+        assert again.counts["guardian_notifications"] == 0  # not notified twice
         sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
-        assert smtp.messages == []
-        sweep(db, tmp_path, DAY(2026, 1, 11), smtp)  # the next step goes out as usual
         assert len(smtp.messages) == 2
+    assert reminder_rows(db) == {
+        ("platform:1:2026-01", "email", True), ("platform:2:2026-01", "email", True),
+        ("attendee:13:2026-01", "email", True), ("attendee:11:2026-01", "email+push", True)}
+
+
+def test_a_temporary_refusal_before_data_is_retried_and_a_permanent_one_is_not(db, tmp_path):
+    """A 4xx reply to RCPT TO never handed the message over: the next sweep retries it. A 5xx
+    is recorded as failed and not retried."""
+    seed(db)
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    with FakeSmtpServer() as smtp:
+        smtp.refuse("billing@a.example", "450 4.2.1 Mailbox busy, try later")
+        smtp.refuse("billing@b.example", "550 5.1.1 No such user")
+        result = billing.run(context(db, tmp_path, smtp), as_of=DAY(2026, 1, 8))
+        assert result.status == "failed" and smtp.messages == []
+        assert "450 4.2.1 Mailbox busy" in result.stop_reason
+        assert (result.counts["reminder_emails_to_retry"],
+                result.counts["reminder_emails_failed"]) == (1, 1)
+        assert reminder_rows(db) == {("platform:2:2026-01", "email-failed", False),
+                                     ("attendee:13:2026-01", "email-failed", False)}
+    with FakeSmtpServer() as smtp:  # A's mailbox takes mail again
+        sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
+        assert [m["To"] for m in smtp.messages] == ["billing@a.example"]
+
+
+def test_an_email_that_failed_after_data_is_never_sent_twice(db, tmp_path):
+    """The server took DATA but answered too late: the message may have been delivered, so the
+    reminder stays recorded as failed: at most once."""
+    seed(db)
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    with FakeSmtpServer() as smtp:
+        smtp.data_delay = 3  # the server accepts each message 3 s after DATA; we wait 1 s
+        result = billing.run(context(db, tmp_path, smtp, OPS_SMTP_TIMEOUT_SECONDS="1"),
+                             as_of=DAY(2026, 1, 8))
+        assert result.status == "failed"
+        assert result.counts["reminder_emails_failed"] == 2
+        assert result.counts["reminder_emails_to_retry"] == 0
+        smtp.data_delay = 0
+        smtp.clear()
+        sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
+        sweep(db, tmp_path, DAY(2026, 1, 9), smtp)
+        assert smtp.messages == []  # never sent a second time
+    assert ("platform:1:2026-01", "email-failed", False) in reminder_rows(db)
 
 
 def test_a_stopped_sweep_ends_between_batches_and_the_next_run_carries_on(db, tmp_path):
