@@ -525,10 +525,12 @@ def test_a_stopped_sweep_ends_between_batches_and_the_next_run_carries_on(db, tm
     seed(db)
     ctx = context(db, tmp_path, OPS_BILLING_BATCH_SIZE="1")
     ctx.stop.set("SIGTERM")  # as if SIGTERM arrived before the first batch
+    before = snapshot(db)
     result = billing.run(ctx, as_of=DAY(2026, 1, 1))
     assert result.stop_reason == "interrupted by SIGTERM"
+    assert "stopped early (interrupted by SIGTERM); the next run carries on" in result.notes
     assert result.counts["platform_invoices_issued"] == 0
-    assert "reminders_blocked" not in result.counts  # it stopped before reminders
+    assert snapshot(db) == before  # it stopped before its first batch: nothing written
     done = sweep(db, tmp_path, DAY(2026, 1, 1))
     assert done.counts["platform_invoices_issued"] == 2
     assert done.counts["attendee_invoices_issued"] == 2

@@ -39,7 +39,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ...db import is_duplicate_key
 from ...money import add_totals, format_minor, format_totals
-from ...result import DRY_RUN, JobResult
+from ...result import DONE, DRY_RUN, JobResult
 from ...runtime import RunContext
 from ...schema import audit_logs, institutions, invoices, payments, plans, students
 from ...timeutil import utcnow
@@ -449,6 +449,7 @@ class Sweep:
                                f"due {self.day.due_date} for invoices issued today, "
                                f"blocked when due before {self.day.blocked_before})")
         if self.dry_run:
-            result.stop_reason = DRY_RUN
+            if result.stop_reason == DONE:
+                result.stop_reason = DRY_RUN
             result.notes.append("dry run: nothing was written; --execute applies the plan above")
         return result
