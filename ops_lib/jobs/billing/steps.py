@@ -421,10 +421,14 @@ class Sweep:
 
         def money(which: ColumnElement) -> Select:
             """The money behind a restriction: the blocked invoices of those subjects."""
-            return (select(inv.c.currency, func.count(), func.sum(inv.c.amount_minor))
-                    .where(inv.c.kind == kind, blocked(inv, self.day),
-                           subject.in_(select(table.c.id).where(which)))
-                    .group_by(inv.c.currency))
+            # A join from the subjects (`which` picks them by primary key) to their invoices
+            # by index; an IN (subquery) let the optimizer scan every blocked invoice instead.
+            owed = invoices.alias("owed")  # not `inv`: `which` may hold has_blocked's EXISTS
+            owner = owed.c.institution_id if entity == "institution" else owed.c.student_id
+            return (select(owed.c.currency, func.count(), func.sum(owed.c.amount_minor))
+                    .select_from(table.join(owed, owner == table.c.id))
+                    .where(which, owed.c.kind == kind, blocked(owed, self.day))
+                    .group_by(owed.c.currency))
 
         return self.apply(Change(
             Line(action, f"{entity}s -> {target}", f"{entity}s_{past}"),
