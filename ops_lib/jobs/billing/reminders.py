@@ -14,7 +14,7 @@ import smtplib
 from typing import Any, Iterator
 
 from sqlalchemy import Connection, DateTime, String, case, delete, exists, func, insert, literal
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from ...mail import Mailer, SmtpLoginRefused, never_reached_server, smtp_error_text
 from ...money import as_minor, format_minor
@@ -26,6 +26,7 @@ from .steps import Line, Sweep, Window, invoice_money
 log = logging.getLogger("ops.billing")
 
 MAX_CONSECUTIVE_MAIL_FAILURES = 5
+IN_LIST_MAX = 500
 INSTITUTIONS_PER_READ = 20  # one read of reminders to email holds this many institutions'
 
 
@@ -112,27 +113,29 @@ def deliver(sweep: Sweep, mailer: Mailer) -> None:
                             f"written to {mailer.outbox}")
 
 
-def _run_invoice_pages(sweep: Sweep) -> Iterator[list[int]]:
-    """This run's reminded invoice ids, a batch at a time (keyset on the run's index)."""
+def _run_invoice_pages(sweep: Sweep) -> Iterator[Window]:
+    """This run's reminded invoices, a batch at a time: keyset windows on (run_id, invoice_id).
+    A range, not an IN list (MariaDB turns a long one into a derived table and scans the run)."""
     after = 0
     while True:
-        page = sweep.read(lambda c: c.execute(
-            select(invoice_reminders.c.invoice_id)
-            .where(invoice_reminders.c.run_id == sweep.ctx.run_id,
-                   invoice_reminders.c.invoice_id > after)
-            .order_by(invoice_reminders.c.invoice_id).limit(sweep.batch)).scalars().all(),
-            "read reminders")
-        if not page:
+        page = (select(invoice_reminders.c.invoice_id)
+                .where(invoice_reminders.c.run_id == sweep.ctx.run_id,
+                       invoice_reminders.c.invoice_id > after)
+                .order_by(invoice_reminders.c.invoice_id).limit(sweep.batch).subquery())
+        upto = sweep.read(lambda c, page=page: c.execute(
+            select(func.max(page.c.invoice_id))).scalar(), "read reminders")
+        if upto is None:
             return
-        yield page
-        after = page[-1]
+        yield Window(after, upto)
+        after = upto
 
 
 def _notify_guardians(sweep: Sweep) -> int:
     run_id = sweep.ctx.run_id
     created = 0
     for page in _run_invoice_pages(sweep):
-        rows = sweep.read(lambda c, page=page: c.execute(
+        mine = and_(invoice_reminders.c.run_id == run_id, page.of(invoice_reminders.c.invoice_id))
+        rows = sweep.read(lambda c, mine=mine: c.execute(
             select(invoice_reminders.c.invoice_id, invoice_reminders.c.step,
                    invoices.c.invoice_no, invoices.c.amount_minor, invoices.c.currency,
                    invoices.c.due_date, invoices.c.student_id, students.c.name.label("student"),
@@ -142,8 +145,7 @@ def _notify_guardians(sweep: Sweep) -> int:
                          .join(students, students.c.id == invoices.c.student_id)
                          .join(guardian_students,
                                guardian_students.c.student_id == invoices.c.student_id))
-            .where(invoice_reminders.c.run_id == run_id,
-                   invoice_reminders.c.invoice_id.in_(page), invoices.c.kind == "attendee")
+            .where(mine, invoices.c.kind == "attendee")
             .order_by(invoice_reminders.c.invoice_id, guardian_students.c.guardian_id)).all(),
             "read guardian reminders")
         if not rows:
@@ -162,17 +164,18 @@ def _notify_guardians(sweep: Sweep) -> int:
         } for r in rows]
         notified = sorted({r.invoice_id for r in rows})
 
-        def work(conn: Connection, new=new, notified=notified) -> int:
-            keys = [n["dedupe_key"] for n in new]
-            have = set(conn.execute(select(notifications.c.dedupe_key)
-                                    .where(notifications.c.dedupe_key.in_(keys))).scalars())
+        def work(conn: Connection, new=new, notified=notified, mine=mine) -> int:
+            have: set[str] = set()
+            for keys in _chunks([n["dedupe_key"] for n in new]):
+                have.update(conn.execute(select(notifications.c.dedupe_key)
+                                         .where(notifications.c.dedupe_key.in_(keys))).scalars())
             fresh = [n for n in new if n["dedupe_key"] not in have]
             if fresh:
                 conn.execute(insert(notifications), fresh)
-            conn.execute(update(invoice_reminders)
-                         .where(invoice_reminders.c.run_id == run_id,
-                                invoice_reminders.c.invoice_id.in_(notified))
-                         .values(channel="push", sent_at=sweep.now))
+            for chunk in _chunks(notified):
+                conn.execute(update(invoice_reminders)
+                             .where(mine, invoice_reminders.c.invoice_id.in_(chunk))
+                             .values(channel="push", sent_at=sweep.now))
             return len(fresh)
 
         created += sweep.write(work, "guardian notifications")
@@ -262,16 +265,18 @@ def _email_groups(sweep: Sweep) -> Iterator[list]:
         yield from groups.values()
 
 
-def _chunks(sweep: Sweep, ids: list[int]) -> Iterator[list[int]]:
-    for start in range(0, len(ids), sweep.batch):
-        yield ids[start:start + sweep.batch]
+def _chunks(values: list) -> Iterator[list]:
+    """IN lists of at most IN_LIST_MAX values: MariaDB turns longer ones (1,000 and more by
+    default) into a derived table, whose plan can scan the whole run instead of the list."""
+    for start in range(0, len(values), IN_LIST_MAX):
+        yield values[start:start + IN_LIST_MAX]
 
 
 def _mark(sweep: Sweep, ids: list[int], channel: Any, sent: bool) -> None:
     values: dict[str, Any] = {"channel": channel}
     if sent:
         values["sent_at"] = sweep.now
-    for chunk in _chunks(sweep, ids):
+    for chunk in _chunks(ids):
         mine = [invoice_reminders.c.run_id == sweep.ctx.run_id,
                 invoice_reminders.c.invoice_id.in_(chunk)]
         if not sent:  # a failed email leaves the guardians' "push" as it is
@@ -283,7 +288,7 @@ def _mark(sweep: Sweep, ids: list[int], channel: Any, sent: bool) -> None:
 def _give_back(sweep: Sweep, ids: list[int]) -> None:
     """Delete this run's reminder rows for these invoices: the next sweep records and sends them
     again (guardian notifications are not repeated: their dedupe_key exists)."""
-    for chunk in _chunks(sweep, ids):
+    for chunk in _chunks(ids):
         sweep.write(lambda c, chunk=chunk: c.execute(
             delete(invoice_reminders).where(invoice_reminders.c.run_id == sweep.ctx.run_id,
                                             invoice_reminders.c.invoice_id.in_(chunk))),

@@ -209,7 +209,9 @@ class Sweep:
                                .with_for_update()).scalars().all()
             if not ids:
                 return 0, []
-            mine = table.c.id.in_(ids)
+            # The window bounds the IN list: MariaDB turns a list of 1,000 or more into a
+            # derived table, and the primary-key range keeps the plan to this window anyway.
+            mine = and_(window.of(table.c.id), table.c.id.in_(ids))
             money = conn.execute(change.money(mine)).all() if change.money else []
             if change.audit:
                 conn.execute(insert(audit_logs).from_select(
@@ -276,20 +278,29 @@ class Sweep:
         """SELECT of the invoices to insert: `INVOICE_COLUMNS` in order, then subject_id."""
         day = self.day
         existing = invoices.alias("existing")
+        # One table in FROM (the subjects), everything else a correlated subquery: the window
+        # on its primary key then drives the plan. With a join, MariaDB started from the
+        # institutions and read every student of every window's institutions each batch.
         if kind == "platform":
-            subject = institutions.c.id
-            source = institutions.join(plans, plans.c.id == institutions.c.plan_id)
-            amount, currency, student = plans.c.monthly_fee_minor, plans.c.currency, null()
-            conditions = [institutions.c.is_active == True, plans.c.monthly_fee_minor > 0]  # noqa: E712
+            subject = source = institutions
+            plan = select(plans).where(plans.c.id == institutions.c.plan_id)
+            amount = plan.with_only_columns(plans.c.monthly_fee_minor).scalar_subquery()
+            currency = plan.with_only_columns(plans.c.currency).scalar_subquery()
+            student = null()
+            conditions = [institutions.c.is_active == True, amount > 0]  # noqa: E712
             existing_subject = existing.c.institution_id
         else:
-            subject = students.c.id
-            source = students.join(institutions, institutions.c.id == students.c.institution_id)
+            source = students
             amount = students.c.monthly_fee_minor
             currency, student = literal(day.attendee_currency, String), students.c.id
-            conditions = [students.c.is_active == True, institutions.c.is_active == True,  # noqa: E712
-                          students.c.monthly_fee_minor > 0]
+            conditions = [students.c.is_active == True, students.c.monthly_fee_minor > 0,  # noqa: E712
+                          # a scalar subquery, not EXISTS: MariaDB turns EXISTS into a
+                          # semi-join that starts from the institutions again
+                          select(institutions.c.is_active)
+                          .where(institutions.c.id == students.c.institution_id)
+                          .scalar_subquery() == True]  # noqa: E712
             existing_subject = existing.c.student_id
+        subject = source.c.id
         of_subject = and_(existing_subject == subject, existing.c.kind == kind,
                           existing.c.period_start == day.period_start)
         # Re-issues after a void get "-R<n>", n = the invoices the subject already has for the
