@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS invoice_reminders (
   channel VARCHAR(32),
   run_id VARCHAR(32),
   CONSTRAINT pk_invoice_reminders PRIMARY KEY (invoice_id, step),
-  KEY ix_invoice_reminders_run (run_id)
+  KEY ix_invoice_reminders_run (run_id, invoice_id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS notifications (

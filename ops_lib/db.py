@@ -14,7 +14,7 @@ from typing import Callable, Iterator, TypeVar
 from pymysql import converters
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from .errors import BadInput, DatabaseUnavailable
 from .settings import DEFAULT_DATABASE_URL, mask_url
@@ -27,6 +27,8 @@ T = TypeVar("T")
 MYSQL_TRANSIENT_CODES = {1213, 1205, 2006, 2013, 1040, 1927, 1317}
 # Cannot connect at all, or login refused: the run fails at once with one line.
 MYSQL_UNREACHABLE_CODES = {2003, 2005, 1045, 1049, 1044}
+# Duplicate entry for a UNIQUE or PRIMARY KEY: the one integrity error a race produces.
+MYSQL_DUPLICATE_KEY = 1062
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,19 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and (
         "database is locked" in message or "database table is locked" in message
     )
+
+
+def is_duplicate_key(exc: BaseException) -> bool:
+    """A UNIQUE or PRIMARY KEY violation (another writer inserted the same key first), and no
+    other integrity error: MySQL error 1062; on SQLite, whose Python 3.10 driver gives no error
+    code, the constraint named at the start of the message."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    code = mysql_error_code(exc)
+    if code is not None:
+        return code == MYSQL_DUPLICATE_KEY
+    message = str(getattr(exc, "orig", exc))
+    return message.startswith("UNIQUE constraint failed") or message.startswith("PRIMARY KEY")
 
 
 def retry_transient(

@@ -339,7 +339,7 @@ invoice_reminders = _table(
     # The run that recorded the step: only that run sends it (at most once, even if two run).
     Column("run_id", String(32), nullable=True),
     PrimaryKeyConstraint("invoice_id", "step", name="pk_invoice_reminders"),
-    Index("ix_invoice_reminders_run", "run_id"),
+    Index("ix_invoice_reminders_run", "run_id", "invoice_id"),
 )
 
 payments = _table(

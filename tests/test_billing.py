@@ -9,7 +9,9 @@ from collections import Counter
 
 import pytest
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from ops_lib.db import is_duplicate_key
 from ops_lib.jobs import billing
 from ops_lib.ledger import new_run_id
 from ops_lib.money import format_minor
@@ -22,6 +24,7 @@ from ops_lib.schema import (
     invoice_reminders,
     invoices,
     notifications,
+    ops_job_runs,
     payments,
     plans,
     students,
@@ -270,6 +273,17 @@ def test_money_stays_exact_integers_where_floats_round_wrong(db, tmp_path):
     assert access(db)[A] == "active"
 
 
+def everything_but_run(db, run_id: str | None) -> dict:
+    """Every row of every table, the run ledger included but for the row of `run_id`."""
+    rows = snapshot(db, exclude=())
+    with db.engine.connect() as conn:
+        rows["ops_job_runs"] = sorted(
+            (tuple(r) for r in conn.execute(select(ops_job_runs)
+                                            .where(ops_job_runs.c.run_id != run_id)
+                                            if run_id else select(ops_job_runs))), key=repr)
+    return rows
+
+
 def test_dry_run_leaves_every_table_as_it_was_and_plans_what_execute_does(db, db_url, tmp_path):
     seed(db)
     with FakeSmtpServer() as smtp:
@@ -281,11 +295,13 @@ def test_dry_run_leaves_every_table_as_it_was_and_plans_what_execute_does(db, db
             conn.execute(update(students).where(students.c.id == S1)
                          .values(access_state="restricted"))
         env = tool_env(db_url, tmp_path, OPS_SMTP_HOST=smtp.host, OPS_SMTP_PORT=str(smtp.port))
-        before, mails = snapshot(db), len(smtp.messages)
+        before, mails = everything_but_run(db, None), len(smtp.messages)
         dry = run_cli("run_billing_jobs", "--as-of", "2026-02-19", "--json", env=env)
         assert dry.returncode == 0, dry.stderr
-        assert snapshot(db) == before and len(smtp.messages) == mails
         plan = json.loads(dry.stdout)
+        # Every table, the run ledger included less the dry run's own row, is as it was.
+        assert everything_but_run(db, plan["run_id"]) == before and len(smtp.messages) == mails
+        assert plan["stop_reason"] == "dry run: nothing changed"
         assert plan["dry_run"] is True
         steps = {r["what"]: r for r in plan["sections"]["Billing steps"]}
         assert steps["platform invoices for 2026-02"] == {
@@ -425,38 +441,96 @@ def test_two_sweeps_without_the_lock_still_create_no_duplicates(mariadb_url, tmp
         db.engine.dispose()
 
 
-def test_a_failed_reminder_email_is_recorded_and_never_sent_twice(db, tmp_path):
+def reminder_rows(db) -> set[tuple]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(invoices.c.issue_key, invoice_reminders.c.channel,
+                                   invoice_reminders.c.sent_at)
+                            .join(invoices, invoices.c.id == invoice_reminders.c.invoice_id)).all()
+    return {(k, c, s is not None) for k, c, s in rows}
+
+
+def test_reminders_whose_email_never_reached_smtp_go_out_with_the_next_sweep(db, tmp_path):
+    """Regression: with SMTP unreachable (connection refused) the reminders were marked
+    email-failed and lost for good, and the run said `stopped: no more work`."""
     from tests.fakes.smtp_server import free_port
 
     seed(db)
     sweep(db, tmp_path, DAY(2026, 1, 1))
     nobody = {"OPS_SMTP_HOST": "127.0.0.1", "OPS_SMTP_PORT": str(free_port())}
     result = billing.run(context(db, tmp_path, **nobody), as_of=DAY(2026, 1, 8))
-    assert result.status == "failed" and "2 reminder emails could not be sent" in result.error
-    with db.engine.connect() as conn:
-        rows = conn.execute(select(invoices.c.issue_key, invoice_reminders.c.channel,
-                                   invoice_reminders.c.sent_at)
-                            .join(invoices, invoices.c.id == invoice_reminders.c.invoice_id)).all()
-    assert {(k, c, s is not None) for k, c, s in rows} == {
-        ("platform:1:2026-01", "email-failed", False),
-        ("platform:2:2026-01", "email-failed", False),
-        ("attendee:13:2026-01", "email-failed", False),
-        ("attendee:11:2026-01", "push", True)}  # the guardians were notified all the same
-    with FakeSmtpServer() as smtp:  # SMTP is back: the same day again sends nothing twice
+    assert result.status == "failed"
+    assert result.stop_reason.startswith("reminder email failed: billing@a.example: "
+                                         "SmtpUnreachable: cannot reach SMTP")
+    assert "Connection refused" in result.stop_reason
+    assert result.counts["reminder_emails_to_retry"] == 2
+    assert result.counts["reminder_emails_failed"] == 0
+    assert "2 never reached an SMTP server and go out with the next sweep" in result.error
+    assert reminder_rows(db) == set()  # given back: nothing was handed to a server
+    with db.engine.connect() as conn:  # the guardians were notified all the same
+        assert conn.execute(select(func.count()).select_from(notifications)).scalar_one() == 2
+    with FakeSmtpServer() as smtp:  # SMTP is back: the next sweep sends them, once
+        again = sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
+        assert sorted(m["To"] for m in smtp.messages) == ["billing@a.example",
+                                                          "billing@b.example"]
+        assert again.counts["reminders_due_minus_3"] == 4
+        assert again.counts["guardian_notifications"] == 0  # not notified twice
         sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
-        assert smtp.messages == []
-        sweep(db, tmp_path, DAY(2026, 1, 11), smtp)  # the next step goes out as usual
         assert len(smtp.messages) == 2
+    assert reminder_rows(db) == {
+        ("platform:1:2026-01", "email", True), ("platform:2:2026-01", "email", True),
+        ("attendee:13:2026-01", "email", True), ("attendee:11:2026-01", "email+push", True)}
+
+
+def test_a_temporary_refusal_before_data_is_retried_and_a_permanent_one_is_not(db, tmp_path):
+    """A 4xx reply to RCPT TO never handed the message over: the next sweep retries it. A 5xx
+    is recorded as failed and not retried."""
+    seed(db)
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    with FakeSmtpServer() as smtp:
+        smtp.refuse("billing@a.example", "450 4.2.1 Mailbox busy, try later")
+        smtp.refuse("billing@b.example", "550 5.1.1 No such user")
+        result = billing.run(context(db, tmp_path, smtp), as_of=DAY(2026, 1, 8))
+        assert result.status == "failed" and smtp.messages == []
+        assert "450 4.2.1 Mailbox busy" in result.stop_reason
+        assert (result.counts["reminder_emails_to_retry"],
+                result.counts["reminder_emails_failed"]) == (1, 1)
+        assert reminder_rows(db) == {("platform:2:2026-01", "email-failed", False),
+                                     ("attendee:13:2026-01", "email-failed", False)}
+    with FakeSmtpServer() as smtp:  # A's mailbox takes mail again
+        sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
+        assert [m["To"] for m in smtp.messages] == ["billing@a.example"]
+
+
+def test_an_email_that_failed_after_data_is_never_sent_twice(db, tmp_path):
+    """The server took DATA but answered too late: the message may have been delivered, so the
+    reminder stays recorded as failed: at most once."""
+    seed(db)
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    with FakeSmtpServer() as smtp:
+        smtp.data_delay = 3  # the server accepts each message 3 s after DATA; we wait 1 s
+        result = billing.run(context(db, tmp_path, smtp, OPS_SMTP_TIMEOUT_SECONDS="1"),
+                             as_of=DAY(2026, 1, 8))
+        assert result.status == "failed"
+        assert result.counts["reminder_emails_failed"] == 2
+        assert result.counts["reminder_emails_to_retry"] == 0
+        smtp.data_delay = 0
+        smtp.clear()
+        sweep(db, tmp_path, DAY(2026, 1, 8), smtp)
+        sweep(db, tmp_path, DAY(2026, 1, 9), smtp)
+        assert smtp.messages == []  # never sent a second time
+    assert ("platform:1:2026-01", "email-failed", False) in reminder_rows(db)
 
 
 def test_a_stopped_sweep_ends_between_batches_and_the_next_run_carries_on(db, tmp_path):
     seed(db)
     ctx = context(db, tmp_path, OPS_BILLING_BATCH_SIZE="1")
     ctx.stop.set("SIGTERM")  # as if SIGTERM arrived before the first batch
+    before = snapshot(db)
     result = billing.run(ctx, as_of=DAY(2026, 1, 1))
     assert result.stop_reason == "interrupted by SIGTERM"
+    assert "stopped early (interrupted by SIGTERM); the next run carries on" in result.notes
     assert result.counts["platform_invoices_issued"] == 0
-    assert "reminders_blocked" not in result.counts  # it stopped before reminders
+    assert snapshot(db) == before  # it stopped before its first batch: nothing written
     done = sweep(db, tmp_path, DAY(2026, 1, 1))
     assert done.counts["platform_invoices_issued"] == 2
     assert done.counts["attendee_invoices_issued"] == 2
@@ -494,9 +568,102 @@ def test_a_reissue_after_a_person_unvoids_an_invoice_gets_a_number_never_used(db
         conn.execute(update(invoices).where(first).values(status="due"))
         conn.execute(update(invoices).where(invoices.c.invoice_no == "P-202601-1-R1")
                      .values(status="void"))
-    sweep(db, tmp_path, DAY(2026, 1, 3))
+    again = sweep(db, tmp_path, DAY(2026, 1, 3))
+    assert again.counts["platform_invoices_issued"] == 0  # the un-voided original is live
+    with db.engine.begin() as conn:  # ... until it is voided once more
+        conn.execute(update(invoices).where(first).values(status="void"))
+    sweep(db, tmp_path, DAY(2026, 1, 4))
     with db.engine.connect() as conn:
         numbers = conn.execute(select(invoices.c.invoice_no)
                                .where(invoices.c.institution_id == A, invoices.c.kind == "platform")
                                .order_by(invoices.c.id)).scalars().all()
     assert numbers == ["P-202601-1", "P-202601-1-R1", "P-202601-1-R2"]
+
+
+def test_an_invoice_number_with_a_quote_and_a_backslash_leaves_valid_audit_json(db, tmp_path):
+    """Regression: the audit JSON was concatenated by hand, so `"` or `\\` in an invoice number
+    made invalid JSON, MariaDB's JSON check refused the insert and every later sweep failed."""
+    seed(db)
+    sweep(db, tmp_path, DAY(2026, 1, 1))
+    odd = 'P-2026"01\\1'
+    with db.engine.begin() as conn:  # a person (or the web app) renumbers A's invoice
+        conn.execute(update(invoices).where(invoices.c.issue_key == "platform:1:2026-01")
+                     .values(invoice_no=odd))
+    sweep(db, tmp_path, DAY(2026, 1, 12))  # A's invoice turns overdue: an audit row names it
+    jan = invoice(db, "platform", A, "2026-01")
+    details = [json.loads(d) if isinstance(d, str) else d
+               for e, a, d in audit(db, "invoice") if e == str(jan.id)]
+    assert [(d["invoice_no"], d.get("from"), d.get("to")) for d in details] == [
+        ("P-202601-1", None, None), (odd, "due", "overdue")]
+
+
+def test_an_invoice_written_by_the_web_app_without_issue_key_is_not_issued_again(db, tmp_path):
+    """Regression: the "already issued" check looked only at issue_key, so an invoice the web
+    app wrote (SPEC.md's fixed columns only) got a second one, P-…-R1, and both were due."""
+    seed(db)
+    with db.engine.begin() as conn:  # the web app bills A's January by hand
+        conn.execute(insert(invoices).values(
+            invoice_no="WEB-0001", kind="platform", institution_id=A, student_id=None,
+            period_start=DAY(2026, 1, 1), period_end=DAY(2026, 1, 31), amount_minor=PLAN_FEE,
+            currency="BDT", status="due", issued_at=dt.datetime(2026, 1, 1, 8),
+            due_date=DAY(2026, 1, 11)))
+    result = sweep(db, tmp_path, DAY(2026, 1, 1))
+    assert result.counts["platform_invoices_issued"] == 1  # B's only
+    with db.engine.connect() as conn:
+        live = conn.execute(select(invoices.c.invoice_no).where(
+            invoices.c.institution_id == A, invoices.c.kind == "platform",
+            invoices.c.period_start == DAY(2026, 1, 1), invoices.c.status != "void")).scalars()
+        assert list(live) == ["WEB-0001"]
+    with db.engine.begin() as conn:  # voided by a person: the sweep issues a replacement
+        conn.execute(update(invoices).where(invoices.c.invoice_no == "WEB-0001")
+                     .values(status="void"))
+    sweep(db, tmp_path, DAY(2026, 1, 2))
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(invoices.c.invoice_no, invoices.c.status)
+                            .where(invoices.c.institution_id == A, invoices.c.kind == "platform")
+                            .order_by(invoices.c.id)).all()
+    assert [tuple(r) for r in rows] == [("WEB-0001", "void"), ("P-202601-1-R1", "due")]
+
+
+@pytest.mark.parametrize("broken, message", [
+    ("foreign key", ("FOREIGN KEY constraint failed", "foreign key constraint fails")),
+    ("not null", ("NOT NULL constraint failed", "cannot be null")),
+])
+def test_a_foreign_key_or_not_null_failure_fails_at_once_and_is_not_called_a_race(
+        db, tmp_path, caplog, broken, message):
+    """Regression: write() retried any IntegrityError five times and logged "another sweep wrote
+    the same rows first"; only a duplicate key is that race."""
+    seed(db)
+    # A trigger of another writer that breaks a constraint whenever an invoice is inserted.
+    values = "NEW.id + 1000000, 1" if broken == "foreign key" else "NEW.id, NULL"
+    body = f"INSERT INTO payments (invoice_id, amount_minor, status) VALUES ({values}, 'pending')"
+    with db.engine.begin() as conn:
+        if db.caps.is_mysql:
+            conn.exec_driver_sql(f"CREATE TRIGGER other_writer AFTER INSERT ON invoices "
+                                 f"FOR EACH ROW {body}")
+        else:
+            conn.exec_driver_sql(f"CREATE TRIGGER other_writer AFTER INSERT ON invoices "
+                                 f"BEGIN {body}; END")
+    try:
+        caplog.set_level("INFO", logger="ops.billing")
+        with pytest.raises(IntegrityError) as raised:
+            billing.run(context(db, tmp_path), as_of=DAY(2026, 1, 1))
+        assert any(m.lower() in str(raised.value.orig).lower() for m in message)
+        assert not is_duplicate_key(raised.value)
+        assert "another sweep" not in caplog.text
+        assert [r for r in caplog.records if "re-checking" in r.getMessage()] == []
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER other_writer")
+    with db.engine.connect() as conn:  # nothing of the failed batch was kept
+        assert conn.execute(select(func.count()).select_from(invoices)).scalar_one() == 0
+
+
+def test_a_duplicate_key_is_told_apart_from_other_integrity_errors(db):
+    with db.engine.begin() as conn:
+        conn.execute(insert(plans).values(id=1, name="Basic", monthly_fee_minor=1))
+    with pytest.raises(IntegrityError) as duplicate, db.engine.begin() as conn:
+        conn.execute(insert(plans).values(id=1, name="Again", monthly_fee_minor=1))
+    with pytest.raises(IntegrityError) as missing, db.engine.begin() as conn:
+        conn.execute(insert(students).values(id=1, institution_id=404, name="Orphan"))
+    assert is_duplicate_key(duplicate.value) and not is_duplicate_key(missing.value)
