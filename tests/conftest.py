@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pty
 import subprocess
 import sys
 import uuid
@@ -228,3 +229,23 @@ def job_context(url: str, tmp_path: Path, dry_run: bool = False, **env: str):
     settings = load_settings(env=tool_env(url, tmp_path, **env))
     return RunContext(db=connect(url), settings=settings, run_id=new_run_id(), tool="test",
                       dry_run=dry_run, budget=Budget(None), stop=StopSignal())
+
+
+def run_on_a_terminal(command: list[str], env: dict, stderr=None) -> tuple[int, bytes]:
+    """Run `command` with stdout (and stderr, unless given) on a pseudo-terminal; returns its
+    exit code and every byte it wrote there."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=follower,
+                               stderr=follower if stderr is None else stderr)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return process.wait(timeout=60), b"".join(chunks)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import pty
 import re
 import subprocess
 import sys
@@ -15,7 +13,7 @@ from rich.console import Console
 
 from ops_lib.render import choose_mode, render, render_json, render_plain, render_terminal
 from ops_lib.result import BUDGET, JobResult
-from tests.conftest import REPO, tool_env
+from tests.conftest import REPO, run_on_a_terminal, tool_env
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -138,24 +136,9 @@ def test_a_real_tool_on_a_terminal_draws_a_table_and_in_a_pipe_prints_plain_line
     (tmp_path / "ops.db").touch()  # a dry run no longer creates a missing SQLite file
     env = tool_env(f"sqlite:///{tmp_path / 'ops.db'}", tmp_path, COLUMNS="100", TERM="xterm")
     command = [sys.executable, str(REPO / "tools" / "manage_schema.py"), "create"]
-    primary, secondary = pty.openpty()
-    process = subprocess.Popen(command, env=env, stdout=secondary, stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL)
-    os.close(secondary)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(primary)
-    process.wait(timeout=60)
-    process.stderr.close()
-    on_terminal = b"".join(chunks).decode()
-    assert process.returncode == 0
+    code, written = run_on_a_terminal(command, env, stderr=subprocess.PIPE)
+    on_terminal = written.decode()
+    assert code == 0
     assert ANSI.search(on_terminal)
     assert "Tables to create" in on_terminal and "┃ table" in ANSI.sub("", on_terminal)
 

@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import re
-import subprocess
 import sys
 
-from tests.conftest import REPO, tool_env
+from tests.conftest import REPO, run_on_a_terminal, tool_env
 from tests.worker_rows import add_backlog, engine_for
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
 
 
-def run_on_a_terminal(env: dict, *args: str) -> tuple[int, list[str]]:
+def run_worker_on_a_terminal(env: dict, *args: str) -> tuple[int, list[str]]:
     """Run the worker with stdout and stderr on a pty; returns its exit code and the text it
     wrote, split into the pieces a terminal shows (lines, and redraws after a carriage return)."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
+    code, written = run_on_a_terminal(
         [sys.executable, str(REPO / "tools" / "run_background_workers.py"), *args],
-        env=dict(env, COLUMNS="220", LINES="50", TERM="xterm-256color"),
-        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the worker closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    code = proc.wait(timeout=60)
-    text = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+        dict(env, COLUMNS="220", LINES="50", TERM="xterm-256color"))
+    text = ANSI.sub("", written.decode("utf-8", "replace"))
     return code, [piece for piece in re.split(r"[\r\n]", text) if piece.strip()]
 
 
@@ -46,7 +29,7 @@ def test_the_bar_counts_the_work_there_and_log_lines_print_above_it(db_url, tmp_
     add_backlog(engine, 30)  # 30 pushes waiting, nothing else
     engine.dispose()
 
-    code, pieces = run_on_a_terminal(tool_env(db_url, tmp_path), "20", "--execute")
+    code, pieces = run_worker_on_a_terminal(tool_env(db_url, tmp_path), "20", "--execute")
 
     assert code == 0, "\n".join(pieces)
     # The bar's last frame: 20 of 20 (LIMIT 20 of the 30 waiting), not 20 of 120.
