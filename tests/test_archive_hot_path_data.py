@@ -125,6 +125,15 @@ def seed(db):
         ])
 
 
+def wait_for(condition, proc, timeout: float = 60.0):
+    """Poll until `condition()` holds (whatever the machine's speed), or fail."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
 def without_archived_at(row):
     return {k: v for k, v in row.items() if k != "archived_at"}
 
@@ -330,9 +339,10 @@ def test_sigterm_finishes_the_current_batch_and_records_the_run_as_interrupted(d
     with db.begin() as conn:
         conn.execute(insert(notifications), [
             notification(i, dt.datetime(2020, 1, 1)) for i in range(1, 201)])
-    proc = start_cli("archive_hot_path_data", "10", "--execute", "--sleep", "0.2",
+    # A long pause between batches: the signal lands in one, however fast the machine.
+    proc = start_cli("archive_hot_path_data", "10", "--execute", "--sleep", "5",
                      env=tool_env(db_url, tmp_path))
-    time.sleep(1.5)
+    wait_for(lambda: ids(db, notifications_archive), proc)  # the first batch is committed
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
