@@ -7,14 +7,16 @@ import json
 import os
 import random
 import signal
+import threading
 import time
 
 import pytest
 from conftest import run_cli, snapshot, start_cli, tool_env
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from ops_lib.cli import read_table_settings
-from ops_lib.db import connect
+from ops_lib.db import connect, describe_db_error
 from ops_lib.jobs import archive_hot_path
 from ops_lib.runtime import Budget, RunContext, StopSignal
 from ops_lib.schema import (
@@ -351,3 +353,85 @@ def test_sigterm_finishes_the_current_batch_and_records_the_run_as_interrupted(d
     cold = ids(db, notifications_archive)
     assert 0 < len(cold) < 200 and len(cold) % 10 == 0  # whole batches only
     assert sorted(ids(db, notifications) + cold) == list(range(1, 201))
+
+
+def fill_attendance(database, archived: int, eligible: int, recent: int, students: int = 50):
+    """Records in id order as the web app writes them: a history already archived, `eligible`
+    records older than the retention at NOW, then recent ones (MariaDB's SEQUENCE engine)."""
+    old, total = archived + eligible, archived + eligible + recent
+    with database.begin() as conn:
+        conn.execute(insert(institutions), [{"id": 1, "name": "School", "code": "S1"}])
+        conn.exec_driver_sql(
+            "INSERT INTO students (id, institution_id, name, card_uid) "
+            f"SELECT seq, 1, CONCAT('Student ', seq), CONCAT('C', seq) FROM seq_1_to_{students}")
+        conn.exec_driver_sql(
+            "INSERT INTO attendance_records (id, institution_id, student_id, attendance_date, "
+            "first_scan_at, last_scan_at, is_archived) "
+            f"SELECT seq, 1, 1 + MOD(seq - 1, {students}), IF(seq <= {old}, "
+            f"DATE'2020-01-01' + INTERVAL ((seq - 1) DIV {students}) DAY, "
+            f"DATE'2026-05-01' + INTERVAL ((seq - {old} - 1) DIV {students}) DAY), "
+            f"'2026-05-01 07:00:00', '2026-05-01 07:00:00', seq <= {archived} "
+            f"FROM seq_1_to_{total}")
+
+
+def try_update(database, record_id: int) -> str:
+    """Update one attendance record from another connection, waiting at most 1 s for its lock:
+    "updated", or the error that refused it."""
+    with database.engine.connect() as conn:
+        try:
+            with conn.begin():
+                conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+                conn.execute(update(attendance_records)
+                             .where(attendance_records.c.id == record_id).values(status="late"))
+            return "updated"
+        except DBAPIError as exc:
+            return describe_db_error(exc)
+
+
+@pytest.mark.mariadb
+def test_an_open_attendance_batch_locks_only_its_own_records_not_every_old_one(mariadb_url):
+    # The shape where MariaDB would rather read the retention index and sort every eligible
+    # record (each batch then locked all of them, and the web app's updates timed out).
+    database = connect(mariadb_url)
+    fill_attendance(database, archived=2000, eligible=2000, recent=1000)
+    batch_open, release = threading.Event(), threading.Event()
+    held: list = []
+
+    def hold_the_first_batch(area, keys):
+        if area == "attendance_records" and not held:
+            held.append(keys)
+            batch_open.set()
+            assert release.wait(60), "the test never released the batch"
+
+    outcome: dict = {}
+
+    def archive_in_background():
+        try:
+            outcome["result"] = archive_hot_path.run(job_context(database, False), batch=100,
+                                                     now=NOW, before_commit=hold_the_first_batch)
+        except BaseException as exc:  # shown by the assertion below
+            outcome["error"] = exc
+        finally:
+            batch_open.set()  # or it never opened one: the assertions below say so
+
+    worker = threading.Thread(target=archive_in_background)
+    worker.start()
+    try:
+        assert batch_open.wait(60), "the archive never opened an attendance batch"
+        assert held, outcome.get("error") or outcome["result"].counts
+        keys = held[0]
+        assert (keys.first, keys.last) == (2001, 2100)
+        inside, outside = try_update(database, 2050), try_update(database, 3999)
+    finally:
+        release.set()
+        worker.join(60)
+    assert "1205" in inside  # the batch does hold its own rows
+    assert outside == "updated"  # a record of a later batch is free while this one is open
+    result = outcome["result"]
+    assert result.status == "ok", result.error
+    assert result.counts["attendance_records_marked"] == 2000
+    with database.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(attendance_records)
+                            .where(attendance_records.c.is_archived == True)  # noqa: E712
+                            ).scalar_one() == 4000
+    database.engine.dispose()
