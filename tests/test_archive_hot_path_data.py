@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -435,3 +436,35 @@ def test_an_open_attendance_batch_locks_only_its_own_records_not_every_old_one(m
                             .where(attendance_records.c.is_archived == True)  # noqa: E712
                             ).scalar_one() == 4000
     database.engine.dispose()
+
+
+def make_student_id_required_in_the_archive(db):
+    """A DBA's change: notifications_archive.student_id NOT NULL (some notifications have none)."""
+    with db.begin() as conn:
+        if db.caps.is_mysql:
+            conn.exec_driver_sql(
+                "ALTER TABLE notifications_archive MODIFY student_id BIGINT NOT NULL")
+            return
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = "
+                                   "'notifications_archive'").scalar_one()
+        required = re.sub(r"student_id (\w+),", r"student_id \1 NOT NULL,", ddl, count=1)
+        assert required != ddl
+        conn.exec_driver_sql("DROP TABLE notifications_archive")
+        conn.exec_driver_sql(required)
+
+
+def test_a_copy_refused_for_another_reason_than_a_duplicate_key_fails_at_once_with_its_message(
+        db, db_url, tmp_path):
+    seed(db)  # notification 6 has no student
+    make_student_id_required_in_the_archive(db)
+    before = snapshot(db)
+    proc = run_cli("archive_hot_path_data", "10", "--execute", "--json",
+                   env=tool_env(db_url, tmp_path))
+    assert proc.returncode == 1, proc.stderr
+    output = json.loads(proc.stdout)
+    assert output["status"] == "failed"
+    assert "student_id" in output["error"]
+    assert re.search(r"cannot be null|NOT NULL constraint failed", output["error"])
+    assert "already in" not in proc.stderr  # not mistaken for an archived row
+    assert "duplicate fallback" not in proc.stdout + proc.stderr
+    assert snapshot(db) == before  # the notifications batch rolled back; the run stopped there

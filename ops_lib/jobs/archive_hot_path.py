@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ..db import Database, connect, describe_db_error, retry_transient
+from ..db import Database, connect, describe_db_error, is_duplicate_key, retry_transient
 from ..errors import PreconditionFailed
 from ..result import JobResult
 from ..runtime import RunContext
@@ -464,12 +464,14 @@ class AreaWalk:
     def batch(self, ctx: RunContext) -> tuple[Keys, int]:
         """The next batch, first without looking the ids up in the archive (the archive's
         primary key refuses a second copy); when the key refuses, rolled back and redone with
-        the look-up."""
+        the look-up. Any other integrity error is not "already archived": it propagates."""
         area = self.item.area
         if area.moves:
             try:
                 return self._transaction(ctx, look_up=False)
-            except IntegrityError:
+            except IntegrityError as exc:
+                if not is_duplicate_key(exc):
+                    raise
                 self.stats.add("duplicate fallback", 0.0)
                 log.info("%s: an id after %s is already in %s: checking this batch row by row",
                          area.name, self.window.after, area.archive.name)
@@ -564,6 +566,12 @@ def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
                     result.status = "failed"
                     result.error = str(exc)
                     result.stop_reason = "error: batch counts disagree"
+                    return done
+                except IntegrityError as exc:  # not a duplicate key: see AreaWalk.batch
+                    result.status = "failed"
+                    result.error = (f"{item.area.name}: the batch after id {walk.window.after} "
+                                    f"was refused: {describe_db_error(exc)}; rolled back")
+                    result.stop_reason = "error: database refused a batch"
                     return done
                 margin = time.perf_counter() - started
                 walk.window.advance(keys)
