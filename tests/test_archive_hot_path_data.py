@@ -28,6 +28,7 @@ from ops_lib.schema import (
     invoices,
     notifications,
     notifications_archive,
+    ops_job_runs,
     payments,
     payments_archive,
     students,
@@ -144,7 +145,9 @@ def without_archived_at(row):
 def test_archive_moves_only_rows_older_than_retention_and_keeps_the_row_at_the_cutoff(db):
     seed(db)
     before_n, before_a = rows(db, notifications), rows(db, audit_logs)
+    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     result = archive(db, batch=2)
+    finished = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     assert result.status == "ok", result.error
     assert result.stop_reason == "no more work"
 
@@ -152,7 +155,8 @@ def test_archive_moves_only_rows_older_than_retention_and_keeps_the_row_at_the_c
     assert ids(db, notifications_archive) == [1, 2, 6]
     moved = [without_archived_at(r) for r in rows(db, notifications_archive)]
     assert moved == [r for r in before_n if r["id"] in (1, 2, 6)]
-    assert all(r["archived_at"] is not None for r in rows(db, notifications_archive))
+    # archived_at is when the batch copied the row (the real clock, not the run's `now`).
+    assert all(started <= r["archived_at"] <= finished for r in rows(db, notifications_archive))
     assert rows(db, notifications) == [r for r in before_n if r["id"] in (3, 4, 5)]
 
     assert ids(db, audit_logs) == [2, 3]
@@ -217,16 +221,34 @@ def test_retention_comes_from_the_system_settings_table(db):
     assert ids(db, notifications) == [5]  # created a day before NOW: exactly at a 1-day cut-off
 
 
+def every_row(db, but_run: str | None = None) -> dict:
+    """Every row of every table, the run ledger included less one run's own row."""
+    everything = snapshot(db)
+    with db.engine.connect() as conn:
+        everything["ops_job_runs"] = sorted(
+            (tuple(r) for r in conn.execute(
+                select(ops_job_runs).where(ops_job_runs.c.run_id != (but_run or "")))),
+            key=repr)
+    return everything
+
+
 def test_archive_dry_run_leaves_every_table_as_it_was(db, db_url, tmp_path):
     seed(db)
-    before = snapshot(db)
-    assert archive(db, dry_run=True).counts["notifications_eligible"] == 3
-    proc = run_cli("archive_hot_path_data", "2", "--json", env=tool_env(db_url, tmp_path))
+    env = tool_env(db_url, tmp_path)
+    assert run_cli("archive_hot_path_data", env=env).returncode == 0  # an earlier run's ledger row
+    before = every_row(db)
+    result = archive(db, dry_run=True)
+    assert result.counts["notifications_eligible"] == 3
+    assert result.stop_reason == "dry run: nothing changed"
+    assert every_row(db) == before
+    proc = run_cli("archive_hot_path_data", "2", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     output = json.loads(proc.stdout)
     assert output["dry_run"] is True
+    assert output["stop_reason"] == "dry run: nothing changed"
     assert output["counts"]["notifications_eligible"] == 6  # by the real clock
-    assert snapshot(db) == before
+    assert every_row(db, but_run=output["run_id"]) == before
+    assert len(before["ops_job_runs"]) == 1
 
 
 def test_a_row_already_in_the_archive_is_not_copied_twice_and_leaves_the_hot_table(db):

@@ -45,7 +45,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..db import Database, connect, describe_db_error, is_duplicate_key, retry_transient
 from ..errors import PreconditionFailed
-from ..result import JobResult
+from ..result import DONE, JobResult, dry_run_reason
 from ..runtime import RunContext
 from ..schema import (
     attendance_records,
@@ -626,6 +626,7 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
             "the highest eligible id counted above; ids are addressed as BETWEEN first AND last "
             "when contiguous, else listed as IN (...); a batch whose ids the archive already "
             "holds is redone with an archive look-up and a comparison of the rows)")
+        result.stop_reason = dry_run_reason()
         return result
 
     stats = Stats()
@@ -656,6 +657,9 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
     ], columns=["Action", "Count", "Time", "Pct"])
     moved = sum(r["Done"] for r in rows)
     result.counts["rows"] = moved
+    left = sum(r["Eligible"] - r["Done"] for r in rows)
+    if result.stop_reason != DONE and left > 0:
+        result.notes.append(f"{left} eligible rows left for the next run")
     result.timings.update({action: seconds for action, seconds in stats.seconds.items()})
     result.timings["total"] = elapsed
     if elapsed and moved:
