@@ -490,3 +490,18 @@ def test_a_copy_refused_for_another_reason_than_a_duplicate_key_fails_at_once_wi
     assert "already in" not in proc.stderr  # not mistaken for an archived row
     assert "duplicate fallback" not in proc.stdout + proc.stderr
     assert snapshot(db) == before  # the notifications batch rolled back; the run stopped there
+
+
+def test_a_long_stretch_of_young_rows_is_crossed_in_a_few_growing_windows(db):
+    old, young = NOW - 200 * DAY, NOW - DAY
+    with db.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, old if i <= 5 or i > 4000 else young) for i in range(1, 4006)])
+    result = archive(db, batch=5)
+    assert result.status == "ok", result.error
+    assert ids(db, notifications_archive) == [1, 2, 3, 4, 5, 4001, 4002, 4003, 4004, 4005]
+    assert ids(db, notifications) == list(range(6, 4001))
+    statistics = {r["Action"]: r["Count"] for r in result.sections[2].rows}
+    # Windows of 5 ids would take 799 empty ones; doubling (up to 64 batches) takes a few.
+    assert statistics["empty window"] <= 20
+    assert statistics["select"] == statistics["empty window"] + 2
