@@ -6,11 +6,7 @@ already archived (`is_archived = 1`), then SIZE records older than the retention
 days; runs `archive_hot_path_data.py BATCH --execute` as cron would; checks that exactly the
 eligible records were marked and nothing else changed; and prints the archive's own seconds
 (the job's `total` timing, without start-up) and the whole process's, with the growth per step
-against linear: (t_n / t_first) / (n / first), 1.00 being exactly linear. A second pair of
-columns adds the seconds until InnoDB has flushed the pages the run dirtied (its redo
-checkpointed): a short run leaves that work to after it ends, a long one pays for it while it
-runs, as page writes competing with its commits; with it added, sizes compare like for like.
-Each size runs
+against linear: (t_n / t_first) / (n / first), 1.00 being exactly linear. Each size runs
 --rounds times on fresh data (the sizes interleaved), after InnoDB has flushed and purged the
 fill, and the best round counts (the machine is shared: slower rounds measure the neighbours).
 
@@ -91,33 +87,6 @@ def marked(url: str) -> int:
     return int(count)
 
 
-def _redo_positions(conn) -> tuple[int, int]:
-    """(log sequence number, last checkpoint) from SHOW ENGINE INNODB STATUS."""
-    status = conn.exec_driver_sql("SHOW ENGINE INNODB STATUS").one()[2]
-    figures = {}
-    for line in status.splitlines():
-        for label in ("Log sequence number", "Last checkpoint at"):
-            if line.startswith(label):
-                figures[label] = int(line.split()[-1])
-    return figures["Log sequence number"], figures["Last checkpoint at"]
-
-
-def seconds_until_written_back(timeout: float = 300) -> float:
-    """Seconds until InnoDB has checkpointed the redo written so far, i.e. flushed every page
-    the run dirtied: a short run leaves that work to after it ends, a long one pays for it
-    while it runs (page writes competing with its commits)."""
-    engine = create_engine(SERVER)
-    started = time.perf_counter()
-    with engine.connect() as conn:
-        end, _checkpoint = _redo_positions(conn)
-        while time.perf_counter() - started < timeout:
-            if _redo_positions(conn)[1] >= end:
-                break
-            time.sleep(0.2)
-    engine.dispose()
-    return time.perf_counter() - started
-
-
 def run_tool(url: str, batch: int) -> tuple[float, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
     env["OPS_DATABASE_URL"] = url
@@ -150,7 +119,6 @@ def main() -> None:
             before = marked(url)
             wait_until_quiet()
             wall, result = run_tool(url, args.batch)
-            flush = seconds_until_written_back()
             done = result["counts"]["attendance_records_marked"]
             if done != size or marked(url) != before + size:
                 raise SystemExit(f"{size:,} eligible: marked {done:,}, "
@@ -158,10 +126,9 @@ def main() -> None:
             seconds = result["timings"]["total"]
             steps = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(result["timings"].items()))
             print(f"  {size:,} eligible of {shape['total']:,} records: {seconds:.2f}s "
-                  f"(process {wall:.2f}s, then {flush:.1f}s until written back; {steps})",
-                  file=sys.stderr)
+                  f"(process {wall:.2f}s; {steps})", file=sys.stderr)
             if size not in best or seconds < best[size][2]:
-                best[size] = (size, shape["total"], seconds, wall, seconds + flush)
+                best[size] = (size, shape["total"], seconds, wall)
     rows = [best[size] for size in sizes]
 
     engine = create_engine(SERVER)
@@ -172,15 +139,13 @@ def main() -> None:
     print(f"\nMarking old attendance records archived, BATCH {args.batch}, MariaDB {version}, "
           f"best of {args.rounds}")
     print(f"{'eligible':>10}{'table rows':>12}{'archive s':>11}{'process s':>11}"
-          f"{'rows/s':>10}{'vs linear':>11}{'+written s':>12}{'vs linear':>11}")
-    first_size, _, first_seconds, _, first_written = rows[0]
-    for size, total, seconds, wall, written in rows:
+          f"{'rows/s':>10}{'vs linear':>11}")
+    first_size, _, first_seconds, _ = rows[0]
+    for size, total, seconds, wall in rows:
         growth = (seconds / first_seconds) / (size / first_size)
-        written_growth = (written / first_written) / (size / first_size)
         print(f"{size:>10,}{total:>12,}{seconds:>11.2f}{wall:>11.2f}{size / seconds:>10,.0f}"
-              f"{growth:>10.2f}x{written:>12.2f}{written_growth:>10.2f}x")
-    print("vs linear = (t / t_first) / (rows / rows_first): 1.00 is linear, 1.30 the limit; "
-          "+written = archive s plus the seconds until InnoDB had flushed the pages it dirtied")
+              f"{growth:>10.2f}x")
+    print("vs linear = (t / t_first) / (rows / rows_first): 1.00 is linear, 1.30 the limit")
 
 
 if __name__ == "__main__":
