@@ -14,7 +14,7 @@ from typing import Callable, Iterator, TypeVar
 from pymysql import converters
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .errors import BadInput, DatabaseUnavailable
 from .settings import DEFAULT_DATABASE_URL, mask_url
@@ -27,8 +27,9 @@ T = TypeVar("T")
 MYSQL_TRANSIENT_CODES = {1213, 1205, 2006, 2013, 1040, 1927, 1317}
 # Cannot connect at all, or login refused: the run fails at once with one line.
 MYSQL_UNREACHABLE_CODES = {2003, 2005, 1045, 1049, 1044}
-# Duplicate entry for a UNIQUE or PRIMARY KEY: the one integrity error a race produces.
-MYSQL_DUPLICATE_KEY = 1062
+MYSQL_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY: a unique or primary key already holds the value
+# SQLite's extended result codes for the same (sqlite3 names them from Python 3.11 on).
+SQLITE_DUPLICATE_KEY_NAMES = {"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"}
 
 
 @dataclass(frozen=True)
@@ -126,16 +127,23 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_duplicate_key(exc: BaseException) -> bool:
-    """A UNIQUE or PRIMARY KEY violation (another writer inserted the same key first), and no
-    other integrity error: MySQL error 1062; on SQLite, whose Python 3.10 driver gives no error
-    code, the constraint named at the start of the message."""
-    if not isinstance(exc, IntegrityError):
-        return False
+    """A unique or primary key refused a second row with the same key.
+
+    Not any integrity error: a foreign-key, NOT NULL or CHECK violation is a different failure
+    and must not be mistaken for "someone wrote the same row first". MySQL says so by error
+    code; SQLite by the constraint that failed (Python 3.10's sqlite3 carries no error code).
+    """
+    orig = getattr(exc, "orig", None) or exc
     code = mysql_error_code(exc)
+    if code is None and getattr(orig, "args", None) and isinstance(orig.args[0], int):
+        code = orig.args[0]  # a driver exception, not wrapped by SQLAlchemy
     if code is not None:
         return code == MYSQL_DUPLICATE_KEY
-    message = str(getattr(exc, "orig", exc))
-    return message.startswith("UNIQUE constraint failed") or message.startswith("PRIMARY KEY")
+    name = getattr(orig, "sqlite_errorname", None)
+    if name is not None:
+        return name in SQLITE_DUPLICATE_KEY_NAMES
+    message = str(orig)
+    return message.startswith(("UNIQUE constraint failed", "PRIMARY KEY must be unique"))
 
 
 def retry_transient(

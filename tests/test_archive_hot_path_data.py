@@ -6,15 +6,18 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import signal
+import threading
 import time
 
 import pytest
 from conftest import run_cli, snapshot, start_cli, tool_env
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from ops_lib.cli import read_table_settings
-from ops_lib.db import connect
+from ops_lib.db import connect, describe_db_error
 from ops_lib.jobs import archive_hot_path
 from ops_lib.runtime import Budget, RunContext, StopSignal
 from ops_lib.schema import (
@@ -25,6 +28,7 @@ from ops_lib.schema import (
     invoices,
     notifications,
     notifications_archive,
+    ops_job_runs,
     payments,
     payments_archive,
     students,
@@ -125,6 +129,15 @@ def seed(db):
         ])
 
 
+def wait_for(condition, proc, timeout: float = 60.0):
+    """Poll until `condition()` holds (whatever the machine's speed), or fail."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
 def without_archived_at(row):
     return {k: v for k, v in row.items() if k != "archived_at"}
 
@@ -132,7 +145,9 @@ def without_archived_at(row):
 def test_archive_moves_only_rows_older_than_retention_and_keeps_the_row_at_the_cutoff(db):
     seed(db)
     before_n, before_a = rows(db, notifications), rows(db, audit_logs)
+    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     result = archive(db, batch=2)
+    finished = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     assert result.status == "ok", result.error
     assert result.stop_reason == "no more work"
 
@@ -140,7 +155,8 @@ def test_archive_moves_only_rows_older_than_retention_and_keeps_the_row_at_the_c
     assert ids(db, notifications_archive) == [1, 2, 6]
     moved = [without_archived_at(r) for r in rows(db, notifications_archive)]
     assert moved == [r for r in before_n if r["id"] in (1, 2, 6)]
-    assert all(r["archived_at"] is not None for r in rows(db, notifications_archive))
+    # archived_at is when the batch copied the row (the real clock, not the run's `now`).
+    assert all(started <= r["archived_at"] <= finished for r in rows(db, notifications_archive))
     assert rows(db, notifications) == [r for r in before_n if r["id"] in (3, 4, 5)]
 
     assert ids(db, audit_logs) == [2, 3]
@@ -205,16 +221,34 @@ def test_retention_comes_from_the_system_settings_table(db):
     assert ids(db, notifications) == [5]  # created a day before NOW: exactly at a 1-day cut-off
 
 
+def every_row(db, but_run: str | None = None) -> dict:
+    """Every row of every table, the run ledger included less one run's own row."""
+    everything = snapshot(db)
+    with db.engine.connect() as conn:
+        everything["ops_job_runs"] = sorted(
+            (tuple(r) for r in conn.execute(
+                select(ops_job_runs).where(ops_job_runs.c.run_id != (but_run or "")))),
+            key=repr)
+    return everything
+
+
 def test_archive_dry_run_leaves_every_table_as_it_was(db, db_url, tmp_path):
     seed(db)
-    before = snapshot(db)
-    assert archive(db, dry_run=True).counts["notifications_eligible"] == 3
-    proc = run_cli("archive_hot_path_data", "2", "--json", env=tool_env(db_url, tmp_path))
+    env = tool_env(db_url, tmp_path)
+    assert run_cli("archive_hot_path_data", env=env).returncode == 0  # an earlier run's ledger row
+    before = every_row(db)
+    result = archive(db, dry_run=True)
+    assert result.counts["notifications_eligible"] == 3
+    assert result.stop_reason == "dry run: nothing changed"
+    assert every_row(db) == before
+    proc = run_cli("archive_hot_path_data", "2", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     output = json.loads(proc.stdout)
     assert output["dry_run"] is True
+    assert output["stop_reason"] == "dry run: nothing changed"
     assert output["counts"]["notifications_eligible"] == 6  # by the real clock
-    assert snapshot(db) == before
+    assert every_row(db, but_run=output["run_id"]) == before
+    assert len(before["ops_job_runs"]) == 1
 
 
 def test_a_row_already_in_the_archive_is_not_copied_twice_and_leaves_the_hot_table(db):
@@ -330,9 +364,10 @@ def test_sigterm_finishes_the_current_batch_and_records_the_run_as_interrupted(d
     with db.begin() as conn:
         conn.execute(insert(notifications), [
             notification(i, dt.datetime(2020, 1, 1)) for i in range(1, 201)])
-    proc = start_cli("archive_hot_path_data", "10", "--execute", "--sleep", "0.2",
+    # A long pause between batches: the signal lands in one, however fast the machine.
+    proc = start_cli("archive_hot_path_data", "10", "--execute", "--sleep", "5",
                      env=tool_env(db_url, tmp_path))
-    time.sleep(1.5)
+    wait_for(lambda: ids(db, notifications_archive), proc)  # the first batch is committed
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
@@ -341,3 +376,132 @@ def test_sigterm_finishes_the_current_batch_and_records_the_run_as_interrupted(d
     cold = ids(db, notifications_archive)
     assert 0 < len(cold) < 200 and len(cold) % 10 == 0  # whole batches only
     assert sorted(ids(db, notifications) + cold) == list(range(1, 201))
+
+
+def fill_attendance(database, archived: int, eligible: int, recent: int, students: int = 50):
+    """Records in id order as the web app writes them: a history already archived, `eligible`
+    records older than the retention at NOW, then recent ones (MariaDB's SEQUENCE engine)."""
+    old, total = archived + eligible, archived + eligible + recent
+    with database.begin() as conn:
+        conn.execute(insert(institutions), [{"id": 1, "name": "School", "code": "S1"}])
+        conn.exec_driver_sql(
+            "INSERT INTO students (id, institution_id, name, card_uid) "
+            f"SELECT seq, 1, CONCAT('Student ', seq), CONCAT('C', seq) FROM seq_1_to_{students}")
+        conn.exec_driver_sql(
+            "INSERT INTO attendance_records (id, institution_id, student_id, attendance_date, "
+            "first_scan_at, last_scan_at, is_archived) "
+            f"SELECT seq, 1, 1 + MOD(seq - 1, {students}), IF(seq <= {old}, "
+            f"DATE'2020-01-01' + INTERVAL ((seq - 1) DIV {students}) DAY, "
+            f"DATE'2026-05-01' + INTERVAL ((seq - {old} - 1) DIV {students}) DAY), "
+            f"'2026-05-01 07:00:00', '2026-05-01 07:00:00', seq <= {archived} "
+            f"FROM seq_1_to_{total}")
+
+
+def try_update(database, record_id: int) -> str:
+    """Update one attendance record from another connection, waiting at most 1 s for its lock:
+    "updated", or the error that refused it."""
+    with database.engine.connect() as conn:
+        try:
+            with conn.begin():
+                conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
+                conn.execute(update(attendance_records)
+                             .where(attendance_records.c.id == record_id).values(status="late"))
+            return "updated"
+        except DBAPIError as exc:
+            return describe_db_error(exc)
+
+
+@pytest.mark.mariadb
+def test_an_open_attendance_batch_locks_only_its_own_records_not_every_old_one(mariadb_url):
+    # The shape where MariaDB would rather read the retention index and sort every eligible
+    # record (each batch then locked all of them, and the web app's updates timed out).
+    database = connect(mariadb_url)
+    fill_attendance(database, archived=2000, eligible=2000, recent=1000)
+    batch_open, release = threading.Event(), threading.Event()
+    held: list = []
+
+    def hold_the_first_batch(area, keys):
+        if area == "attendance_records" and not held:
+            held.append(keys)
+            batch_open.set()
+            assert release.wait(60), "the test never released the batch"
+
+    outcome: dict = {}
+
+    def archive_in_background():
+        try:
+            outcome["result"] = archive_hot_path.run(job_context(database, False), batch=100,
+                                                     now=NOW, before_commit=hold_the_first_batch)
+        except BaseException as exc:  # shown by the assertion below
+            outcome["error"] = exc
+        finally:
+            batch_open.set()  # or it never opened one: the assertions below say so
+
+    worker = threading.Thread(target=archive_in_background)
+    worker.start()
+    try:
+        assert batch_open.wait(60), "the archive never opened an attendance batch"
+        assert held, outcome.get("error") or outcome["result"].counts
+        keys = held[0]
+        assert (keys.first, keys.last) == (2001, 2100)
+        inside, outside = try_update(database, 2050), try_update(database, 3999)
+    finally:
+        release.set()
+        worker.join(60)
+    assert "1205" in inside  # the batch does hold its own rows
+    assert outside == "updated"  # a record of a later batch is free while this one is open
+    result = outcome["result"]
+    assert result.status == "ok", result.error
+    assert result.counts["attendance_records_marked"] == 2000
+    with database.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(attendance_records)
+                            .where(attendance_records.c.is_archived == True)  # noqa: E712
+                            ).scalar_one() == 4000
+    database.engine.dispose()
+
+
+def make_student_id_required_in_the_archive(db):
+    """A DBA's change: notifications_archive.student_id NOT NULL (some notifications have none)."""
+    with db.begin() as conn:
+        if db.caps.is_mysql:
+            conn.exec_driver_sql(
+                "ALTER TABLE notifications_archive MODIFY student_id BIGINT NOT NULL")
+            return
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = "
+                                   "'notifications_archive'").scalar_one()
+        required = re.sub(r"student_id (\w+),", r"student_id \1 NOT NULL,", ddl, count=1)
+        assert required != ddl
+        conn.exec_driver_sql("DROP TABLE notifications_archive")
+        conn.exec_driver_sql(required)
+
+
+def test_a_copy_refused_for_another_reason_than_a_duplicate_key_fails_at_once_with_its_message(
+        db, db_url, tmp_path):
+    seed(db)  # notification 6 has no student
+    make_student_id_required_in_the_archive(db)
+    before = snapshot(db)
+    proc = run_cli("archive_hot_path_data", "10", "--execute", "--json",
+                   env=tool_env(db_url, tmp_path))
+    assert proc.returncode == 1, proc.stderr
+    output = json.loads(proc.stdout)
+    assert output["status"] == "failed"
+    assert "student_id" in output["error"]
+    assert re.search(r"cannot be null|NOT NULL constraint failed", output["error"])
+    assert "already in" not in proc.stderr  # not mistaken for an archived row
+    assert "duplicate fallback" not in proc.stdout + proc.stderr
+    assert snapshot(db) == before  # the notifications batch rolled back; the run stopped there
+
+
+def test_a_long_stretch_of_young_rows_is_crossed_in_a_few_growing_windows(db):
+    old, young = NOW - 200 * DAY, NOW - DAY
+    with db.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, old if i <= 5 or i > 4000 else young) for i in range(1, 4006)])
+    result = archive(db, batch=5)
+    assert result.status == "ok", result.error
+    assert ids(db, notifications_archive) == [1, 2, 3, 4, 5, 4001, 4002, 4003, 4004, 4005]
+    assert ids(db, notifications) == list(range(6, 4001))
+    statistics = {r["Action"]: r["Count"] for r in result.sections[2].rows}
+    # Windows of 5 ids would take 799 empty ones; doubling (up to 64 batches) takes a few.
+    assert statistics["empty window"] <= 20
+    assert statistics["select"] == statistics["empty window"] + 2

@@ -6,7 +6,9 @@ Rules (docs/archiving.md):
   (attendance: `attendance_date` strictly before that day). A row exactly at the cut-off stays.
 - A payment stays while its invoice is neither `paid` nor `void` (an unpaid invoice depends on it).
 - `--execute` walks each table by primary key, from the lowest eligible id up to the highest
-  eligible id seen at the start (rows that become eligible later wait for the next run).
+  eligible id seen at the start (rows that become eligible later wait for the next run), in
+  windows of ids (`id > after AND id <= window end`): a batch reads and locks only rows of its
+  own window, whatever plan the optimizer would pick for the retention condition.
 - One batch is one transaction on one connection: select the keys (FOR UPDATE on MySQL), copy
   exactly those rows, delete exactly those rows, check copied = deleted = selected, commit. A
   killed run rolls its open batch back; a row the archive already holds is never copied twice,
@@ -19,7 +21,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import (
     ColumnElement,
@@ -41,9 +43,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ..db import Database, connect, describe_db_error, retry_transient
+from ..db import Database, connect, describe_db_error, is_duplicate_key, retry_transient
 from ..errors import PreconditionFailed
-from ..result import JobResult
+from ..result import DONE, JobResult, dry_run_reason
 from ..runtime import RunContext
 from ..schema import (
     attendance_records,
@@ -62,6 +64,9 @@ log = logging.getLogger("ops")
 SETTLED_INVOICE = ("paid", "void")
 REPLICA_CHECK_EVERY = 1.0  # seconds between two replica-lag readings
 REPLICA_WAIT_STEP = 1.0  # seconds between two readings while the replica lags
+# A window of ids grows while it finds fewer than BATCH eligible rows, up to this many batches
+# wide: long stretches of young or protected rows are crossed in few cheap empty windows.
+MAX_WINDOW_BATCHES = 64
 
 
 @dataclass(frozen=True)
@@ -212,14 +217,17 @@ def plan(ctx: RunContext, now: dt.datetime) -> list[AreaPlan]:
     return plans
 
 
-def batch_statements(area: Area, cutoff, batch: int, upper: int,
-                     display: bool = False) -> dict[str, Any]:
+def batch_statements(area: Area, cutoff, batch: int, display: bool = False) -> dict[str, Any]:
     """One area's batch statements, built once per run; each batch binds its own ids.
 
-    "select" locks the batch's rows (those after `:after_id`) and returns only their count, lowest
-    and highest id: when the ids are contiguous (the usual case) that is all a batch needs, and the
-    server does not ship a thousand ids to Python. "select_ids" (same rows) lists them when they
-    are not. The writes address the selected rows as `id BETWEEN :first_id AND :last_id`.
+    "select" locks the batch's rows, the first BATCH eligible ids of the window
+    `:after_id < id <= :window_end`, and returns only their count, lowest and highest id: when
+    the ids are contiguous (the usual case) that is all a batch needs, and the server does not
+    ship a thousand ids to Python. "select_ids" (same rows) lists them when they are not. The
+    window bounds what a batch reads and locks to its own ids even when the optimizer would
+    rather walk the retention index and sort every eligible row (it did, for attendance:
+    each batch locked all of them); MySQL is also told to walk the primary key, as pt-archiver
+    does. The writes address the selected rows as `id BETWEEN :first_id AND :last_id`.
     `display` names the parameters in the SQL text instead, for the dry run to print.
     """
     def param(name: str, type_):
@@ -228,11 +236,14 @@ def batch_statements(area: Area, cutoff, batch: int, upper: int,
     hot = area.hot
     select_ids = (
         select(hot.c.id)
-        .where(hot.c.id > param("after_id", Integer), hot.c.id <= upper, area.eligible(cutoff))
+        .where(hot.c.id > param("after_id", Integer), hot.c.id <= param("window_end", Integer),
+               area.eligible(cutoff))
         .order_by(hot.c.id)
         .limit(batch)
         .with_for_update()
     )
+    for dialect in ("mysql", "mariadb"):
+        select_ids = select_ids.with_hint(hot, "FORCE INDEX (PRIMARY)", dialect)
     locked = select_ids.subquery("batch")
     statements = {
         "select": select(func.count(), func.min(locked.c.id), func.max(locked.c.id)),
@@ -386,6 +397,38 @@ class Keys:
 NO_KEYS = Keys(0, 0, 0)
 
 
+@dataclass
+class Window:
+    """Where an area's walk of the primary key is: ids up to `after` are done; the next batch
+    looks at `after < id <= after + width`, never past `end` (the highest eligible id at the
+    start)."""
+
+    after: int
+    end: int
+    batch: int
+    width: int = 0
+
+    def __post_init__(self) -> None:
+        self.width = self.width or self.batch
+
+    @property
+    def done(self) -> bool:
+        return self.after >= self.end
+
+    def params(self) -> dict[str, int]:
+        return {"after_id": self.after, "window_end": min(self.after + self.width, self.end)}
+
+    def advance(self, keys: Keys) -> None:
+        """Past a batch: after its last row when it was full (the rest of the window waits for
+        the next batch), else past the whole window, which then grows (its rows were sparse)."""
+        if keys.count >= self.batch:
+            self.width = max(self.batch, keys.last - self.after)  # the span BATCH rows took
+            self.after = keys.last
+            return
+        self.after = min(self.after + self.width, self.end)
+        self.width = min(self.width * 2, self.batch * MAX_WINDOW_BATCHES)
+
+
 def _identical_in_archive(conn: Connection, area: Area, ids: list[int]) -> int:
     hot, archive = area.hot, area.archive
     same = [archive.c[c.name].is_not_distinct_from(c) for c in hot.columns if c.name != "id"]
@@ -395,121 +438,151 @@ def _identical_in_archive(conn: Connection, area: Area, ids: list[int]) -> int:
     ).scalar_one()
 
 
-def _select_keys(conn: Connection, statements: dict, after: int) -> Keys:
-    count, first, last = conn.execute(statements["select"], {"after_id": after}).one()
+def _select_keys(conn: Connection, statements: dict, window: dict[str, int]) -> Keys:
+    count, first, last = conn.execute(statements["select"], window).one()
     if not count:
         return NO_KEYS
     if last - first + 1 == count:
         return Keys(count, first, last)
-    ids = list(conn.execute(statements["select_ids"], {"after_id": after}).scalars())  # locked
+    ids = list(conn.execute(statements["select_ids"], window).scalars())  # locked
     return Keys(len(ids), ids[0], ids[-1], ids)
 
 
-def _one_batch(ctx: RunContext, item: AreaPlan, statements: dict, last: int,
-               stats: Stats) -> tuple[Keys, int]:
-    """A batch, first without looking the ids up in the archive (the archive's primary key
-    refuses a second copy); when that fails, rolled back and redone with the look-up."""
-    if item.area.moves:
-        try:
-            return _batch(ctx, item, statements, last, stats, look_up=False)
-        except IntegrityError:
-            stats.add("duplicate fallback", 0.0)
-            log.info("%s: an id after %s is already in %s: checking this batch row by row",
-                     item.area.name, last, item.area.archive.name)
-    return _batch(ctx, item, statements, last, stats)
+BeforeCommit = Callable[[str, Keys], None]
 
 
-def _batch(ctx: RunContext, item: AreaPlan, statements: dict, last: int,
-           stats: Stats, look_up: bool = True) -> tuple[Keys, int]:
-    """One transaction: select, copy, delete (or mark), check, commit.
+@dataclass
+class AreaWalk:
+    """One area's --execute: its plan, its statements (built once) and where its walk is."""
 
-    Returns the keys, and how many of them the archive already held (identical copies). With
-    `look_up` false the archive is not searched for the ids first: an id already there makes the
-    copy fail on the archive's primary key (IntegrityError), and the caller redoes the batch
-    with the look-up.
-    """
-    area, hot = item.area, item.area.hot
-    with ctx.db.begin() as conn:
-        with stats.timed("select"):
-            keys = _select_keys(conn, statements, last)
-        if not keys.count:
-            return keys, 0
-        params = {"first_id": keys.first, "last_id": keys.last, "archived_at": utcnow()}
-        writes = statements
-        if keys.ids is not None:  # scattered ids: listed
-            writes = write_statements(area, hot.c.id.in_(keys.ids),
-                                      bindparam("archived_at", type_=DateTime))
-        identical = 0
-        if not area.moves:
-            with stats.timed("mark"):
-                marked = conn.execute(writes["mark"], params).rowcount
-            if marked != keys.count:
-                raise BatchMismatch(f"{area.name}: marked {marked} of {keys.count} selected rows "
-                                    f"({keys}); rolled back")
-        else:
-            archive = area.archive
-            with stats.timed("copy"):
-                present = list(conn.execute(
-                    select(archive.c.id).where(keys.clause(archive))).scalars()) if look_up else []
-                copy = writes["copy"]
-                if present:
-                    copy = write_statements(area, and_(keys.clause(hot), hot.c.id.not_in(present)),
-                                            bindparam("archived_at", type_=DateTime))["copy"]
-                copied = conn.execute(copy, params).rowcount
-                identical = _identical_in_archive(conn, area, present) if present else 0
-            if identical != len(present):
-                raise BatchMismatch(
-                    f"{area.name}: {len(present) - identical} of {keys} are already in "
-                    f"{archive.name} with different contents; rolled back, nothing deleted "
-                    "(compare the two rows and remove the wrong one)")
-            with stats.timed("delete"):
-                deleted = conn.execute(writes["delete"], params).rowcount
-            if not copied + identical == deleted == keys.count:
-                raise BatchMismatch(
-                    f"{area.name}: selected {keys.count}, copied {copied} (+{identical} already "
-                    f"archived), deleted {deleted} ({keys}); rolled back")
-        commit_started = time.perf_counter()
-    stats.add("commit", time.perf_counter() - commit_started)
-    return keys, identical
+    item: AreaPlan
+    statements: dict[str, Any]
+    window: Window
+    stats: Stats
+    before_commit: BeforeCommit | None = None
+
+    def batch(self, ctx: RunContext) -> tuple[Keys, int]:
+        """The next batch, first without looking the ids up in the archive (the archive's
+        primary key refuses a second copy); when the key refuses, rolled back and redone with
+        the look-up. Any other integrity error is not "already archived": it propagates."""
+        area = self.item.area
+        if area.moves:
+            try:
+                return self._transaction(ctx, look_up=False)
+            except IntegrityError as exc:
+                if not is_duplicate_key(exc):
+                    raise
+                self.stats.add("duplicate fallback", 0.0)
+                log.info("%s: an id after %s is already in %s: checking this batch row by row",
+                         area.name, self.window.after, area.archive.name)
+        return self._transaction(ctx)
+
+    def _transaction(self, ctx: RunContext, look_up: bool = True) -> tuple[Keys, int]:
+        """One transaction: select, copy, delete (or mark), check, commit.
+
+        Returns the keys, and how many of them the archive already held (identical copies).
+        With `look_up` false the archive is not searched for the ids first: an id already there
+        makes the copy fail on the archive's primary key, and `batch` redoes it with the look-up.
+        """
+        area, hot, stats = self.item.area, self.item.area.hot, self.stats
+        with ctx.db.begin() as conn:
+            with stats.timed("select"):
+                keys = _select_keys(conn, self.statements, self.window.params())
+            if not keys.count:
+                return keys, 0
+            params = {"first_id": keys.first, "last_id": keys.last, "archived_at": utcnow()}
+            writes = self.statements
+            if keys.ids is not None:  # scattered ids: listed
+                writes = write_statements(area, hot.c.id.in_(keys.ids),
+                                          bindparam("archived_at", type_=DateTime))
+            identical = 0
+            if not area.moves:
+                with stats.timed("mark"):
+                    marked = conn.execute(writes["mark"], params).rowcount
+                if marked != keys.count:
+                    raise BatchMismatch(f"{area.name}: marked {marked} of {keys.count} selected "
+                                        f"rows ({keys}); rolled back")
+            else:
+                identical = self._move(conn, keys, writes, params, look_up)
+            if self.before_commit is not None:
+                self.before_commit(area.name, keys)
+            commit_started = time.perf_counter()
+        stats.add("commit", time.perf_counter() - commit_started)
+        return keys, identical
+
+    def _move(self, conn: Connection, keys: Keys, writes: dict, params: dict,
+              look_up: bool) -> int:
+        """Copy the batch's rows the archive lacks, check the others, delete them all; returns
+        how many the archive already held, identical."""
+        area, hot, archive, stats = self.item.area, self.item.area.hot, self.item.area.archive, \
+            self.stats
+        with stats.timed("copy"):
+            present = list(conn.execute(
+                select(archive.c.id).where(keys.clause(archive))).scalars()) if look_up else []
+            copy = writes["copy"]
+            if present:
+                copy = write_statements(area, and_(keys.clause(hot), hot.c.id.not_in(present)),
+                                        bindparam("archived_at", type_=DateTime))["copy"]
+            copied = conn.execute(copy, params).rowcount
+            identical = _identical_in_archive(conn, area, present) if present else 0
+        if identical != len(present):
+            raise BatchMismatch(
+                f"{area.name}: {len(present) - identical} of {keys} are already in "
+                f"{archive.name} with different contents; rolled back, nothing deleted "
+                "(compare the two rows and remove the wrong one)")
+        with stats.timed("delete"):
+            deleted = conn.execute(writes["delete"], params).rowcount
+        if not copied + identical == deleted == keys.count:
+            raise BatchMismatch(
+                f"{area.name}: selected {keys.count}, copied {copied} (+{identical} already "
+                f"archived), deleted {deleted} ({keys}); rolled back")
+        return identical
 
 
 def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
-          lag: ReplicaLag, result: JobResult, stats: Stats) -> dict[str, AreaProgress]:
+          lag: ReplicaLag, result: JobResult, stats: Stats,
+          before_commit: BeforeCommit | None = None) -> dict[str, AreaProgress]:
     done: dict[str, AreaProgress] = {}
     margin = 0.0
     for item in plans:
         progress = done.setdefault(item.area.name, AreaProgress())
         if item.blocked or not item.eligible:
             continue
-        last = item.lowest - 1
-        statements = batch_statements(item.area, item.cutoff, batch, item.highest)
+        walk = AreaWalk(item, batch_statements(item.area, item.cutoff, batch),
+                        Window(after=item.lowest - 1, end=item.highest, batch=batch), stats,
+                        before_commit)
         description = f"{'archiving' if item.area.moves else 'marking'} {item.area.name}"
         with ctx.progress(description, item.eligible) as advance:
-            while True:
+            while not walk.window.done:
                 reason = ctx.why_stop(margin) or lag.wait_while_lagging(ctx, stats)
                 if reason:
                     result.stop_reason = reason
                     return done
                 started = time.perf_counter()
                 try:
-                    keys, identical = retry_transient(
-                        lambda: _one_batch(ctx, item, statements, last, stats),
-                        what=f"{item.area.name} batch")
+                    keys, identical = retry_transient(lambda: walk.batch(ctx),
+                                                      what=f"{item.area.name} batch")
                 except BatchMismatch as exc:
                     result.status = "failed"
                     result.error = str(exc)
                     result.stop_reason = "error: batch counts disagree"
                     return done
+                except IntegrityError as exc:  # not a duplicate key: see AreaWalk.batch
+                    result.status = "failed"
+                    result.error = (f"{item.area.name}: the batch after id {walk.window.after} "
+                                    f"was refused: {describe_db_error(exc)}; rolled back")
+                    result.stop_reason = "error: database refused a batch"
+                    return done
                 margin = time.perf_counter() - started
+                walk.window.advance(keys)
                 if keys.count:
-                    last = keys.last
                     progress.moved += keys.count
                     progress.batches += 1
                     progress.verified_in_archive += identical
                     advance(keys.count)
-                if keys.count < batch:
-                    break
-                if sleep:
+                else:
+                    stats.add("empty window", 0.0)
+                if sleep and keys.count and not walk.window.done:
                     with stats.timed("sleep"):
                         ctx.stop.wait(sleep)
     return done
@@ -519,7 +592,11 @@ def apply(ctx: RunContext, plans: list[AreaPlan], batch: int, sleep: float,
 
 
 def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
-        max_replica_lag: float | None = None, now: dt.datetime | None = None) -> JobResult:
+        max_replica_lag: float | None = None, now: dt.datetime | None = None,
+        before_commit: BeforeCommit | None = None) -> JobResult:
+    """Plan every area; with --execute, walk each. `before_commit(area, keys)` is called in
+    each batch's transaction once its writes are done, before the commit (tests hold a batch
+    open with it to see what it locks)."""
     result = JobResult(ctx.tool, ctx.dry_run)
     now = now or utcnow()
     plans = plan(ctx, now)
@@ -533,7 +610,7 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
     for p in plans:
         if p.blocked or not p.eligible:
             continue
-        statements = batch_statements(p.area, p.cutoff, batch, p.highest, display=True)
+        statements = batch_statements(p.area, p.cutoff, batch, display=True)
         statements.pop("select_ids")
         for statement in statements.values():
             result.statements.append(_render(statement, dialect) + ";")
@@ -543,10 +620,13 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
         total = sum(p.eligible for p in plans)
         result.notes.append(
             f"--execute would move or mark {total} rows in batches of {batch} "
-            "(one transaction each; statements below, one batch shown per area; ids are "
-            "addressed as BETWEEN first AND last when contiguous, else listed as IN (...); a "
-            "batch whose ids the archive already holds is redone with an archive look-up and "
-            "a comparison of the rows)")
+            "(one transaction each; statements below, one batch shown per area; each batch "
+            "looks at a window of ids, after_id < id <= window_end, starting "
+            f"{batch} ids wide, growing while it finds fewer than {batch} rows, and never past "
+            "the highest eligible id counted above; ids are addressed as BETWEEN first AND last "
+            "when contiguous, else listed as IN (...); a batch whose ids the archive already "
+            "holds is redone with an archive look-up and a comparison of the rows)")
+        result.stop_reason = dry_run_reason()
         return result
 
     stats = Stats()
@@ -555,7 +635,7 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
         result.notes.append(lag.note)
     started = time.perf_counter()
     try:
-        done = apply(ctx, plans, batch, sleep, lag, result, stats)
+        done = apply(ctx, plans, batch, sleep, lag, result, stats, before_commit)
     finally:
         lag.close()
     elapsed = time.perf_counter() - started
@@ -577,6 +657,9 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
     ], columns=["Action", "Count", "Time", "Pct"])
     moved = sum(r["Done"] for r in rows)
     result.counts["rows"] = moved
+    left = sum(r["Eligible"] - r["Done"] for r in rows)
+    if result.stop_reason != DONE and left > 0:
+        result.notes.append(f"{left} eligible rows left for the next run")
     result.timings.update({action: seconds for action, seconds in stats.seconds.items()})
     result.timings["total"] = elapsed
     if elapsed and moved:
