@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from ops_lib.cli import read_table_settings
 from ops_lib.db import connect, describe_db_error
 from ops_lib.jobs import archive_hot_path
+from ops_lib.render import render_plain
 from ops_lib.runtime import Budget, RunContext, StopSignal
 from ops_lib.schema import (
     attendance_records,
@@ -299,16 +300,24 @@ def test_max_replica_lag_without_a_replica_says_it_has_no_effect(db):
 
 
 def test_max_runtime_stops_between_batches_and_says_why(db_url, db, tmp_path):
+    """Regression: `--max-runtime 0.5 --sleep 0.3` assumed the run reached its first batch
+    within half a second, and failed on a slow machine. The budget's clock now moves 100 s per
+    committed batch, whatever the machine's speed: the fourth batch is never started."""
     with db.begin() as conn:
         conn.execute(insert(notifications), [
             notification(i, dt.datetime(2020, 1, 1)) for i in range(1, 201)])
-    proc = run_cli("archive_hot_path_data", "10", "--execute", "--sleep", "0.3",
-                   "--max-runtime", "0.5", env=tool_env(db_url, tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    assert "stopped: max runtime reached" in proc.stdout
-    hot, cold = len(ids(db, notifications)), len(ids(db, notifications_archive))
-    assert hot + cold == 200 and 0 < cold < 200
-    assert "statistics: Action=select" in proc.stdout
+    ctx = job_context(db, False)
+    elapsed = [0.0]
+    ctx.budget = Budget(250, clock=lambda: elapsed[0])
+
+    def every_batch_takes_100_seconds(_area, _keys) -> None:
+        elapsed[0] += 100
+
+    result = archive_hot_path.run(ctx, batch=10, before_commit=every_batch_takes_100_seconds)
+    assert (result.status, result.stop_reason) == ("ok", "max runtime reached")
+    assert len(ids(db, notifications_archive)) == 30
+    assert len(ids(db, notifications)) == 170
+    assert "statistics: Action=select" in render_plain(result)
 
 
 @pytest.mark.mariadb
