@@ -273,7 +273,17 @@ def check_settings(settings: Settings) -> list[str]:
 
 
 def make_pusher(settings: Settings):
-    """The FCM pusher when Firebase is configured, else the outbox."""
-    if settings.firebase_credentials:
+    """The FCM pusher when Firebase is configured, else the outbox.
+
+    Any failure to set it up is a ConfigError: the stage then gives its claimed rows back with
+    their attempts, instead of spending one attempt of every row on each run until all of them
+    are dead-lettered unsent.
+    """
+    if not settings.firebase_credentials:
+        return OutboxPusher(settings)
+    try:
         return FcmPusher(settings)
-    return OutboxPusher(settings)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the SDK's or its HTTP stack's own, whatever their type
+        raise ConfigError(f"push: cannot set up Firebase: {type(exc).__name__}: {exc}") from exc

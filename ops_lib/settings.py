@@ -203,7 +203,9 @@ SETTINGS: dict[str, Setting] = {
 
 
 # `OPS_*` environment variables of the toolkit that are not settings (docs/configuration.md).
-NOT_SETTINGS_ENV = ("OPS_CONFIG",)
+# The toolkit's own variables that are not settings: the config file's path, and the install
+# folder crontab.example sets for every line (cron passes it on to each tool).
+NOT_SETTINGS_ENV = ("OPS_CONFIG", "OPS_HOME")
 NOT_SETTINGS_ENV_PREFIXES = ("OPS_TEST_", "OPS_BENCH_")
 
 
@@ -338,9 +340,14 @@ def load_settings(
             problems.errors.append(f"config file {path}: {exc}")
         for name in file_values:
             if name not in SETTINGS:
-                # The file is the toolkit's own: every name in it is meant as a setting.
-                problems.errors.append(f"config file {path}: unknown setting {name!r}"
-                                       f"{_did_you_mean(name, SETTINGS)}")
+                # The file is the toolkit's own, so every name in it is meant as a setting: the
+                # closest one. A typo stops only the tools that use the setting it misspells.
+                meant = difflib.get_close_matches(name, list(SETTINGS), n=1)
+                line = f"config file {path}: unknown setting {name!r}{_did_you_mean(name, SETTINGS)}"
+                if meant:
+                    problems.bad_value(meant[0], line)
+                else:
+                    problems.warnings.append(line)
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}

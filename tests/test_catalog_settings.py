@@ -12,7 +12,8 @@ from ops_lib.catalog import EVERY_TOOL, TOOLS
 from ops_lib.db import connect
 from ops_lib.jobs.synthetic_load import LoadSize, load
 from ops_lib.schema import attendance_scan_queue, system_settings
-from ops_lib.settings import SETTINGS
+from ops_lib.errors import ConfigError
+from ops_lib.settings import SETTINGS, load_settings
 from tests.conftest import REPO, run_cli, tool_env
 
 pytestmark = pytest.mark.slow
@@ -86,7 +87,7 @@ def test_a_mistyped_environment_name_warns_with_the_closest_setting(db, tmp_path
 def test_the_toolkits_own_non_setting_variables_give_no_warning(db, tmp_path):
     config = tmp_path / "ops.toml"
     config.write_text("stale_device_days = 300\n", encoding="utf-8")
-    env = tool_env(db.url, tmp_path, OPS_CONFIG=str(config),
+    env = tool_env(db.url, tmp_path, OPS_CONFIG=str(config), OPS_HOME=str(tmp_path),
                    OPS_TEST_MYSQL_URL="mysql+pymysql://root@127.0.0.1:3306",
                    OPS_BENCH_MYSQL_URL="mysql+pymysql://root@127.0.0.1:3306")
     done = run_cli("cleanup_stale_devices", env=env)
@@ -154,3 +155,18 @@ def test_a_bad_value_in_the_config_file_follows_the_same_rule(tmp_path):
         load_settings(env=env, uses=settings_used("run_billing_jobs"))
     assert str(raised.value) == (
         f"config file {config} billing_grace_days: expected a whole number, got '7 days'")
+
+
+def test_a_config_file_typo_stops_only_the_tools_that_use_the_setting_it_misspells(tmp_path):
+    """Regression: `billing_grace_day = 7` in the config file stopped the worker (exit 2)."""
+    config = tmp_path / "ops.toml"
+    config.write_text("billing_grace_day = 7\nzzz_qqq = 1\n", encoding="utf-8")
+    env = {"OPS_CONFIG": str(config)}
+
+    worker = load_settings(env=env, uses=TOOLS["run_background_workers"].all_settings())
+    assert [w for w in worker.warnings if "billing_grace_day'" in w] == [
+        f"config file {config}: unknown setting 'billing_grace_day'; did you mean "
+        "billing_grace_days? (not used by this tool: ignored)"]
+    assert any("'zzz_qqq'" in w for w in worker.warnings)
+    with pytest.raises(ConfigError, match="did you mean billing_grace_days"):
+        load_settings(env=env, uses=TOOLS["run_billing_jobs"].all_settings())

@@ -117,3 +117,32 @@ def test_dry_run_over_an_empty_database_reports_nothing_to_do(db_url, tmp_path):
     result = json.loads(done.stdout)
     assert all(row["would_take"] == 0 for row in result["sections"]["Stages"])
     assert result["stop_reason"] == "dry run: nothing changed"
+
+
+def test_the_samples_show_scan_ids_as_plain_digits_on_a_terminal(db_url, tmp_path):
+    """Regression: the Samples column `scan` holds ids, and a terminal drew 1211 as 1,211."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ops_lib.jobs import workers
+    from ops_lib.render import render_terminal
+    from tests.conftest import job_context
+    from tests.worker_rows import add_institution, engine_for
+
+    engine = engine_for(db_url)
+    institution = add_institution(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(attendance_scan_queue).values(
+            id=1211, institution_id=institution, card_uid="NO-SUCH-CARD", device_serial="D1",
+            scanned_at=utcnow() - dt.timedelta(minutes=1), status="pending", attempts=0))
+    engine.dispose()
+    ctx = job_context(db_url, tmp_path, dry_run=True)
+    try:
+        result = workers.run(ctx, limit=LIMIT)
+    finally:
+        ctx.db.engine.dispose()
+    buffer = StringIO()
+    render_terminal(result, Console(file=buffer, width=200, force_terminal=False))
+    samples = buffer.getvalue().split("Samples", 1)[1]
+    assert "1211" in samples and "1,211" not in samples

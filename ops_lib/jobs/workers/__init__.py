@@ -81,7 +81,7 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
             })
     result.section("Stages", rows)
     if samples:
-        result.section("Samples", samples, ["stage", "scan", "would fail"])
+        result.section("Samples", samples, ["stage", "scan", "would fail"], id_columns=("scan",))
     # Each figure once: per stage in the table; the counts (ledger, JSON) hold the run's total.
     result.counts["would_take"] = sum(r["would_take"] for r in rows)
     result.notes.append(
