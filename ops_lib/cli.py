@@ -195,9 +195,11 @@ def run_tool(
     held_lock = None
     db: Database | None = None
     try:
-        # Only `manage_schema.py create --execute` may create an SQLite file; a dry run never.
-        db = connect(settings.database_url,
-                     create=creates_schema and not dry_run and job_args.get("action") == "create")
+        # Only `manage_schema.py create --execute` may create an SQLite file; its dry run plans
+        # against an empty stand-in, and writes nothing.
+        creating = creates_schema and job_args.get("action") == "create"
+        db = connect(settings.database_url, create=creating and not dry_run,
+                     plan_create=creating and dry_run)
         warned = len(settings.warnings)
         settings = settings.with_table(read_table_settings(db), uses=uses)
         for warning in settings.warnings[warned:]:

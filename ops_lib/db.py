@@ -278,19 +278,25 @@ def _detect(engine: Engine) -> Capabilities:
     return Capabilities("mysql", version, is_mariadb, skip_locked=skip_locked, named_locks=True)
 
 
-def connect(url: str, create: bool = False) -> Database:
+def connect(url: str, create: bool = False, plan_create: bool = False) -> Database:
     """Open the database, check it answers, and detect what it can do.
 
     An SQLite file must exist unless `create` (only `manage_schema.py create --execute` creates
     one): a mistyped path fails with one line instead of leaving folders and an empty file behind.
+    `plan_create` (the dry run of `create`) stands an empty in-memory database in for a missing
+    file, so the plan lists every table `--execute` would create there, and nothing is written.
     """
     backend = make_url(url).get_backend_name()
     file = sqlite_file(url) if backend == "sqlite" else None
+    engine_url = url
     if file is not None and not create and not file.is_file():
-        raise BadInput(f"no SQLite database at {file} (nothing was created); to create one "
-                       f"there: {create_schema_command(url)}")
+        if not plan_create:
+            raise BadInput(f"no SQLite database at {file} (nothing was created); to create one "
+                           f"there: {create_schema_command(url)}")
+        engine_url = "sqlite://"
     try:
-        engine = _sqlite_engine(url, create) if backend == "sqlite" else _mysql_engine(url)
+        engine = (_sqlite_engine(engine_url, create) if backend == "sqlite"
+                  else _mysql_engine(url))
     except OSError as exc:  # the SQLite file's folder cannot be created
         raise DatabaseUnavailable(
             f"cannot use the database at {mask_url(url)}: {exc.strerror or exc}: {exc.filename}"

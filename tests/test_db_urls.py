@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ops_lib.db import create_schema_command
+from ops_lib.schema import metadata
 from ops_lib.settings import DEFAULT_DATABASE_URL
 from tests.conftest import run_cli, tool_env
 
@@ -44,7 +45,6 @@ def test_an_unencoded_at_in_the_password_is_one_line_and_shows_no_part_of_the_pa
 @pytest.mark.parametrize("tool, args", [
     ("cleanup_stale_devices", ()),
     ("run_background_workers", ("10",)),
-    ("manage_schema", ("create",)),
     ("manage_schema", ("reset", "--execute", "--confirm", "x.db")),
 ])
 def test_a_mistyped_sqlite_path_creates_nothing_and_names_the_command_for_that_path(
@@ -58,6 +58,21 @@ def test_a_mistyped_sqlite_path_creates_nothing_and_names_the_command_for_that_p
                     f"(nothing was created); to create one there: python tools/manage_schema.py "
                     f"create --execute --database-url '{url}'")
     assert not (tmp_path / "typo").exists()
+
+
+def test_the_dry_run_of_create_on_a_new_sqlite_path_lists_every_table_and_creates_nothing(
+        tmp_path):
+    """Regression: the first example of `manage_schema.py --help` (the dry run of `create`)
+    failed on a fresh install, where the file does not exist yet."""
+    database = tmp_path / "new" / "ops.db"
+    done = run_cli("manage_schema", "create", "--json", "--database-url", f"sqlite:///{database}",
+                   env=tool_env("sqlite://", tmp_path))
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["counts"] == {"tables_missing": len(metadata.tables), "tables_present": 0}
+    assert f"--execute would create the SQLite file {database} first" in answer["notes"]
+    assert answer["stop_reason"] == "dry run: nothing changed"
+    assert not (tmp_path / "new").exists()
 
 
 def test_following_the_hint_creates_the_schema_in_the_database_the_operator_named(tmp_path):

@@ -7,8 +7,9 @@ from pathlib import Path
 from sqlalchemy import Connection, create_engine, func, inspect, select
 from sqlalchemy.engine import make_url
 
+from ..db import sqlite_file
 from ..errors import BadInput
-from ..result import JobResult
+from ..result import DONE, DRY_RUN, JobResult
 from ..runtime import RunContext
 from ..schema import metadata
 from ..settings import REPO_ROOT
@@ -95,7 +96,7 @@ def drop_schema(conn: Connection, is_mysql: bool) -> None:
 
 
 def run(ctx: RunContext, action: str, confirm: str | None = None) -> JobResult:
-    result = JobResult(ctx.tool, ctx.dry_run)
+    result = JobResult(ctx.tool, ctx.dry_run, stop_reason=DRY_RUN if ctx.dry_run else DONE)
     name = database_name(ctx.db.url)
     with ctx.db.begin(write=False) as conn:
         missing = missing_tables(conn)
@@ -111,6 +112,9 @@ def run(ctx: RunContext, action: str, confirm: str | None = None) -> JobResult:
         elif ctx.dry_run:
             source = "schema.sql" if ctx.db.caps.is_mysql else "the library's metadata"
             result.notes.append(f"--execute would create {len(missing)} tables from {source}")
+            file = sqlite_file(ctx.db.url)
+            if file is not None and not file.is_file():
+                result.notes.append(f"--execute would create the SQLite file {file} first")
         else:
             with ctx.db.engine.begin() as conn:
                 create_schema(conn, ctx.db.caps.is_mysql)
