@@ -13,7 +13,7 @@ from typing import Callable, Iterator, TypeVar
 
 from pymysql import converters
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .errors import BadInput, DatabaseUnavailable
@@ -183,9 +183,14 @@ def describe_db_error(exc: BaseException) -> str:
     return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
 
 
-def sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str | URL) -> Path | None:
     """The file of an SQLite URL; None for an in-memory database."""
-    database = make_url(url).database
+    parsed = make_url(url)
+    database = parsed.database
+    if database and parsed.query.get("uri") == "true":  # sqlite:///file:/path/x.db?uri=true
+        if parsed.query.get("mode") == "memory":
+            return None
+        database = database.removeprefix("file:")
     return Path(database) if database and database != ":memory:" else None
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import filelock
 from sqlalchemy import Connection, text
 
-from .db import Database
+from .db import Database, sqlite_file
 
 
 class RunLock(Protocol):
@@ -85,9 +85,9 @@ class FileRunLock:
         # Beside the database file, so every copy using that file finds the same lock whatever
         # its settings; an in-memory database has no file, and uses lock_dir.
         self.name = name
-        database = db.engine.url.database
-        if database and database != ":memory:":
-            file = Path(database).resolve()
+        file = sqlite_file(db.engine.url)
+        if file is not None:
+            file = file.resolve()
             self.path = file.with_name(file_lock_name(file.name, name))
         else:
             scope = hashlib.sha1(db.url.encode()).hexdigest()[:10]

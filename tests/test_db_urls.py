@@ -4,6 +4,7 @@ that repeats the operator's own --database-url (password masked)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,20 @@ def test_the_schema_command_masks_the_password_and_leaves_out_the_default_url():
         "--database-url 'mysql+pymysql://ops:***@db.internal/platform'")
     assert create_schema_command(DEFAULT_DATABASE_URL) == (
         "python tools/manage_schema.py create --execute")
+
+
+def test_an_sqlite_uri_filename_names_the_file_it_opens(tmp_path):
+    """Regression: `sqlite:///file:/path/x.db?uri=true` was refused as a missing file."""
+    from ops_lib.db import sqlite_file
+
+    database = tmp_path / "ops.db"
+    assert sqlite_file(f"sqlite:///file:{database}?mode=rw&uri=true") == database
+    assert sqlite_file("sqlite:///file:scratch?mode=memory&uri=true") is None
+    created = run_cli("manage_schema", "create", "--execute",
+                      env=tool_env(f"sqlite:///{database}", tmp_path))
+    assert created.returncode == 0, created.stderr
+    done = run_cli("cleanup_stale_devices", "--database-url",
+                   f"sqlite:///file:{database}?mode=rw&uri=true", env=tool_env("sqlite://", tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "file:").exists() and not Path("file:").exists()
+    assert any(p.name.endswith(".cleanup_stale_devices.lock") for p in tmp_path.iterdir())
