@@ -9,5 +9,5 @@ def test_quiet_still_logs_why_the_run_stopped_to_the_log_file(db_url, tmp_path):
                   env=tool_env(db_url, tmp_path))
     assert run.returncode == 0, run.stderr
     logged = log_file.read_text(encoding="utf-8")
-    assert "stopped: no more work" in logged
+    assert "stopped: dry run: nothing changed" in logged
     assert " INFO " in logged and "dry run on" not in logged  # only the summary line at INFO

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 
 from ops_lib.jobs.synthetic_load import TABLES
 from ops_lib.schema import metadata
-from tests.conftest import run_cli, snapshot, tool_env
+from tests.conftest import assert_unchanged, run_cli, snapshot, tool_env
 
 GENERATED = [table for table in metadata.sorted_tables if table in TABLES.values()]
 NOW = "2026-11-28 02:00:00"
@@ -50,14 +50,6 @@ def figures(answer: dict) -> dict[str, int]:
     return found
 
 
-def every_row_but_runs(db, run_ids: set[str]) -> dict:
-    """Every row of every table, the run ledger included less the rows of `run_ids`."""
-    rows = snapshot(db, exclude=())
-    rows["ops_job_runs"] = [row for row in rows["ops_job_runs"]
-                            if not run_ids.intersection(row)]
-    return rows
-
-
 def test_on_a_fresh_demo_database_every_tools_dry_run_finds_work_and_changes_nothing(
         db, tmp_path):
     env = tool_env(db.url, tmp_path)
@@ -77,9 +69,9 @@ def test_on_a_fresh_demo_database_every_tools_dry_run_finds_work_and_changes_not
         if missing:
             idle[" ".join(command)] = missing
     assert idle == {}  # every tool, every count: all problems at once
-    assert every_row_but_runs(db, run_ids) == before
-    assert len(snapshot(db, exclude=())["ops_job_runs"]) == len(before["ops_job_runs"]) + len(
-        DRY_RUNS)
+    after = snapshot(db)
+    assert_unchanged(before, after, runs=len(DRY_RUNS))  # each dry run wrote its own row only
+    assert set(before.new_runs(after)) == run_ids
 
 
 def test_without_history_the_demo_gives_the_other_tools_nothing_but_stale_devices(db, tmp_path):
