@@ -67,7 +67,7 @@ def fill(rows: int) -> float:
                 "SELECT seq, 1 + MOD(seq, 50000), 1 + MOD(seq, 20000), 'attendance', "
                 "CONCAT('Arrived at school #', seq), "
                 "CONCAT('Your child tapped in at 07:', LPAD(MOD(seq, 60), 2, '0'), ' today.'), "
-                "CONCAT('{\"student\":', MOD(seq, 20000), ',\"status\":\"present\"}'), "
+                "JSON_OBJECT('student', MOD(seq, 20000), 'status', 'present'), "
                 "CONCAT('att:', seq), "
                 "TIMESTAMP'2023-01-01 00:00:00' + INTERVAL (seq * 30) SECOND, "
                 "IF(MOD(seq, 3) = 0, NULL, "
