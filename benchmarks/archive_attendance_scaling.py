@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine  # noqa: E402
 
-from archive_vs_pt_archiver import wait_until_quiet  # noqa: E402
+from archive_vs_pt_archiver import seq_chunks, wait_until_quiet  # noqa: E402
 from ops_lib.jobs.schema_admin import create_scratch_database  # noqa: E402
 
 SERVER = os.environ.get("OPS_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
@@ -59,9 +59,7 @@ def fill(url: str, eligible: int, students: int) -> dict[str, int]:
         conn.exec_driver_sql(
             "INSERT INTO students (id, institution_id, name, card_uid) "
             f"SELECT seq, 1, CONCAT('Student ', seq), CONCAT('C', seq) FROM seq_1_to_{students}")
-        step = 200_000
-        for low in range(1, total + 1, step):
-            high = min(total, low + step - 1)
+        for low, high in seq_chunks(total):
             # Rows past the eligible ones are the recent days (dates restart at recent_first).
             conn.exec_driver_sql(
                 "INSERT INTO attendance_records (id, institution_id, student_id, attendance_date, "

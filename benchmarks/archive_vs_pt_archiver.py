@@ -51,6 +51,12 @@ def prepare() -> None:
     create_scratch_database(SERVER, DATABASE)
 
 
+def seq_chunks(total: int, step: int = 200_000):
+    """(low, high) ranges of 1..total for MariaDB's seq_<low>_to_<high> tables, one INSERT each."""
+    for low in range(1, total + 1, step):
+        yield low, min(total, low + step - 1)
+
+
 def fill(rows: int) -> float:
     """The same rows every time: ids 1..rows, created in 2023-2024 (MariaDB's SEQUENCE engine)."""
     engine = create_engine(scratch_url())
@@ -58,9 +64,7 @@ def fill(rows: int) -> float:
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE TABLE notifications")
         conn.exec_driver_sql("TRUNCATE TABLE notifications_archive")
-        step = 200_000
-        for low in range(1, rows + 1, step):
-            high = min(rows, low + step - 1)
+        for low, high in seq_chunks(rows):
             conn.exec_driver_sql(
                 "INSERT INTO notifications (id, guardian_id, student_id, kind, title, body, data, "
                 "dedupe_key, created_at, read_at, fanout_status) "
