@@ -43,8 +43,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ..db import Database, connect, describe_db_error, is_duplicate_key, retry_transient
+from ..db import Database, describe_db_error, is_duplicate_key, retry_transient
 from ..errors import PreconditionFailed
+from ..replica import ReplicaLag
 from ..result import DONE, JobResult, dry_run_reason
 from ..runtime import RunContext
 from ..schema import (
@@ -62,8 +63,6 @@ from ..timeutil import utcnow
 log = logging.getLogger("ops")
 
 SETTLED_INVOICE = ("paid", "void")
-REPLICA_CHECK_EVERY = 1.0  # seconds between two replica-lag readings
-REPLICA_WAIT_STEP = 1.0  # seconds between two readings while the replica lags
 # A window of ids grows while it finds fewer than BATCH eligible rows, up to this many batches
 # wide: long stretches of young or protected rows are crossed in few cheap empty windows.
 MAX_WINDOW_BATCHES = 64
@@ -273,88 +272,6 @@ def _render(statement, dialect) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Replica lag
-
-
-class ReplicaLag:
-    """Reads replication lag (seconds) from the replica URL setting, or the server itself."""
-
-    def __init__(self, ctx: RunContext, max_lag: float | None):
-        self.max_lag = max_lag
-        self.enabled = max_lag is not None
-        self.database: Database | None = None
-        self.note: str | None = None
-        self._last_check = 0.0
-        self._own = False
-        if not self.enabled:
-            return
-        if ctx.settings.replica_database_url:
-            self.database = connect(ctx.settings.replica_database_url)
-            self._own = True
-            where = f"replica {self.database.display_url}"
-        else:
-            self.database = ctx.db
-            where = "the database server itself"
-        if not self.database.caps.is_mysql:
-            self.enabled = False
-            self.note = "--max-replica-lag ignored: SQLite has no replicas"
-            return
-        lag = self.read()
-        if lag == "not a replica":
-            self.enabled = False
-            self.note = (f"--max-replica-lag has no effect: {where} reports no replication "
-                         "(SHOW REPLICA STATUS is empty)")
-        else:
-            self.note = f"--max-replica-lag {max_lag:g}s watches {where} (lag now {lag})"
-
-    def read(self) -> float | str | None:
-        """Seconds behind the primary; None when unknown (replication stopped)."""
-        rows = None
-        for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
-            try:
-                with self.database.engine.connect() as conn:
-                    rows = conn.exec_driver_sql(statement).mappings().all()
-                break
-            except DBAPIError as exc:
-                last_error = exc
-        if rows is None:
-            raise PreconditionFailed(
-                f"cannot read replication lag: {describe_db_error(last_error)} "
-                "(the user needs REPLICATION CLIENT / SLAVE MONITOR)")
-        if not rows:
-            return "not a replica"
-        lags = [row.get("Seconds_Behind_Master", row.get("Seconds_Behind_Source")) for row in rows]
-        if any(lag is None for lag in lags):
-            return None
-        return float(max(lags))
-
-    def wait_while_lagging(self, ctx: RunContext, stats: Stats) -> str | None:
-        """Pause while the replica lags more than allowed; a stop reason if told to stop."""
-        if not self.enabled or time.monotonic() - self._last_check < REPLICA_CHECK_EVERY:
-            return None
-        started = time.perf_counter()
-        waited = False
-        while True:
-            self._last_check = time.monotonic()
-            lag = self.read()
-            if isinstance(lag, float) and lag <= self.max_lag:
-                break
-            if not waited:
-                log.warning("replica lag %s > %gs: pausing", "unknown" if lag is None else
-                            f"{lag:g}s", self.max_lag)
-                waited = True
-            reason = ctx.why_stop()
-            if reason:
-                stats.add("replica wait", time.perf_counter() - started)
-                return reason
-            ctx.stop.wait(REPLICA_WAIT_STEP)
-        if waited:
-            stats.add("replica wait", time.perf_counter() - started)
-            log.info("replica caught up: resuming")
-        return None
-
-    def close(self) -> None:
-        if self._own and self.database is not None:
-            self.database.engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------
