@@ -146,9 +146,20 @@ def run_tool(
     lock: bool = True,
     creates_schema: bool = False,
     validate: Callable[[Settings], list[str]] | None = None,
+    failed_exit: int = EXIT_FAILED,
+    bad_input_exit: int = EXIT_USAGE,
     **job_args: Any,
 ) -> None:
-    """Run a job the way every tool runs; never returns (exits with the result's code)."""
+    """Run a job the way every tool runs; never returns (exits with the result's code).
+
+    Checks (queue health, reporting validation) give their findings as the result's exit code
+    and set `failed_exit` (and, under the Nagios convention, `bad_input_exit`) to 3, UNKNOWN:
+    a run that could not check is the only failed run, the only one that alerts.
+    """
+
+    def exit_code_for(code: int) -> int:
+        return {EXIT_FAILED: failed_exit, EXIT_USAGE: bad_input_exit}.get(code, code)
+
     # Imported here, not at the top: a tool's `--help` and usage errors stay free of them.
     from . import alerts
     from .db import connect
@@ -174,8 +185,8 @@ def run_tool(
     except OpsError as exc:
         _fail_line(exc, debug)
         _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
-                                error=str(exc)), options, exc.exit_code)
-        sys.exit(exc.exit_code)
+                                error=str(exc)), options, exit_code_for(exc.exit_code))
+        sys.exit(exit_code_for(exc.exit_code))
 
     try:
         configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
@@ -184,8 +195,8 @@ def run_tool(
         problem = BadInput(f"log file {settings.log_file}: {exc.strerror or exc}")
         _fail_line(problem, debug, exc)
         _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
-                                error=str(problem)), options, problem.exit_code)
-        sys.exit(problem.exit_code)
+                                error=str(problem)), options, exit_code_for(problem.exit_code))
+        sys.exit(exit_code_for(problem.exit_code))
     for warning in settings.warnings:
         log.warning("%s", warning)
     mode = choose_mode(options.get("json_output", False))
@@ -242,6 +253,7 @@ def run_tool(
             ledger.finish(result)
     except (Exception, KeyboardInterrupt) as exc:
         message, exit_code, status = describe_failure(exc)
+        exit_code = exit_code_for(exit_code)
         _fail_line(OpsError(message), debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args, status)
         _show_failure(result, options, exit_code)
@@ -340,7 +352,9 @@ class ToolCommand(click.Command):
     reported at once; `examples` become the "Examples" section of `--help`.
     """
 
-    def __init__(self, *args: Any, examples: Sequence[str] = (), **kwargs: Any):
+    def __init__(self, *args: Any, examples: Sequence[str] = (), usage_exit: int = EXIT_USAGE,
+                 **kwargs: Any):
+        self.usage_exit = usage_exit
         if examples:
             kwargs["epilog"] = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
         super().__init__(*args, **kwargs)
@@ -365,9 +379,10 @@ class ToolCommand(click.Command):
             return super().main(args, prog_name, standalone_mode=False, **extra)
         except click.UsageError as exc:
             _usage_failure(Path(prog_name).stem, args, f"{_one_line(exc)} "
-                           f"(see {prog_name} --help)", EXIT_USAGE)
+                           f"(see {prog_name} --help)", self.usage_exit)
         except click.ClickException as exc:
-            _usage_failure(Path(prog_name).stem, args, _one_line(exc), exc.exit_code)
+            _usage_failure(Path(prog_name).stem, args, _one_line(exc),
+                           self.usage_exit if exc.exit_code == EXIT_USAGE else exc.exit_code)
         except click.Abort:  # Ctrl-C before the job started: nothing was done
             click.echo("error: interrupted before the run started", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -408,9 +423,11 @@ def _usage_failure(tool: str, args: list[str], message: str, exit_code: int) -> 
     sys.exit(exit_code)
 
 
-def tool_command(examples: Sequence[str] = (), **kwargs: Any) -> Callable[[Callable], ToolCommand]:
-    """`@click.command()` for a tool: `examples` are full command lines, a dry run first."""
-    return click.command(cls=ToolCommand, examples=examples, **kwargs)
+def tool_command(examples: Sequence[str] = (), usage_exit: int = EXIT_USAGE,
+                 **kwargs: Any) -> Callable[[Callable], ToolCommand]:
+    """`@click.command()` for a tool: `examples` are full command lines, a dry run first;
+    `usage_exit` 3 for a Nagios-style check, whose usage errors are UNKNOWN."""
+    return click.command(cls=ToolCommand, examples=examples, usage_exit=usage_exit, **kwargs)
 
 
 def tool_main(command: click.Command) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# Health checks (monitoring convention): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (could not check).
+EXIT_UNKNOWN = 3
 
 
 class OpsError(Exception):
