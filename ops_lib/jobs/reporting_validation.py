@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.engine import make_url
@@ -245,10 +245,41 @@ def _named(area: Area, row: dict[str, Any]) -> str:
     return f"{area.name} {key} ({figures})"
 
 
-def _one_line(found: Iterable[tuple[Area, dict[str, Any]]], count: int) -> str:
-    named = [_named(area, row) for area, row in found][:ERROR_ROWS_NAMED]
-    more = f"; {count - len(named)} more" if count > len(named) else ""
-    return f"{count} mismatching rows (primary vs target): " + "; ".join(named) + more
+def _one_line(found: list[tuple[Area, dict[str, Any]]]) -> str:
+    named = [_named(area, row) for area, row in found[:ERROR_ROWS_NAMED]]
+    more = f"; {len(found) - len(named)} more" if len(found) > len(named) else ""
+    return f"{len(found)} mismatching rows (primary vs target): " + "; ".join(named) + more
+
+
+def judge(result: JobResult, checked: list[Area], primary: list[Figures],
+          target: list[Figures], first_lag_day: dt.date | None) -> None:
+    """Sections, counts and verdict: a mismatch outside the lag fails the run (exit 1, alert);
+    mismatches only inside it are inconclusive (exit 1, status ok); none: equal (exit 0)."""
+    found: list[tuple[Area, dict[str, Any]]] = []
+    groups = 0
+    for area, ours, theirs in zip(checked, primary, target):
+        rows = compare(area, ours, theirs, first_lag_day)
+        groups += len(ours.keys() | theirs.keys())
+        found.extend((area, row) for row in rows)
+        result.section(area.name, rows,
+                       columns=[*area.keys, "differs", "primary", "target", "verdict"])
+    failures = [(area, row) for area, row in found if row["verdict"] == MISMATCH]
+    inconclusive = len(found) - len(failures)
+    result.counts.update(areas_checked=len(checked), groups_compared=groups,
+                         mismatches=len(failures), inconclusive=inconclusive)
+    if failures:
+        result.status = "failed"
+        result.error = _one_line(failures)
+        result.stop_reason = f"{len(failures)} mismatching rows" + (
+            f", {inconclusive} inconclusive (inside the replica lag)" if inconclusive else "")
+        result.exit_code = 1
+    elif inconclusive:
+        result.stop_reason = (f"inconclusive: {inconclusive} mismatching rows inside the replica "
+                              "lag; run again once the replica has caught up")
+        result.exit_code = 1
+    else:
+        result.stop_reason = f"equal: {groups} groups in {len(checked)} areas"
+        result.exit_code = 0
 
 
 def run(ctx: RunContext, date_from: dt.date | None = None,
@@ -280,19 +311,7 @@ def _compare(ctx: RunContext, result: JobResult, target: Database, source: str,
     horizon = lag_horizon(started, lag_before, lag_after)
     first_lag_day = first_day_in_lag(window, horizon)
 
-    found: list[tuple[Area, dict[str, Any]]] = []
-    groups = 0
-    for area, ours, theirs in zip(checked, primary, copy):
-        rows = compare(area, ours, theirs, first_lag_day)
-        groups += len(ours.keys() | theirs.keys())
-        found.extend((area, row) for row in rows)
-        result.section(area.name, rows,
-                       columns=[*area.keys, "differs", "primary", "target", "verdict"])
-    failures = [(area, row) for area, row in found if row["verdict"] == MISMATCH]
-    inconclusive = len(found) - len(failures)
-    result.counts.update(areas_checked=len(checked), groups_compared=groups,
-                         mismatches=len(failures), inconclusive=inconclusive)
-
+    judge(result, checked, primary, copy, first_lag_day)
     same = make_url(target.url) == make_url(ctx.db.url)
     result.notes.append(f"target {target.display_url} ({source})"
                         + (": the primary itself, nothing to compare" if same else ""))
@@ -309,18 +328,4 @@ def _compare(ctx: RunContext, result: JobResult, target: Database, source: str,
         result.notes.append(f"inside the lag, a mismatch is inconclusive: the days from "
                             f"{first_lag_day} on ({since})")
     result.statements.extend(_sql(ctx.db, area.statement) for area in checked)
-
-    if failures:
-        result.status = "failed"
-        result.error = _one_line(failures, len(failures))
-        result.stop_reason = f"{len(failures)} mismatching rows" + (
-            f", {inconclusive} inconclusive (inside the replica lag)" if inconclusive else "")
-        result.exit_code = 1
-    elif inconclusive:
-        result.stop_reason = (f"inconclusive: {inconclusive} mismatching rows inside the replica "
-                              "lag; run again once the replica has caught up")
-        result.exit_code = 1
-    else:
-        result.stop_reason = f"equal: {groups} groups in {len(checked)} areas"
-        result.exit_code = 0
     return result
