@@ -15,8 +15,8 @@ DAY = click.DateTime(["%Y-%m-%d"])
 
 @tool_command(examples=[
     "python tools/shadow_reporting_validation.py  # the last 7 days, against the read replica",
-    "python tools/shadow_reporting_validation.py --from 2026-11-01 --to 2026-11-08 "
-    "--target-url 'mysql+pymysql://ops@warehouse.internal/platform'",
+    "python tools/shadow_reporting_validation.py --from 2026-11-01 --to 2026-11-08  "
+    "# 1-7 November",
 ])
 @click.option("--from", "date_from", type=DAY, default=None, metavar="YYYY-MM-DD",
               help="First day compared (default: 7 days before --to).")
