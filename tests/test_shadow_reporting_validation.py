@@ -267,6 +267,12 @@ def test_an_unreachable_target_exits_3_naming_the_target_and_its_masked_url(tmp_
     assert line.startswith(f"error: target: cannot use the database at "
                            f"mysql+pymysql://ops:***@127.0.0.1:")
     assert "s3cret-pw" not in done.stderr + done.stdout
+    database = connect(primary_url)
+    with database.engine.connect() as conn:
+        [(status, args)] = conn.execute(select(ops_job_runs.c.status, ops_job_runs.c.args)).all()
+    database.engine.dispose()
+    assert status == "failed"
+    assert json.loads(args)["target_url"] == target.replace("s3cret-pw", "***")
 
 
 def test_a_missing_sqlite_target_is_bad_input_and_creates_nothing(tmp_path):
