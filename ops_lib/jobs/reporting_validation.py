@@ -125,7 +125,10 @@ def areas(window: Window) -> list[Area]:
                     func.count().label("records"),
                     func.sum(case((records.c.status == "present", 1), else_=0)).label("present"),
                     func.sum(case((records.c.status == "late", 1), else_=0)).label("late"))
-             .where(records.c.attendance_date >= window.start,
+             # Both flag values: the archive's index (is_archived, attendance_date) is the
+             # only one that reads just the window's days (without it, the whole table).
+             .where(records.c.is_archived.in_([False, True]),
+                    records.c.attendance_date >= window.start,
                     records.c.attendance_date < window.end)
              .group_by(records.c.attendance_date, records.c.institution_id)),
         Area("attendance_rollups", ("attendance_date", "institution_id"),
