@@ -16,7 +16,6 @@ Rules (docs/tools/shadow_reporting_validation.md):
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +32,6 @@ from ..runtime import RunContext
 from ..schema import attendance_records, attendance_rollups, invoices
 from ..settings import Settings
 from ..timeutil import utcnow
-
-log = logging.getLogger(__name__)
 
 DEFAULT_DAYS = 7
 MISMATCH = "mismatch"
