@@ -130,15 +130,14 @@ def test_two_databases_agree_then_the_report_names_exactly_the_two_rows_that_dif
     answer = json.loads(differ.stdout)
     assert answer["sections"] == {
         "attendance_records": [{
-            "attendance_date": "2025-03-11", "institution_id": 1, "differs": "records, present",
-            "primary": {"records": 3, "present": 2, "late": 1},
-            "target": {"records": 2, "present": 1, "late": 1}, "verdict": MISMATCH}],
+            "attendance_date": "2025-03-11", "institution_id": 1,
+            "primary": {"records": 3, "present": 2}, "target": {"records": 2, "present": 1},
+            "verdict": MISMATCH}],
         "attendance_rollups": [],
         "invoices": [{
             "period_start": "2025-03-01", "period_end": "2025-03-31", "institution_id": 2,
-            "status": "due", "differs": "amount_minor",
-            "primary": {"invoices": 1, "amount_minor": 150000},
-            "target": {"invoices": 1, "amount_minor": 140000}, "verdict": MISMATCH}],
+            "status": "due", "primary": {"amount_minor": 150000},
+            "target": {"amount_minor": 140000}, "verdict": MISMATCH}],
     }
     assert answer["status"] == "failed"
     assert answer["counts"]["mismatches"] == 2 and answer["counts"]["inconclusive"] == 0
@@ -166,11 +165,11 @@ def test_the_plain_report_shows_both_values_of_each_mismatching_row(tmp_path):
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     assert ('attendance_records: attendance_date=2025-03-11 institution_id=1 '
-            'differs="records, present" primary="records=3 present=2 late=1" '
-            'target="records=2 present=1 late=1" verdict=mismatch') in lines
+            'primary="records=3 present=2" target="records=2 present=1" verdict=mismatch'
+            ) in lines
     assert ('invoices: period_start=2025-03-01 period_end=2025-03-31 institution_id=2 '
-            'status=due differs=amount_minor primary="invoices=1 amount_minor=150000" '
-            'target="invoices=1 amount_minor=140000" verdict=mismatch') in lines
+            'status=due primary=amount_minor=150000 target=amount_minor=140000 '
+            'verdict=mismatch') in lines
     assert "counts: areas_checked=3 groups_compared=10 inconclusive=0 mismatches=2" in lines
     assert ("note: window: attendance_date 2025-03-10 to 2025-03-17 (exclusive); invoices of "
             "every period overlapping it") in lines
@@ -217,10 +216,12 @@ def test_differences_outside_the_window_are_not_compared(tmp_path):
     sections = json.loads(wider.stdout)["sections"]
     assert [row["attendance_date"] for row in sections["attendance_records"]] == [
         "2025-03-09", "2025-03-17"]
-    assert [row["differs"] for row in sections["attendance_records"]] == [
-        "missing on target", "missing on target"]
-    assert [(row["period_start"], row["differs"]) for row in sections["invoices"]] == [
-        ("2025-02-01", "amount_minor")]
+    assert [row["primary"] for row in sections["attendance_records"]] == [
+        {"records": 1, "present": 1, "late": 0}] * 2
+    assert [row["target"] for row in sections["attendance_records"]] == [None, None]
+    assert [(row["period_start"], row["primary"], row["target"])
+            for row in sections["invoices"]] == [
+        ("2025-02-01", {"amount_minor": 1}, {"amount_minor": 150000})]
 
 
 def test_the_replica_setting_is_the_default_target(tmp_path):
@@ -233,6 +234,11 @@ def test_the_replica_setting_is_the_default_target(tmp_path):
     answer = json.loads(done.stdout)
     assert f"target {target_url} (replica_database_url)" in answer["notes"]
     assert answer["counts"]["mismatches"] == 10  # every group is missing on the empty copy
+    assert answer["error"] == (
+        "10 mismatching rows (primary vs target): attendance_records attendance_date=2025-03-10 "
+        "institution_id=1 (missing on target); attendance_records attendance_date=2025-03-10 "
+        "institution_id=2 (missing on target); attendance_records attendance_date=2025-03-11 "
+        "institution_id=1 (missing on target); 7 more")
 
 
 def test_the_default_window_is_the_last_seven_days_before_today_for_a_copy(tmp_path):

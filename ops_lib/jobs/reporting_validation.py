@@ -158,23 +158,21 @@ Figures = dict[tuple, tuple[int, ...]]
 
 def compare(area: Area, primary: Figures, target: Figures,
             first_lag_day: dt.date | None) -> list[dict[str, Any]]:
-    """The mismatching groups of one area (a full outer join by key), sorted by key."""
+    """The mismatching groups of one area (a full outer join by key), sorted by key, with the
+    figures that differ on each side (None: the group is missing on that side)."""
     last_day = area.keys.index(area.last_day)
     rows = []
     for key in sorted(primary.keys() | target.keys()):
         ours, theirs = primary.get(key), target.get(key)
         if ours == theirs:
             continue
-        if ours is None or theirs is None:
-            differs = "missing on primary" if ours is None else "missing on target"
-        else:
-            differs = ", ".join(name for name, a, b in zip(area.figures, ours, theirs) if a != b)
+        differ = [index for index, name in enumerate(area.figures)
+                  if ours is None or theirs is None or ours[index] != theirs[index]]
         inside = first_lag_day is not None and key[last_day] >= first_lag_day
         rows.append({
             **dict(zip(area.keys, key)),
-            "differs": differs,
-            "primary": None if ours is None else dict(zip(area.figures, ours)),
-            "target": None if theirs is None else dict(zip(area.figures, theirs)),
+            "primary": None if ours is None else {area.figures[i]: ours[i] for i in differ},
+            "target": None if theirs is None else {area.figures[i]: theirs[i] for i in differ},
             "verdict": INCONCLUSIVE if inside else MISMATCH,
         })
     return rows
@@ -239,9 +237,9 @@ def _sql(database: Database, statement: Select) -> str:
 def _named(area: Area, row: dict[str, Any]) -> str:
     key = " ".join(f"{name}={row[name]}" for name in area.keys)
     if row["primary"] is None or row["target"] is None:
-        return f"{area.name} {key} ({row['differs']})"
-    figures = ", ".join(f"{name} {row['primary'][name]} vs {row['target'][name]}"
-                        for name in row["differs"].split(", "))
+        return f"{area.name} {key} (missing on {'primary' if row['primary'] is None else 'target'})"
+    figures = ", ".join(f"{name} {value} vs {row['target'][name]}"
+                        for name, value in row["primary"].items())
     return f"{area.name} {key} ({figures})"
 
 
@@ -262,7 +260,7 @@ def judge(result: JobResult, checked: list[Area], primary: list[Figures],
         groups += len(ours.keys() | theirs.keys())
         found.extend((area, row) for row in rows)
         result.section(area.name, rows,
-                       columns=[*area.keys, "differs", "primary", "target", "verdict"])
+                       columns=[*area.keys, "primary", "target", "verdict"])
     failures = [(area, row) for area, row in found if row["verdict"] == MISMATCH]
     inconclusive = len(found) - len(failures)
     result.counts.update(areas_checked=len(checked), groups_compared=groups,
