@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, update
 
 from ops_lib.db import connect
 from ops_lib.jobs.reporting_validation import (
-    INCONCLUSIVE, MISMATCH, STOPPED, Window, areas, choose_window, default_window,
+    INCONCLUSIVE, MISMATCH, STOPPED, Window, areas, choose_window, compare, default_window,
     first_day_in_lag, judge, lag_horizon)
 from ops_lib.errors import BadInput
 from ops_lib.replica import NOT_A_REPLICA
@@ -232,7 +232,8 @@ def test_the_replica_setting_is_the_default_target(tmp_path):
     done = run_cli(TOOL, *WINDOW, "--json", env=env)
     assert done.returncode == 1, done.stderr
     answer = json.loads(done.stdout)
-    assert f"target {target_url} (replica_database_url)" in answer["notes"]
+    assert f"target {target_url} (replica_database_url, OPS_REPLICA_DATABASE_URL)" in answer[
+        "notes"]
     assert answer["counts"]["mismatches"] == 10  # every group is missing on the empty copy
     assert answer["error"] == (
         "10 mismatching rows (primary vs target): attendance_records attendance_date=2025-03-10 "
@@ -359,6 +360,19 @@ def test_a_lag_that_grows_during_the_check_makes_the_days_it_reaches_inconclusiv
 
 def _figures(records: dict[dt.date, int]) -> dict[tuple, tuple[int, ...]]:
     return {(day, 1): (count, count, 0) for day, count in records.items()}
+
+
+def test_a_group_on_one_side_only_is_a_mismatch_with_all_its_figures_on_that_side():
+    window = Window(dt.date(2026, 11, 1), dt.date(2026, 11, 8))
+    invoices_area = areas(window)[2]
+    key = (dt.date(2026, 11, 1), dt.date(2026, 11, 30), 7, "paid")
+    rows = compare(invoices_area, {}, {key: (2, 300000)}, None)
+    assert rows == [{"period_start": dt.date(2026, 11, 1), "period_end": dt.date(2026, 11, 30),
+                     "institution_id": 7, "status": "paid", "primary": None,
+                     "target": {"invoices": 2, "amount_minor": 300000}, "verdict": MISMATCH}]
+    # The period's last day decides: November is still open when the lag reaches the 28th.
+    inside = compare(invoices_area, {}, {key: (2, 300000)}, dt.date(2026, 11, 28))
+    assert [row["verdict"] for row in inside] == [INCONCLUSIVE]
 
 
 def test_a_mismatch_inside_the_lag_is_inconclusive_and_keeps_the_run_ok():

@@ -311,7 +311,7 @@ def _compare(ctx: RunContext, result: JobResult, target: Database, source: str,
 
     judge(result, checked, primary, copy, first_lag_day)
     same = make_url(target.url) == make_url(ctx.db.url)
-    result.notes.append(f"target {target.display_url} ({source})"
+    result.notes.append(f"target {target.display_url} ({source}, {ctx.settings.source(source)})"
                         + (": the primary itself, nothing to compare" if same else ""))
     if lag_before == NOT_A_REPLICA and lag_after == NOT_A_REPLICA:
         result.notes.append("target lag: not a replica (a copy): every mismatch is a failure")
