@@ -10,8 +10,9 @@ even when its id is given.
 - retry: back to `pending` with attempts reset and the error cleared, so the next worker run takes
   the row as new (chosen ids, or every failed row of the chosen queues).
 - forget: delete the chosen failed rows (ids required).
-- prune: delete failed rows queued more than `dead_letter_retention_days` ago (or
-  --older-than-days). The queues keep no failure time, so age is counted from `created_at`.
+- prune: delete rows that failed more than `dead_letter_retention_days` ago (or
+  --older-than-days), by the time each was dead-lettered (`finished_at`, `processed_at` for scans);
+  rows dead-lettered before the queues kept that time count from when they were queued.
 
 Writes go in keyset batches of BATCH rows (one short transaction each, ids ascending), so a
 retry of 100,000 rows never holds one long lock, and a row the worker fails again while the tool
@@ -27,6 +28,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Connection, Table, and_, delete, func, select, update
 from sqlalchemy.sql import ColumnElement
 
+from .. import queue as worker_queues
 from ..result import DRY_RUN, JobResult
 from ..runtime import RunContext
 from ..schema import attendance_scan_queue, push_deliveries, report_email_queue
@@ -45,16 +47,23 @@ class DeadLetterQueue:
     extra_columns: tuple[str, ...] = ()
     reset: dict[str, Any] = field(default_factory=dict)  # also cleared on retry
 
+    def failed_since(self) -> ColumnElement:
+        """When a row was dead-lettered (when it was queued, for rows failed before this was
+        recorded)."""
+        c = self.table.c
+        return func.coalesce(c[worker_queues.QUEUES[self.name].finished_at], c.created_at)
+
     def retry_values(self) -> dict[str, Any]:
         return {"status": "pending", "attempts": 0, "error": None, "claimed_by": None,
-                "lease_expires_at": None, "available_at": None, **self.reset}
+                "lease_expires_at": None, "available_at": None,
+                worker_queues.QUEUES[self.name].finished_at: None, **self.reset}
 
 
 QUEUES: dict[str, DeadLetterQueue] = {
     "scans": DeadLetterQueue(
         "scans", attendance_scan_queue,
         lambda r: f"card {r.card_uid} at institution {r.institution_id}, scanned {r.scanned_at}",
-        ("card_uid", "institution_id", "scanned_at"), {"processed_at": None}),
+        ("card_uid", "institution_id", "scanned_at")),
     "deliveries": DeadLetterQueue(
         "deliveries", push_deliveries,
         lambda r: f"notification {r.notification_id} to device {r.device_id}"
@@ -96,7 +105,7 @@ def selection(dlq: DeadLetterQueue, action: str, ids: Sequence[int],
     if ids:
         where.append(c.id.in_(sorted(set(ids))))
     if action == "prune" and cutoff is not None:
-        where.append(c.created_at < cutoff)
+        where.append(dlq.failed_since() < cutoff)
     return and_(*where)
 
 
