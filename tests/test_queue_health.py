@@ -371,3 +371,52 @@ def test_the_grace_setting_moves_when_a_tool_is_late(db_url, tmp_path, rows):
     assert tool_row(result, "run_billing_jobs")["freshness"] == "late" and code == 1
     code, result = check_json(db_url, tmp_path, OPS_HEALTH_GRACE_SECONDS="run_billing_jobs=86400")
     assert tool_row(result, "run_billing_jobs")["freshness"] == "ok" and code == 0
+
+
+def test_timeout_on_sqlite_interrupts_a_statement_that_would_run_for_hours(tmp_path):
+    """A WAL reader never waits for a lock, so SQLite's --timeout stops slow statements: a
+    recursive count to a trillion stands for a check on a huge table."""
+    from ops_lib.db import connect
+    from ops_lib.jobs.queue_health import CheckTimedOut, deadline
+    from tests.conftest import sqlite_database
+
+    database = connect(sqlite_database(tmp_path))
+    endless = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+               "WHERE i < 1000000000000) SELECT count(*) FROM n")
+    try:
+        with database.begin(write=False) as conn:
+            with pytest.raises(CheckTimedOut, match="--timeout 0.5 s"):
+                with deadline(conn, 0.5):
+                    conn.exec_driver_sql(endless)
+            # The connection is usable again, with its usual busy timeout.
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    finally:
+        database.engine.dispose()
+
+
+def test_a_check_past_its_timeout_runs_no_further_statement(tmp_path):
+    from ops_lib.jobs import queue_health
+    from tests.conftest import job_context, sqlite_database
+
+    ctx = job_context(sqlite_database(tmp_path), tmp_path, dry_run=True)
+    try:
+        with pytest.raises(queue_health.CheckTimedOut, match="--timeout 1e-09 s"):
+            queue_health.run(ctx, timeout=1e-9, now=NOW)
+    finally:
+        ctx.db.engine.dispose()
+
+
+def test_timeout_on_mariadb_is_unknown_while_a_table_lock_holds_the_check(mariadb_url, tmp_path):
+    engine = create_engine(mariadb_url)
+    with engine.connect() as holder:
+        holder.exec_driver_sql("LOCK TABLES attendance_scan_queue WRITE")
+        try:
+            done = check(mariadb_url, tmp_path, "--timeout", "1", "--quiet")
+        finally:
+            holder.exec_driver_sql("UNLOCK TABLES")
+    engine.dispose()
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "error: timed out: the check took longer than --timeout 1 s (a query was still "
+        "waiting or running)"]
