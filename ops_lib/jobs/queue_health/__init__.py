@@ -23,7 +23,7 @@ from ...queue import QUEUES
 from ...result import JobResult
 from ...runtime import RunContext
 from ...schedule import SCHEDULE
-from ...settings import per_item
+from ...settings import SETTINGS, per_item
 from ...timeutil import utcnow
 from . import freshness, outputs
 from .figures import queue_figures
@@ -38,12 +38,16 @@ class CheckTimedOut(OpsError):
 
 
 def thresholds(settings, queue: str) -> dict[str, int | None]:
-    """The depth and latency thresholds of one queue (map-valued settings, `*` the default)."""
+    """The depth and latency thresholds of one queue: its own value, else the setting's `*`,
+    else the default's `*` (naming one queue keeps the others at the default)."""
+    def value(name: str) -> int | None:
+        return per_item(getattr(settings, name), queue, SETTINGS[name].default.get("*"))
+
     return {
-        "depth_warning": per_item(settings.health_queue_depth_warning, queue),
-        "depth_critical": per_item(settings.health_queue_depth_critical, queue),
-        "latency_warning": per_item(settings.health_queue_latency_warning_seconds, queue),
-        "latency_critical": per_item(settings.health_queue_latency_critical_seconds, queue),
+        "depth_warning": value("health_queue_depth_warning"),
+        "depth_critical": value("health_queue_depth_critical"),
+        "latency_warning": value("health_queue_latency_warning_seconds"),
+        "latency_critical": value("health_queue_latency_critical_seconds"),
     }
 
 
