@@ -420,3 +420,23 @@ def test_timeout_on_mariadb_is_unknown_while_a_table_lock_holds_the_check(mariad
     assert done.stderr.strip().splitlines() == [
         "error: timed out: the check took longer than --timeout 1 s (a query was still "
         "waiting or running)"]
+
+
+def test_a_critical_finding_sends_no_failure_mail_but_a_check_that_could_not_check_does(
+        db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.scans(1, created_at=ago(hours=1))
+    outbox = tmp_path / "outbox" / "email"
+    done = check(db_url, tmp_path, OPS_ALERT_EMAIL="ops@school.test")
+    assert done.returncode == 2, done.stderr
+    assert not outbox.exists() or list(outbox.glob("*.eml")) == []  # the check did its job
+
+    failed = run_cli("queue_health_summary", "--json", "--database-url",
+                     "mysql+pymysql://root@127.0.0.1:1/platform",
+                     env=tool_env(db_url, tmp_path, OPS_ALERT_EMAIL="ops@school.test"))
+    assert failed.returncode == 3
+    result = json.loads(failed.stdout)
+    assert (result["status"], result["exit_code"]) == ("failed", 3)
+    mails = list(outbox.glob("*.eml"))
+    assert len(mails) == 1 and "queue_health_summary failed" in mails[0].read_text()
+    assert "Status: failed" in mails[0].read_text()
