@@ -94,9 +94,9 @@ def tool_row(result: dict, name: str) -> dict:
     return next(r for r in result["sections"]["Tools"] if r["tool"] == name)
 
 
-EMPTY = {"due": "0", "delayed": "0", "claimed": "0", "expired": "0", "dead": "0",
-         "failed_1h": "0", "done_15m": "0", "latency": "-", "state": "OK"}
-MARKER_EMPTY = {**EMPTY, "dead": "-", "failed_1h": "-", "done_15m": "-"}
+EMPTY = {"due": 0, "delayed": 0, "claimed": 0, "expired": 0, "dead": 0, "failed_1h": 0,
+         "done_15m": 0, "latency": "-", "latency_seconds": None, "state": "OK", "capped": None}
+MARKER_EMPTY = {**EMPTY, "dead": None, "failed_1h": None, "done_15m": None}
 
 
 def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
@@ -105,7 +105,7 @@ def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
     pager, perf = first.split(" | ")
-    assert pager == "QUEUES OK: 0 due, oldest -; 5 of 5 tools on time"
+    assert pager == "QUEUES OK: 0 due; 5 of 5 tools on time"
     assert "'scans due'=0;10000;100000;0; 'scans latency'=0s;300;900;0;" in perf
     assert "'rollups expired'=0;1;;0;" in perf and "'rollups failed 1h'" not in perf
     assert perf.endswith("'tools not fresh'=0;1;;0;")
@@ -119,11 +119,11 @@ def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
         assert {k: v for k, v in queue_row(result, name).items() if k != "queue"} == EMPTY
     for name in ("rollups", "snapshots"):
         assert {k: v for k, v in queue_row(result, name).items() if k != "queue"} == MARKER_EMPTY
-    assert queue_row(result, "fanout")["dead"] == "-"  # fan-out dead-letters nothing
+    assert queue_row(result, "fanout")["dead"] is None  # fan-out dead-letters nothing
     billing = tool_row(result, "run_billing_jobs")
     assert billing == {"tool": "run_billing_jobs", "schedule": "daily at 01:10 UTC",
                        "freshness": "ok", "last_success": "2026-11-28 01:10:00",
-                       "running_for": "-", "next_expected": "2026-11-29 01:10:00",
+                       "last_failure": "-", "running_for": "-", "next_expected": "2026-11-29 01:10:00",
                        "state": "OK"}
     assert tool_row(result, "check_schema_drift")["freshness"] == "optional, not enabled"
 
@@ -136,9 +136,9 @@ def test_a_deep_but_moving_queue_warns_on_depth_only(db_url, tmp_path, rows):
     code, result = check_json(db_url, tmp_path, OPS_HEALTH_QUEUE_DEPTH_WARNING="scans=10,*=500")
     assert code == 1
     assert result["headline"] == "QUEUES WARNING: scans 20 due"
-    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "due": "20",
-                                          "done_15m": "50", "latency": "40s",
-                                          "state": "WARNING"}
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "due": 20,
+                                          "done_15m": 50, "latency": "40s",
+                                          "latency_seconds": 40, "state": "WARNING"}
 
 
 def test_old_pending_rows_are_critical_by_latency_from_when_they_became_available(
@@ -153,7 +153,8 @@ def test_old_pending_rows_are_critical_by_latency_from_when_they_became_availabl
         "'scans latency'=7380s;300;900;0;")
     code, result = check_json(db_url, tmp_path)
     assert code == 2 and result["counts"]["state"] == 2 and result["counts"]["due"] == 3
-    assert queue_row(result, "scans")["latency"] == "2h 3m"
+    assert (queue_row(result, "scans")["latency"],
+            queue_row(result, "scans")["latency_seconds"]) == ("2h 3m", 7380)
 
 
 def test_delayed_retries_only_raise_no_latency_alarm(db_url, tmp_path, rows):
@@ -162,7 +163,7 @@ def test_delayed_retries_only_raise_no_latency_alarm(db_url, tmp_path, rows):
                attempts=2)
     code, result = check_json(db_url, tmp_path)
     assert code == 0, result
-    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "delayed": "4"}
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "delayed": 4}
 
 
 def test_expired_claims_and_rows_failed_in_the_last_hour_warn(db_url, tmp_path, rows):
@@ -176,8 +177,8 @@ def test_expired_claims_and_rows_failed_in_the_last_hour_warn(db_url, tmp_path, 
     assert done.returncode == 1, done.stderr
     assert done.stdout.splitlines()[0] == "QUEUES WARNING: scans 1 expired claims; 1 more problem"
     code, result = check_json(db_url, tmp_path)
-    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "claimed": "2",
-                                          "expired": "1", "dead": "2", "failed_1h": "1",
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "claimed": 2,
+                                          "expired": 1, "dead": 2, "failed_1h": 1,
                                           "state": "WARNING"}
     assert result["counts"]["expired"] == 1 and result["counts"]["failed_last_hour"] == 1
 
@@ -193,11 +194,11 @@ def test_marker_queues_report_depth_latency_and_claims(db_url, tmp_path, rows):
                                           "claimed_by": "run", "lease_expires_at": ago(minutes=1)})
     code, result = check_json(db_url, tmp_path)
     assert code == 1
-    assert queue_row(result, "rollups") == {**MARKER_EMPTY, "queue": "rollups", "due": "1",
-                                            "delayed": "1", "latency": "6m",
-                                            "state": "WARNING"}
+    assert queue_row(result, "rollups") == {**MARKER_EMPTY, "queue": "rollups", "due": 1,
+                                            "delayed": 1, "latency": "6m",
+                                            "latency_seconds": 360, "state": "WARNING"}
     assert queue_row(result, "snapshots") == {**MARKER_EMPTY, "queue": "snapshots",
-                                              "expired": "1", "state": "WARNING"}
+                                              "expired": 1, "state": "WARNING"}
     assert result["headline"] == "QUEUES WARNING: rollups latency 6m; 1 more problem"
 
 
@@ -213,8 +214,9 @@ def test_notifications_and_emails_are_counted_by_their_own_status_columns(db_url
                                      "created_at": ago(hours=1), "finished_at": ago(minutes=59)})
     code, result = check_json(db_url, tmp_path)
     assert code == 0, result
-    assert queue_row(result, "fanout") == {**EMPTY, "queue": "fanout", "due": "1", "dead": "-",
-                                           "failed_1h": "-", "done_15m": "1", "latency": "1m"}
+    assert queue_row(result, "fanout") == {**EMPTY, "queue": "fanout", "due": 1, "dead": None,
+                                           "failed_1h": None, "done_15m": 1, "latency": "1m",
+                                           "latency_seconds": 60}
     assert queue_row(result, "emails") == {**EMPTY, "queue": "emails"}
 
 
@@ -232,7 +234,7 @@ def test_a_tool_not_run_for_three_intervals_is_down_and_one_interval_late(
     code, result = check_json(db_url, tmp_path)
     assert tool_row(result, "run_billing_jobs") == {
         "tool": "run_billing_jobs", "schedule": "daily at 01:10 UTC", "freshness": "down",
-        "last_success": "2026-11-25 01:10:00", "running_for": "-",
+        "last_success": "2026-11-25 01:10:00", "last_failure": "-", "running_for": "-",
         "next_expected": "2026-11-26 01:10:00", "state": "CRITICAL"}
     archive = tool_row(result, "archive_hot_path_data")
     assert (archive["freshness"], archive["state"], archive["last_success"]) == \
@@ -295,6 +297,7 @@ def test_the_prometheus_textfile_parses_back(db_url, tmp_path, rows):
     textfile = tmp_path / "metrics" / "ops.prom"
     done = check(db_url, tmp_path, "--prometheus", str(textfile))
     assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "QUEUES OK: 3 due, oldest 2m; 5 of 5 tools on time"
     text = textfile.read_text()
     assert "# HELP ops_queue_latency_seconds" in text and "# TYPE ops_queue_due_rows gauge" in text
     samples = {}
