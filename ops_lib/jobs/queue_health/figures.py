@@ -4,8 +4,9 @@ The queue registry's invariant makes them cheap: a claimed row has `claimed_by` 
 `lease_expires_at` both set (a released one neither), and a delayed row (`available_at` in the
 future) is never claimed. So the rows due now are all waiting rows minus the delayed, the claimed
 and the expired ones: four covering range scans of the `(status, ...)`, `(status, available_at,
-...)` and `(status, lease_expires_at)` indexes, with no row lookups. Counts stop at `cap` (a COUNT over a
-LIMITed subquery): a figure beyond it is marked capped and shown as "1,000,000+".
+...)` and `(status, lease_expires_at)` indexes, with no row lookups. Counts stop at `cap`
+(MariaDB: `LIMIT ROWS EXAMINED`; elsewhere, and past the cap, a COUNT over a LIMITed subquery): a
+figure beyond it is marked capped and shown as "1,000,000+".
 
 The background worker's dry run reads the same figures (one implementation).
 """
@@ -29,6 +30,14 @@ def _count(conn: Connection, queue: Queue, *where: Any, cap: int | None) -> tupl
     if cap is None:
         exact = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
         return exact, False
+    if getattr(conn.dialect, "is_mariadb", False):
+        # MariaDB stops a statement once it examined `cap + 1` rows, and then returns no row:
+        # under the cap that is an exact count at a plain COUNT's speed (no derived table to
+        # fill). Over it, the derived count below says how many of the examined rows matched.
+        probe = conn.execute(select(func.count()).select_from(table).where(*where)
+                             .suffix_with(f"LIMIT ROWS EXAMINED {cap + 1}")).first()
+        if probe is not None:
+            return min(probe[0], cap), probe[0] > cap
     limited = select(literal(1).label("one")).select_from(table).where(*where).limit(cap + 1)
     found = conn.execute(select(func.count()).select_from(limited.subquery())).scalar_one()
     return min(found, cap), found > cap
