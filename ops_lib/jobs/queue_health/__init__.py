@@ -30,7 +30,9 @@ from .figures import queue_figures
 from .model import CRITICAL, NOT_JUDGED, OK, STATE_NAMES, WARNING, HealthReport, QueueHealth
 
 RECENT_FAILURES = 10
-MYSQL_STATEMENT_TIMEOUT = 1969  # "Query execution was interrupted (max_statement_time exceeded)"
+# MariaDB's "Query execution was interrupted (max_statement_time exceeded)", MySQL's "maximum
+# statement execution time exceeded".
+STATEMENT_TIMEOUTS = (1969, 3024)
 
 
 class CheckTimedOut(OpsError):
@@ -85,26 +87,33 @@ def judge_queue(queue: QueueHealth, limits: dict[str, int | None]) -> None:
 @contextlib.contextmanager
 def deadline(conn: Connection, timeout: float | None) -> Iterator[None]:
     """Every statement on `conn` must end before `timeout` seconds from now: on MariaDB each
-    carries `SET STATEMENT max_statement_time` (the server stops it, a lock wait too); on SQLite a
-    lock wait ends with the busy timeout and a running statement is interrupted."""
+    carries `SET STATEMENT max_statement_time` (the server stops it, a lock wait too), on MySQL
+    the `MAX_EXECUTION_TIME` hint; on SQLite a lock wait ends with the busy timeout and a
+    watchdog interrupts a running statement."""
     if timeout is None:
         yield
         return
     ends = time.monotonic() + timeout
-    is_mysql = conn.dialect.name != "sqlite"
+    dialect = conn.dialect
+    is_sqlite = dialect.name == "sqlite"
+    is_mariadb = getattr(dialect, "is_mariadb", False)
 
     def bounded(_conn, _cursor, statement, parameters, _context, _many):
         left = ends - time.monotonic()
         if left <= 0:
             raise CheckTimedOut(f"timed out: the check took longer than --timeout {timeout:g} s")
-        if is_mysql:
+        if is_mariadb:
             statement = f"SET STATEMENT max_statement_time={left:.3f} FOR {statement}"
+        elif not is_sqlite and statement.lstrip().upper().startswith("SELECT"):
+            statement = statement.replace(
+                "SELECT", f"SELECT /*+ MAX_EXECUTION_TIME({max(1, int(left * 1000))}) */", 1)
         return statement, parameters
 
     event.listen(conn, "before_cursor_execute", bounded, retval=True)
     raw = conn.connection.dbapi_connection
-    watchdog = None
-    if not is_mysql:
+    watchdog, busy_timeout = None, None
+    if is_sqlite:
+        busy_timeout = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
         conn.exec_driver_sql(f"PRAGMA busy_timeout={max(1, int(timeout * 1000))}")
         watchdog = threading.Timer(timeout, raw.interrupt)
         watchdog.daemon = True
@@ -112,7 +121,7 @@ def deadline(conn: Connection, timeout: float | None) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        if time.monotonic() >= ends or mysql_error_code(exc) == MYSQL_STATEMENT_TIMEOUT:
+        if time.monotonic() >= ends or mysql_error_code(exc) in STATEMENT_TIMEOUTS:
             raise CheckTimedOut(f"timed out: the check took longer than --timeout {timeout:g} s "
                                 "(a query was still waiting or running)") from exc
         raise
@@ -120,9 +129,9 @@ def deadline(conn: Connection, timeout: float | None) -> Iterator[None]:
         if watchdog is not None:
             watchdog.cancel()
         event.remove(conn, "before_cursor_execute", bounded)
-        if not is_mysql:
+        if busy_timeout is not None:
             with contextlib.suppress(Exception):
-                raw.execute("PRAGMA busy_timeout=30000")
+                raw.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")
 
 
 def build_report(conn: Connection, ctx: RunContext, now: dt.datetime) -> HealthReport:
