@@ -443,3 +443,18 @@ def test_a_critical_finding_sends_no_failure_mail_but_a_check_that_could_not_che
     mails = list(outbox.glob("*.eml"))
     assert len(mails) == 1 and "queue_health_summary failed" in mails[0].read_text()
     assert "Status: failed" in mails[0].read_text()
+
+
+def test_the_pager_line_stays_under_80_characters_and_names_the_worst_problem():
+    from ops_lib.jobs.queue_health.model import CRITICAL, WARNING, HealthReport, QueueHealth
+    from ops_lib.jobs.queue_health.outputs import pager_line
+
+    warned = QueueHealth("scans", "attendance_scan_queue", True, state=WARNING,
+                         reasons=["scans 3 expired claims"])
+    critical = QueueHealth("deliveries", "push_deliveries", True, state=CRITICAL,
+                           reasons=["deliveries " + "very " * 30 + "late", "deliveries 1 more"])
+    report = HealthReport(NOW, "sqlite://", [warned, critical], [], state=CRITICAL)
+    line = pager_line(report)
+    assert len(line) < 80
+    assert line.startswith("QUEUES CRITICAL: deliveries very very")
+    assert line.endswith("...; 2 more problems")
