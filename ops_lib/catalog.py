@@ -43,6 +43,14 @@ TOOLS: dict[str, ToolUse] = {
         "worker_max_attempts"})),
     "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
     "manage_schema": ToolUse(),
+    # The thresholds, the schedule's optional jobs, and for --html the archive's retentions (its
+    # readiness table comes from the archive job's own plan).
+    "queue_health_summary": ToolUse(settings=frozenset({
+        "health_queue_depth_warning", "health_queue_depth_critical",
+        "health_queue_latency_warning_seconds", "health_queue_latency_critical_seconds",
+        "health_grace_seconds", "optional_jobs",
+        "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",
+        "attendance_retention_days"})),
     "run_background_workers": ToolUse(settings=frozenset({
         "worker_lease_seconds", "worker_max_attempts", "worker_backoff_seconds",
         "worker_backoff_cap_seconds", "scan_late_after", "push_batch_size",

@@ -130,6 +130,59 @@ def _optional_job_list(value: Any) -> tuple[str, ...]:
     return chosen
 
 
+def _per_item(kind: str, names: Callable[[], Collection[str]], parse_value: Callable[[Any], int]):
+    """A map-valued setting, `name=value,...` with `*=value` for every item not named (the flat
+    registry's way to hold a value per queue or per tool); unknown names are errors that name
+    the closest known one."""
+
+    def parse(value: Any) -> dict[str, int]:
+        if isinstance(value, dict):
+            pairs = [(str(k), v) for k, v in value.items()]
+        else:
+            pairs = []
+            for part in str(value).split(","):
+                if not part.strip():
+                    continue
+                name, sep, number = part.partition("=")
+                if not sep:
+                    raise ValueError(f"expected {kind}=value pairs separated by commas "
+                                     f"(`*` for every other {kind}), got {part.strip()!r}")
+                pairs.append((name.strip(), number))
+        known = set(names())
+        parsed: dict[str, int] = {}
+        problems = []
+        for name, number in pairs:
+            if name != "*" and name not in known:
+                problems.append(f"unknown {kind} {name!r}{_did_you_mean(name, known)}")
+                continue
+            try:
+                parsed[name] = parse_value(number)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return parsed
+
+    return parse
+
+
+def _queue_names() -> Collection[str]:
+    from .queue import QUEUES
+
+    return QUEUES
+
+
+def _scheduled_tools() -> Collection[str]:
+    from .schedule import BY_TOOL
+
+    return BY_TOOL
+
+
+def per_item(values: Mapping[str, int], name: str, default: int | None = None) -> int | None:
+    """The value of a map-valued setting for `name`: its own, else `*`'s, else `default`."""
+    return values.get(name, values.get("*", default))
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -210,10 +263,22 @@ SETTINGS: dict[str, Setting] = {
         Setting("optional_jobs", (), _optional_job_list,
                 "optional jobs of the schedule this host runs (comma-separated tool names); "
                 "queue health judges their freshness only when named here"),
-        # Health.
-        Setting("queue_lag_warning_seconds", 300, _positive_int, "oldest-pending age: WARNING",
-                True),
-        Setting("queue_lag_critical_seconds", 900, _positive_int, "oldest-pending age: CRITICAL",
+        # Queue health: per queue or per tool, `name=value,...`, `*` for the others.
+        Setting("health_queue_depth_warning", {"*": 10000},
+                _per_item("queue", _queue_names, _positive_int),
+                "due rows of a queue from which queue health says WARNING", True),
+        Setting("health_queue_depth_critical", {"*": 100000},
+                _per_item("queue", _queue_names, _positive_int),
+                "due rows of a queue from which queue health says CRITICAL", True),
+        Setting("health_queue_latency_warning_seconds", {"*": 300},
+                _per_item("queue", _queue_names, _positive_int),
+                "age of a queue's oldest due row from which queue health says WARNING", True),
+        Setting("health_queue_latency_critical_seconds", {"*": 900},
+                _per_item("queue", _queue_names, _positive_int),
+                "age of a queue's oldest due row from which queue health says CRITICAL", True),
+        Setting("health_grace_seconds", {},
+                _per_item("tool", _scheduled_tools, _non_negative_int),
+                "how late a scheduled tool may be before it is late (default: the schedule's)",
                 True),
     ]
 }

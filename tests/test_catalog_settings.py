@@ -103,6 +103,7 @@ TOOL_MODULES = {
     "generate_synthetic_load": ["jobs/synthetic_load.py", "jobs/synthetic_history.py"],
     "manage_dead_letters": ["jobs/dead_letters.py"],
     "manage_schema": ["jobs/schema_admin.py"],
+    "queue_health_summary": ["jobs/queue_health/*.py", "queue.py", "schedule.py"],
     "run_background_workers": ["jobs/workers/*.py", "push.py", "queue.py"],
     "run_billing_jobs": ["jobs/billing*.py", "jobs/billing/*.py"],
 }

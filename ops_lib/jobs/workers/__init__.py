@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from ... import push as pushing
 from ...db import describe_db_error
@@ -20,6 +20,7 @@ from ...queue import abandon, backoff_seconds, claim, recover_expired, release
 from ...result import DONE, JobResult, dry_run_reason, limit_reached
 from ...runtime import RunContext
 from ...timeutil import utcnow
+from ..queue_health.figures import due_count, queue_figures
 from .base import Stage, StagePlan, StageStats
 from .emails import EmailStage
 from .fanout import FanoutStage
@@ -67,16 +68,17 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     rows, samples = [], []
     with ctx.db.begin(write=False) as conn:
         for stage in pipeline:
-            figures = queue_figures(conn, stage, now)
-            stage_plan = stage.plan(conn, ctx, limit) if figures["ready"] else StagePlan()
+            # Queue health's figures, exact: the plan's "left beyond LIMIT" needs every row.
+            figures = queue_figures(conn, stage.queue, now, cap=None)
+            stage_plan = stage.plan(conn, ctx, limit) if figures.due else StagePlan()
             samples.extend(dict(sample, stage=stage.name) for sample in stage_plan.samples)
             if stage_plan.note:
                 result.notes.append(stage_plan.note)
             rows.append({
-                "stage": stage.name, "ready": figures["ready"],
-                "would_take": min(limit, figures["ready"]),
-                "claimed": figures["claimed"], "expired": figures["expired"],
-                "dead": figures["failed"],
+                "stage": stage.name, "ready": figures.due,
+                "would_take": min(limit, figures.due),
+                "claimed": figures.claimed, "expired": figures.expired,
+                "dead": figures.dead or 0,
                 "details": dict(stage_plan.figures),
             })
     result.section("Stages", rows)
@@ -95,26 +97,8 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
 
 
 def ready_count(conn: Connection, stage: Stage, now) -> int:
-    """Rows of the stage's queue a run could claim now."""
-    return conn.execute(select(func.count()).select_from(stage.queue.table)
-                        .where(stage.queue.ready(now))).scalar_one()
-
-
-def queue_figures(conn: Connection, stage: Stage, now) -> dict[str, int]:
-    queue = stage.queue
-    c = queue.table.c
-    waiting = queue.is_waiting()
-    count = lambda *where: conn.execute(  # noqa: E731
-        select(func.count()).select_from(queue.table).where(*where)).scalar_one()
-    failed = 0
-    if queue.status_column:
-        failed = count(c[queue.status_column] == "failed")
-    return {
-        "ready": ready_count(conn, stage, now),
-        "claimed": count(waiting, c.claimed_by.isnot(None), c.lease_expires_at >= now),
-        "expired": count(waiting, c.claimed_by.isnot(None), c.lease_expires_at < now),
-        "failed": failed,
-    }
+    """Rows of the stage's queue a run could claim now (queue health's figure, exact)."""
+    return due_count(conn, stage.queue, now, cap=None)
 
 
 def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) -> JobResult:

@@ -1,0 +1,157 @@
+"""Every scheduled tool's freshness, judged by its schedule and its runs in `ops_job_runs`.
+
+The model is healthchecks.io's: a tool is expected to start at the first slot of its cron
+expression after its last successful run started (`next_expected_at`), and to have finished within
+its budget. It is
+
+- `late` (WARNING) once `next_expected_at + budget + grace` has passed without a newer success;
+- `down` (CRITICAL) once it is late by one more full interval of its schedule (a daily job missed
+  two days running, the worker two minutes);
+- `running too long` (WARNING) while a run has been going for longer than budget + grace;
+- `never run`: no successful run at all. On a fresh install every tool is new, so a tool that
+  never ran is judged from the first row of the run ledger (the install's first run) as if that
+  had been its last success: OK until its first slot (plus budget and grace) has passed, then
+  WARNING (a missing cron line; never CRITICAL, nothing it did has stopped).
+
+Only runs that did the work count: for a tool scheduled with `--execute`, its `--execute` runs
+(`dry_run = 0`; a person's dry run is no success); a read-only check's every run. Skipped runs
+(another copy held the lock) are not successes. A run is "going now" while its row says running
+and its heartbeat is recent (the ledger calls a run with no heartbeat for an hour abandoned).
+
+One query per tool: the latest runs of each status, each part an ORDER BY ... LIMIT along the
+`(tool, status, finished_at)` index, never a scan of the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable
+
+from sqlalchemy import Connection, select, union_all
+
+from ...ledger import ABANDONED_AFTER_SECONDS
+from ...schedule import ScheduledJob
+from ...schema import ops_job_runs
+from .model import (
+    CRITICAL,
+    DOWN,
+    FRESH,
+    LATE,
+    NEVER_RUN,
+    NOT_JUDGED,
+    OK,
+    RUNNING_TOO_LONG,
+    WARNING,
+    Run,
+    ToolHealth,
+)
+
+RECENT_RUNS = 20  # the status page's strip
+FINISHED = ("ok", "failed", "skipped", "interrupted", "abandoned")
+FAILURES = ("failed", "abandoned")  # the run ended in an error, or its process died
+
+
+def _runs(conn: Connection, job: ScheduledJob, now: dt.datetime,
+          own_run_id: str | None) -> tuple[list[Run], dict[str, dt.datetime]]:
+    """The latest RECENT_RUNS runs of each status (running ones too), newest first, and the
+    heartbeat of each."""
+    r = ops_job_runs
+    columns = (r.c.run_id, r.c.started_at, r.c.finished_at, r.c.status, r.c.error,
+               r.c.stop_reason, r.c.heartbeat_at)
+    counted = [r.c.tool == job.tool]
+    if "--execute" in job.args:
+        counted.append(r.c.dry_run.is_(False))
+    parts = [
+        select(*columns).where(*counted, r.c.status == status, r.c.finished_at <= now)
+        .order_by(r.c.finished_at.desc()).limit(RECENT_RUNS).subquery()
+        for status in FINISHED
+    ]
+    parts.append(select(*columns).where(
+        *counted, r.c.status == "running", r.c.started_at <= now,
+        r.c.run_id != (own_run_id or ""))
+        .order_by(r.c.started_at.desc()).limit(RECENT_RUNS).subquery())
+    rows = conn.execute(union_all(*(select(*part.c) for part in parts))).all()
+    runs = [(Run(row.run_id, row.started_at, row.finished_at, row.status, row.error,
+                 row.stop_reason), row.heartbeat_at) for row in rows]
+    runs.sort(key=lambda pair: pair[0].started_at, reverse=True)
+    return [run for run, _ in runs], {run.run_id: beat for run, beat in runs}
+
+
+def first_ledger_start(conn: Connection) -> dt.datetime | None:
+    """When the install's run ledger began (its first row, by primary key)."""
+    r = ops_job_runs
+    return conn.execute(select(r.c.started_at).order_by(r.c.id).limit(1)).scalar()
+
+
+def judge(conn: Connection, jobs: Iterable[ScheduledJob], enabled: Iterable[str],
+          grace: dict[str, int], now: dt.datetime, own_run_id: str | None = None) -> list[ToolHealth]:
+    """Every job's freshness as of `now`; `grace` per tool (`*`: the others) over the schedule's."""
+    enabled = set(enabled)
+    installed = first_ledger_start(conn)
+    tools = []
+    for job in jobs:
+        grace_seconds = grace.get(job.tool, grace.get("*", job.grace_seconds))
+        runs, heartbeats = _runs(conn, job, now, own_run_id)
+        health = ToolHealth(job.tool, job.cron, job.in_words(), job.optional, FRESH,
+                            grace_seconds=grace_seconds, recent_runs=runs[:RECENT_RUNS])
+        health.last_success = next((run for run in runs if run.status == "ok"), None)
+        health.last_failure = next((run for run in runs if run.status in FAILURES), None)
+        alive = now - dt.timedelta(seconds=ABANDONED_AFTER_SECONDS)
+        going = [run for run in runs if run.status == "running" and heartbeats[run.run_id] >= alive]
+        health.running_since = min((run.started_at for run in going), default=None)
+        if job.optional and job.tool not in enabled:
+            health.freshness = NOT_JUDGED
+            tools.append(health)
+            continue
+        _judge_one(health, job, now, installed)
+        tools.append(health)
+    return tools
+
+
+def _judge_one(health: ToolHealth, job: ScheduledJob, now: dt.datetime,
+               installed: dt.datetime | None) -> None:
+    since = health.last_success.started_at if health.last_success else installed
+    if since is not None:
+        health.next_expected_at = job.next_slot(since)
+        late_at = health.next_expected_at + dt.timedelta(
+            seconds=job.budget_seconds + health.grace_seconds)
+        down_at = late_at + dt.timedelta(seconds=job.interval_seconds(health.next_expected_at))
+        overdue = duration_in_words(now - health.next_expected_at)
+        if health.last_success is None:
+            if now > late_at:
+                health.freshness, health.state = NEVER_RUN, WARNING
+                health.reasons.append(f"{job.tool} never run")
+            else:
+                health.freshness = NEVER_RUN
+        elif now > down_at:
+            health.freshness, health.state = DOWN, CRITICAL
+            health.reasons.append(f"{job.tool} down: no success for "
+                                  f"{duration_in_words(now - health.last_success.started_at)}")
+        elif now > late_at:
+            health.freshness, health.state = LATE, WARNING
+            health.reasons.append(f"{job.tool} late by {overdue}")
+    else:
+        health.freshness = NEVER_RUN
+    if health.running_since is not None:
+        going_for = now - health.running_since
+        if going_for.total_seconds() > job.budget_seconds + health.grace_seconds:
+            if health.state == OK:
+                health.freshness = RUNNING_TOO_LONG
+            health.state = max(health.state, WARNING)
+            health.reasons.append(f"{job.tool} running for {duration_in_words(going_for)}")
+
+
+def duration_in_words(span: dt.timedelta) -> str:
+    """A duration the way a pager shows it: 2d 3h, 2h 3m, 4m 10s, 12s."""
+    seconds = max(0, int(span.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m {seconds}s" if seconds else f"{minutes}m"
+    return f"{seconds}s"
+

@@ -1,0 +1,373 @@
+"""queue_health_summary.py: queues and run ledgers in known states, checked figure by figure.
+
+Every row is written with explicit times and the check runs with --now, so nothing depends on the
+clock or on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, insert
+
+from ops_lib.schedule import BY_TOOL, SCHEDULE
+from ops_lib.schema import (
+    attendance_rollup_queue,
+    attendance_scan_queue,
+    guardian_snapshot_queue,
+    notifications,
+    ops_job_runs,
+    report_email_queue,
+)
+from tests.conftest import run_cli, tool_env
+
+NOW = dt.datetime(2026, 11, 28, 12, 0, 0)
+NOW_ARG = ("--now", "2026-11-28T12:00:00")
+REQUIRED = [job.tool for job in SCHEDULE if not job.optional]
+
+
+def ago(**span) -> dt.datetime:
+    return NOW - dt.timedelta(**span)
+
+
+class Rows:
+    """Queue rows and ledger rows, inserted with explicit times."""
+
+    def __init__(self, url: str):
+        self.engine = create_engine(url)
+
+    def insert(self, table, *rows: dict) -> None:
+        with self.engine.begin() as conn:
+            for row in rows:  # one by one: an executemany takes the first row's columns only
+                conn.execute(insert(table).values(**row))
+
+    def scans(self, count: int = 1, **values) -> None:
+        values.setdefault("created_at", ago(seconds=30))
+        self.insert(attendance_scan_queue, *[
+            {"institution_id": 1, "card_uid": f"card-{uuid.uuid4().hex[:8]}",
+             "scanned_at": values["created_at"], "status": "pending", **values}
+            for _ in range(count)])
+
+    def run(self, tool: str, started: dt.datetime, status: str = "ok", seconds: int = 30,
+            dry_run: bool = False, error: str | None = None,
+            heartbeat: dt.datetime | None = None) -> None:
+        finished = None if status == "running" else started + dt.timedelta(seconds=seconds)
+        self.insert(ops_job_runs, {
+            "run_id": uuid.uuid4().hex, "tool": tool, "host": "test", "pid": 1, "args": "{}",
+            "dry_run": dry_run, "started_at": started,
+            "heartbeat_at": heartbeat or finished or started, "finished_at": finished,
+            "status": status, "error": error})
+
+    def all_fresh(self, *except_tools: str) -> None:
+        """A successful run of every required tool at its last slot before NOW."""
+        for tool in REQUIRED:
+            if tool not in except_tools:
+                self.run(tool, BY_TOOL[tool].previous_slot(NOW - dt.timedelta(seconds=1)))
+
+
+@pytest.fixture
+def rows(db_url) -> Rows:
+    made = Rows(db_url)
+    yield made
+    made.engine.dispose()
+
+
+def check(db_url, tmp_path, *args, **env):
+    done = run_cli("queue_health_summary", *NOW_ARG, *args, env=tool_env(db_url, tmp_path, **env))
+    return done
+
+
+def check_json(db_url, tmp_path, *args, **env) -> tuple[int, dict]:
+    done = check(db_url, tmp_path, "--json", *args, **env)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def queue_row(result: dict, name: str) -> dict:
+    return next(r for r in result["sections"]["Queues"] if r["queue"] == name)
+
+
+def tool_row(result: dict, name: str) -> dict:
+    return next(r for r in result["sections"]["Tools"] if r["tool"] == name)
+
+
+EMPTY = {"due": "0", "delayed": "0", "claimed": "0", "expired": "0", "dead": "0",
+         "failed_1h": "0", "done_15m": "0", "latency": "-", "state": "OK"}
+MARKER_EMPTY = {**EMPTY, "dead": "-", "failed_1h": "-", "done_15m": "-"}
+
+
+def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
+    rows.all_fresh()
+    done = check(db_url, tmp_path, "--perfdata")
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    pager, perf = first.split(" | ")
+    assert pager == "QUEUES OK: 0 due, oldest -; 5 of 5 tools on time"
+    assert "'scans due'=0;10000;100000;0; 'scans latency'=0s;300;900;0;" in perf
+    assert "'rollups expired'=0;1;;0;" in perf and "'rollups failed 1h'" not in perf
+    assert perf.endswith("'tools not fresh'=0;1;;0;")
+
+    code, result = check_json(db_url, tmp_path)
+    assert code == 0 and result["exit_code"] == 0 and result["status"] == "ok"
+    assert result["headline"] == pager
+    assert result["counts"] == {"state": 0, "problems": 0, "due": 0, "expired": 0,
+                                "failed_last_hour": 0, "tools_not_fresh": 0}
+    for name in ("scans", "deliveries", "emails"):
+        assert {k: v for k, v in queue_row(result, name).items() if k != "queue"} == EMPTY
+    for name in ("rollups", "snapshots"):
+        assert {k: v for k, v in queue_row(result, name).items() if k != "queue"} == MARKER_EMPTY
+    assert queue_row(result, "fanout")["dead"] == "-"  # fan-out dead-letters nothing
+    billing = tool_row(result, "run_billing_jobs")
+    assert billing == {"tool": "run_billing_jobs", "schedule": "daily at 01:10 UTC",
+                       "freshness": "ok", "last_success": "2026-11-28 01:10:00",
+                       "running_for": "-", "next_expected": "2026-11-29 01:10:00",
+                       "state": "OK"}
+    assert tool_row(result, "check_schema_drift")["freshness"] == "optional, not enabled"
+
+
+def test_a_deep_but_moving_queue_warns_on_depth_only(db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.scans(20, created_at=ago(seconds=40))
+    rows.scans(50, created_at=ago(minutes=6), status="done", processed_at=ago(minutes=5))
+    rows.scans(7, created_at=ago(minutes=30), status="done", processed_at=ago(minutes=20))
+    code, result = check_json(db_url, tmp_path, OPS_HEALTH_QUEUE_DEPTH_WARNING="scans=10,*=500")
+    assert code == 1
+    assert result["headline"] == "QUEUES WARNING: scans 20 due"
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "due": "20",
+                                          "done_15m": "50", "latency": "40s",
+                                          "state": "WARNING"}
+
+
+def test_old_pending_rows_are_critical_by_latency_from_when_they_became_available(
+        db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.scans(2, created_at=ago(hours=2, minutes=3))  # due since they were created
+    rows.scans(1, created_at=ago(hours=5), available_at=ago(minutes=10), attempts=1)  # a retry
+    done = check(db_url, tmp_path, "--perfdata")
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.splitlines()[0].startswith(
+        "QUEUES CRITICAL: scans latency 2h 3m | 'scans due'=3;10000;100000;0; "
+        "'scans latency'=7380s;300;900;0;")
+    code, result = check_json(db_url, tmp_path)
+    assert code == 2 and result["counts"]["state"] == 2 and result["counts"]["due"] == 3
+    assert queue_row(result, "scans")["latency"] == "2h 3m"
+
+
+def test_delayed_retries_only_raise_no_latency_alarm(db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.scans(4, created_at=ago(hours=6), available_at=NOW + dt.timedelta(minutes=10),
+               attempts=2)
+    code, result = check_json(db_url, tmp_path)
+    assert code == 0, result
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "delayed": "4"}
+
+
+def test_expired_claims_and_rows_failed_in_the_last_hour_warn(db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.scans(1, created_at=ago(minutes=2), claimed_by="deadrun", lease_expires_at=ago(seconds=1))
+    rows.scans(2, created_at=ago(minutes=1), claimed_by="liverun",
+               lease_expires_at=NOW + dt.timedelta(minutes=5))
+    rows.scans(1, created_at=ago(hours=2), status="failed", processed_at=ago(minutes=30))
+    rows.scans(1, created_at=ago(days=3), status="failed", processed_at=ago(days=2))
+    done = check(db_url, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[0] == "QUEUES WARNING: scans 1 expired claims; 1 more problem"
+    code, result = check_json(db_url, tmp_path)
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "claimed": "2",
+                                          "expired": "1", "dead": "2", "failed_1h": "1",
+                                          "state": "WARNING"}
+    assert result["counts"]["expired"] == 1 and result["counts"]["failed_last_hour"] == 1
+
+
+def test_marker_queues_report_depth_latency_and_claims(db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.insert(attendance_rollup_queue,
+                {"institution_id": 1, "attendance_date": dt.date(2026, 11, 28),
+                 "marked_at": ago(minutes=6)},
+                {"institution_id": 2, "attendance_date": dt.date(2026, 11, 28),
+                 "marked_at": ago(hours=3), "available_at": NOW + dt.timedelta(minutes=1)})
+    rows.insert(guardian_snapshot_queue, {"guardian_id": 5, "marked_at": ago(minutes=1),
+                                          "claimed_by": "run", "lease_expires_at": ago(minutes=1)})
+    code, result = check_json(db_url, tmp_path)
+    assert code == 1
+    assert queue_row(result, "rollups") == {**MARKER_EMPTY, "queue": "rollups", "due": "1",
+                                            "delayed": "1", "latency": "6m",
+                                            "state": "WARNING"}
+    assert queue_row(result, "snapshots") == {**MARKER_EMPTY, "queue": "snapshots",
+                                              "expired": "1", "state": "WARNING"}
+    assert result["headline"] == "QUEUES WARNING: rollups latency 6m; 1 more problem"
+
+
+def test_notifications_and_emails_are_counted_by_their_own_status_columns(db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.insert(notifications, {"guardian_id": 1, "kind": "arrival", "title": "t",
+                                "dedupe_key": "k1", "created_at": ago(minutes=1)},
+                {"guardian_id": 1, "kind": "arrival", "title": "t", "dedupe_key": "k2",
+                 "created_at": ago(minutes=9), "fanout_status": "done",
+                 "fanned_out_at": ago(minutes=8)})
+    rows.insert(report_email_queue, {"institution_id": 1, "recipient": "a@b.test",
+                                     "report_type": "daily", "status": "sent",
+                                     "created_at": ago(hours=1), "finished_at": ago(minutes=59)})
+    code, result = check_json(db_url, tmp_path)
+    assert code == 0, result
+    assert queue_row(result, "fanout") == {**EMPTY, "queue": "fanout", "due": "1", "dead": "-",
+                                           "failed_1h": "-", "done_15m": "1", "latency": "1m"}
+    assert queue_row(result, "emails") == {**EMPTY, "queue": "emails"}
+
+
+def test_a_tool_not_run_for_three_intervals_is_down_and_one_interval_late(
+        db_url, tmp_path, rows):
+    rows.all_fresh("run_billing_jobs", "archive_hot_path_data")
+    rows.run("run_billing_jobs", dt.datetime(2026, 11, 25, 1, 10))  # three days ago: down
+    rows.run("run_billing_jobs", dt.datetime(2026, 11, 27, 1, 10), status="skipped")
+    rows.run("archive_hot_path_data", dt.datetime(2026, 11, 27, 2, 30))  # missed today's: late
+    rows.run("archive_hot_path_data", dt.datetime(2026, 11, 28, 2, 30), dry_run=True)
+    done = check(db_url, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.splitlines()[0] == \
+        "QUEUES CRITICAL: run_billing_jobs down: no success for 3d 10h; 1 more problem"
+    code, result = check_json(db_url, tmp_path)
+    assert tool_row(result, "run_billing_jobs") == {
+        "tool": "run_billing_jobs", "schedule": "daily at 01:10 UTC", "freshness": "down",
+        "last_success": "2026-11-25 01:10:00", "running_for": "-",
+        "next_expected": "2026-11-26 01:10:00", "state": "CRITICAL"}
+    archive = tool_row(result, "archive_hot_path_data")
+    assert (archive["freshness"], archive["state"], archive["last_success"]) == \
+        ("late", "WARNING", "2026-11-27 02:30:00")
+    assert result["counts"]["tools_not_fresh"] == 2
+
+
+def test_a_run_going_longer_than_its_budget_is_running_too_long(db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.run("archive_hot_path_data", ago(hours=3, minutes=1), status="running",
+             heartbeat=ago(seconds=10))
+    # A run that stopped heartbeating long ago died: it is not "going now".
+    rows.run("run_billing_jobs", ago(hours=9), status="running", heartbeat=ago(hours=8))
+    code, result = check_json(db_url, tmp_path)
+    assert code == 1
+    assert result["headline"] == "QUEUES WARNING: archive_hot_path_data running for 3h 1m"
+    archive = tool_row(result, "archive_hot_path_data")
+    assert (archive["freshness"], archive["running_for"], archive["state"]) == \
+        ("running too long", "3h 1m", "WARNING")
+    assert tool_row(result, "run_billing_jobs")["running_for"] == "-"
+
+
+def test_a_tool_never_run_is_judged_from_the_first_ledger_row(db_url, tmp_path, rows):
+    # The install's first run two days ago; the worker never ran since (a missing cron line),
+    # the monthly stale-device clean-up has not had its first slot yet.
+    rows.run("manage_schema", ago(days=2))
+    rows.all_fresh("run_background_workers", "cleanup_stale_devices")
+    rows.run("run_background_workers", ago(minutes=1), dry_run=True)  # a person's dry run
+    code, result = check_json(db_url, tmp_path)
+    assert code == 1
+    assert result["headline"] == "QUEUES WARNING: run_background_workers never run"
+    worker = tool_row(result, "run_background_workers")
+    assert (worker["freshness"], worker["state"], worker["last_success"]) == \
+        ("never run", "WARNING", "-")
+    devices = tool_row(result, "cleanup_stale_devices")
+    assert (devices["freshness"], devices["state"], devices["next_expected"]) == \
+        ("never run", "OK", "2026-12-01 03:15:00")
+
+
+def test_failures_show_the_error_line_and_optional_jobs_are_judged_when_enabled(
+        db_url, tmp_path, rows):
+    rows.run("manage_schema", dt.datetime(2026, 10, 1))  # the ledger began in October
+    rows.all_fresh()
+    rows.run("run_billing_jobs", ago(hours=1), status="failed",
+             error="database error: lost connection\nsecond line")
+    code, result = check_json(db_url, tmp_path, OPS_OPTIONAL_JOBS="check_schema_drift")
+    assert code == 1  # the enabled optional check missed its 1 November slot
+    assert result["sections"]["Failures"] == [{
+        "tool": "run_billing_jobs", "finished": "2026-11-28 11:00:30", "status": "failed",
+        "error": "database error: lost connection"}]
+    drift = tool_row(result, "check_schema_drift")
+    assert (drift["freshness"], drift["state"]) == ("never run", "WARNING")
+
+
+def test_the_prometheus_textfile_parses_back(db_url, tmp_path, rows):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    rows.all_fresh()
+    rows.scans(3, created_at=ago(minutes=2))
+    textfile = tmp_path / "metrics" / "ops.prom"
+    done = check(db_url, tmp_path, "--prometheus", str(textfile))
+    assert done.returncode == 0, done.stderr
+    text = textfile.read_text()
+    assert "# HELP ops_queue_latency_seconds" in text and "# TYPE ops_queue_due_rows gauge" in text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        assert family.type == "gauge"
+        for sample in family.samples:
+            assert sample.timestamp is None
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert samples[("ops_queue_due_rows", (("queue", "scans"),))] == 3
+    assert samples[("ops_queue_latency_seconds", (("queue", "scans"),))] == 120
+    assert samples[("ops_queue_dead_rows", (("queue", "scans"),))] == 0
+    assert ("ops_queue_dead_rows", (("queue", "rollups"),)) not in samples  # cannot tell
+    assert samples[("ops_queue_health_check_timestamp_seconds", ())] == \
+        NOW.replace(tzinfo=dt.timezone.utc).timestamp()
+    assert samples[("ops_queue_health_state", ())] == 0
+    billing = dt.datetime(2026, 11, 28, 1, 10, tzinfo=dt.timezone.utc).timestamp()
+    assert samples[("ops_tool_last_success_timestamp_seconds",
+                    (("tool", "run_billing_jobs"),))] == billing
+    assert samples[("ops_tool_state", (("tool", "run_billing_jobs"),))] == 0
+    assert ("ops_tool_state", (("tool", "check_schema_drift"),)) not in samples
+    assert [p.name for p in textfile.parent.iterdir()] == ["ops.prom"]  # no temporary left
+
+
+def test_counts_stop_at_the_cap_and_say_so(db_url, rows):
+    from ops_lib.db import connect
+    from ops_lib.jobs.queue_health.figures import queue_figures
+    from ops_lib.jobs.queue_health.outputs import figure
+    from ops_lib.queue import QUEUES
+
+    rows.scans(5, created_at=ago(minutes=1))
+    rows.scans(4, created_at=ago(minutes=1), status="failed", processed_at=ago(minutes=1))
+    database = connect(db_url)
+    with database.begin(write=False) as conn:
+        capped = queue_figures(conn, QUEUES["scans"], NOW, cap=3)
+        exact = queue_figures(conn, QUEUES["scans"], NOW, cap=None)
+    database.engine.dispose()
+    assert (capped.due, capped.dead, capped.failed_last_hour) == (3, 3, 3)
+    assert capped.capped == {"due", "dead", "failed_last_hour", "done_last_15_minutes"} - \
+        {"done_last_15_minutes"}
+    assert figure(capped.due, "due" in capped.capped) == "3+"
+    assert (exact.due, exact.dead, exact.capped) == (5, 4, set())
+
+
+def test_bad_threshold_names_are_one_line_and_unknown(db_url, tmp_path):
+    done = check(db_url, tmp_path, OPS_HEALTH_QUEUE_DEPTH_WARNING="scan=10",
+                 OPS_HEALTH_GRACE_SECONDS="run_biling_jobs=60")
+    assert done.returncode == 3 and done.stdout == ""
+    assert done.stderr.count("error:") == 1
+    assert "unknown queue 'scan'; did you mean scans?" in done.stderr
+    assert "unknown tool 'run_biling_jobs'; did you mean run_billing_jobs?" in done.stderr
+
+
+def test_usage_errors_are_unknown(tmp_path):
+    done = run_cli("queue_health_summary", "--timeout", "0", "--now", "yesterday",
+                   env=tool_env("sqlite://", tmp_path))
+    assert done.returncode == 3
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert "--timeout" in done.stderr and "--now" in done.stderr
+
+
+def test_an_unreachable_database_is_unknown_with_one_line(tmp_path):
+    done = run_cli("queue_health_summary", "--database-url",
+                   "mysql+pymysql://root@127.0.0.1:1/platform",
+                   env=tool_env("sqlite://", tmp_path))
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
+
+
+def test_the_grace_setting_moves_when_a_tool_is_late(db_url, tmp_path, rows):
+    rows.all_fresh("run_billing_jobs")
+    rows.run("run_billing_jobs", dt.datetime(2026, 11, 27, 1, 10))  # today's 01:10 missed
+    code, result = check_json(db_url, tmp_path)
+    assert tool_row(result, "run_billing_jobs")["freshness"] == "late" and code == 1
+    code, result = check_json(db_url, tmp_path, OPS_HEALTH_GRACE_SECONDS="run_billing_jobs=86400")
+    assert tool_row(result, "run_billing_jobs")["freshness"] == "ok" and code == 0
