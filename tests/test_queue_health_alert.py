@@ -122,7 +122,8 @@ class Ledger:
                run_id: str | None = None) -> None:
         args = {"alert": True, "quiet": True} if alert else {"json_output": True}
         counts = {"state": state, "queues": 1} if state is not None else {}
-        row = dict(run_id=run_id or new_run_id(), tool=TOOL, host="test", pid=1, args=json.dumps(args),
+        row = dict(run_id=run_id or new_run_id(), tool=TOOL, host="test", pid=1,
+                   args=json.dumps(args),
                    dry_run=True, started_at=self.at, heartbeat_at=self.at,
                    finished_at=self.at + dt.timedelta(seconds=2), status=status,
                    stop_reason="no more work" if status == "ok" else "error",

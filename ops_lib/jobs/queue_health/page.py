@@ -14,6 +14,7 @@ from html import escape
 from typing import Any, Iterable
 
 from ...files import write_atomically
+from .freshness import duration_in_words
 from .model import (
     CRITICAL,
     NOT_JUDGED,
@@ -26,6 +27,7 @@ from .model import (
     Run,
     ToolHealth,
 )
+from .outputs import figure
 
 STATE_CLASS = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNKNOWN: "unknown"}
 # A run's mark in the strip: glyph and words, so the strip reads without its colours.
@@ -136,12 +138,13 @@ def _queues(report: HealthReport) -> str:
         figures = "".join(f'<td class="num">{escape(_queue_figure(q, name))}</td>'
                           for name, _, _ in QUEUE_FIGURES)
         latency = "\u2014" if q.latency_seconds is None else _duration(q.latency_seconds)
+        depth = figure(_depth(q), bool(q.capped & {"due", "delayed"}))
         rows.append(
             f'<tr class="state-{STATE_CLASS[q.state]}">'
             f'<th scope="row"><span class="name">{escape(q.name)}</span>'
             f'<span class="sub">{escape(q.table)}</span></th>'
             f'<td>{_badge(q.state, STATE_NAMES[q.state])}{_reasons(q.reasons)}</td>'
-            f'<td class="num depth">{escape(_figure_text(_depth(q), bool(q.capped & {"due", "delayed"})))}'
+            f'<td class="num depth">{escape(depth)}'
             f'{_bar(_depth(q) / deepest, q.state)}</td>'
             f'<td class="num latency">{escape(latency)}'
             f'{_bar((q.latency_seconds or 0) / slowest, q.state)}</td>'
@@ -186,8 +189,8 @@ def _tools(report: HealthReport) -> str:
             f'<td>{last}</td><td class="num">{escape(duration)}</td>'
             f'<td>{_next(now, t)}</td>'
             f'<td>{_strip(t.recent_runs)}</td></tr>')
-    legend = "".join(f'<span class="legend-item"><span class="mark run-{status}" aria-hidden="true">'
-                     f'{glyph}</span> {escape(words.split(" (")[0])}</span>'
+    legend = "".join(f'<span class="legend-item"><span class="mark run-{status}" '
+                     f'aria-hidden="true">{glyph}</span> {escape(words.split(" (")[0])}</span>'
                      for status, (glyph, words) in RUN_MARKS.items())
     table = ('<table class="tools"><thead><tr><th scope="col">Tool</th><th scope="col">State'
              '</th><th scope="col">Schedule (UTC)</th><th scope="col">Last success</th>'
@@ -361,34 +364,18 @@ def _depth(q: QueueHealth) -> int:
 
 def _queue_figure(q: QueueHealth, name: str) -> str:
     value = getattr(q, name)
-    if value is None:
-        return "\u2014"
-    return _figure_text(value, name in q.capped)
+    return "\u2014" if value is None else figure(value, name in q.capped)
 
 
 def _figure(total: tuple[int, bool]) -> str:
-    return _figure_text(*total)
-
-
-def _figure_text(value: int, capped: bool) -> str:
-    return f"{value:,}+" if capped else f"{value:,}"
+    return figure(*total)
 
 
 def _duration(seconds: float | None) -> str:
-    """A span in words: 45 s, 12 min, 3 h 20 min, 4 days 3 h."""
+    """A span as the pager line and the terminal say it: 2d 3h, 2h 3m, 4m 10s, 12s."""
     if seconds is None:
         return "\u2014"
-    seconds = int(round(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 90:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} days {hours} h" if hours else f"{days} days"
+    return duration_in_words(dt.timedelta(seconds=seconds))
 
 
 def _ago(now: dt.datetime, then: dt.datetime) -> str:
