@@ -281,3 +281,56 @@ def test_the_previous_alert_run_is_found_behind_many_runs_without_alert(ctx, smt
     assert ledger.previous() == CRITICAL
     assert ledger.check(CRITICAL) is None
     assert len(sent(smtp, pings)) == 1
+
+
+def test_the_tool_alerts_once_on_worsening_and_once_on_recovery(db_url, tmp_path, smtp, pings):
+    """Through queue_health_summary.py --alert, with the generic pings of every run (start, and
+    success when all is well) around the alert's own."""
+    from sqlalchemy import delete
+
+    from ops_lib.schema import attendance_scan_queue
+    from tests.conftest import run_cli, tool_env
+    from tests.test_queue_health import NOW_ARG, Rows, ago
+
+    env = tool_env(db_url, tmp_path, OPS_ALERT_EMAIL=RECIPIENT, OPS_SMTP_HOST=smtp.host,
+                   OPS_SMTP_PORT=str(smtp.port), OPS_ALERT_PING_URL=pings.url)
+    rows = Rows(db_url)
+    rows.all_fresh()  # queue health's own success among them, without --alert
+    printed: list[str] = []
+
+    def check(pending_for: dt.timedelta | None, *args: str) -> tuple[int, list[str]]:
+        with rows.engine.begin() as conn:
+            conn.execute(delete(attendance_scan_queue))
+        if pending_for is not None:
+            rows.scans(1, created_at=ago(seconds=pending_for.total_seconds()))
+        before = len(pings.requests)
+        done = run_cli("queue_health_summary", *NOW_ARG, *args, env=env)
+        assert done.returncode in (0, 1, 2), done.stderr
+        printed.append(done.stdout)
+        return done.returncode, pings.paths()[before:]
+
+    base, ok, warning, critical = "/ping/health-check", None, dt.timedelta(minutes=6), \
+        dt.timedelta(hours=2)
+    try:
+        assert check(ok, "--alert") == (0, [f"{base}/start", base])
+        assert check(critical, "--alert") == (2, [f"{base}/start", f"{base}/fail"])
+        assert [m["Subject"].split(" on ")[0] for m in smtp.messages] == \
+            ["[ops] queue health CRITICAL"]
+        assert smtp.messages[0]["Subject"].endswith(": scans latency 2h")
+        assert "alert sent (email and ping): OK -> CRITICAL (scans latency 2h)" in printed[-1]
+        assert check(critical, "--alert") == (2, [f"{base}/start"])
+        assert "alert" not in printed[-1]
+        assert check(warning, "--alert") == (1, [f"{base}/start"])
+        assert check(ok) == (0, [f"{base}/start", base])  # without --alert: not compared with
+        assert check(warning, "--alert") == (1, [f"{base}/start"])
+        assert len(smtp.messages) == 1
+        code, paths = check(ok, "--alert")
+        assert (code, paths) == (0, [f"{base}/start", base, base])  # the recovery, the run's
+        recovery = smtp.messages[1]["Subject"]
+        assert recovery.startswith("[ops] queue health OK again on ")
+        assert recovery.endswith(" (was WARNING)")
+        assert pings.requests[-2][1] == recovery and pings.requests[-1][1] == "checked: OK"
+        assert check(ok, "--alert") == (0, [f"{base}/start", base])
+        assert len(smtp.messages) == 2
+    finally:
+        rows.engine.dispose()

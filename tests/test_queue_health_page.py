@@ -32,7 +32,7 @@ from ops_lib.jobs.queue_health.model import (
 )
 from ops_lib.jobs.queue_health.page import write_status_page
 from ops_lib.timeutil import utcnow
-from tests.conftest import IN_CI, REPO
+from tests.conftest import IN_CI, REPO, run_cli, tool_env
 
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
 SCREENSHOTS = REPO / "var" / "screenshots"
@@ -290,3 +290,39 @@ def test_an_all_clear_page_in_dark_mode(tmp_path):
     assert "No archive figures." in seen.texts
     screenshot(path, "queue_health_ok_dark.png", "--force-dark-mode",
                "--blink-settings=preferredColorScheme=0")
+
+
+def test_the_tool_writes_a_page_on_which_a_late_tool_shows_as_late(db_url, tmp_path):
+    from tests.test_queue_health import NOW_ARG, Rows, ago
+
+    rows = Rows(db_url)
+    try:
+        rows.all_fresh("archive_hot_path_data")
+        rows.run("archive_hot_path_data", dt.datetime(2026, 11, 27, 2, 30), seconds=95)
+        rows.run("archive_hot_path_data", dt.datetime(2026, 11, 28, 2, 30), status="failed",
+                 seconds=12, error=HOSTILE)
+        rows.scans(3, created_at=ago(hours=2, minutes=3))
+    finally:
+        rows.engine.dispose()
+    page = tmp_path / "www" / "status.html"
+    done = run_cli("queue_health_summary", *NOW_ARG, "--html", str(page),
+                   env=tool_env(db_url, tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.splitlines()[0].startswith("QUEUES CRITICAL: scans latency 2h 3m")
+    assert f"status page written: {page}" in done.stdout
+
+    seen = Seen(rendered_dom(page))
+    screenshot(page, "queue_health_cli.png")
+    assert "Queue health: CRITICAL" in seen.texts
+    assert seen.row("scans")[1:4] == ["CRITICAL scans latency 2h 3m", "3", "2h 3m"]
+    archive = seen.row("archive_hot_path_data")
+    assert archive[1] == "late archive_hot_path_data late by 9h 30m"
+    assert archive[2:6] == ["daily at 02:30 UTC 30 2 * * * grace 2h", "33 hours ago", "1m 35s",
+                            "9h 30m overdue 2026-11-28 02:30 UTC"]
+    assert archive[6] == "\u2713 \u2717"  # its runs, oldest first: the success, the failure
+    assert HOSTILE in seen.texts and seen.fetching == []
+    assert [r[0] for r in seen.rows if r and r[0] in (
+        "notifications", "audit_logs", "payments", "attendance_records")] == [
+        "notifications", "audit_logs", "payments", "attendance_records"]
+    assert seen.row("notifications")[2:4] == ["0", "nothing to do"]
+    assert "Generated 2026-11-28 12:00 UTC" in seen.text
