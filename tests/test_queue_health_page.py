@@ -213,6 +213,9 @@ def test_the_page_shows_a_person_the_state_queues_tools_and_failures(page):
         assert counter.lower() in text.lower()
     assert "4,333 CRITICAL · 4,326 due now" in text  # 4321 + 7 + 5 pending; due 4321 + 5
     assert "21m CRITICAL · in scans" in text
+    assert "2 INFO · see manage_dead_letters.py" in text  # dead rows are not an alarm
+    assert "41 CRITICAL · failed attempts" in text
+    assert "2/5 CRITICAL · run_billing_jobs late, archive_hot_path_data down …" in text
 
     # Every queue: depth, latency and state in words.
     assert seen.row("scans")[:4] == ["scans attendance_scan_queue",

@@ -104,6 +104,7 @@ def _counters(report: HealthReport) -> str:
     queues = report.queues
     pending = _sum(queues, "due", "delayed")
     due = _sum(queues, "due")
+    dead = _sum(queues, "dead")
     with_latency = [q for q in queues if q.latency_seconds is not None]
     oldest = max(with_latency, key=lambda q: q.latency_seconds, default=None)
     cards = [
@@ -112,8 +113,9 @@ def _counters(report: HealthReport) -> str:
         _card("Oldest latency", _duration(oldest.latency_seconds) if oldest else "none",
               oldest.state if oldest else OK,
               f"in {oldest.name}" if oldest else "no row waiting"),
-        _card("Dead", _figure(_sum(queues, "dead")), _state_of(queues, "dead"),
-              "dead-lettered rows"),
+        # Dead rows are the dead-letter tool's business, not an alarm: shown, not judged.
+        _card("Dead", _figure(dead), OK if not dead[0] else None,
+              "dead-lettered rows" if not dead[0] else "see manage_dead_letters.py"),
         _card("Failed last hour", _figure(_sum(queues, "failed_last_hour")),
               _state_of(queues, "failed_last_hour"), "failed attempts"),
     ]
@@ -279,10 +281,12 @@ def _reasons(reasons: list[str]) -> str:
     return f'<span class="why">{escape("; ".join(reasons))}</span>' if reasons else ""
 
 
-def _card(label: str, value: str, state: int, detail: str) -> str:
-    return (f'<div class="card card-{STATE_CLASS[state]}"><div class="card-label">'
+def _card(label: str, value: str, state: int | None, detail: str) -> str:
+    """A counter; `state` None: a figure shown for information, judged by no threshold."""
+    kind, word = ("idle", "INFO") if state is None else (STATE_CLASS[state], STATE_NAMES[state])
+    return (f'<div class="card card-{kind}"><div class="card-label">'
             f'{escape(label)}</div><div class="card-value">{escape(value)}</div>'
-            f'<div class="card-detail"><span class="state-word">{STATE_NAMES[state]}</span> '
+            f'<div class="card-detail"><span class="state-word">{word}</span> '
             f'\u00b7 {escape(detail)}</div></div>')
 
 
@@ -467,6 +471,7 @@ code { background: var(--code); border-radius: 4px; padding: 1px 5px; margin-lef
 .card-warning { border-top-color: var(--warning); background: linear-gradient(var(--warning-bg), var(--panel) 70%); }
 .card-critical { border-top-color: var(--critical); background: linear-gradient(var(--critical-bg), var(--panel) 70%); }
 .card-unknown { border-top-color: var(--unknown); }
+.card-idle { border-top-color: var(--idle); }
 .card-label { color: var(--muted); font-size: 13px; text-transform: uppercase; letter-spacing: .05em; }
 .card-value { font-size: 30px; font-weight: 700; font-variant-numeric: tabular-nums; margin: 2px 0; }
 .card-detail { color: var(--muted); font-size: 13px; }
@@ -474,6 +479,7 @@ code { background: var(--code); border-radius: 4px; padding: 1px 5px; margin-lef
 .card-warning .state-word { color: var(--warning); font-weight: 600; }
 .card-critical .state-word { color: var(--critical); font-weight: 600; }
 .card-unknown .state-word { color: var(--unknown); font-weight: 600; }
+.card-idle .state-word { color: var(--muted); font-weight: 600; }
 .panel { background: var(--panel); border-radius: 12px; padding: 18px 20px; margin: 0 0 18px;
   box-shadow: var(--shadow); }
 .scroll { overflow-x: auto; }
