@@ -215,7 +215,7 @@ def test_the_page_shows_a_person_the_state_queues_tools_and_failures(page):
     assert "21m CRITICAL · in scans" in text
     assert "2 INFO · see manage_dead_letters.py" in text  # dead rows are not an alarm
     assert "41 CRITICAL · failed attempts" in text
-    assert "2/5 CRITICAL · run_billing_jobs late, archive_hot_path_data down …" in text
+    assert "1/4 CRITICAL · run_billing_jobs late, archive_hot_path_data down …" in text
 
     # Every queue: depth, latency and state in words.
     assert seen.row("scans")[:4] == ["scans attendance_scan_queue",
@@ -236,7 +236,9 @@ def test_the_page_shows_a_person_the_state_queues_tools_and_failures(page):
     assert seen.row("cleanup_stale_devices")[1:4] == ["never run never run",
                                                       "monthly on day 1 at 03:15 UTC 15 3 1 * * "
                                                       "grace 1d", "never"]
-    assert seen.row("shadow_reporting_validation")[1] == "optional, not enabled"
+    assert not [r for r in seen.rows if r[0].startswith("shadow_reporting_validation")]
+    assert "Optional, not enabled on this host ( optional_jobs ) and never run: " \
+           "shadow_reporting_validation ." in text
     workers = seen.row("run_background_workers")
     assert workers[1] == "ok"
     assert workers[3] == "less than a minute ago"

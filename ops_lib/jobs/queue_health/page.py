@@ -119,10 +119,11 @@ def _counters(report: HealthReport) -> str:
         _card("Failed last hour", _figure(_sum(queues, "failed_last_hour")),
               _state_of(queues, "failed_last_hour"), "failed attempts"),
     ]
-    tools_state = max((t.state for t in report.tools), default=OK)
-    not_ok = [t for t in report.tools if t.state != OK]
-    cards.append(_card("Scheduled tools", f"{len(report.tools) - len(not_ok)}/{len(report.tools)}",
-                       tools_state, "fresh" if not not_ok else
+    judged = [t for t in report.tools if t.freshness != NOT_JUDGED]
+    tools_state = max((t.state for t in judged), default=OK)
+    not_ok = [t for t in judged if t.state != OK]
+    cards.append(_card("Scheduled tools", f"{len(judged) - len(not_ok)}/{len(judged)}",
+                       tools_state, "on time" if not not_ok else
                        ", ".join(f"{t.tool} {t.freshness}" for t in not_ok[:2])
                        + (" \u2026" if len(not_ok) > 2 else "")))
     return f'<section class="counters" aria-label="Summary">{"".join(cards)}</section>'
@@ -166,8 +167,12 @@ def _tools(report: HealthReport) -> str:
     if not report.tools:
         return _section("Scheduled tools", '<p class="empty">No scheduled tools.</p>')
     now = report.checked_at
+    # Optional tools this host does not run, and never ran: one line, not a row each.
+    idle = [t for t in report.tools if t.freshness == NOT_JUDGED and not t.recent_runs]
     rows = []
     for t in report.tools:
+        if t in idle:
+            continue
         success = t.last_success
         last = (f'<span title="{escape(_utc(success.started_at))}">'
                 f'{escape(_ago(now, success.finished_at or success.started_at))}</span>'
@@ -197,10 +202,17 @@ def _tools(report: HealthReport) -> str:
     table = ('<table class="tools"><thead><tr><th scope="col">Tool</th><th scope="col">State'
              '</th><th scope="col">Schedule (UTC)</th><th scope="col">Last success</th>'
              '<th scope="col" class="num">Took</th><th scope="col">Next expected</th>'
-             f'<th scope="col">Last runs (oldest \u2192 newest)</th>'
+             f'<th scope="col" title="oldest on the left">Last runs</th>'
              f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    not_enabled = ""
+    if idle:
+        names = ", ".join(f'<span class="name-inline" title="{escape(t.cron)} UTC">'
+                          f'{escape(t.tool)}</span>' for t in idle)
+        not_enabled = (f'<p class="note">Optional, not enabled on this host '
+                       f'(<code>optional_jobs</code>) and never run: {names}.</p>')
     return _section("Scheduled tools",
-                    f'<div class="scroll">{table}</div><p class="legend">{legend}</p>')
+                    f'<div class="scroll">{table}</div><p class="legend">Last runs, oldest '
+                    f'on the left: {legend}</p>{not_enabled}')
 
 
 def _failures(report: HealthReport) -> str:
@@ -530,7 +542,8 @@ tr.state-unknown > th:first-child { box-shadow: inset 4px 0 var(--unknown); }
 .run-abandoned { background: var(--unknown); }
 .run-running { background: #1c7ed6; }
 .run-other { background: var(--idle); }
-.legend-item { margin-right: 14px; white-space: nowrap; }
+.legend-item { margin-left: 12px; white-space: nowrap; }
+.name-inline { font-weight: 600; color: var(--text); }
 .legend .mark { width: 14px; height: 16px; vertical-align: -3px; }
 .tag { display: inline-block; padding: 1px 8px; border-radius: 4px; font-size: 13px; white-space: nowrap; }
 .tag-ready { background: var(--ok-bg); color: var(--ok); font-weight: 600; }
