@@ -302,13 +302,18 @@ def test_with_json_a_usage_error_prints_the_failed_run_object(tmp_path, tool, ar
     assert fragment in result["error"]
 
 
+# Nagios-style checks: a usage error is UNKNOWN (3), not 2.
+USAGE_EXIT = {"queue_health_summary": 3}
+
+
 @pytest.mark.parametrize("tool", TOOLS)
 def test_every_tool_reports_an_unknown_option_as_one_line_and_one_json_object(tmp_path, tool):
     done = run_cli(tool, "--no-such-flag", "--execute", "--json", env=usage_error_env(tmp_path))
-    assert done.returncode == 2, done.stderr
+    expected = USAGE_EXIT.get(tool, 2)
+    assert done.returncode == expected, done.stderr
     assert "No such option '--no-such-flag'" in assert_one_error_line(done.stderr)
     result = json.loads(done.stdout)
-    assert (result["tool"], result["dry_run"], result["exit_code"]) == (tool, False, 2)
+    assert (result["tool"], result["dry_run"], result["exit_code"]) == (tool, False, expected)
 
 
 def test_every_bad_argument_click_can_see_is_reported_in_the_one_line(tmp_path):

@@ -94,9 +94,9 @@ def tool_row(result: dict, name: str) -> dict:
     return next(r for r in result["sections"]["Tools"] if r["tool"] == name)
 
 
-EMPTY = {"due": "0", "delayed": "0", "claimed": "0", "expired": "0", "dead": "0",
-         "failed_1h": "0", "done_15m": "0", "latency": "-", "state": "OK"}
-MARKER_EMPTY = {**EMPTY, "dead": "-", "failed_1h": "-", "done_15m": "-"}
+EMPTY = {"due": 0, "delayed": 0, "claimed": 0, "expired": 0, "dead": 0, "failed_1h": 0,
+         "done_15m": 0, "latency": "-", "latency_seconds": None, "state": "OK", "capped": None}
+MARKER_EMPTY = {**EMPTY, "dead": None, "failed_1h": None, "done_15m": None}
 
 
 def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
@@ -105,7 +105,7 @@ def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
     pager, perf = first.split(" | ")
-    assert pager == "QUEUES OK: 0 due, oldest -; 5 of 5 tools on time"
+    assert pager == "QUEUES OK: 0 due; 5 of 5 tools on time"
     assert "'scans due'=0;10000;100000;0; 'scans latency'=0s;300;900;0;" in perf
     assert "'rollups expired'=0;1;;0;" in perf and "'rollups failed 1h'" not in perf
     assert perf.endswith("'tools not fresh'=0;1;;0;")
@@ -119,11 +119,11 @@ def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
         assert {k: v for k, v in queue_row(result, name).items() if k != "queue"} == EMPTY
     for name in ("rollups", "snapshots"):
         assert {k: v for k, v in queue_row(result, name).items() if k != "queue"} == MARKER_EMPTY
-    assert queue_row(result, "fanout")["dead"] == "-"  # fan-out dead-letters nothing
+    assert queue_row(result, "fanout")["dead"] is None  # fan-out dead-letters nothing
     billing = tool_row(result, "run_billing_jobs")
     assert billing == {"tool": "run_billing_jobs", "schedule": "daily at 01:10 UTC",
                        "freshness": "ok", "last_success": "2026-11-28 01:10:00",
-                       "running_for": "-", "next_expected": "2026-11-29 01:10:00",
+                       "last_failure": "-", "running_for": "-", "next_expected": "2026-11-29 01:10:00",
                        "state": "OK"}
     assert tool_row(result, "check_schema_drift")["freshness"] == "optional, not enabled"
 
@@ -136,9 +136,9 @@ def test_a_deep_but_moving_queue_warns_on_depth_only(db_url, tmp_path, rows):
     code, result = check_json(db_url, tmp_path, OPS_HEALTH_QUEUE_DEPTH_WARNING="scans=10,*=500")
     assert code == 1
     assert result["headline"] == "QUEUES WARNING: scans 20 due"
-    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "due": "20",
-                                          "done_15m": "50", "latency": "40s",
-                                          "state": "WARNING"}
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "due": 20,
+                                          "done_15m": 50, "latency": "40s",
+                                          "latency_seconds": 40, "state": "WARNING"}
 
 
 def test_old_pending_rows_are_critical_by_latency_from_when_they_became_available(
@@ -153,7 +153,8 @@ def test_old_pending_rows_are_critical_by_latency_from_when_they_became_availabl
         "'scans latency'=7380s;300;900;0;")
     code, result = check_json(db_url, tmp_path)
     assert code == 2 and result["counts"]["state"] == 2 and result["counts"]["due"] == 3
-    assert queue_row(result, "scans")["latency"] == "2h 3m"
+    assert (queue_row(result, "scans")["latency"],
+            queue_row(result, "scans")["latency_seconds"]) == ("2h 3m", 7380)
 
 
 def test_delayed_retries_only_raise_no_latency_alarm(db_url, tmp_path, rows):
@@ -162,7 +163,7 @@ def test_delayed_retries_only_raise_no_latency_alarm(db_url, tmp_path, rows):
                attempts=2)
     code, result = check_json(db_url, tmp_path)
     assert code == 0, result
-    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "delayed": "4"}
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "delayed": 4}
 
 
 def test_expired_claims_and_rows_failed_in_the_last_hour_warn(db_url, tmp_path, rows):
@@ -176,8 +177,8 @@ def test_expired_claims_and_rows_failed_in_the_last_hour_warn(db_url, tmp_path, 
     assert done.returncode == 1, done.stderr
     assert done.stdout.splitlines()[0] == "QUEUES WARNING: scans 1 expired claims; 1 more problem"
     code, result = check_json(db_url, tmp_path)
-    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "claimed": "2",
-                                          "expired": "1", "dead": "2", "failed_1h": "1",
+    assert queue_row(result, "scans") == {**EMPTY, "queue": "scans", "claimed": 2,
+                                          "expired": 1, "dead": 2, "failed_1h": 1,
                                           "state": "WARNING"}
     assert result["counts"]["expired"] == 1 and result["counts"]["failed_last_hour"] == 1
 
@@ -193,11 +194,11 @@ def test_marker_queues_report_depth_latency_and_claims(db_url, tmp_path, rows):
                                           "claimed_by": "run", "lease_expires_at": ago(minutes=1)})
     code, result = check_json(db_url, tmp_path)
     assert code == 1
-    assert queue_row(result, "rollups") == {**MARKER_EMPTY, "queue": "rollups", "due": "1",
-                                            "delayed": "1", "latency": "6m",
-                                            "state": "WARNING"}
+    assert queue_row(result, "rollups") == {**MARKER_EMPTY, "queue": "rollups", "due": 1,
+                                            "delayed": 1, "latency": "6m",
+                                            "latency_seconds": 360, "state": "WARNING"}
     assert queue_row(result, "snapshots") == {**MARKER_EMPTY, "queue": "snapshots",
-                                              "expired": "1", "state": "WARNING"}
+                                              "expired": 1, "state": "WARNING"}
     assert result["headline"] == "QUEUES WARNING: rollups latency 6m; 1 more problem"
 
 
@@ -213,8 +214,9 @@ def test_notifications_and_emails_are_counted_by_their_own_status_columns(db_url
                                      "created_at": ago(hours=1), "finished_at": ago(minutes=59)})
     code, result = check_json(db_url, tmp_path)
     assert code == 0, result
-    assert queue_row(result, "fanout") == {**EMPTY, "queue": "fanout", "due": "1", "dead": "-",
-                                           "failed_1h": "-", "done_15m": "1", "latency": "1m"}
+    assert queue_row(result, "fanout") == {**EMPTY, "queue": "fanout", "due": 1, "dead": None,
+                                           "failed_1h": None, "done_15m": 1, "latency": "1m",
+                                           "latency_seconds": 60}
     assert queue_row(result, "emails") == {**EMPTY, "queue": "emails"}
 
 
@@ -232,7 +234,7 @@ def test_a_tool_not_run_for_three_intervals_is_down_and_one_interval_late(
     code, result = check_json(db_url, tmp_path)
     assert tool_row(result, "run_billing_jobs") == {
         "tool": "run_billing_jobs", "schedule": "daily at 01:10 UTC", "freshness": "down",
-        "last_success": "2026-11-25 01:10:00", "running_for": "-",
+        "last_success": "2026-11-25 01:10:00", "last_failure": "-", "running_for": "-",
         "next_expected": "2026-11-26 01:10:00", "state": "CRITICAL"}
     archive = tool_row(result, "archive_hot_path_data")
     assert (archive["freshness"], archive["state"], archive["last_success"]) == \
@@ -295,6 +297,7 @@ def test_the_prometheus_textfile_parses_back(db_url, tmp_path, rows):
     textfile = tmp_path / "metrics" / "ops.prom"
     done = check(db_url, tmp_path, "--prometheus", str(textfile))
     assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "QUEUES OK: 3 due, oldest 2m; 5 of 5 tools on time"
     text = textfile.read_text()
     assert "# HELP ops_queue_latency_seconds" in text and "# TYPE ops_queue_due_rows gauge" in text
     samples = {}
@@ -371,3 +374,72 @@ def test_the_grace_setting_moves_when_a_tool_is_late(db_url, tmp_path, rows):
     assert tool_row(result, "run_billing_jobs")["freshness"] == "late" and code == 1
     code, result = check_json(db_url, tmp_path, OPS_HEALTH_GRACE_SECONDS="run_billing_jobs=86400")
     assert tool_row(result, "run_billing_jobs")["freshness"] == "ok" and code == 0
+
+
+def test_timeout_on_sqlite_interrupts_a_statement_that_would_run_for_hours(tmp_path):
+    """A WAL reader never waits for a lock, so SQLite's --timeout stops slow statements: a
+    recursive count to a trillion stands for a check on a huge table."""
+    from ops_lib.db import connect
+    from ops_lib.jobs.queue_health import CheckTimedOut, deadline
+    from tests.conftest import sqlite_database
+
+    database = connect(sqlite_database(tmp_path))
+    endless = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+               "WHERE i < 1000000000000) SELECT count(*) FROM n")
+    try:
+        with database.begin(write=False) as conn:
+            with pytest.raises(CheckTimedOut, match="--timeout 0.5 s"):
+                with deadline(conn, 0.5):
+                    conn.exec_driver_sql(endless)
+            # The connection is usable again, with its usual busy timeout.
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    finally:
+        database.engine.dispose()
+
+
+def test_a_check_past_its_timeout_runs_no_further_statement(tmp_path):
+    from ops_lib.jobs import queue_health
+    from tests.conftest import job_context, sqlite_database
+
+    ctx = job_context(sqlite_database(tmp_path), tmp_path, dry_run=True)
+    try:
+        with pytest.raises(queue_health.CheckTimedOut, match="--timeout 1e-09 s"):
+            queue_health.run(ctx, timeout=1e-9, now=NOW)
+    finally:
+        ctx.db.engine.dispose()
+
+
+def test_timeout_on_mariadb_is_unknown_while_a_table_lock_holds_the_check(mariadb_url, tmp_path):
+    engine = create_engine(mariadb_url)
+    with engine.connect() as holder:
+        holder.exec_driver_sql("LOCK TABLES attendance_scan_queue WRITE")
+        try:
+            done = check(mariadb_url, tmp_path, "--timeout", "1", "--quiet")
+        finally:
+            holder.exec_driver_sql("UNLOCK TABLES")
+    engine.dispose()
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "error: timed out: the check took longer than --timeout 1 s (a query was still "
+        "waiting or running)"]
+
+
+def test_a_critical_finding_sends_no_failure_mail_but_a_check_that_could_not_check_does(
+        db_url, tmp_path, rows):
+    rows.all_fresh()
+    rows.scans(1, created_at=ago(hours=1))
+    outbox = tmp_path / "outbox" / "email"
+    done = check(db_url, tmp_path, OPS_ALERT_EMAIL="ops@school.test")
+    assert done.returncode == 2, done.stderr
+    assert not outbox.exists() or list(outbox.glob("*.eml")) == []  # the check did its job
+
+    failed = run_cli("queue_health_summary", "--json", "--database-url",
+                     "mysql+pymysql://root@127.0.0.1:1/platform",
+                     env=tool_env(db_url, tmp_path, OPS_ALERT_EMAIL="ops@school.test"))
+    assert failed.returncode == 3
+    result = json.loads(failed.stdout)
+    assert (result["status"], result["exit_code"]) == ("failed", 3)
+    mails = list(outbox.glob("*.eml"))
+    assert len(mails) == 1 and "queue_health_summary failed" in mails[0].read_text()
+    assert "Status: failed" in mails[0].read_text()

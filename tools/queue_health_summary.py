@@ -12,8 +12,7 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 
 @tool_command(usage_exit=3, examples=[
     "python tools/queue_health_summary.py  # the pager line, then every queue and tool",
-    "python tools/queue_health_summary.py --perfdata --prometheus /var/lib/node_exporter/ops.prom",
-    "python tools/queue_health_summary.py --alert --html /var/www/status/index.html --quiet",
+    "python tools/queue_health_summary.py --perfdata --timeout 20  # as Nagios runs it",
 ])
 @click.option("--perfdata", is_flag=True, help="Add Nagios perfdata after a '|' on the first line.")
 @click.option("--prometheus", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -30,7 +29,11 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
               default=None, metavar="UTC-TIME", help="Judge as of this UTC time instead of the clock (replays, tests).")
 @common_options(writes=False)
 def main(perfdata, prometheus, html, alert, timeout, now, **options):
-    """Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (could not check); read-only."""
+    """Queue depth and latency, and every scheduled tool's freshness; changes nothing.
+
+    Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (could not check). The first line is the
+    pager's; --prometheus FILE and --html FILE write a node_exporter textfile and a status page
+    (atomically); the schedule runs it every 15 minutes with --alert."""
     from ops_lib.jobs import queue_health  # here, not at the top: --help stays fast
 
     run_tool("queue_health_summary", queue_health.run, options, lock=alert,

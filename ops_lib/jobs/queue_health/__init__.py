@@ -23,7 +23,7 @@ from ...queue import QUEUES
 from ...result import JobResult
 from ...runtime import RunContext
 from ...schedule import SCHEDULE
-from ...settings import per_item
+from ...settings import SETTINGS, per_item
 from ...timeutil import utcnow
 from . import freshness, outputs
 from .figures import queue_figures
@@ -38,12 +38,16 @@ class CheckTimedOut(OpsError):
 
 
 def thresholds(settings, queue: str) -> dict[str, int | None]:
-    """The depth and latency thresholds of one queue (map-valued settings, `*` the default)."""
+    """The depth and latency thresholds of one queue: its own value, else the setting's `*`,
+    else the default's `*` (naming one queue keeps the others at the default)."""
+    def value(name: str) -> int | None:
+        return per_item(getattr(settings, name), queue, SETTINGS[name].default.get("*"))
+
     return {
-        "depth_warning": per_item(settings.health_queue_depth_warning, queue),
-        "depth_critical": per_item(settings.health_queue_depth_critical, queue),
-        "latency_warning": per_item(settings.health_queue_latency_warning_seconds, queue),
-        "latency_critical": per_item(settings.health_queue_latency_critical_seconds, queue),
+        "depth_warning": value("health_queue_depth_warning"),
+        "depth_critical": value("health_queue_depth_critical"),
+        "latency_warning": value("health_queue_latency_warning_seconds"),
+        "latency_critical": value("health_queue_latency_critical_seconds"),
     }
 
 
@@ -145,17 +149,14 @@ def _when(moment: dt.datetime | None) -> str:
 
 
 def _sections(result: JobResult, report: HealthReport) -> None:
+    # Numbers stay numbers (JSON, and the renderer's own formatting); `capped` names the figures
+    # that stopped at the cap ("at least").
     result.section("Queues", [{
-        "queue": q.name,
-        "due": outputs.figure(q.due, "due" in q.capped),
-        "delayed": outputs.figure(q.delayed, "delayed" in q.capped),
-        "claimed": outputs.figure(q.claimed, "claimed" in q.capped),
-        "expired": outputs.figure(q.expired, "expired" in q.capped),
-        "dead": outputs.figure(q.dead, "dead" in q.capped),
-        "failed_1h": outputs.figure(q.failed_last_hour, "failed_last_hour" in q.capped),
-        "done_15m": outputs.figure(q.done_last_15_minutes, "done_last_15_minutes" in q.capped),
-        "latency": outputs.latency_words(q),
-        "state": STATE_NAMES[q.state],
+        "queue": q.name, "due": q.due, "delayed": q.delayed, "claimed": q.claimed,
+        "expired": q.expired, "dead": q.dead, "failed_1h": q.failed_last_hour,
+        "done_15m": q.done_last_15_minutes, "latency": outputs.latency_words(q),
+        "latency_seconds": None if q.latency_seconds is None else round(q.latency_seconds),
+        "state": STATE_NAMES[q.state], "capped": ", ".join(sorted(q.capped)) or None,
     } for q in report.queues])
     now = report.checked_at
     result.section("Tools", [{
@@ -163,6 +164,7 @@ def _sections(result: JobResult, report: HealthReport) -> None:
         "schedule": t.schedule_in_words,
         "freshness": t.freshness,
         "last_success": _when(t.last_success.started_at if t.last_success else None),
+        "last_failure": _when(t.last_failure.finished_at if t.last_failure else None),
         "running_for": (freshness.duration_in_words(now - t.running_since)
                         if t.running_since else "-"),
         "next_expected": _when(t.next_expected_at),

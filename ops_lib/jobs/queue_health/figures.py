@@ -2,9 +2,9 @@
 
 The queue registry's invariant makes them cheap: a claimed row has `claimed_by` and
 `lease_expires_at` both set (a released one neither), and a delayed row (`available_at` in the
-future) is never claimed. So the rows waiting now are counted as all waiting rows minus the delayed
-ones and the claimed ones, three range scans of the `(status, id)`, `(status, available_at, ...)`
-and `(status, lease_expires_at)` indexes, with no row lookups. Counts stop at `cap` (a COUNT over a
+future) is never claimed. So the rows due now are all waiting rows minus the delayed, the claimed
+and the expired ones: four covering range scans of the `(status, ...)`, `(status, available_at,
+...)` and `(status, lease_expires_at)` indexes, with no row lookups. Counts stop at `cap` (a COUNT over a
 LIMITed subquery): a figure beyond it is marked capped and shown as "1,000,000+".
 
 The background worker's dry run reads the same figures (one implementation).
@@ -27,8 +27,8 @@ def _count(conn: Connection, queue: Queue, *where: Any, cap: int | None) -> tupl
     """(rows matching `where`, up to `cap` (None: all); whether there were more)."""
     table = queue.table
     if cap is None:
-        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one(), \
-            False
+        exact = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+        return exact, False
     limited = select(literal(1).label("one")).select_from(table).where(*where).limit(cap + 1)
     found = conn.execute(select(func.count()).select_from(limited.subquery())).scalar_one()
     return min(found, cap), found > cap

@@ -42,9 +42,10 @@ def pager_line(report: HealthReport) -> str:
                       if q.latency_seconds is not None), default=None)
         judged = [t for t in report.tools if t.freshness != NOT_JUDGED]
         fresh = sum(t.freshness in (FRESH, NEVER_RUN) for t in judged)
-        text = (f"{due:,} due, oldest "
-                f"{duration_in_words(dt.timedelta(seconds=oldest)) if oldest is not None else '-'}"
-                f"; {fresh} of {len(judged)} tools on time")
+        waiting = f"{due:,} due" + (
+            f", oldest {duration_in_words(dt.timedelta(seconds=oldest))}" if oldest is not None
+            else "")
+        text = f"{waiting}; {fresh} of {len(judged)} tools on time"
         return _fit(prefix, text, "")
     more = len(found) - 1
     rest = f"; {more} more problem{'s' if more > 1 else ''}" if more else ""
