@@ -28,6 +28,9 @@ from .model import OK, STATE_NAMES, UNKNOWN, HealthReport
 
 log = logging.getLogger("ops")
 PAGE = 100  # ledger rows read at a time while looking for the last --alert run
+# How the ledger's JSON writer (json.dumps) spells the flag in `args`: the server skips the runs
+# without it; each candidate is then read back with json.loads, which has the last word.
+ALERT_ARG = json.dumps({"alert": True})[1:-1]
 
 
 def alert_on_change(ctx: RunContext, report: HealthReport) -> str | None:
@@ -67,13 +70,14 @@ def previous_alert_state(ctx: RunContext) -> int | None:
 
     Only runs with status `ok` count: a run that could not check (UNKNOWN, failed) compared
     nothing. A read-only tool's runs are all recorded as dry runs, so dry_run is not a filter.
-    Newest first, a page at a time, along ix_ops_job_runs_freshness (tool, status, finished_at).
+    Newest first along ix_ops_job_runs_freshness (tool, status, finished_at), the server passing
+    over runs without --alert; a page at a time in case a row only looks like one.
     """
     r = ops_job_runs
     newest_first = (r.c.finished_at.desc(), r.c.id.desc())
     base = select(r.c.id, r.c.finished_at, r.c.args, r.c.counts).where(
         r.c.tool == ctx.tool, r.c.status == "ok", r.c.finished_at.is_not(None),
-        r.c.run_id != ctx.run_id)
+        r.c.run_id != ctx.run_id, r.c.args.contains(ALERT_ARG, autoescape=True))
     after = None
     while True:
         query = base
