@@ -234,7 +234,8 @@ def _failures(report: HealthReport) -> str:
 
 
 def _readiness(rows: list[dict[str, Any]]) -> str:
-    columns = ["Area", "Retention", "Eligible", "Status", "Notes"]
+    from ..archive_hot_path import READINESS_COLUMNS as columns
+
     if not rows:
         return _section("Archive readiness", '<p class="empty">No archive figures.</p>')
     body = []
