@@ -215,6 +215,20 @@ def plan(ctx: RunContext, now: dt.datetime) -> list[AreaPlan]:
     return plans
 
 
+READINESS_COLUMNS = ["Area", "Retention", "Eligible", "Status", "Notes"]
+
+
+def readiness_rows(ctx: RunContext, now: dt.datetime) -> list[dict[str, Any]]:
+    """The archive-readiness table (READINESS_COLUMNS) from the read-only plan, as the archive's
+    own run shows it (queue health's status page shows it too)."""
+    return _readiness(plan(ctx, now))
+
+
+def _readiness(plans: list[AreaPlan]) -> list[dict[str, Any]]:
+    return [{"Area": p.area.name, "Retention": f"{p.days} days", "Eligible": p.eligible,
+             "Status": p.status, "Notes": p.notes()} for p in plans]
+
+
 def batch_statements(area: Area, cutoff, batch: int, display: bool = False) -> dict[str, Any]:
     """One area's batch statements, built once per run; each batch binds its own ids.
 
@@ -516,12 +530,7 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
     result = JobResult(ctx.tool, ctx.dry_run)
     now = now or utcnow()
     plans = plan(ctx, now)
-    result.section(
-        "Archive readiness",
-        [{"Area": p.area.name, "Retention": f"{p.days} days", "Eligible": p.eligible,
-          "Status": p.status, "Notes": p.notes()} for p in plans],
-        columns=["Area", "Retention", "Eligible", "Status", "Notes"],
-    )
+    result.section("Archive readiness", _readiness(plans), columns=READINESS_COLUMNS)
     dialect = ctx.db.engine.dialect
     for p in plans:
         if p.blocked or not p.eligible:
