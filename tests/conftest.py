@@ -68,6 +68,20 @@ def mysql_scratch():
     scratch.drop()
 
 
+@pytest.fixture(scope="session")
+def replica_pair():
+    """A MariaDB primary and replica of the test's own (tests/replication.py), started once."""
+    from replication import ReplicaPair, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        if IN_CI:
+            pytest.fail(f"CI needs the MariaDB server programs for the replica tests: {missing}")
+        pytest.skip(f"MariaDB server programs not found: {', '.join(missing)}")
+    with ReplicaPair() as pair:
+        yield pair
+
+
 def _empty_all_tables(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:

@@ -1,0 +1,259 @@
+"""Replication lag against a real replica (tests/replication.py), not a stand-in: what
+`read_lag` reads in each state, and the archive's `--max-replica-lag` pausing and resuming."""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import run_cli, start_cli, tool_env, unique_name
+from sqlalchemy import func, insert, select
+
+from ops_lib.db import connect
+from ops_lib.jobs.schema_admin import create_scratch_database, drop_database
+from ops_lib.replica import NOT_A_REPLICA, describe_lag, read_lag
+from ops_lib.schema import notifications, notifications_archive
+
+pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
+
+OLD = dt.datetime(2020, 1, 1)  # older than every retention
+HELD_BACK = 3600  # seconds of lag `hold_back` makes the replica report
+WAIT = 120.0  # a generous deadline for what must happen, never an expectation of speed
+
+
+class Replica:
+    """A fresh database on the session's pair; the pair is left replicating, not delayed."""
+
+    def __init__(self, pair, name: str):
+        self.pair, self.name = pair, name
+        self.primary_url = create_scratch_database(pair.primary_url(), name)
+        self.replica_url = pair.replica_url(name)
+        self.processes: list[subprocess.Popen] = []  # killed at teardown if still running
+        pair.wait_caught_up()  # the schema is on the replica too
+
+    def count(self, url: str, table) -> int:
+        database = connect(url)
+        try:
+            with database.engine.connect() as conn:
+                return conn.execute(select(func.count()).select_from(table)).scalar_one()
+        finally:
+            database.engine.dispose()
+
+
+@pytest.fixture
+def replica(replica_pair):
+    pair = replica_pair
+    target = Replica(pair, unique_name("ops_lag"))
+    yield target
+    for process in target.processes:
+        if process.poll() is None:  # a failed test left it paused
+            process.kill()
+            process.wait(timeout=30)
+    pair.release()  # whatever the test left stopped or delayed
+    drop_database(pair.primary_url(), target.name)
+    pair.wait_caught_up()
+
+
+def lag_of(url: str):
+    database = connect(url)
+    try:
+        return read_lag(database)
+    finally:
+        database.engine.dispose()
+
+
+def seed_old_notifications(url: str, count: int) -> None:
+    database = connect(url)
+    try:
+        with database.begin() as conn:
+            conn.execute(insert(notifications), [
+                {"id": i, "guardian_id": 7, "student_id": 3, "kind": "attendance",
+                 "title": f"Title {i}", "body": "body", "data": None, "dedupe_key": f"n-{i}",
+                 "created_at": OLD + dt.timedelta(minutes=i), "read_at": None}
+                for i in range(1, count + 1)])
+    finally:
+        database.engine.dispose()
+
+
+class Lines:
+    """A process's stdout and stderr, read as they come (threads), to wait for a line."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._new: queue.Queue = queue.Queue()
+        self._readers = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
+                         for stream, into in ((process.stdout, self.stdout),
+                                              (process.stderr, self.stderr))]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+            self._new.put(line)
+        self._new.put(None)
+
+    def wait_for(self, pattern: str) -> re.Match:
+        """The first stderr line matching `pattern`; fails when the process ends first or
+        the deadline passes."""
+        deadline = time.monotonic() + WAIT
+        seen = 0
+        while True:
+            for line in self.stderr[seen:]:
+                seen += 1
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            if self.process.poll() is not None and all(not r.is_alive() for r in self._readers):
+                pytest.fail(f"the process exited {self.process.returncode} before logging "
+                            f"{pattern!r}:\n{self.text()}")
+            if time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"no line {pattern!r} within {WAIT:g} s:\n{self.text()}")
+            try:
+                self._new.get(timeout=0.5)
+            except queue.Empty:
+                pass
+
+    def finish(self) -> int:
+        try:
+            code = self.process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"the process did not finish within {WAIT:g} s:\n{self.text()}")
+        for reader in self._readers:
+            reader.join(timeout=WAIT)
+        return code
+
+    def text(self) -> str:
+        return "".join(self.stdout) + "".join(self.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# read_lag
+
+
+def test_a_replica_that_has_caught_up_reports_a_lag_of_zero(replica):
+    assert lag_of(replica.replica_url) == 0.0
+
+
+def test_the_primary_is_not_a_replica(replica):
+    assert lag_of(replica.primary_url) == NOT_A_REPLICA
+    assert describe_lag(NOT_A_REPLICA) == "not a replica"
+
+
+def test_a_stopped_sql_thread_makes_the_lag_unknown_even_with_changes_waiting(replica):
+    replica.pair.stop_sql_thread()
+    seed_old_notifications(replica.primary_url, 3)
+    assert replica.pair.status()["Slave_IO_Running"] == "Yes"  # events still arrive
+    assert lag_of(replica.replica_url) is None
+    assert describe_lag(None) == "unknown (replication stopped)"
+    assert replica.count(replica.replica_url, notifications) == 0
+
+    replica.pair.start_sql_thread()
+    replica.pair.wait_caught_up()
+    assert lag_of(replica.replica_url) == 0.0
+    assert replica.count(replica.replica_url, notifications) == 3
+
+
+def test_a_replica_applying_an_old_event_reports_its_age_in_seconds(replica):
+    replica.pair.hold_back(HELD_BACK)
+    lag = lag_of(replica.replica_url)
+    assert isinstance(lag, float)
+    # The event is HELD_BACK s old and waits until it is twice that: the lag lies between.
+    assert HELD_BACK <= lag < 2 * HELD_BACK
+    assert describe_lag(lag) == f"{lag:g}s"
+
+    replica.pair.release()
+    assert lag_of(replica.replica_url) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# archive_hot_path_data --max-replica-lag
+
+
+def start_archive(replica, tmp_path, max_lag: str, batch: str = "10") -> Lines:
+    env = tool_env(replica.primary_url, tmp_path, OPS_REPLICA_DATABASE_URL=replica.replica_url)
+    process = start_cli("archive_hot_path_data", batch, "--execute", "--max-replica-lag",
+                        max_lag, env=env)
+    replica.processes.append(process)
+    return Lines(process)
+
+
+def assert_everything_archived(replica, rows: int, batches: int, run: Lines) -> None:
+    assert run.finish() == 0, run.text()
+    assert "replica caught up: resuming" in "".join(run.stderr)
+    out = "".join(run.stdout)
+    assert (f"archived: Area=notifications Eligible={rows} Done={rows} Action=moved "
+            f"Batches={batches} Pre-archived=0") in out, out
+    assert 'statistics: Action="replica wait" Count=1 ' in out, out
+    assert "stopped: no more work" in out, out
+    assert replica.count(replica.primary_url, notifications) == 0
+    assert replica.count(replica.primary_url, notifications_archive) == rows
+    replica.pair.wait_caught_up()
+    assert replica.count(replica.replica_url, notifications) == 0
+    assert replica.count(replica.replica_url, notifications_archive) == rows
+
+
+def test_the_archive_pauses_while_replication_is_stopped_and_resumes_when_it_runs(replica,
+                                                                                 tmp_path):
+    seed_old_notifications(replica.primary_url, 30)
+    replica.pair.wait_caught_up()
+    replica.pair.stop_sql_thread()
+
+    run = start_archive(replica, tmp_path, "5")
+    run.wait_for(r"replica lag unknown \(replication stopped\) > 5s: pausing")
+    # Lag is read before the first batch, and a run leaves the pause only on a lag it can read
+    # (a number <= 5): while the SQL thread is stopped not one row can have moved.
+    assert run.process.poll() is None
+    assert replica.count(replica.primary_url, notifications) == 30
+    assert replica.count(replica.primary_url, notifications_archive) == 0
+
+    replica.pair.start_sql_thread()
+    assert_everything_archived(replica, 30, 3, run)
+    assert (f"note: --max-replica-lag 5s watches replica {replica.replica_url} "
+            "(lag now unknown (replication stopped))") in "".join(run.stdout)
+
+
+def test_the_archive_pauses_while_the_lag_exceeds_the_limit_and_resumes_below_it(replica,
+                                                                                tmp_path):
+    seed_old_notifications(replica.primary_url, 25)
+    replica.pair.wait_caught_up()
+    replica.pair.hold_back(HELD_BACK)
+
+    run = start_archive(replica, tmp_path, "5")
+    paused = run.wait_for(r"replica lag (\d+)s > 5s: pausing")
+    assert int(paused.group(1)) >= HELD_BACK
+    assert run.process.poll() is None
+    assert replica.count(replica.primary_url, notifications) == 25
+
+    replica.pair.release()
+    assert_everything_archived(replica, 25, 3, run)
+
+
+def test_a_lag_below_the_limit_does_not_pause_the_archive(replica, tmp_path):
+    seed_old_notifications(replica.primary_url, 12)
+    replica.pair.wait_caught_up()
+    replica.pair.hold_back(HELD_BACK)
+
+    env = tool_env(replica.primary_url, tmp_path, OPS_REPLICA_DATABASE_URL=replica.replica_url)
+    done = run_cli("archive_hot_path_data", "5", "--execute", "--max-replica-lag",
+                   str(10 * HELD_BACK), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "pausing" not in done.stderr
+    watched = re.search(r"--max-replica-lag (\d+)s watches replica \S+ \(lag now (\d+)s\)",
+                        done.stdout + done.stderr)
+    assert watched, done.stdout
+    assert int(watched.group(1)) == 10 * HELD_BACK
+    assert int(watched.group(2)) >= HELD_BACK
+    assert replica.count(replica.primary_url, notifications) == 0
+    assert replica.count(replica.primary_url, notifications_archive) == 12
+    # Held back: the replica has applied none of it.
+    assert replica.count(replica.replica_url, notifications) == 12
