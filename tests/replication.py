@@ -197,6 +197,7 @@ class ReplicaPair:
         self.folder = Path(folder or tempfile.mkdtemp(prefix="ops-replica-"))
         self.primary = Server(self.folder, "primary", 1, ("--log-bin=primary-bin",))
         self.replica = Server(self.folder, "replica", 2, ("--relay-log=replica-relay-bin",))
+        self.connection = ""  # the replica's connection name ('' = the default connection)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -222,13 +223,25 @@ class ReplicaPair:
             f"CREATE TABLE {MARKER_DATABASE}.marker (id INT AUTO_INCREMENT PRIMARY KEY, "
             "note VARCHAR(100) NOT NULL)",
         )
+        self._replicate()
+
+    def _replicate(self) -> None:
         self.replica.query(
-            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={self.primary.port}, "
-            f"MASTER_USER='{REPLICATION_USER}', MASTER_PASSWORD='{REPLICATION_PASSWORD}', "
-            "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
-            "START SLAVE",
+            f"CHANGE MASTER '{self.connection}' TO MASTER_HOST='127.0.0.1', "
+            f"MASTER_PORT={self.primary.port}, MASTER_USER='{REPLICATION_USER}', "
+            f"MASTER_PASSWORD='{REPLICATION_PASSWORD}', MASTER_USE_GTID=slave_pos, "
+            "MASTER_CONNECT_RETRY=1",
+            f"START SLAVE '{self.connection}'",
         )
         self.wait_caught_up()
+
+    def rename_connection(self, name: str) -> None:
+        """Replicate over the named connection `name` (MariaDB multi-source; '' = the default
+        one) instead of the current one, from where the replica is."""
+        self.replica.query(f"STOP SLAVE '{self.connection}'",
+                           f"RESET SLAVE '{self.connection}' ALL")
+        self.connection = name
+        self._replicate()
 
     def close(self) -> None:
         for server in (self.replica, self.primary):
@@ -248,7 +261,7 @@ class ReplicaPair:
 
     def status(self) -> dict:
         """The replica's `SHOW REPLICA STATUS` row."""
-        rows = self.replica.query("SHOW REPLICA STATUS")
+        rows = self.replica.query(f"SHOW SLAVE '{self.connection}' STATUS")
         if not rows:
             raise ReplicationSetupError("the replica reports no replication")
         return rows[0]
@@ -259,10 +272,10 @@ class ReplicaPair:
 
     def stop_sql_thread(self) -> None:
         """Stop applying: the replica keeps receiving events but falls behind, lag NULL."""
-        self.replica.query("STOP SLAVE SQL_THREAD")
+        self.replica.query(f"STOP SLAVE '{self.connection}' SQL_THREAD")
 
     def start_sql_thread(self) -> None:
-        self.replica.query("START SLAVE SQL_THREAD")
+        self.replica.query(f"START SLAVE '{self.connection}' SQL_THREAD")
 
     def hold_back(self, seconds: int = 3600) -> None:
         """Make the replica report a lag of `seconds` or more, until `release`."""
@@ -281,8 +294,9 @@ class ReplicaPair:
 
     def _set_delay(self, seconds: int) -> None:
         # MariaDB changes MASTER_DELAY only with both threads stopped.
-        self.replica.query("STOP SLAVE", f"CHANGE MASTER TO MASTER_DELAY={int(seconds)}",
-                           "START SLAVE")
+        self.replica.query(f"STOP SLAVE '{self.connection}'",
+                           f"CHANGE MASTER '{self.connection}' TO MASTER_DELAY={int(seconds)}",
+                           f"START SLAVE '{self.connection}'")
 
     def wait_caught_up(self) -> None:
         """Wait until the replica has applied everything the primary has written so far, and
