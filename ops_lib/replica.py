@@ -1,8 +1,11 @@
 """Replication lag, read one way for every tool: the archive pauses on it, the reporting
 validation calls a mismatch inside it inconclusive.
 
-`SHOW REPLICA STATUS` (MariaDB 10.5+, MySQL 8.0.22+), falling back to `SHOW SLAVE STATUS`;
-columns are read by name, since the two servers order them differently.
+MySQL: `SHOW REPLICA STATUS` (8.0.22+), falling back to `SHOW SLAVE STATUS`; a row per channel.
+MariaDB: `SHOW ALL REPLICAS STATUS` (10.5.2+), falling back to `SHOW ALL SLAVES STATUS`: its
+`SHOW REPLICA STATUS` shows the default connection only, so a replica replicating over a named
+connection (multi-source) looked like no replica at all. Columns are read by name, since the
+servers order them differently.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ Lag = Union[float, None, str]
 
 
 def read_lag(database: Database) -> Lag:
-    """The server's replication lag in seconds (the largest over its channels)."""
+    """The server's replication lag in seconds (the largest over its channels or connections)."""
     if not database.caps.is_mysql:
         return NOT_A_REPLICA
     rows = None
     last_error: DBAPIError | None = None
-    for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+    statements = (("SHOW ALL REPLICAS STATUS", "SHOW ALL SLAVES STATUS") if database.caps.is_mariadb
+                  else ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"))
+    for statement in statements:
         try:
             with database.engine.connect() as conn:
                 rows = conn.exec_driver_sql(statement).mappings().all()
@@ -88,7 +93,7 @@ class ReplicaLag:
         if lag == NOT_A_REPLICA:
             self.enabled = False
             self.note = (f"--max-replica-lag has no effect: {where} reports no replication "
-                         "(SHOW REPLICA STATUS is empty)")
+                         "(its replica status is empty)")
         else:
             self.note = f"--max-replica-lag {max_lag:g}s watches {where} (lag now {describe_lag(lag)})"
 

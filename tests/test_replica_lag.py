@@ -257,3 +257,25 @@ def test_a_lag_below_the_limit_does_not_pause_the_archive(replica, tmp_path):
     assert replica.count(replica.primary_url, notifications_archive) == 12
     # Held back: the replica has applied none of it.
     assert replica.count(replica.replica_url, notifications) == 12
+
+
+@pytest.fixture
+def named_connection(replica):
+    """The replica replicates over a named connection (MariaDB multi-source) during the test."""
+    replica.pair.rename_connection("east")
+    yield replica
+    replica.pair.release()
+    replica.pair.rename_connection("")
+
+
+def test_a_replica_on_a_named_connection_is_read_too(named_connection):
+    """Regression: SHOW REPLICA STATUS on MariaDB shows the default connection only; a replica
+    replicating over a named one was "not a replica", and --max-replica-lag had no effect."""
+    replica = named_connection
+    assert replica.pair.replica.query("SHOW REPLICA STATUS") == []
+    assert lag_of(replica.replica_url) == 0.0
+    replica.pair.stop_sql_thread()
+    assert lag_of(replica.replica_url) is None
+    replica.pair.start_sql_thread()
+    replica.pair.hold_back(HELD_BACK)
+    assert HELD_BACK <= lag_of(replica.replica_url) < 2 * HELD_BACK
