@@ -16,7 +16,9 @@ CREATE TABLE IF NOT EXISTS attendance_rollup_queue (
   claimed_by VARCHAR(32),
   lease_expires_at DATETIME,
   available_at DATETIME,
-  CONSTRAINT pk_attendance_rollup_queue PRIMARY KEY (institution_id, attendance_date)
+  CONSTRAINT pk_attendance_rollup_queue PRIMARY KEY (institution_id, attendance_date),
+  KEY ix_rollup_queue_due (available_at, marked_at),
+  KEY ix_rollup_queue_lease (lease_expires_at)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS attendance_rollups (
@@ -48,6 +50,8 @@ CREATE TABLE IF NOT EXISTS attendance_scan_queue (
   scan_key VARCHAR(120),
   PRIMARY KEY (id),
   CONSTRAINT uq_scan_queue_scan_key UNIQUE (scan_key),
+  KEY ix_scan_queue_due (status, available_at, created_at),
+  KEY ix_scan_queue_finished (status, processed_at),
   KEY ix_scan_queue_lease (status, lease_expires_at),
   KEY ix_scan_queue_poll (status, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
@@ -95,7 +99,9 @@ CREATE TABLE IF NOT EXISTS guardian_snapshot_queue (
   claimed_by VARCHAR(32),
   lease_expires_at DATETIME,
   available_at DATETIME,
-  CONSTRAINT pk_guardian_snapshot_queue PRIMARY KEY (guardian_id)
+  CONSTRAINT pk_guardian_snapshot_queue PRIMARY KEY (guardian_id),
+  KEY ix_snapshot_queue_due (available_at, marked_at),
+  KEY ix_snapshot_queue_lease (lease_expires_at)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS guardian_snapshots (
@@ -137,13 +143,16 @@ CREATE TABLE IF NOT EXISTS notifications (
   created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   read_at DATETIME,
   fanout_status VARCHAR(16) NOT NULL DEFAULT 'pending',
+  fanned_out_at DATETIME,
   claimed_by VARCHAR(32),
   lease_expires_at DATETIME,
   available_at DATETIME,
   PRIMARY KEY (id),
   CONSTRAINT uq_notifications_dedupe UNIQUE (dedupe_key),
   KEY ix_notifications_created (created_at),
+  KEY ix_notifications_fanned_out (fanout_status, fanned_out_at),
   KEY ix_notifications_fanout (fanout_status, id),
+  KEY ix_notifications_fanout_due (fanout_status, available_at, created_at),
   KEY ix_notifications_guardian (guardian_id, read_at)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
@@ -159,6 +168,7 @@ CREATE TABLE IF NOT EXISTS notifications_archive (
   created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   read_at DATETIME,
   fanout_status VARCHAR(16) NOT NULL DEFAULT 'pending',
+  fanned_out_at DATETIME,
   claimed_by VARCHAR(32),
   lease_expires_at DATETIME,
   available_at DATETIME,
@@ -221,10 +231,13 @@ CREATE TABLE IF NOT EXISTS report_email_queue (
   created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   sent_at DATETIME,
   error VARCHAR(500),
+  finished_at DATETIME,
   claimed_by VARCHAR(32),
   lease_expires_at DATETIME,
   available_at DATETIME,
   PRIMARY KEY (id),
+  KEY ix_report_email_due (status, available_at, created_at),
+  KEY ix_report_email_finished (status, finished_at),
   KEY ix_report_email_lease (status, lease_expires_at),
   KEY ix_report_email_poll (status, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
@@ -322,12 +335,15 @@ CREATE TABLE IF NOT EXISTS push_deliveries (
   provider_message_id VARCHAR(255),
   error VARCHAR(500),
   created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  finished_at DATETIME,
   claimed_by VARCHAR(32),
   lease_expires_at DATETIME,
   available_at DATETIME,
   PRIMARY KEY (id),
   CONSTRAINT uq_deliveries_notification_device UNIQUE (notification_id, device_id),
   CONSTRAINT fk_deliveries_device FOREIGN KEY(device_id) REFERENCES notification_devices (id),
+  KEY ix_deliveries_due (status, available_at, created_at),
+  KEY ix_deliveries_finished (status, finished_at),
   KEY ix_deliveries_lease (status, lease_expires_at),
   KEY ix_deliveries_poll (status, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;

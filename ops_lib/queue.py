@@ -20,22 +20,42 @@ from sqlalchemy import Connection, Table, and_, case, or_, select, true, tuple_,
 from sqlalchemy.sql import ColumnElement
 
 from .db import Database
+from .schema import (
+    attendance_rollup_queue,
+    attendance_scan_queue,
+    guardian_snapshot_queue,
+    notifications,
+    push_deliveries,
+    report_email_queue,
+)
 from .sqlutil import in_keys
+from .timeutil import utcnow
 
 
 @dataclass(frozen=True)
 class Queue:
-    """A claimable table: its key columns and what makes a row waiting."""
+    """A claimable table: its key columns, what makes a row waiting, done or dead-lettered.
 
+    Status queues keep a finished row (`done` or `failed`, stamped in `finished_at`); marker
+    queues (no status column) delete a row once it is done, so only their depth, latency and
+    claims can be told.
+    """
+
+    name: str  # what operators call it: manage_dead_letters --queue, queue health, settings
     table: Table
     key: tuple[str, ...] = ("id",)
     status_column: str | None = "status"  # None: the row's presence means "waiting"
     waiting: str = "pending"
     counts_attempts: bool = True
+    done: tuple[str, ...] = ()  # statuses of a row finished for good
+    failed: str | None = None  # status of a dead-lettered row
+    finished_at: str | None = None  # column: when a row became done or failed
+    became_available: str = "created_at"  # column: when a row (without available_at) was due
+    stage: str = ""  # the background worker's stage that drains it
 
     @property
-    def name(self) -> str:
-        return self.table.name
+    def has_status(self) -> bool:
+        return self.status_column is not None
 
     def key_of(self, row: Any) -> Any:
         mapping = row._mapping if hasattr(row, "_mapping") else row
@@ -62,6 +82,20 @@ class Queue:
 
     def owned_by(self, run_id: str, keys: Sequence[Any]) -> ColumnElement[bool]:
         return and_(self.key_in(keys), self.table.c.claimed_by == run_id)
+
+    def dead_letter_values(self, now: dt.datetime) -> dict[str, Any]:
+        """The values that dead-letter a row, stamped with the time (failed in the last hour)."""
+        values: dict[str, Any] = {self.status_column: self.failed}
+        if self.finished_at:
+            values[self.finished_at] = now
+        return values
+
+    def finished_values(self, status: str, now: dt.datetime) -> dict[str, Any]:
+        """The values that finish a row as `status` (one of `done`, or `failed`), with its time."""
+        values: dict[str, Any] = {self.status_column: status}
+        if self.finished_at:
+            values[self.finished_at] = now
+        return values
 
 
 class ClaimLost(Exception):
@@ -168,12 +202,12 @@ def abandon(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any], er
     c = queue.table.c
     mine = queue.owned_by(run_id, keys)
     free = {"claimed_by": None, "lease_expires_at": None}
-    if not (queue.counts_attempts and queue.status_column):
+    if not (queue.counts_attempts and queue.failed):
         # No attempts to count here: back the rows off, so the rows after them get their turn.
         return {"failed": 0, "released": conn.execute(
             update(queue.table).where(mine).values(available_at=retry_at, **free)).rowcount}
     failed = conn.execute(update(queue.table).where(mine, c.attempts >= max_attempts).values(
-        {queue.status_column: "failed", "error": error[:500], **free})).rowcount
+        {**queue.dead_letter_values(utcnow()), "error": error[:500], **free})).rowcount
     released = conn.execute(update(queue.table).where(mine).values(
         error=error[:500], available_at=retry_at, **free)).rowcount
     return {"failed": failed, "released": released}
@@ -192,10 +226,11 @@ def recover_expired(db: Database, queue: Queue, now: dt.datetime, max_attempts: 
             return {"recovered": 0, "dead_lettered": 0}
         mine = and_(queue.key_in(keys), expired)
         given_up = 0
-        if queue.counts_attempts and queue.status_column:
+        if queue.counts_attempts and queue.failed:
             given_up = conn.execute(
                 update(queue.table).where(mine, c.attempts >= max_attempts).values(
-                    {queue.status_column: "failed", "claimed_by": None, "lease_expires_at": None,
+                    {**queue.dead_letter_values(now), "claimed_by": None,
+                     "lease_expires_at": None,
                      "error": f"gave up after {max_attempts} attempts: the worker holding it "
                               "stopped before finishing (lease expired)"})
             ).rowcount
@@ -211,3 +246,22 @@ def backoff_seconds(attempts: int, base: int, cap: int, rng: random.Random | Non
     """Capped exponential backoff with full jitter between half and all of the delay."""
     delay = min(cap, base * 2 ** max(0, attempts - 1))
     return int((rng or random).uniform(delay / 2, delay))
+
+
+# Every queue the toolkit drains, in the background worker's stage order. The worker's stages,
+# queue health and manage_dead_letters all read this one list.
+QUEUES: dict[str, Queue] = {q.name: q for q in (
+    Queue("scans", attendance_scan_queue, done=("done",), failed="failed",
+          finished_at="processed_at", stage="scans"),
+    Queue("fanout", notifications, status_column="fanout_status", counts_attempts=False,
+          done=("done",), finished_at="fanned_out_at", stage="fanout"),
+    Queue("deliveries", push_deliveries, done=("sent", "cancelled"), failed="failed",
+          finished_at="finished_at", stage="push"),
+    Queue("rollups", attendance_rollup_queue, key=("institution_id", "attendance_date"),
+          status_column=None, counts_attempts=False, became_available="marked_at",
+          stage="rollups"),
+    Queue("snapshots", guardian_snapshot_queue, key=("guardian_id",), status_column=None,
+          counts_attempts=False, became_available="marked_at", stage="snapshots"),
+    Queue("emails", report_email_queue, done=("sent",), failed="failed",
+          finished_at="finished_at", stage="emails"),
+)}

@@ -168,6 +168,9 @@ attendance_scan_queue = _table(
     UniqueConstraint("scan_key", name="uq_scan_queue_scan_key"),
     Index("ix_scan_queue_poll", "status", "id"),
     Index("ix_scan_queue_lease", "status", "lease_expires_at"),
+    # Queue health: due rows by when they became available, and rows finished per time.
+    Index("ix_scan_queue_due", "status", "available_at", "created_at"),
+    Index("ix_scan_queue_finished", "status", "processed_at"),
 )
 
 attendance_records = _table(
@@ -204,9 +207,12 @@ notifications = _table(
     Column("read_at", DateTime, nullable=True),
     # Fan-out to push_deliveries: 'pending' until every active device has its delivery row.
     Column("fanout_status", String(16), nullable=False, server_default="pending"),
+    Column("fanned_out_at", DateTime, nullable=True),
     *_claim_columns(),
     UniqueConstraint("dedupe_key", name="uq_notifications_dedupe"),
     Index("ix_notifications_fanout", "fanout_status", "id"),
+    Index("ix_notifications_fanout_due", "fanout_status", "available_at", "created_at"),
+    Index("ix_notifications_fanned_out", "fanout_status", "fanned_out_at"),
     Index("ix_notifications_guardian", "guardian_id", "read_at"),
     Index("ix_notifications_created", "created_at"),
 )
@@ -229,10 +235,13 @@ push_deliveries = _table(
     Column("provider_message_id", String(255), nullable=True),
     Column("error", String(500), nullable=True),
     _created_at(),
+    Column("finished_at", DateTime, nullable=True),  # sent, cancelled or dead-lettered
     *_claim_columns(),
     UniqueConstraint("notification_id", "device_id", name="uq_deliveries_notification_device"),
     Index("ix_deliveries_poll", "status", "id"),
     Index("ix_deliveries_lease", "status", "lease_expires_at"),
+    Index("ix_deliveries_due", "status", "available_at", "created_at"),
+    Index("ix_deliveries_finished", "status", "finished_at"),
 )
 
 attendance_rollups = _table(
@@ -258,6 +267,8 @@ attendance_rollup_queue = _table(
     Column("marked_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     *_claim_columns(),
     PrimaryKeyConstraint("institution_id", "attendance_date", name="pk_attendance_rollup_queue"),
+    Index("ix_rollup_queue_due", "available_at", "marked_at"),
+    Index("ix_rollup_queue_lease", "lease_expires_at"),
 )
 
 guardian_snapshots = _table(
@@ -275,6 +286,8 @@ guardian_snapshot_queue = _table(
     Column("marked_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     *_claim_columns(),
     PrimaryKeyConstraint("guardian_id", name="pk_guardian_snapshot_queue"),
+    Index("ix_snapshot_queue_due", "available_at", "marked_at"),
+    Index("ix_snapshot_queue_lease", "lease_expires_at"),
 )
 
 report_email_queue = _table(
@@ -289,9 +302,12 @@ report_email_queue = _table(
     _created_at(),
     Column("sent_at", DateTime, nullable=True),
     Column("error", String(500), nullable=True),
+    Column("finished_at", DateTime, nullable=True),  # sent or dead-lettered
     *_claim_columns(),
     Index("ix_report_email_poll", "status", "id"),
     Index("ix_report_email_lease", "status", "lease_expires_at"),
+    Index("ix_report_email_due", "status", "available_at", "created_at"),
+    Index("ix_report_email_finished", "status", "finished_at"),
 )
 
 invoices = _table(

@@ -117,6 +117,19 @@ def _parse_int_list(value: Any) -> tuple[int, ...]:
     return tuple(_parse_int(part) for part in str(value).split(",") if part.strip())
 
 
+def _optional_job_list(value: Any) -> tuple[str, ...]:
+    from .schedule import SCHEDULE
+
+    optional = [job.tool for job in SCHEDULE if job.optional]
+    names = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    chosen = tuple(name.strip() for name in names if str(name).strip())
+    unknown = [name for name in chosen if name not in optional]
+    if unknown:
+        raise ValueError(f"not an optional job of the schedule: {', '.join(unknown)} "
+                         f"(optional jobs: {', '.join(optional)})")
+    return chosen
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -193,6 +206,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("billing_currency", "BDT", _parse_str, "currency of attendee invoices", True),
         Setting("billing_batch_size", 2000, _positive_int,
                 "rows per billing transaction (invoices issued, statuses, reminders)", True),
+        # The schedule (ops_lib/schedule.py).
+        Setting("optional_jobs", (), _optional_job_list,
+                "optional jobs of the schedule this host runs (comma-separated tool names); "
+                "queue health judges their freshness only when named here"),
         # Health.
         Setting("queue_lag_warning_seconds", 300, _positive_int, "oldest-pending age: WARNING",
                 True),

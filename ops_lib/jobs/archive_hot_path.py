@@ -41,10 +41,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
-from ..db import Database, describe_db_error, is_duplicate_key, retry_transient
-from ..errors import PreconditionFailed
+from ..db import describe_db_error, is_duplicate_key, retry_transient
 from ..replica import ReplicaLag
 from ..result import DONE, JobResult, dry_run_reason
 from ..runtime import RunContext

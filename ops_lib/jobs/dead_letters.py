@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Connection, Table, and_, delete, func, select, update
 from sqlalchemy.sql import ColumnElement
 
+from .. import queue as worker_queues
 from ..result import DRY_RUN, JobResult
 from ..runtime import RunContext
 from ..schema import attendance_scan_queue, push_deliveries, report_email_queue
@@ -47,14 +48,15 @@ class DeadLetterQueue:
 
     def retry_values(self) -> dict[str, Any]:
         return {"status": "pending", "attempts": 0, "error": None, "claimed_by": None,
-                "lease_expires_at": None, "available_at": None, **self.reset}
+                "lease_expires_at": None, "available_at": None,
+                worker_queues.QUEUES[self.name].finished_at: None, **self.reset}
 
 
 QUEUES: dict[str, DeadLetterQueue] = {
     "scans": DeadLetterQueue(
         "scans", attendance_scan_queue,
         lambda r: f"card {r.card_uid} at institution {r.institution_id}, scanned {r.scanned_at}",
-        ("card_uid", "institution_id", "scanned_at"), {"processed_at": None}),
+        ("card_uid", "institution_id", "scanned_at")),
     "deliveries": DeadLetterQueue(
         "deliveries", push_deliveries,
         lambda r: f"notification {r.notification_id} to device {r.device_id}"

@@ -203,7 +203,7 @@ class HistoryBuilder:
                               f"{link['guardian_id']}",
                 "created_at": created,
                 "read_at": created + dt.timedelta(hours=2) if self.rng.random() < 0.6 else None,
-                "fanout_status": "done",
+                "fanout_status": "done", "fanned_out_at": created,
             })
         return rows
 

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Connection, select, update
 
 from ...mail import Mailer, SmtpLoginRefused, SmtpUnreachable
-from ...queue import Queue, backoff_seconds, extend_lease, release, still_owned
+from ...queue import QUEUES, backoff_seconds, extend_lease, release, still_owned
 from ...runtime import RunContext
 from ...schema import attendance_records, institutions, report_email_queue, students
 from ...timeutil import utcnow
@@ -164,7 +164,7 @@ def _permanent_smtp_error(exc: Exception) -> bool:
 
 class EmailStage(Stage):
     name = "emails"
-    queue = Queue(report_email_queue)
+    queue = QUEUES["emails"]
     batch_size = 20
 
     def __init__(self) -> None:
@@ -230,14 +230,16 @@ class EmailStage(Stage):
                 raise BadReport(f"cannot build the message for {row.recipient!r}: {exc}") from exc
             self._mailer.send(message)
         except BadReport as exc:
-            self._finish(ctx, row.id, stats, "failed", status="failed", error=str(exc)[:500])
+            self._finish(ctx, row.id, stats, "failed", status="failed", finished_at=now,
+                         error=str(exc)[:500])
             return
         except (smtplib.SMTPException, OSError, ValueError) as exc:
             # (SmtpLoginRefused is neither: it stops the stage and gives the batch back.)
             self._mailer.close()  # a broken connection is not reused
             error = f"{type(exc).__name__}: {exc}"[:500]
             if _permanent_smtp_error(exc) or row.attempts >= s.worker_max_attempts:
-                self._finish(ctx, row.id, stats, "failed", status="failed", error=error)
+                self._finish(ctx, row.id, stats, "failed", status="failed", finished_at=now,
+                             error=error)
             else:
                 due = now + dt.timedelta(seconds=backoff_seconds(
                     row.attempts, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
@@ -246,7 +248,8 @@ class EmailStage(Stage):
                 self._unreachable_until = now + dt.timedelta(seconds=backoff_seconds(
                     1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
             return
-        if self._finish(ctx, row.id, stats, "done", status="sent", sent_at=now, error=None) \
+        if self._finish(ctx, row.id, stats, "done", status="sent", sent_at=now,
+                        finished_at=now, error=None) \
                 and self._mailer.uses_outbox:
             stats.add("to_outbox")
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from sqlalchemy import Connection, func, literal, select, true, update
 
-from ...queue import Queue, still_owned
+from ...queue import QUEUES, still_owned
 from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
 from ...sqlutil import insert_ignore_from_select
@@ -40,7 +40,7 @@ def fan_out(conn: Connection, now, which=true(), notifications_from=n) -> None:
 
 class FanoutStage(Stage):
     name = "fanout"
-    queue = Queue(notifications, status_column="fanout_status", counts_attempts=False)
+    queue = QUEUES["fanout"]
     batch_size = 2000
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
@@ -56,7 +56,8 @@ class FanoutStage(Stage):
             deliveries = conn.execute(select(func.count()).select_from(push_deliveries).where(
                 push_deliveries.c.notification_id.in_(ids))).scalar_one()
             conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(
-                fanout_status="done", claimed_by=None, lease_expires_at=None))
+                fanout_status="done", fanned_out_at=now, claimed_by=None,
+                lease_expires_at=None))
             mark_snapshots(conn, conn.execute(select(n.c.guardian_id).where(n.c.id.in_(ids))
                                               ).scalars(), now)
             batch.done += len(ids)

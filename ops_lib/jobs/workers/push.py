@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, func, select, true
 
 from ... import push as pushing
-from ...queue import Queue, backoff_seconds, extend_lease, release, still_owned
+from ...queue import QUEUES, backoff_seconds, extend_lease, release, still_owned
 from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
 from ...sqlutil import update_each
@@ -34,7 +34,7 @@ n = notifications
 
 class PushStage(Stage):
     name = "push"
-    queue = Queue(push_deliveries)
+    queue = QUEUES["deliveries"]
 
     def __init__(self) -> None:
         self._pusher = None
@@ -124,7 +124,8 @@ class PushStage(Stage):
         sent = by_action.get(pushing.SENT, [])
         update_each(conn, p, p.c.id, {o.delivery_id: {"provider_message_id": o.message_id}
                                       for o in sent},
-                    common=dict(status="sent", sent_at=now, error_code=None, error=None, **free),
+                    common=dict(status="sent", sent_at=now, finished_at=now, error_code=None,
+                                error=None, **free),
                     where=[owner])
         batch.done += len(sent)
 
@@ -146,7 +147,7 @@ class PushStage(Stage):
                 retry_later.append(outcome)
         update_each(conn, p, p.c.id, {o.delivery_id: {"error_code": o.error_code,
                                                        "error": o.error} for o in give_up},
-                    common=dict(status="failed", **free), where=[owner])
+                    common=dict(status="failed", finished_at=now, **free), where=[owner])
         batch.failed += len(give_up)
         update_each(conn, p, p.c.id, {
             o.delivery_id: {
@@ -159,7 +160,8 @@ class PushStage(Stage):
 
         if cancelled:
             update_each(conn, p, p.c.id, {i: {"error_code": code} for i, code in cancelled.items()},
-                        common=dict(status="cancelled", **free), where=[owner])
+                        common=dict(status="cancelled", finished_at=now, **free),
+                        where=[owner])
             batch.add("cancelled", len(cancelled))
 
         stopped = by_action.get(pushing.STOP, [])

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from sqlalchemy import Connection, and_, case, delete, func, select, true, tuple_
 
-from ...queue import Queue, still_owned
+from ...queue import QUEUES, still_owned
 from ...runtime import RunContext
 from ...schema import attendance_records, attendance_rollup_queue, attendance_rollups, students
 from ...timeutil import utcnow
@@ -24,8 +24,7 @@ s = students
 
 class RollupStage(Stage):
     name = "rollups"
-    queue = Queue(attendance_rollup_queue, key=("institution_id", "attendance_date"),
-                  status_column=None, counts_attempts=False)
+    queue = QUEUES["rollups"]
     batch_size = 200
     waits_for = ("scans",)
 

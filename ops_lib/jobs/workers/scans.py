@@ -46,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ...db import mysql_error_code
-from ...queue import ClaimLost, Queue, still_owned
+from ...queue import QUEUES, ClaimLost, still_owned
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -235,7 +235,7 @@ def _merge_record(table, new) -> dict:
 
 class ScanStage(Stage):
     name = "scans"
-    queue = Queue(attendance_scan_queue)
+    queue = QUEUES["scans"]
     batch_size = 10000
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
@@ -332,10 +332,10 @@ class ScanStage(Stage):
             insert_ignore_from_select(
                 conn, notifications,
                 ["guardian_id", "student_id", "kind", "title", "body", "data", "dedupe_key",
-                 "created_at", "fanout_status"],
+                 "created_at", "fanout_status", "fanned_out_at"],
                 select(gs.guardian_id, new.c.student_id, literal("arrival"), new.c.title,
                        new.c.body, new.c.data, dedupe_key, literal(now, DateTime),
-                       literal("done"))
+                       literal("done"), literal(now, DateTime))
                 .select_from(pairs).order_by(new.c.dedupe_prefix, gs.guardian_id),
                 ["dedupe_key"])
             # Fanned out here, in the same transaction, rather than claimed again by the fan-out

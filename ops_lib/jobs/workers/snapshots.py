@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, delete, func, select, tuple_
 
-from ...queue import Queue, still_owned
+from ...queue import QUEUES, still_owned
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -97,8 +97,7 @@ def build_payloads(conn: Connection, guardian_ids: Sequence[int], now: dt.dateti
 
 class SnapshotStage(Stage):
     name = "snapshots"
-    queue = Queue(guardian_snapshot_queue, key=("guardian_id",), status_column=None,
-                  counts_attempts=False)
+    queue = QUEUES["snapshots"]
     batch_size = 500
     waits_for = ("scans", "fanout")
 
