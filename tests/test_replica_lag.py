@@ -1,9 +1,11 @@
 """Replication lag against a real replica (tests/replication.py), not a stand-in: what
-`read_lag` reads in each state, and the archive's `--max-replica-lag` pausing and resuming."""
+`read_lag` reads in each state, the archive's `--max-replica-lag` pausing and resuming, and the
+reporting validation calling a mismatch inside the lag inconclusive."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import queue
 import re
 import subprocess
@@ -17,7 +19,14 @@ from sqlalchemy import func, insert, select
 from ops_lib.db import connect
 from ops_lib.jobs.schema_admin import create_scratch_database, drop_database
 from ops_lib.replica import NOT_A_REPLICA, describe_lag, read_lag
-from ops_lib.schema import notifications, notifications_archive
+from ops_lib.schema import (
+    attendance_records,
+    institutions,
+    notifications,
+    notifications_archive,
+    students,
+)
+from ops_lib.timeutil import utcnow
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
@@ -279,3 +288,110 @@ def test_a_replica_on_a_named_connection_is_read_too(named_connection):
     replica.pair.start_sql_thread()
     replica.pair.hold_back(HELD_BACK)
     assert HELD_BACK <= lag_of(replica.replica_url) < 2 * HELD_BACK
+
+
+# ---------------------------------------------------------------------------------------------
+# shadow_reporting_validation against the replica
+
+VALIDATION = "shadow_reporting_validation"
+MARCH_10, MARCH_11 = dt.date(2025, 3, 10), dt.date(2025, 3, 11)
+
+
+def seed_attendance(url: str) -> None:
+    """One institution, three students, two of them seen on 10 March 2025."""
+    database = connect(url)
+    try:
+        with database.begin() as conn:
+            conn.execute(insert(institutions), [{"id": 1, "name": "School", "code": "S1"}])
+            conn.execute(insert(students), [
+                {"id": s, "institution_id": 1, "name": f"Student {s}", "card_uid": f"C{s}"}
+                for s in (1, 2, 3)])
+        for student in (1, 2):
+            record(url, student, MARCH_10)
+    finally:
+        database.engine.dispose()
+
+
+def record(url: str, student: int, day: dt.date) -> None:
+    """One attendance record on the primary: a change inside the window."""
+    database = connect(url)
+    seen = dt.datetime.combine(day, dt.time(3, 0))
+    try:
+        with database.begin() as conn:
+            conn.execute(insert(attendance_records).values(
+                institution_id=1, student_id=student, attendance_date=day,
+                first_scan_at=seen, last_scan_at=seen, status="present"))
+    finally:
+        database.engine.dispose()
+
+
+def validate(replica, tmp_path, first: dt.date, end: dt.date) -> tuple[int, dict]:
+    done = run_cli(VALIDATION, "--target-url", replica.replica_url, "--from", str(first),
+                   "--to", str(end), "--json", env=tool_env(replica.primary_url, tmp_path))
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def only_row(answer: dict) -> dict:
+    rows = [row for area in answer["sections"].values() for row in area]
+    assert len(rows) == 1, answer["sections"]
+    return rows[0]
+
+
+def test_validation_calls_a_change_the_stopped_replica_has_not_applied_inconclusive(
+        replica, tmp_path):
+    seed_attendance(replica.primary_url)
+    replica.pair.wait_caught_up()
+    window = (MARCH_10, MARCH_10 + dt.timedelta(days=7))
+    code, answer = validate(replica, tmp_path, *window)
+    assert (code, answer["stop_reason"]) == (0, "equal: 1 groups in 3 areas"), answer
+    assert "target lag: 0s before the comparison, 0s after" in answer["notes"]
+
+    replica.pair.stop_sql_thread()
+    record(replica.primary_url, 3, MARCH_11)  # the replica receives it, but does not apply it
+    code, answer = validate(replica, tmp_path, *window)
+    assert code == 1, answer
+    assert answer["status"] == "ok"  # not a failure: no alert
+    assert answer["stop_reason"].startswith(
+        "inconclusive: 1 mismatching rows inside the replica lag"), answer["stop_reason"]
+    assert answer["counts"] == {"areas_checked": 3, "groups_compared": 2, "mismatches": 0,
+                                "inconclusive": 1}
+    assert only_row(answer) == {
+        "attendance_date": "2025-03-11", "institution_id": 1, "differs": "missing on target",
+        "primary": {"records": 1, "present": 1, "late": 0}, "target": None,
+        "verdict": "inconclusive"}
+    assert ("target lag: unknown (replication stopped) before the comparison, "
+            "unknown (replication stopped) after") in answer["notes"]
+
+    replica.pair.start_sql_thread()
+    replica.pair.wait_caught_up()
+    code, answer = validate(replica, tmp_path, *window)
+    assert (code, answer["stop_reason"]) == (0, "equal: 2 groups in 3 areas"), answer
+    assert answer["counts"]["inconclusive"] == answer["counts"]["mismatches"] == 0
+
+
+def test_validation_calls_a_change_of_today_inside_a_real_lag_inconclusive(replica, tmp_path):
+    """The replica reports a lag of an hour or more (hold_back): today's change, not yet
+    applied there, is inside the lag whatever the time of day (now - lag is today or
+    yesterday)."""
+    seed_attendance(replica.primary_url)
+    replica.pair.wait_caught_up()
+    replica.pair.hold_back(HELD_BACK)
+    today = utcnow().date()
+    record(replica.primary_url, 3, today)
+    code, answer = validate(replica, tmp_path, today - dt.timedelta(days=1),
+                            today + dt.timedelta(days=2))
+    assert code == 1, answer
+    assert answer["status"] == "ok"
+    assert answer["stop_reason"].startswith("inconclusive: 1 mismatching rows"), answer
+    row = only_row(answer)
+    assert (row["attendance_date"], row["differs"], row["verdict"]) == \
+        (str(today), "missing on target", "inconclusive")
+    before_after = re.fullmatch(r"target lag: (\d+)s before the comparison, (\d+)s after",
+                                next(n for n in answer["notes"] if n.startswith("target lag")))
+    assert before_after and int(before_after.group(1)) >= HELD_BACK, answer["notes"]
+
+    replica.pair.release()
+    code, answer = validate(replica, tmp_path, today - dt.timedelta(days=1),
+                            today + dt.timedelta(days=2))
+    assert (code, answer["stop_reason"]) == (0, "equal: 1 groups in 3 areas"), answer
