@@ -42,12 +42,12 @@ REPLICATION_USER, REPLICATION_PASSWORD = "ops_repl", "ops_repl_pw"
 MARKER_DATABASE = "ops_replication_marker"
 
 # Small and quiet: two of these run next to the shared server on a CI machine.
+STORAGE_OPTIONS = ("--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M")
 SERVER_OPTIONS = (
+    *STORAGE_OPTIONS,
     "--bind-address=127.0.0.1",
     "--skip-name-resolve",
     "--performance-schema=OFF",
-    "--innodb-buffer-pool-size=16M",
-    "--innodb-log-file-size=8M",
     "--max-connections=60",
     "--character-set-server=utf8mb4",
     "--collation-server=utf8mb4_unicode_ci",
@@ -107,7 +107,8 @@ class Server:
 
     def install(self) -> None:
         command = [find_binary(INSTALL_DB), "--no-defaults", f"--datadir={self.datadir}",
-                   "--auth-root-authentication-method=normal", "--skip-test-db", *_as_root()]
+                   "--auth-root-authentication-method=normal", "--skip-test-db", *_as_root(),
+                   *STORAGE_OPTIONS]  # the bootstrap writes a small redo log too
         done = subprocess.run(command, capture_output=True, text=True, timeout=START_TIMEOUT,
                               stdin=subprocess.DEVNULL)
         if done.returncode != 0:

@@ -13,7 +13,8 @@ import threading
 import time
 
 import pytest
-from conftest import run_cli, start_cli, tool_env, unique_name
+from conftest import require_mariadb_programs, run_cli, start_cli, tool_env, unique_name
+from replication import ReplicaPair, ReplicationSetupError, Server
 from sqlalchemy import func, insert, select
 
 from ops_lib.db import connect
@@ -143,6 +144,33 @@ class Lines:
 
     def text(self) -> str:
         return "".join(self.stdout) + "".join(self.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# The helper itself
+
+
+def test_a_server_that_cannot_start_fails_at_once_with_the_end_of_its_error_log(tmp_path):
+    require_mariadb_programs()
+    server = Server(tmp_path, "broken", 9, ("--no-such-option",))
+    server.install()
+    with pytest.raises(ReplicationSetupError) as failed:
+        server.start()
+    assert server.process.poll() is not None
+    message = str(failed.value)
+    assert message.startswith(f"broken: mariadbd on port {server.port} exited "), message
+    assert "unknown option '--no-such-option'" in message
+
+
+def test_a_pair_stops_both_servers_and_removes_its_folder_when_the_test_fails():
+    require_mariadb_programs()
+    with pytest.raises(ZeroDivisionError):
+        with ReplicaPair() as pair:
+            servers = [pair.primary.process, pair.replica.process]
+            assert pair.lag() == 0
+            1 / 0
+    assert [server.returncode for server in servers] == [0, 0]  # shut down cleanly
+    assert not pair.folder.exists()
 
 
 # ---------------------------------------------------------------------------------------------
