@@ -63,7 +63,8 @@ def _headline(result: JobResult) -> str:
 
 
 def render_plain(result: JobResult) -> str:
-    lines = [
+    lines = [result.headline] if result.headline else []
+    lines += [
         f"{result.tool} run={result.run_id or '-'} dry_run={'yes' if result.dry_run else 'no'} "
         f"status={result.status}"
     ]
@@ -91,6 +92,8 @@ def render_terminal(result: JobResult, console: Console) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    if result.headline:  # a pager's line stays plain text, also on a terminal
+        console.print(Text(result.headline), soft_wrap=True)
     style = {"ok": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow"}
     # Data (cells, titles, notes, SQL, errors) is never read as rich markup: "[/x]" in a row
     # would otherwise vanish or raise MarkupError.

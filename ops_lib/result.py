@@ -58,6 +58,8 @@ class JobResult:
     error: str | None = None
     run_id: str | None = None
     exit_code: int | None = None  # set by health checks (0/1/2/3); otherwise from status
+    # A check's one-line status (Nagios style, perfdata after a `|`): the first line on stdout.
+    headline: str | None = None
 
     def add(self, name: str, amount: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + amount
@@ -85,4 +87,5 @@ class JobResult:
             "statements": self.statements,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "error": self.error,
+            **({"headline": self.headline} if self.headline else {}),
         }

@@ -180,6 +180,20 @@ def test_prune_deletes_failed_rows_older_than_the_retention_setting(db):
     assert set(statuses(db, report_email_queue)) == {2}
 
 
+def test_prune_counts_age_from_when_a_row_failed_not_when_it_was_queued(db):
+    with db.begin() as conn:  # queued 40 days ago, dead-lettered yesterday: kept for 30 days
+        conn.execute(insert(report_email_queue), [
+            {"id": 1, "institution_id": 1, "recipient": "a@example.org", "report_type": "daily",
+             "status": "failed", "attempts": 5, "created_at": NOW - 40 * DAY,
+             "finished_at": NOW - DAY},
+            {"id": 2, "institution_id": 1, "recipient": "b@example.org", "report_type": "daily",
+             "status": "failed", "attempts": 5, "created_at": NOW - 40 * DAY,
+             "finished_at": NOW - 31 * DAY}])
+    result = run_job(db, "prune", execute=True, queue="emails", older_than_days=30)
+    assert result.counts["emails_pruned"] == 1
+    assert set(statuses(db, report_email_queue)) == {1}
+
+
 def test_bad_arguments_are_refused_before_connecting(tmp_path):
     env = tool_env("mysql+pymysql://nobody@127.0.0.1:1/none", tmp_path)
     done = run_cli("manage_dead_letters", "forget", "--id", "3", env=env)

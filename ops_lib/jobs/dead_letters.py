@@ -10,8 +10,9 @@ even when its id is given.
 - retry: back to `pending` with attempts reset and the error cleared, so the next worker run takes
   the row as new (chosen ids, or every failed row of the chosen queues).
 - forget: delete the chosen failed rows (ids required).
-- prune: delete failed rows queued more than `dead_letter_retention_days` ago (or
-  --older-than-days). The queues keep no failure time, so age is counted from `created_at`.
+- prune: delete rows that failed more than `dead_letter_retention_days` ago (or
+  --older-than-days), by the time each was dead-lettered (`finished_at`, `processed_at` for scans);
+  rows dead-lettered before the queues kept that time count from when they were queued.
 
 Writes go in keyset batches of BATCH rows (one short transaction each, ids ascending), so a
 retry of 100,000 rows never holds one long lock, and a row the worker fails again while the tool
@@ -45,6 +46,12 @@ class DeadLetterQueue:
     describe: Callable[[Any], str]  # one row -> what it was (for the sample)
     extra_columns: tuple[str, ...] = ()
     reset: dict[str, Any] = field(default_factory=dict)  # also cleared on retry
+
+    def failed_since(self) -> ColumnElement:
+        """When a row was dead-lettered (when it was queued, for rows failed before this was
+        recorded)."""
+        c = self.table.c
+        return func.coalesce(c[worker_queues.QUEUES[self.name].finished_at], c.created_at)
 
     def retry_values(self) -> dict[str, Any]:
         return {"status": "pending", "attempts": 0, "error": None, "claimed_by": None,
@@ -98,7 +105,7 @@ def selection(dlq: DeadLetterQueue, action: str, ids: Sequence[int],
     if ids:
         where.append(c.id.in_(sorted(set(ids))))
     if action == "prune" and cutoff is not None:
-        where.append(c.created_at < cutoff)
+        where.append(dlq.failed_since() < cutoff)
     return and_(*where)
 
 

@@ -1,0 +1,1 @@
+"""Queue health: queue depth and latency, and every scheduled tool's freshness."""
