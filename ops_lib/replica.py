@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Union
 
 from sqlalchemy.exc import DBAPIError
 
-from .db import Database, connect, describe_db_error
+from .db import Database, connect, describe_db_error, mysql_error_code
 from .errors import PreconditionFailed
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ REPLICA_CHECK_EVERY = 1.0  # seconds between two replica-lag readings
 REPLICA_WAIT_STEP = 1.0  # seconds between two readings while the replica lags
 
 NOT_A_REPLICA = "not a replica"
+MYSQL_PRIVILEGE_MISSING = 1227  # ER_SPECIFIC_ACCESS_DENIED_ERROR
 
 # Seconds behind the primary; None when unknown (replication stopped); NOT_A_REPLICA.
 Lag = Union[float, None, str]
@@ -49,9 +50,11 @@ def read_lag(database: Database) -> Lag:
         except DBAPIError as exc:
             last_error = exc
     if rows is None:
+        # The privilege hint only where it applies: not on a replica that went away mid-run.
+        hint = (" (the user needs REPLICATION CLIENT / SLAVE MONITOR)"
+                if mysql_error_code(last_error) == MYSQL_PRIVILEGE_MISSING else "")
         raise PreconditionFailed(
-            f"cannot read replication lag: {describe_db_error(last_error)} "
-            "(the user needs REPLICATION CLIENT / SLAVE MONITOR)")
+            f"cannot read replication lag: {describe_db_error(last_error)}{hint}")
     if not rows:
         return NOT_A_REPLICA
     lags = [row.get("Seconds_Behind_Master", row.get("Seconds_Behind_Source")) for row in rows]

@@ -26,13 +26,14 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pymysql
+
+from tests.fakes.smtp_server import free_port
 
 INSTALL_DB = ("mariadb-install-db", "/usr/bin/mariadb-install-db")
 MARIADBD = ("mariadbd", "/usr/sbin/mariadbd", "/usr/libexec/mariadbd")
@@ -70,12 +71,6 @@ def find_binary(names: tuple[str, ...]) -> str | None:
 def missing_binaries() -> list[str]:
     """The MariaDB programs this helper needs and cannot find."""
     return [names[0] for names in (INSTALL_DB, MARIADBD) if not find_binary(names)]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _die_with_parent() -> None:
@@ -120,7 +115,7 @@ class Server:
         """Start on a spare port and wait until it accepts connections (a port taken between
         choosing and binding is retried with another)."""
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             self.process = subprocess.Popen(
                 [find_binary(MARIADBD), "--no-defaults", *_as_root(),
                  f"--datadir={self.datadir}", f"--socket={self.folder / (self.name + '.sock')}",

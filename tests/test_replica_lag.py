@@ -4,6 +4,7 @@ reporting validation calling a mismatch inside the lag inconclusive."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import queue
@@ -11,13 +12,15 @@ import re
 import subprocess
 import threading
 import time
+from urllib.parse import quote
 
 import pytest
 from conftest import require_mariadb_programs, run_cli, start_cli, tool_env, unique_name
 from replication import ReplicaPair, ReplicationSetupError, Server
-from sqlalchemy import func, insert, select
+from sqlalchemy import create_engine, func, insert, select
 
 from ops_lib.db import connect
+from ops_lib.errors import PreconditionFailed
 from ops_lib.jobs.schema_admin import create_scratch_database, drop_database
 from ops_lib.replica import NOT_A_REPLICA, describe_lag, read_lag
 from ops_lib.schema import (
@@ -28,6 +31,7 @@ from ops_lib.schema import (
     students,
 )
 from ops_lib.timeutil import utcnow
+from tests.fakes.smtp_server import free_port
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
@@ -210,6 +214,57 @@ def test_a_replica_applying_an_old_event_reports_its_age_in_seconds(replica):
 
     replica.pair.release()
     assert lag_of(replica.replica_url) == 0.0
+
+
+@pytest.fixture
+def reader(replica):
+    """A user of the replica's database who may read it but not the replication status."""
+    user, password = unique_name("reader"), "reader pw"
+    replica.pair.primary.query(
+        f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'",
+        f"GRANT SELECT ON `{replica.name}`.* TO '{user}'@'127.0.0.1'")
+    replica.pair.wait_caught_up()  # the user is on the replica too
+    yield f"mysql+pymysql://{user}:{quote(password)}@127.0.0.1:{replica.pair.replica.port}/" \
+          f"{replica.name}"
+    replica.pair.primary.query(f"DROP USER '{user}'@'127.0.0.1'")
+
+
+def test_a_user_without_the_privilege_is_told_which_one_it_needs(replica, reader):
+    database = connect(reader)
+    try:
+        with pytest.raises(PreconditionFailed) as failed:
+            read_lag(database)
+    finally:
+        database.engine.dispose()
+    assert str(failed.value).startswith("cannot read replication lag: (1227) Access denied;")
+    assert str(failed.value).endswith("(the user needs REPLICATION CLIENT / SLAVE MONITOR)")
+
+
+def test_a_replica_gone_away_is_not_blamed_on_privileges(replica):
+    """Regression: every failure to read the status said the user lacked a privilege."""
+    database = connect(replica.replica_url)
+    gone = dataclasses.replace(database, engine=create_engine(
+        f"mysql+pymysql://root@127.0.0.1:{free_port()}/{replica.name}"))
+    try:
+        with pytest.raises(PreconditionFailed) as failed:
+            read_lag(gone)
+    finally:
+        database.engine.dispose()
+        gone.engine.dispose()
+    assert str(failed.value).startswith("cannot read replication lag: (2003) Can't connect")
+    assert "privilege" not in str(failed.value) and "needs" not in str(failed.value)
+
+
+def test_the_archive_refuses_with_one_line_when_it_cannot_read_the_lag(replica, reader,
+                                                                       tmp_path):
+    seed_old_notifications(replica.primary_url, 5)
+    env = tool_env(replica.primary_url, tmp_path, OPS_REPLICA_DATABASE_URL=reader)
+    done = run_cli("archive_hot_path_data", "--execute", "--max-replica-lag", "5", env=env)
+    assert done.returncode == 1, done.stdout
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "cannot read replication lag: (1227) Access denied" in errors[0]
+    assert "reader pw" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    assert replica.count(replica.primary_url, notifications) == 5  # nothing moved
 
 
 # ---------------------------------------------------------------------------------------------
