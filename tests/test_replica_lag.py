@@ -285,7 +285,8 @@ def assert_everything_archived(replica, rows: int, batches: int, run: Lines) -> 
     out = "".join(run.stdout)
     assert (f"archived: Area=notifications Eligible={rows} Done={rows} Action=moved "
             f"Batches={batches} Pre-archived=0") in out, out
-    assert 'statistics: Action="replica wait" Count=1 ' in out, out
+    # One pause at least: a loaded machine's replica may fall behind again after it.
+    assert re.search(r'statistics: Action="replica wait" Count=[1-9]', out), out
     assert "stopped: no more work" in out, out
     assert replica.count(replica.primary_url, notifications) == 0
     assert replica.count(replica.primary_url, notifications_archive) == rows
