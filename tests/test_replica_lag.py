@@ -420,6 +420,13 @@ def lag_note(answer: dict) -> str:
     return next((note for note in answer["notes"] if note.startswith("target lag")), "")
 
 
+def group(row: dict) -> tuple:
+    """A mismatching attendance group: its day, institution, records on the primary, the
+    target's figures (None: the group is missing there) and the verdict."""
+    return (row["attendance_date"], row["institution_id"], row["primary"]["records"],
+            row["target"], row["verdict"])
+
+
 def only_row(answer: dict) -> dict:
     rows = [row for area in answer["sections"].values() for row in area]
     assert len(rows) == 1, answer["sections"]
@@ -446,10 +453,7 @@ def test_validation_calls_a_change_the_stopped_replica_has_not_applied_inconclus
         "inconclusive: 1 mismatching rows inside the replica lag"), answer["stop_reason"]
     assert answer["counts"] == {"areas_checked": 3, "groups_compared": 2, "mismatches": 0,
                                 "inconclusive": 1}
-    assert only_row(answer) == {
-        "attendance_date": "2025-03-11", "institution_id": 1, "differs": "missing on target",
-        "primary": {"records": 1, "present": 1, "late": 0}, "target": None,
-        "verdict": "inconclusive"}
+    assert group(only_row(answer)) == ("2025-03-11", 1, 1, None, "inconclusive")
     assert lag_note(answer) == ("target lag: unknown (replication stopped) before the "
                                 "comparison, unknown (replication stopped) after")
 
@@ -474,9 +478,7 @@ def test_validation_calls_a_change_of_today_inside_a_real_lag_inconclusive(repli
     assert code == 1, answer
     assert answer["status"] == "ok"
     assert answer["stop_reason"].startswith("inconclusive: 1 mismatching rows"), answer
-    row = only_row(answer)
-    assert (row["attendance_date"], row["differs"], row["verdict"]) == \
-        (str(today), "missing on target", "inconclusive")
+    assert group(only_row(answer)) == (str(today), 1, 1, None, "inconclusive")
     before_after = re.fullmatch(r"target lag: (\d+)s before the comparison, (\d+)s after",
                                 lag_note(answer))
     assert before_after and int(before_after.group(1)) >= HELD_BACK, answer["notes"]
