@@ -7,22 +7,33 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import queue
 import re
+import signal
 import subprocess
 import threading
 import time
 from urllib.parse import quote
 
 import pytest
-from conftest import require_mariadb_programs, run_cli, start_cli, tool_env, unique_name
+from conftest import (
+    job_context,
+    require_mariadb_programs,
+    run_cli,
+    start_cli,
+    tool_env,
+    unique_name,
+)
 from replication import ReplicaPair, ReplicationSetupError, Server
 from sqlalchemy import create_engine, func, insert, select
 
 from ops_lib.db import connect
 from ops_lib.errors import PreconditionFailed
+from ops_lib.jobs import archive_hot_path
 from ops_lib.jobs.schema_admin import create_scratch_database, drop_database
 from ops_lib.replica import NOT_A_REPLICA, describe_lag, read_lag
+from ops_lib.runtime import Budget
 from ops_lib.schema import (
     attendance_records,
     institutions,
@@ -329,6 +340,46 @@ def test_the_archive_pauses_while_the_lag_exceeds_the_limit_and_resumes_below_it
 
     replica.pair.release()
     assert_everything_archived(replica, 25, 3, run)
+
+
+def test_sigterm_ends_the_pause_and_nothing_has_moved(replica, tmp_path):
+    seed_old_notifications(replica.primary_url, 20)
+    replica.pair.wait_caught_up()
+    replica.pair.stop_sql_thread()
+    run = start_archive(replica, tmp_path, "5")
+    run.wait_for(r"> 5s: pausing")
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0, run.text()
+    out = "".join(run.stdout)
+    assert "stopped: interrupted by SIGTERM" in out, out
+    assert "archived: Area=notifications Eligible=20 Done=0 Action=moved Batches=0" in out, out
+    assert "note: 20 eligible rows left for the next run" in out, out
+    assert replica.count(replica.primary_url, notifications) == 20
+
+
+def test_max_runtime_ends_the_pause_and_nothing_has_moved(replica, tmp_path, caplog):
+    seed_old_notifications(replica.primary_url, 20)
+    replica.pair.wait_caught_up()
+    replica.pair.stop_sql_thread()
+    ctx = job_context(replica.primary_url, tmp_path,
+                      OPS_REPLICA_DATABASE_URL=replica.replica_url)
+
+    def paused() -> bool:
+        return any(record.message.endswith("> 5s: pausing") for record in caplog.records)
+
+    # The budget's clock stands still until the run pauses, then runs out: whatever the speed.
+    ctx.budget = Budget(60, clock=lambda: 1000.0 if paused() else 0.0)
+    caplog.set_level(logging.INFO)
+    try:
+        result = archive_hot_path.run(ctx, batch=10, max_replica_lag=5)
+    finally:
+        ctx.db.engine.dispose()
+    assert paused()
+    assert (result.status, result.stop_reason) == ("ok", "max runtime reached")
+    assert result.counts["notifications_moved"] == 0
+    assert "20 eligible rows left for the next run" in result.notes
+    assert replica.count(replica.primary_url, notifications) == 20
+    assert replica.count(replica.primary_url, notifications_archive) == 0
 
 
 def test_a_lag_below_the_limit_does_not_pause_the_archive(replica, tmp_path):
