@@ -1,7 +1,7 @@
 """A real MariaDB primary and replica for tests, in a temporary folder on spare local ports.
 
-`ReplicaPair` installs two data directories (`mariadb-install-db`), starts two `mariadbd`
-processes (the primary with its binary log on), points the replica at the primary with
+`ReplicaPair` installs a data directory (`mariadb-install-db`) and a copy of it, starts two
+`mariadbd` processes on them (the primary with its binary log on), points the replica at the primary with
 `CHANGE MASTER TO ... MASTER_USE_GTID=slave_pos` and waits until replication runs. Leaving the
 `with` block stops both servers and removes the folder, also when a test failed. The shared
 server on 3306 is never touched. Starting takes a few seconds: share one pair per session.
@@ -55,17 +55,17 @@ SERVER_OPTIONS = (
 )
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 class ReplicationSetupError(RuntimeError):
     """The pair could not be started; the message ends with the server's error log."""
 
 
 def find_binary(names: tuple[str, ...]) -> str | None:
-    for name in names:
-        found = shutil.which(name) or (name if os.path.isabs(name) and os.access(name, os.X_OK)
-                                       else None)
-        if found:
-            return found
-    return None
+    """The first of `names` on PATH, or given as a path, that is executable (mariadbd lives in
+    /usr/sbin, not on every user's PATH)."""
+    return next((found for found in map(shutil.which, names) if found), None)
 
 
 def missing_binaries() -> list[str]:
@@ -77,7 +77,7 @@ def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the test process dies, even by SIGKILL, so a
     killed pytest leaves no server behind (Linux prctl PR_SET_PDEATHSIG)."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
 
@@ -125,28 +125,27 @@ class Server:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
-            if self._wait_until_ready():
+            why = self._wait_until_ready()
+            if why is None:
                 return
             if "Address already in use" not in self.log_tail():
                 break
-        ended = self.process.poll()
-        why = (f"exited {ended}" if ended is not None
-               else f"did not accept connections within {START_TIMEOUT:g} s")
+        self.stop()
         raise ReplicationSetupError(f"{self.name}: mariadbd on port {self.port} {why}; "
                                     f"its error log ends:\n{self.log_tail()}")
 
-    def _wait_until_ready(self) -> bool:
+    def _wait_until_ready(self) -> str | None:
+        """None once the server accepts connections; else what went wrong."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                return False
+                return f"exited {self.process.returncode}"
             try:
                 self.connect().close()
-                return True
+                return None
             except pymysql.err.OperationalError:
                 time.sleep(0.1)
-        self.stop()
-        return False
+        return f"did not accept connections within {START_TIMEOUT:g} s"
 
     def connect(self, database: str | None = None) -> pymysql.connections.Connection:
         return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
@@ -258,7 +257,7 @@ class ReplicaPair:
     # -- replication state ------------------------------------------------------------------
 
     def status(self) -> dict:
-        """The replica's `SHOW REPLICA STATUS` row."""
+        """The replica's status row for its connection (`SHOW SLAVE '...' STATUS`)."""
         rows = self.replica.query(f"SHOW SLAVE '{self.connection}' STATUS")
         if not rows:
             raise ReplicationSetupError("the replica reports no replication")
