@@ -50,6 +50,8 @@ TOOLS: dict[str, ToolUse] = {
     "run_billing_jobs": ToolUse(settings=frozenset({
         "invoice_due_days", "billing_grace_days", "reminder_offsets_days", "billing_currency",
         "billing_batch_size"})),
+    "shadow_reporting_validation": ToolUse(settings=frozenset({
+        "validation_target_url", "replica_database_url"})),
 }
 
 

@@ -146,6 +146,7 @@ def run_tool(
     lock: bool = True,
     creates_schema: bool = False,
     validate: Callable[[Settings], list[str]] | None = None,
+    setting_flags: dict[str, str] | None = None,
     failed_exit: int = EXIT_FAILED,
     bad_input_exit: int = EXIT_USAGE,
     **job_args: Any,
@@ -155,6 +156,8 @@ def run_tool(
     Checks (queue health, reporting validation) give their findings as the result's exit code
     and set `failed_exit` (and, under the Nagios convention, `bad_input_exit`) to 3, UNKNOWN:
     a run that could not check is the only failed run, the only one that alerts.
+    `setting_flags` maps a tool's own options to the settings they set (option -> setting): a
+    flag is the highest source of its setting, checked like the others before connecting.
     """
 
     def exit_code_for(code: int) -> int:
@@ -175,10 +178,10 @@ def run_tool(
 
     uses = settings_used(tool)  # a bad value of another setting only warns (ops_lib/catalog.py)
     try:
-        settings = load_settings(
-            {"database_url": options.get("database_url"), "log_file": options.get("log_file")},
-            uses=uses,
-        )
+        flags = {"database_url": options.get("database_url"), "log_file": options.get("log_file")}
+        flags.update({setting: options.get(option)
+                      for option, setting in (setting_flags or {}).items()})
+        settings = load_settings(flags, uses=uses)
         problems = validate(settings) if validate else []
         if problems:
             raise BadInput(*problems)
@@ -301,9 +304,9 @@ def _alert(settings: Settings, result: JobResult | None) -> None:
 def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str, Any]:
     from .settings import mask_url
 
-    shown = {k: v for k, v in options.items() if k not in ("database_url",) and v not in (None, False)}
-    if options.get("database_url"):
-        shown["database_url"] = mask_url(options["database_url"])
+    # Every URL option (--database-url, --target-url) may hold a password.
+    shown = {k: mask_url(v) if k.endswith("_url") else v
+             for k, v in options.items() if v not in (None, False)}
     shown.update(job_args)
     return shown
 

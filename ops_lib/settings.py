@@ -197,6 +197,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("replica_database_url", None, _optional_database_url,
                 "SQLAlchemy URL of a read replica whose lag --max-replica-lag watches "
                 "(none: the lag the database server itself reports)", secret=True),
+        Setting("validation_target_url", None, _optional_database_url,
+                "SQLAlchemy URL of the copy shadow_reporting_validation compares with the "
+                "primary: a read replica or a warehouse copy (none: replica_database_url)",
+                secret=True),
         # Billing.
         Setting("invoice_due_days", 10, _non_negative_int, "due date = issue date + days", True),
         Setting("billing_grace_days", 7, _non_negative_int,

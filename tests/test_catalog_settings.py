@@ -105,6 +105,7 @@ TOOL_MODULES = {
     "manage_schema": ["jobs/schema_admin.py"],
     "run_background_workers": ["jobs/workers/*.py", "push.py", "queue.py"],
     "run_billing_jobs": ["jobs/billing*.py", "jobs/billing/*.py"],
+    "shadow_reporting_validation": ["jobs/reporting_validation.py"],
 }
 EVERY_TOOL_MODULES = ["cli.py", "alerts.py", "mail.py", "locks.py", "ledger.py", "db.py"]
 
