@@ -1,8 +1,11 @@
 """Replication lag, read one way for every tool: the archive pauses on it, the reporting
 validation calls a mismatch inside it inconclusive.
 
-`SHOW REPLICA STATUS` (MariaDB 10.5+, MySQL 8.0.22+), falling back to `SHOW SLAVE STATUS`;
-columns are read by name, since the two servers order them differently.
+MySQL: `SHOW REPLICA STATUS` (8.0.22+), falling back to `SHOW SLAVE STATUS`; a row per channel.
+MariaDB: `SHOW ALL REPLICAS STATUS` (10.5.2+), falling back to `SHOW ALL SLAVES STATUS`: its
+`SHOW REPLICA STATUS` shows the default connection only, so a replica replicating over a named
+connection (multi-source) looked like no replica at all. Columns are read by name, since the
+servers order them differently.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Union
 
 from sqlalchemy.exc import DBAPIError
 
-from .db import Database, connect, describe_db_error
+from .db import Database, connect, describe_db_error, mysql_error_code
 from .errors import PreconditionFailed
 
 if TYPE_CHECKING:
@@ -25,18 +28,21 @@ REPLICA_CHECK_EVERY = 1.0  # seconds between two replica-lag readings
 REPLICA_WAIT_STEP = 1.0  # seconds between two readings while the replica lags
 
 NOT_A_REPLICA = "not a replica"
+MYSQL_PRIVILEGE_MISSING = 1227  # ER_SPECIFIC_ACCESS_DENIED_ERROR
 
 # Seconds behind the primary; None when unknown (replication stopped); NOT_A_REPLICA.
 Lag = Union[float, None, str]
 
 
 def read_lag(database: Database) -> Lag:
-    """The server's replication lag in seconds (the largest over its channels)."""
+    """The server's replication lag in seconds (the largest over its channels or connections)."""
     if not database.caps.is_mysql:
         return NOT_A_REPLICA
     rows = None
     last_error: DBAPIError | None = None
-    for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+    statements = (("SHOW ALL REPLICAS STATUS", "SHOW ALL SLAVES STATUS") if database.caps.is_mariadb
+                  else ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"))
+    for statement in statements:
         try:
             with database.engine.connect() as conn:
                 rows = conn.exec_driver_sql(statement).mappings().all()
@@ -44,9 +50,11 @@ def read_lag(database: Database) -> Lag:
         except DBAPIError as exc:
             last_error = exc
     if rows is None:
+        # The privilege hint only where it applies: not on a replica that went away mid-run.
+        hint = (" (the user needs REPLICATION CLIENT / SLAVE MONITOR)"
+                if mysql_error_code(last_error) == MYSQL_PRIVILEGE_MISSING else "")
         raise PreconditionFailed(
-            f"cannot read replication lag: {describe_db_error(last_error)} "
-            "(the user needs REPLICATION CLIENT / SLAVE MONITOR)")
+            f"cannot read replication lag: {describe_db_error(last_error)}{hint}")
     if not rows:
         return NOT_A_REPLICA
     lags = [row.get("Seconds_Behind_Master", row.get("Seconds_Behind_Source")) for row in rows]
@@ -88,7 +96,7 @@ class ReplicaLag:
         if lag == NOT_A_REPLICA:
             self.enabled = False
             self.note = (f"--max-replica-lag has no effect: {where} reports no replication "
-                         "(SHOW REPLICA STATUS is empty)")
+                         "(its replica status is empty)")
         else:
             self.note = f"--max-replica-lag {max_lag:g}s watches {where} (lag now {describe_lag(lag)})"
 

@@ -68,6 +68,28 @@ def mysql_scratch():
     scratch.drop()
 
 
+def require_mariadb_programs() -> None:
+    """mariadb-install-db and mariadbd, to start servers of a test's own: skip without them
+    locally, fail in CI."""
+    from replication import missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        if IN_CI:
+            pytest.fail(f"CI needs the MariaDB server programs: {', '.join(missing)}")
+        pytest.skip(f"MariaDB server programs not found: {', '.join(missing)}")
+
+
+@pytest.fixture(scope="session")
+def replica_pair():
+    """A MariaDB primary and replica of the test's own (tests/replication.py), started once."""
+    from replication import ReplicaPair
+
+    require_mariadb_programs()
+    with ReplicaPair() as pair:
+        yield pair
+
+
 def _empty_all_tables(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
