@@ -100,9 +100,17 @@ class Server:
         self.port = 0
         self.process: subprocess.Popen | None = None
 
+    def own_tmpdir(self) -> list[str]:
+        """A server starting up deletes every `#sql*` file in its tmpdir: with the default
+        /tmp it would delete the shared server's temporary tables under its running queries."""
+        tmpdir = self.folder / f"{self.name}.tmp"
+        tmpdir.mkdir(exist_ok=True)
+        return [f"--tmpdir={tmpdir}"]
+
     def install(self) -> None:
         command = [find_binary(INSTALL_DB), "--no-defaults", f"--datadir={self.datadir}",
                    "--auth-root-authentication-method=normal", "--skip-test-db", *_as_root(),
+                   *self.own_tmpdir(),
                    *STORAGE_OPTIONS]  # the bootstrap writes a small redo log too
         done = subprocess.run(command, capture_output=True, text=True, timeout=START_TIMEOUT,
                               stdin=subprocess.DEVNULL)
@@ -121,7 +129,8 @@ class Server:
                  f"--datadir={self.datadir}", f"--socket={self.folder / (self.name + '.sock')}",
                  f"--pid-file={self.folder / (self.name + '.pid')}",
                  f"--log-error={self.error_log}", f"--port={self.port}",
-                 f"--server-id={self.server_id}", *SERVER_OPTIONS, *self.extra],
+                 f"--server-id={self.server_id}", *self.own_tmpdir(), *SERVER_OPTIONS,
+                 *self.extra],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
