@@ -23,7 +23,7 @@ import click
 
 # Only click, the standard library and these two stdlib-only modules load with a tool: `--help`
 # and usage errors never import SQLAlchemy, rich or the drivers (see `run_tool`).
-from .errors import EXIT_FAILED, EXIT_USAGE, BadInput, OpsError
+from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, OpsError
 from .result import LOCK_HELD, JobResult
 
 if TYPE_CHECKING:
@@ -149,6 +149,7 @@ def run_tool(
     setting_flags: dict[str, str] | None = None,
     failed_exit: int = EXIT_FAILED,
     bad_input_exit: int = EXIT_USAGE,
+    pager: str | None = None,
     **job_args: Any,
 ) -> None:
     """Run a job the way every tool runs; never returns (exits with the result's code).
@@ -156,6 +157,8 @@ def run_tool(
     Checks (queue health, reporting validation) give their findings as the result's exit code
     and set `failed_exit` (and, under the Nagios convention, `bad_input_exit`) to 3, UNKNOWN:
     a run that could not check is the only failed run, the only one that alerts.
+    `pager` (a Nagios-style check's name, e.g. "QUEUES"): a run that could not check, or was
+    skipped, still prints its one pager line on stdout ("QUEUES UNKNOWN: why"), exit 3.
     `setting_flags` maps a tool's own options to the settings they set (option -> setting): a
     flag is the highest source of its setting, checked like the others before connecting.
     """
@@ -188,7 +191,7 @@ def run_tool(
     except OpsError as exc:
         _fail_line(exc, debug)
         _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
-                                error=str(exc)), options, exit_code_for(exc.exit_code))
+                                error=str(exc)), options, exit_code_for(exc.exit_code), pager)
         sys.exit(exit_code_for(exc.exit_code))
 
     try:
@@ -198,7 +201,8 @@ def run_tool(
         problem = BadInput(f"log file {settings.log_file}: {exc.strerror or exc}")
         _fail_line(problem, debug, exc)
         _show_failure(JobResult(tool, dry_run, status="failed", stop_reason="error",
-                                error=str(problem)), options, exit_code_for(problem.exit_code))
+                                error=str(problem)), options, exit_code_for(problem.exit_code),
+                      pager)
         sys.exit(exit_code_for(problem.exit_code))
     for warning in settings.warnings:
         log.warning("%s", warning)
@@ -233,6 +237,9 @@ def run_tool(
             if not held_lock.acquire():
                 summary.info("skipped: %s (lock %s)", LOCK_HELD, held_lock.name)
                 result = JobResult(tool, dry_run, status="skipped", stop_reason=LOCK_HELD)
+                if pager:  # a check that did not check is UNKNOWN, never OK
+                    result.exit_code = EXIT_UNKNOWN
+                    result.headline = pager_line(pager, "UNKNOWN", f"skipped: {LOCK_HELD}")
         if result is None:
             alerts.ping(settings, "start")
             stop.install()
@@ -259,7 +266,7 @@ def run_tool(
         exit_code = exit_code_for(exit_code)
         _fail_line(OpsError(message), debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args, status)
-        _show_failure(result, options, exit_code)
+        _show_failure(result, options, exit_code, pager)
         if status == "failed":
             _alert(settings, result)
         sys.exit(exit_code)
@@ -328,13 +335,25 @@ def _record_failure(db, tool, run_id, dry_run, message, options, job_args,
     return result
 
 
-def _show_failure(result: JobResult, options: dict[str, Any], exit_code: int) -> None:
-    """`--json` promises one JSON object on stdout, for a failed run too (the line is on stderr)."""
+def pager_line(pager: str, state: str, text: str) -> str:
+    """A check's first stdout line, under 80 characters: 'QUEUES UNKNOWN: why'."""
+    line = f"{pager} {state}: {' '.join(text.split())}"
+    return line if len(line) < 80 else line[:76].rstrip() + "..."
+
+
+def _show_failure(result: JobResult, options: dict[str, Any], exit_code: int,
+                  pager: str | None = None) -> None:
+    """`--json` promises one JSON object on stdout, for a failed run too (the line is on stderr);
+    a check's pager reads its one line on stdout, for a run that could not check too."""
     from .render import render
 
     result.exit_code = exit_code
+    if pager:
+        result.headline = pager_line(pager, "UNKNOWN", result.error or result.stop_reason)
     if options.get("json_output", False):
         render(result, "json")
+    elif pager:
+        click.echo(result.headline)
 
 
 def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -> None:
@@ -356,8 +375,9 @@ class ToolCommand(click.Command):
     """
 
     def __init__(self, *args: Any, examples: Sequence[str] = (), usage_exit: int = EXIT_USAGE,
-                 **kwargs: Any):
+                 pager: str | None = None, **kwargs: Any):
         self.usage_exit = usage_exit
+        self.pager = pager
         if examples:
             kwargs["epilog"] = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
         super().__init__(*args, **kwargs)
@@ -382,10 +402,11 @@ class ToolCommand(click.Command):
             return super().main(args, prog_name, standalone_mode=False, **extra)
         except click.UsageError as exc:
             _usage_failure(Path(prog_name).stem, args, f"{_one_line(exc)} "
-                           f"(see {prog_name} --help)", self.usage_exit)
+                           f"(see {prog_name} --help)", self.usage_exit, self.pager)
         except click.ClickException as exc:
             _usage_failure(Path(prog_name).stem, args, _one_line(exc),
-                           self.usage_exit if exc.exit_code == EXIT_USAGE else exc.exit_code)
+                           self.usage_exit if exc.exit_code == EXIT_USAGE else exc.exit_code,
+                           self.pager)
         except click.Abort:  # Ctrl-C before the job started: nothing was done
             click.echo("error: interrupted before the run started", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -417,20 +438,23 @@ def _one_line(exc: click.ClickException) -> str:
     return " ".join(message.split()).rstrip(".")  # "Choose from:\n\tlist,\n\t..." too
 
 
-def _usage_failure(tool: str, args: list[str], message: str, exit_code: int) -> None:
+def _usage_failure(tool: str, args: list[str], message: str, exit_code: int,
+                   pager: str | None = None) -> None:
     """The same line, exit code and `--json` object as a run that failed on bad input."""
     words = args[:args.index("--")] if "--" in args else args
     click.echo(f"error: {message}", err=True)
     _show_failure(JobResult(tool, "--execute" not in words, status="failed", stop_reason="error",
-                            error=message), {"json_output": "--json" in words}, exit_code)
+                            error=message), {"json_output": "--json" in words}, exit_code, pager)
     sys.exit(exit_code)
 
 
 def tool_command(examples: Sequence[str] = (), usage_exit: int = EXIT_USAGE,
-                 **kwargs: Any) -> Callable[[Callable], ToolCommand]:
+                 pager: str | None = None, **kwargs: Any) -> Callable[[Callable], ToolCommand]:
     """`@click.command()` for a tool: `examples` are full command lines, a dry run first;
-    `usage_exit` 3 for a Nagios-style check, whose usage errors are UNKNOWN."""
-    return click.command(cls=ToolCommand, examples=examples, usage_exit=usage_exit, **kwargs)
+    a Nagios-style check gives `usage_exit` 3 (its usage errors are UNKNOWN) and its `pager`
+    name, so a usage error still prints the pager's line on stdout."""
+    return click.command(cls=ToolCommand, examples=examples, usage_exit=usage_exit, pager=pager,
+                         **kwargs)
 
 
 def tool_main(command: click.Command) -> None:

@@ -10,7 +10,7 @@ import click  # noqa: E402
 from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noqa: E402
 
 
-@tool_command(usage_exit=3, examples=[
+@tool_command(usage_exit=3, pager="QUEUES", examples=[
     "python tools/queue_health_summary.py  # the pager line, then every queue and tool",
     "python tools/queue_health_summary.py --perfdata --timeout 20  # as Nagios runs it",
 ])
@@ -37,7 +37,7 @@ def main(perfdata, prometheus, html, alert, timeout, now, **options):
     from ops_lib.jobs import queue_health  # here, not at the top: --help stays fast
 
     run_tool("queue_health_summary", queue_health.run, options, lock=alert,
-             failed_exit=3, bad_input_exit=3, perfdata=perfdata, prometheus=prometheus,
+             failed_exit=3, bad_input_exit=3, pager="QUEUES", perfdata=perfdata, prometheus=prometheus,
              html=html, alert=alert, timeout=timeout, now=now)
 
 
