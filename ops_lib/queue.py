@@ -83,19 +83,19 @@ class Queue:
     def owned_by(self, run_id: str, keys: Sequence[Any]) -> ColumnElement[bool]:
         return and_(self.key_in(keys), self.table.c.claimed_by == run_id)
 
-    def dead_letter_values(self, now: dt.datetime) -> dict[str, Any]:
-        """The values that dead-letter a row, stamped with the time (failed in the last hour)."""
-        values: dict[str, Any] = {self.status_column: self.failed}
-        if self.finished_at:
-            values[self.finished_at] = now
-        return values
-
     def finished_values(self, status: str, now: dt.datetime) -> dict[str, Any]:
-        """The values that finish a row as `status` (one of `done`, or `failed`), with its time."""
+        """The values that finish a row as `status` (one of `done`, or `failed`), stamped with
+        the time: every path that finishes or dead-letters a row writes them (queue health's
+        done last 15 minutes and failed last hour; manage_dead_letters' prune)."""
+        if status not in (*self.done, self.failed):
+            raise ValueError(f"{self.name}: {status!r} is not a finished status")
         values: dict[str, Any] = {self.status_column: status}
         if self.finished_at:
             values[self.finished_at] = now
         return values
+
+    def dead_letter_values(self, now: dt.datetime) -> dict[str, Any]:
+        return self.finished_values(self.failed, now)
 
 
 class ClaimLost(Exception):
@@ -191,7 +191,8 @@ def release(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) ->
 
 
 def abandon(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any], error: str,
-            max_attempts: int, retry_at: dt.datetime) -> dict[str, int]:
+            max_attempts: int, retry_at: dt.datetime,
+            now: dt.datetime | None = None) -> dict[str, int]:
     """Give back a batch whose work failed unexpectedly, with the attempt spent.
 
     A row that always breaks its stage then waits (`retry_at`) and is dead-lettered once out of
@@ -207,7 +208,7 @@ def abandon(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any], er
         return {"failed": 0, "released": conn.execute(
             update(queue.table).where(mine).values(available_at=retry_at, **free)).rowcount}
     failed = conn.execute(update(queue.table).where(mine, c.attempts >= max_attempts).values(
-        {**queue.dead_letter_values(utcnow()), "error": error[:500], **free})).rowcount
+        {**queue.dead_letter_values(now or utcnow()), "error": error[:500], **free})).rowcount
     released = conn.execute(update(queue.table).where(mine).values(
         error=error[:500], available_at=retry_at, **free)).rowcount
     return {"failed": failed, "released": released}

@@ -326,10 +326,11 @@ class HistoryBuilder:
             row = {"id": first_id + k, "institution_id": inst["id"],
                    "recipient": f"principal{inst['id']}@school.example",
                    "report_type": "attendance", "params": params, "status": "pending",
-                   "attempts": 0, "created_at": created, "error": None}
+                   "attempts": 0, "created_at": created, "error": None, "finished_at": None}
             if failed:  # a request the worker cannot render: failed at once, never retried
                 row.update(report_type="weekly_summary", status="failed", attempts=1,
-                           error="unknown report type 'weekly_summary'")
+                           error="unknown report type 'weekly_summary'",
+                           finished_at=created + dt.timedelta(minutes=1))
             rows.append(row)
         return rows
 
@@ -367,6 +368,7 @@ class HistoryBuilder:
             "status": "failed", "attempts": attempts, "error_code": "UNAVAILABLE",
             "error": f"The service is currently unavailable (after {attempts} attempts)",
             "sent_at": None, "created_at": n["created_at"] + dt.timedelta(seconds=1),
+            "finished_at": n["created_at"] + dt.timedelta(hours=2),
         } for k, (n, device) in enumerate(sent[:self.history.dead_letters])]
 
     def build(self) -> Rows:

@@ -183,10 +183,11 @@ def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: E
     def give_back(conn):
         if isinstance(exc, OpsError):
             return {"released": release(conn, stage.queue, ctx.run_id, keys), "failed": 0}
-        retry_at = utcnow() + dt.timedelta(seconds=backoff_seconds(
+        now = utcnow()
+        retry_at = now + dt.timedelta(seconds=backoff_seconds(
             1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
         return abandon(conn, stage.queue, ctx.run_id, keys, f"{stage.name}: {message}",
-                       s.worker_max_attempts, retry_at)
+                       s.worker_max_attempts, retry_at, now)
 
     try:
         outcome = ctx.db.run(give_back, what="release")

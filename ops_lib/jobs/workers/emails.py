@@ -230,7 +230,7 @@ class EmailStage(Stage):
                 raise BadReport(f"cannot build the message for {row.recipient!r}: {exc}") from exc
             self._mailer.send(message)
         except BadReport as exc:
-            self._finish(ctx, row.id, stats, "failed", status="failed", finished_at=now,
+            self._finish(ctx, row.id, stats, "failed", **self.queue.finished_values("failed", now),
                          error=str(exc)[:500])
             return
         except (smtplib.SMTPException, OSError, ValueError) as exc:
@@ -238,8 +238,8 @@ class EmailStage(Stage):
             self._mailer.close()  # a broken connection is not reused
             error = f"{type(exc).__name__}: {exc}"[:500]
             if _permanent_smtp_error(exc) or row.attempts >= s.worker_max_attempts:
-                self._finish(ctx, row.id, stats, "failed", status="failed", finished_at=now,
-                             error=error)
+                self._finish(ctx, row.id, stats, "failed",
+                             **self.queue.finished_values("failed", now), error=error)
             else:
                 due = now + dt.timedelta(seconds=backoff_seconds(
                     row.attempts, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
@@ -248,8 +248,8 @@ class EmailStage(Stage):
                 self._unreachable_until = now + dt.timedelta(seconds=backoff_seconds(
                     1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
             return
-        if self._finish(ctx, row.id, stats, "done", status="sent", sent_at=now,
-                        finished_at=now, error=None) \
+        if self._finish(ctx, row.id, stats, "done", **self.queue.finished_values("sent", now),
+                        sent_at=now, error=None) \
                 and self._mailer.uses_outbox:
             stats.add("to_outbox")
 

@@ -56,7 +56,7 @@ class FanoutStage(Stage):
             deliveries = conn.execute(select(func.count()).select_from(push_deliveries).where(
                 push_deliveries.c.notification_id.in_(ids))).scalar_one()
             conn.execute(update(n).where(n.c.id.in_(ids), n.c.claimed_by == ctx.run_id).values(
-                fanout_status="done", fanned_out_at=now, claimed_by=None,
+                **self.queue.finished_values("done", now), claimed_by=None,
                 lease_expires_at=None))
             mark_snapshots(conn, conn.execute(select(n.c.guardian_id).where(n.c.id.in_(ids))
                                               ).scalars(), now)

@@ -124,8 +124,8 @@ class PushStage(Stage):
         sent = by_action.get(pushing.SENT, [])
         update_each(conn, p, p.c.id, {o.delivery_id: {"provider_message_id": o.message_id}
                                       for o in sent},
-                    common=dict(status="sent", sent_at=now, finished_at=now, error_code=None,
-                                error=None, **free),
+                    common=dict(**self.queue.finished_values("sent", now), sent_at=now,
+                                error_code=None, error=None, **free),
                     where=[owner])
         batch.done += len(sent)
 
@@ -147,7 +147,7 @@ class PushStage(Stage):
                 retry_later.append(outcome)
         update_each(conn, p, p.c.id, {o.delivery_id: {"error_code": o.error_code,
                                                        "error": o.error} for o in give_up},
-                    common=dict(status="failed", finished_at=now, **free), where=[owner])
+                    common=dict(**self.queue.finished_values("failed", now), **free), where=[owner])
         batch.failed += len(give_up)
         update_each(conn, p, p.c.id, {
             o.delivery_id: {
@@ -160,7 +160,7 @@ class PushStage(Stage):
 
         if cancelled:
             update_each(conn, p, p.c.id, {i: {"error_code": code} for i, code in cancelled.items()},
-                        common=dict(status="cancelled", finished_at=now, **free),
+                        common=dict(**self.queue.finished_values("cancelled", now), **free),
                         where=[owner])
             batch.add("cancelled", len(cancelled))
 

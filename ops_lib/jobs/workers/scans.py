@@ -350,17 +350,18 @@ class ScanStage(Stage):
         read = [a.scan_id for a in result.accepted] + result.duplicates + list(result.failed)
         # Every scan read as this run's must still be, or the records written are rolled back.
         still_owned(conn, self.queue, run_id, read).require_all(self.queue)
-        finished = {"claimed_by": None, "lease_expires_at": None, "processed_at": now}
+        free = {"claimed_by": None, "lease_expires_at": None}
+        failed, done = (self.queue.finished_values(status, now) for status in ("failed", "done"))
         mine = q.c.claimed_by == run_id
         update_each(conn, q, q.c.id, {i: {"error": r[:500]} for i, r in result.failed.items()},
-                    common=dict(status="failed", **finished), where=[mine])
+                    common=dict(**failed, **free), where=[mine])
         if result.duplicates:
             conn.execute(update(q).where(q.c.id.in_(result.duplicates), mine)
-                         .values(status="done", error=DUPLICATE_NOTE, **finished))
+                         .values(error=DUPLICATE_NOTE, **done, **free))
         if result.accepted:
             # What this run still holds of the batch now is exactly the accepted scans.
             conn.execute(update(q).where(self.queue.owned_by(run_id, keys)).values(
-                status="done", error=None, scan_key=scan_key_sql(conn.dialect.name), **finished))
+                error=None, scan_key=scan_key_sql(conn.dialect.name), **done, **free))
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         scans = conn.execute(
