@@ -28,52 +28,66 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Connection, Table, and_, delete, func, select, update
 from sqlalchemy.sql import ColumnElement
 
-from .. import queue as worker_queues
+from ..queue import QUEUES as WORKER_QUEUES
+from ..queue import Queue
 from ..result import DRY_RUN, JobResult
 from ..runtime import RunContext
-from ..schema import attendance_scan_queue, push_deliveries, report_email_queue
 from ..timeutil import utcnow
 from .dead_letter_names import ACTIONS, QUEUE_CHOICES, QUEUE_NAMES, SAMPLE  # noqa: F401
 
 BATCH = 1000
-FAILED = "failed"
 
 
 @dataclass(frozen=True)
 class DeadLetterQueue:
-    name: str
-    table: Table
+    """A queue of the registry (`ops_lib.queue.QUEUES`) whose failed rows this tool handles, and
+    how its rows are shown."""
+
+    queue: Queue
     describe: Callable[[Any], str]  # one row -> what it was (for the sample)
     extra_columns: tuple[str, ...] = ()
     reset: dict[str, Any] = field(default_factory=dict)  # also cleared on retry
+
+    @property
+    def name(self) -> str:
+        return self.queue.name
+
+    @property
+    def table(self) -> Table:
+        return self.queue.table
+
+    def is_failed(self) -> ColumnElement[bool]:
+        return self.table.c[self.queue.status_column] == self.queue.failed
 
     def failed_since(self) -> ColumnElement:
         """When a row was dead-lettered (when it was queued, for rows failed before this was
         recorded)."""
         c = self.table.c
-        return func.coalesce(c[worker_queues.QUEUES[self.name].finished_at], c.created_at)
+        return func.coalesce(c[self.queue.finished_at], c.created_at)
 
     def retry_values(self) -> dict[str, Any]:
-        return {"status": "pending", "attempts": 0, "error": None, "claimed_by": None,
-                "lease_expires_at": None, "available_at": None,
-                worker_queues.QUEUES[self.name].finished_at: None, **self.reset}
+        return {self.queue.status_column: self.queue.waiting, "attempts": 0, "error": None,
+                "claimed_by": None, "lease_expires_at": None, "available_at": None,
+                self.queue.finished_at: None, **self.reset}
 
 
-QUEUES: dict[str, DeadLetterQueue] = {
-    "scans": DeadLetterQueue(
-        "scans", attendance_scan_queue,
+QUEUES: dict[str, DeadLetterQueue] = {dlq.name: dlq for dlq in (
+    DeadLetterQueue(
+        WORKER_QUEUES["scans"],
         lambda r: f"card {r.card_uid} at institution {r.institution_id}, scanned {r.scanned_at}",
         ("card_uid", "institution_id", "scanned_at")),
-    "deliveries": DeadLetterQueue(
-        "deliveries", push_deliveries,
+    DeadLetterQueue(
+        WORKER_QUEUES["deliveries"],
         lambda r: f"notification {r.notification_id} to device {r.device_id}"
                   + (f" ({r.error_code})" if r.error_code else ""),
         ("notification_id", "device_id", "error_code"), {"error_code": None}),
-    "emails": DeadLetterQueue(
-        "emails", report_email_queue,
+    DeadLetterQueue(
+        WORKER_QUEUES["emails"],
         lambda r: f"{r.report_type} report of institution {r.institution_id} to {r.recipient}",
         ("report_type", "institution_id", "recipient")),
-}
+)}
+# Every queue of the registry that dead-letters rows has its entry here.
+assert set(QUEUES) == {q.name for q in WORKER_QUEUES.values() if q.failed}
 assert tuple(QUEUES) == QUEUE_NAMES, "dead_letter_names.QUEUE_NAMES is out of date"
 
 
@@ -101,7 +115,7 @@ def selection(dlq: DeadLetterQueue, action: str, ids: Sequence[int],
               cutoff: dt.datetime | None) -> ColumnElement[bool]:
     """The rows an action works on: always failed ones, then by id or by age."""
     c = dlq.table.c
-    where = [c.status == FAILED]
+    where = [dlq.is_failed()]
     if ids:
         where.append(c.id.in_(sorted(set(ids))))
     if action == "prune" and cutoff is not None:
@@ -163,7 +177,7 @@ def run(ctx: RunContext, action: str, queue: str = "all", ids: Sequence[int] = (
 def _figures(conn: Connection, dlq: DeadLetterQueue, action: str, ids, cutoff, now) -> dict:
     c = dlq.table.c
     failed, oldest = conn.execute(
-        select(func.count(), func.min(c.created_at)).where(c.status == FAILED)).one()
+        select(func.count(), func.min(c.created_at)).where(dlq.is_failed())).one()
     figures = {"queue": dlq.name, "table": dlq.table.name, "failed": failed,
                "oldest_age_days": _age_days(oldest, now)}
     if action != "list":
@@ -192,7 +206,7 @@ def _ids_left_alone(conn: Connection, dlq: DeadLetterQueue, ids: Sequence[int]) 
     for row_id in wanted:
         if row_id not in status:
             notes.append(f"{dlq.name} {row_id}: no such row")
-        elif status[row_id] != FAILED:
+        elif status[row_id] != dlq.queue.failed:
             notes.append(f"{dlq.name} {row_id}: status {status[row_id]}, not failed: left alone")
     return notes
 
