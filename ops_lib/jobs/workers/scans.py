@@ -67,7 +67,6 @@ from .base import Stage, StagePlan, StageStats, mark_rollups, mark_snapshots_of_
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
-SCAN_KEY_RETRIES = 3  # a batch that met another worker's copy of a scan is redone
 q = attendance_scan_queue
 
 
@@ -273,9 +272,11 @@ class ScanStage(Stage):
                 return stats.merge(ctx.db.run(work, what="scans"))
             except IntegrityError as exc:
                 copies_met += 1
-                if mysql_error_code(exc) != 1062 or copies_met == SCAN_KEY_RETRIES:
-                    raise
                 # Another worker committed a copy of one of our scans first: redo the batch.
+                # The redo sees that copy as processed (ours becomes a duplicate), so each redo
+                # settles at least one scan: at most one per scan, however busy the workers are.
+                if mysql_error_code(exc) != 1062 or copies_met > len(keys):
+                    raise
             except ClaimLost:
                 pass  # The redo reads only the rows still held: fewer each time, so it ends.
             stats.add("batches_redone")
