@@ -61,11 +61,11 @@ class Rows:
             "heartbeat_at": heartbeat or finished or started, "finished_at": finished,
             "status": status, "error": error})
 
-    def all_fresh(self, *except_tools: str) -> None:
-        """A successful run of every required tool at its last slot before NOW."""
+    def all_fresh(self, *except_tools: str, now: dt.datetime = NOW) -> None:
+        """A successful run of every required tool at its last slot before `now`."""
         for tool in REQUIRED:
             if tool not in except_tools:
-                self.run(tool, BY_TOOL[tool].previous_slot(NOW - dt.timedelta(seconds=1)))
+                self.run(tool, BY_TOOL[tool].previous_slot(now - dt.timedelta(seconds=1)))
 
 
 @pytest.fixture
@@ -106,9 +106,9 @@ def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
     first = done.stdout.splitlines()[0]
     pager, perf = first.split(" | ")
     assert pager == "QUEUES OK: 0 due; 5 of 5 tools on time"
-    assert "'scans due'=0;10000;100000;0; 'scans latency'=0s;300;900;0;" in perf
-    assert "'rollups expired'=0;1;;0;" in perf and "'rollups failed 1h'" not in perf
-    assert perf.endswith("'tools not fresh'=0;1;;0;")
+    assert "'scans due'=0;9999;99999;0; 'scans latency'=0s;299;899;0;" in perf
+    assert "'rollups expired'=0;0;;0;" in perf and "'rollups failed 1h'" not in perf
+    assert perf.endswith("'tools not fresh'=0;0;;0;")
 
     code, result = check_json(db_url, tmp_path)
     assert code == 0 and result["exit_code"] == 0 and result["status"] == "ok"
@@ -149,8 +149,8 @@ def test_old_pending_rows_are_critical_by_latency_from_when_they_became_availabl
     done = check(db_url, tmp_path, "--perfdata")
     assert done.returncode == 2, done.stderr
     assert done.stdout.splitlines()[0].startswith(
-        "QUEUES CRITICAL: scans latency 2h 3m | 'scans due'=3;10000;100000;0; "
-        "'scans latency'=7380s;300;900;0;")
+        "QUEUES CRITICAL: scans latency 2h 3m | 'scans due'=3;9999;99999;0; "
+        "'scans latency'=7380s;299;899;0;")
     code, result = check_json(db_url, tmp_path)
     assert code == 2 and result["counts"]["state"] == 2 and result["counts"]["due"] == 3
     assert (queue_row(result, "scans")["latency"],
@@ -272,6 +272,127 @@ def test_a_tool_never_run_is_judged_from_the_first_ledger_row(db_url, tmp_path, 
     devices = tool_row(result, "cleanup_stale_devices")
     assert (devices["freshness"], devices["state"], devices["next_expected"]) == \
         ("never run", "OK", "2026-12-01 03:15:00")
+
+
+def check_at(db_url, tmp_path, now: dt.datetime, *args):
+    done = run_cli("queue_health_summary", "--now", now.isoformat(), *args,
+                   env=tool_env(db_url, tmp_path))
+    return done
+
+
+def test_a_tool_that_runs_but_never_succeeds_goes_down_not_never_run(db_url, tmp_path, rows):
+    # The ledger began on 1 November; the billing run failed on the 25th, 26th and 27th and
+    # never succeeded: its cron line works, the tool does not.
+    now = dt.datetime(2026, 11, 28, 5, 30)
+    rows.run("manage_schema", dt.datetime(2026, 11, 1))
+    rows.all_fresh("run_billing_jobs", now=now)
+    for day in (25, 26, 27):
+        rows.run("run_billing_jobs", dt.datetime(2026, 11, day, 1, 10), status="failed",
+                 error="database error: deadlock")
+    done = check_at(db_url, tmp_path, now)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.splitlines()[0] == \
+        "QUEUES CRITICAL: run_billing_jobs down: no success yet, 3 failures"
+    done = check_at(db_url, tmp_path, now, "--json")
+    result = json.loads(done.stdout)
+    assert done.returncode == 2 and result["counts"]["tools_not_fresh"] == 1
+    assert tool_row(result, "run_billing_jobs") == {
+        "tool": "run_billing_jobs", "schedule": "daily at 01:10 UTC", "freshness": "down",
+        "last_success": "-", "last_failure": "2026-11-27 01:10:30", "running_for": "-",
+        "next_expected": "2026-11-01 01:10:00", "state": "CRITICAL"}
+
+
+def test_a_tool_that_runs_but_never_succeeds_is_late_after_its_first_slot(db_url, tmp_path, rows):
+    # Installed on 27 November at 02:00, after that day's billing slot; a person's --execute run
+    # failed at noon. The first slot is 28 November 01:10: late from 04:10 (budget 1 h, grace
+    # 2 h), down a day later.
+    rows.run("manage_schema", dt.datetime(2026, 11, 27, 2, 0))
+    rows.all_fresh("run_billing_jobs", now=dt.datetime(2026, 11, 28, 5, 30))
+    rows.run("run_billing_jobs", dt.datetime(2026, 11, 27, 12, 0), status="failed",
+             error="database error: deadlock")
+
+    before = json.loads(check_at(db_url, tmp_path, dt.datetime(2026, 11, 28, 4, 10),
+                                 "--json").stdout)
+    billing = tool_row(before, "run_billing_jobs")
+    assert (billing["freshness"], billing["state"], billing["next_expected"]) == \
+        ("ok", "OK", "2026-11-28 01:10:00")
+
+    done = check_at(db_url, tmp_path, dt.datetime(2026, 11, 28, 5, 30))
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[0] == \
+        "QUEUES WARNING: run_billing_jobs late: no success yet, 1 failure"
+
+
+def nagios_state(perf: str) -> dict[str, int]:
+    """Each perfdata figure's state as Nagios reads its ranges: a plain `N` alerts on value > N."""
+    import re
+
+    states = {}
+    for label, value, warn, crit in re.findall(r"'([^']+)'=(\d+)s?;(\d*);(\d*);0;", perf):
+        states[label] = (2 if crit and int(value) > int(crit) else
+                         1 if warn and int(value) > int(warn) else 0)
+    return states
+
+
+@pytest.mark.parametrize("due, latency, state, perf", [
+    (2, 299, 0, "'scans due'=2;2;4;0; 'scans latency'=299s;299;899;0;"),
+    (3, 299, 1, "'scans due'=3;2;4;0; 'scans latency'=299s;299;899;0;"),
+    (5, 299, 2, "'scans due'=5;2;4;0; 'scans latency'=299s;299;899;0;"),
+    (1, 300, 1, "'scans due'=1;2;4;0; 'scans latency'=300s;299;899;0;"),
+])
+def test_perfdata_ranges_alert_exactly_where_the_check_does(
+        db_url, tmp_path, rows, due, latency, state, perf):
+    # Depth warning 3, critical 5, latency warning 300 s: the check alerts at the threshold,
+    # a Nagios range `N` above N, so the ranges say 2, 4 and 299.
+    rows.all_fresh()
+    rows.scans(1, created_at=ago(seconds=latency))
+    rows.scans(due - 1, created_at=ago(seconds=10))
+    done = check(db_url, tmp_path, "--perfdata", OPS_HEALTH_QUEUE_DEPTH_WARNING="scans=3",
+                 OPS_HEALTH_QUEUE_DEPTH_CRITICAL="scans=5")
+    assert done.returncode == state, done.stderr
+    pager, found = done.stdout.splitlines()[0].split(" | ")
+    assert found.startswith(perf)
+    seen = nagios_state(found)
+    assert max(seen.values()) == state
+    assert (seen["scans due"], seen["scans latency"]) == \
+        ({2: 0, 3: 1, 5: 2}.get(due, 0), 1 if latency >= 300 else 0)
+    result = json.loads(check(db_url, tmp_path, "--json", OPS_HEALTH_QUEUE_DEPTH_WARNING="scans=3",
+                              OPS_HEALTH_QUEUE_DEPTH_CRITICAL="scans=5").stdout)
+    assert (queue_row(result, "scans")["due"], queue_row(result, "scans")["latency_seconds"],
+            result["exit_code"]) == (due, latency, state)
+
+
+@pytest.mark.parametrize("latency, state, shown", [(299.9, 0, "299s"), (300.0, 1, "300s")])
+def test_a_fractional_latency_is_shown_rounded_down_so_its_range_agrees(latency, state, shown):
+    from ops_lib.jobs.queue_health import judge_queue
+    from ops_lib.jobs.queue_health.model import HealthReport, QueueHealth
+    from ops_lib.jobs.queue_health.outputs import perfdata, whole_seconds
+
+    queue = QueueHealth("scans", "attendance_scan_queue", True, due=1, latency_seconds=latency)
+    limits = {"depth_warning": 10000, "depth_critical": 100000, "latency_warning": 300,
+              "latency_critical": 900}
+    judge_queue(queue, limits)
+    found = perfdata(HealthReport(NOW, "sqlite://", [queue], []), {"scans": limits})
+    assert queue.state == state
+    assert f"'scans latency'={shown};299;899;0;" in found
+    assert nagios_state(found)["scans latency"] == state
+    assert whole_seconds(queue) == int(shown[:-1])
+
+
+def test_perfdata_any_expired_claim_failure_or_late_tool_is_a_warning_range(
+        db_url, tmp_path, rows):
+    rows.all_fresh("run_billing_jobs")
+    rows.run("run_billing_jobs", dt.datetime(2026, 11, 27, 1, 10))  # today's 01:10 missed: late
+    rows.scans(1, created_at=ago(minutes=2), claimed_by="deadrun", lease_expires_at=ago(seconds=1))
+    rows.scans(1, created_at=ago(hours=2), status="failed", processed_at=ago(minutes=30))
+    done = check(db_url, tmp_path, "--perfdata")
+    assert done.returncode == 1, done.stderr
+    found = done.stdout.splitlines()[0].split(" | ")[1]
+    assert "'scans expired'=1;0;;0; 'scans failed 1h'=1;0;;0;" in found
+    assert found.endswith("'tools not fresh'=1;0;;0;")
+    seen = nagios_state(found)
+    assert {label: s for label, s in seen.items() if s} == \
+        {"scans expired": 1, "scans failed 1h": 1, "tools not fresh": 1}
 
 
 def test_failures_show_the_error_line_and_optional_jobs_are_judged_when_enabled(

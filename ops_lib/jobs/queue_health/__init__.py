@@ -164,7 +164,7 @@ def _sections(result: JobResult, report: HealthReport) -> None:
         "queue": q.name, "due": q.due, "delayed": q.delayed, "claimed": q.claimed,
         "expired": q.expired, "dead": q.dead, "failed_1h": q.failed_last_hour,
         "done_15m": q.done_last_15_minutes, "latency": outputs.latency_words(q),
-        "latency_seconds": None if q.latency_seconds is None else round(q.latency_seconds),
+        "latency_seconds": outputs.whole_seconds(q),  # rounded down, as the perfdata
         "state": STATE_NAMES[q.state], "capped": ", ".join(sorted(q.capped)) or None,
     } for q in report.queues])
     now = report.checked_at

@@ -8,10 +8,13 @@ its budget. It is
 - `down` (CRITICAL) once it is late by one more full interval of its schedule (a daily job missed
   two days running, the worker two minutes);
 - `running too long` (WARNING) while a run has been going for longer than budget + grace;
-- `never run`: no successful run at all. On a fresh install every tool is new, so a tool that
-  never ran is judged from the first row of the run ledger (the install's first run) as if that
-  had been its last success: OK until its first slot (plus budget and grace) has passed, then
-  WARNING (a missing cron line; never CRITICAL, nothing it did has stopped).
+- `never run`: no counted run at all (of any status). On a fresh install every tool is new, so a
+  tool that never ran is judged from the first row of the run ledger (the install's first run) as
+  if that had been its last success: OK until its first slot (plus budget and grace) has passed,
+  then WARNING (a missing cron line; never CRITICAL, nothing it did has stopped).
+- a tool that runs but has never succeeded is judged `late` / `down` by the same rules, from the
+  first row of the run ledger instead of a last success ("no success yet, 3 failures"): its cron
+  line works, the tool does not.
 
 Only runs that did the work count: for a tool scheduled with `--execute`, its `--execute` runs
 (`dry_run = 0`; a person's dry run is no success); a read-only check's every run. Skipped runs
@@ -103,35 +106,37 @@ def judge(conn: Connection, jobs: Iterable[ScheduledJob], enabled: Iterable[str]
             health.freshness = NOT_JUDGED
             tools.append(health)
             continue
-        _judge_one(health, job, now, installed)
+        _judge_one(health, job, now, installed, runs)
         tools.append(health)
     return tools
 
 
 def _judge_one(health: ToolHealth, job: ScheduledJob, now: dt.datetime,
-               installed: dt.datetime | None) -> None:
+               installed: dt.datetime | None, runs: list[Run]) -> None:
+    # Without a success the install's start stands in for it: a tool that never ran at all is
+    # only ever WARNING (a missing cron line), one that runs but never succeeds goes late and
+    # down like a tool whose successes stopped.
     since = health.last_success.started_at if health.last_success else installed
-    if since is not None:
+    if since is None:
+        health.freshness = NEVER_RUN
+    else:
         health.next_expected_at = job.next_slot(since)
         late_at = health.next_expected_at + dt.timedelta(
             seconds=job.budget_seconds + health.grace_seconds)
         down_at = late_at + dt.timedelta(seconds=job.interval_seconds(health.next_expected_at))
-        overdue = duration_in_words(now - health.next_expected_at)
-        if health.last_success is None:
+        if not runs:
+            health.freshness = NEVER_RUN
             if now > late_at:
-                health.freshness, health.state = NEVER_RUN, WARNING
+                health.state = WARNING
                 health.reasons.append(f"{job.tool} never run")
-            else:
-                health.freshness = NEVER_RUN
         elif now > down_at:
             health.freshness, health.state = DOWN, CRITICAL
-            health.reasons.append(f"{job.tool} down: no success for "
-                                  f"{duration_in_words(now - health.last_success.started_at)}")
+            health.reasons.append(f"{job.tool} down: {_since_success(health, runs, now)}")
         elif now > late_at:
             health.freshness, health.state = LATE, WARNING
-            health.reasons.append(f"{job.tool} late by {overdue}")
-    else:
-        health.freshness = NEVER_RUN
+            health.reasons.append(
+                f"{job.tool} late by {duration_in_words(now - health.next_expected_at)}"
+                if health.last_success else f"{job.tool} late: {_since_success(health, runs, now)}")
     if health.running_since is not None:
         going_for = now - health.running_since
         if going_for.total_seconds() > job.budget_seconds + health.grace_seconds:
@@ -139,6 +144,19 @@ def _judge_one(health: ToolHealth, job: ScheduledJob, now: dt.datetime,
                 health.freshness = RUNNING_TOO_LONG
             health.state = max(health.state, WARNING)
             health.reasons.append(f"{job.tool} running for {duration_in_words(going_for)}")
+
+
+def _since_success(health: ToolHealth, runs: list[Run], now: dt.datetime) -> str:
+    """'no success for 3d 10h', or for a tool that runs but never succeeded 'no success yet,
+    3 failures' ('20+' where the latest RECENT_RUNS of a status were all read)."""
+    if health.last_success is not None:
+        return f"no success for {duration_in_words(now - health.last_success.started_at)}"
+    failures = [run for run in runs if run.status in FAILURES]
+    counted, noun = (failures, "failure") if failures else (runs, "run")
+    full = any(sum(run.status == status for run in counted) >= RECENT_RUNS
+               for status in {run.status for run in counted})
+    plural = "s" if len(counted) != 1 else ""
+    return f"no success yet, {len(counted)}{'+' if full else ''} {noun}{plural}"
 
 
 def duration_in_words(span: dt.timedelta) -> str:

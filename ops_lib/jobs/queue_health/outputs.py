@@ -4,6 +4,7 @@ node_exporter textfile (the JSON and the status page draw from the same report).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from .freshness import duration_in_words
@@ -63,21 +64,38 @@ def _label(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def whole_seconds(queue: QueueHealth) -> int | None:
+    """The latency in whole seconds, rounded down: `latency >= threshold` holds exactly when
+    the whole seconds do (thresholds are whole), so every output agrees with the state."""
+    if queue.latency_seconds is None:
+        return None
+    return math.floor(queue.latency_seconds)
+
+
+def _nagios_warn(threshold: int | None) -> str:
+    """A Nagios range `N` alerts on value > N; the check alerts at value >= its threshold (a
+    whole number, as are the figures), so the range is one below it."""
+    return "" if threshold is None else str(threshold - 1)
+
+
 def perfdata(report: HealthReport, thresholds: dict[str, dict[str, int | None]]) -> str:
-    """Nagios perfdata: 'label'=value[UOM];warn;crit;min;max per queue figure, latency in s."""
+    """Nagios perfdata: 'label'=value[UOM];warn;crit;min;max per queue figure, latency in s;
+    each range alerts exactly where the check's state does."""
     parts = []
     for queue in report.queues:
         limits = thresholds.get(queue.name, {})
         parts.append(f"{_label(queue.name + ' due')}={queue.due or 0};"
-                     f"{limits.get('depth_warning', '')};{limits.get('depth_critical', '')};0;")
-        parts.append(f"{_label(queue.name + ' latency')}={round(queue.latency_seconds or 0)}s;"
-                     f"{limits.get('latency_warning', '')};"
-                     f"{limits.get('latency_critical', '')};0;")
-        parts.append(f"{_label(queue.name + ' expired')}={queue.expired};1;;0;")
+                     f"{_nagios_warn(limits.get('depth_warning'))};"
+                     f"{_nagios_warn(limits.get('depth_critical'))};0;")
+        parts.append(f"{_label(queue.name + ' latency')}={whole_seconds(queue) or 0}s;"
+                     f"{_nagios_warn(limits.get('latency_warning'))};"
+                     f"{_nagios_warn(limits.get('latency_critical'))};0;")
+        # Any expired claim, any row failed in the last hour, any tool not fresh: WARNING.
+        parts.append(f"{_label(queue.name + ' expired')}={queue.expired};0;;0;")
         if queue.failed_last_hour is not None:
-            parts.append(f"{_label(queue.name + ' failed 1h')}={queue.failed_last_hour};1;;0;")
+            parts.append(f"{_label(queue.name + ' failed 1h')}={queue.failed_last_hour};0;;0;")
     late = sum(1 for tool in report.tools if tool.state != 0)
-    parts.append(f"{_label('tools not fresh')}={late};1;;0;")
+    parts.append(f"{_label('tools not fresh')}={late};0;;0;")
     return " ".join(parts)
 
 
