@@ -12,10 +12,10 @@ from pathlib import Path
 
 
 def write_atomically(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Replace `path` with `text` in one step; returns the path written."""
+    """Replace `path` with `text` in one step; returns the path written. The folder must exist
+    (a mistyped path is an error, not a new folder)."""
     target = Path(path)
     folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding=encoding, newline="\n") as stream:

@@ -350,10 +350,16 @@ def mask_secret(name: str, value: Any) -> Any:
     return "***"
 
 
+# Driver options that carry a password in a URL's query string (`...?password=...`).
+SECRET_QUERY_KEYS = frozenset({"password", "passwd", "ssl_key_password"})
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password hidden."""
+    """The URL with its password hidden, also one given as a query option."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        secret = {key: "hidden" for key in parsed.query if key.lower() in SECRET_QUERY_KEYS}
+        return parsed.update_query_dict(secret).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable URL>"
 

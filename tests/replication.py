@@ -123,6 +123,8 @@ class Server:
         """Start on a spare port and wait until it accepts connections (a port taken between
         choosing and binding is retried with another)."""
         for _attempt in range(3):
+            self.stop()  # an earlier attempt's server, if it is still there
+            logged = self._log_size()
             self.port = free_port()
             self.process = subprocess.Popen(
                 [find_binary(MARIADBD), "--no-defaults", *_as_root(),
@@ -137,7 +139,7 @@ class Server:
             why = self._wait_until_ready()
             if why is None:
                 return
-            if "Address already in use" not in self.log_tail():
+            if "Address already in use" not in self._log_since(logged):
                 break
         self.stop()
         raise ReplicationSetupError(f"{self.name}: mariadbd on port {self.port} {why}; "
@@ -174,6 +176,21 @@ class Server:
 
     def url(self, database: str = "") -> str:
         return f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}"
+
+    def _log_size(self) -> int:
+        try:
+            return self.error_log.stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        """What the error log gained since `offset` (this start attempt's own lines)."""
+        try:
+            with open(self.error_log, "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 20) -> str:
         try:

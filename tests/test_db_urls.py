@@ -123,3 +123,11 @@ def test_an_sqlite_uri_filename_names_the_file_it_opens(tmp_path):
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "file:").exists() and not Path("file:").exists()
     assert any(p.name.endswith(".cleanup_stale_devices.lock") for p in tmp_path.iterdir())
+
+
+def test_a_password_given_as_a_query_option_is_hidden_too():
+    from ops_lib.settings import mask_url
+
+    shown = mask_url("mysql+pymysql://ops@db.internal/platform?charset=utf8mb4&password=s3cret")
+    assert "s3cret" not in shown and "password=hidden" in shown and "charset=utf8mb4" in shown
+    assert mask_url("mysql+pymysql://ops:s3cret@db/platform") == "mysql+pymysql://ops:***@db/platform"

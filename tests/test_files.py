@@ -11,6 +11,9 @@ from ops_lib.files import write_atomically
 
 def test_replaces_the_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "metrics" / "ops.prom"
+    with pytest.raises(FileNotFoundError):  # no folder made up for a mistyped path
+        write_atomically(target, "first\n")
+    target.parent.mkdir()
     write_atomically(target, "first\n")
     write_atomically(target, "second\n")
     assert target.read_text() == "second\n"

@@ -416,6 +416,7 @@ def test_the_prometheus_textfile_parses_back(db_url, tmp_path, rows):
     rows.all_fresh()
     rows.scans(3, created_at=ago(minutes=2))
     textfile = tmp_path / "metrics" / "ops.prom"
+    textfile.parent.mkdir()
     done = check(db_url, tmp_path, "--prometheus", str(textfile))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "QUEUES OK: 3 due, oldest 2m; 5 of 5 tools on time"

@@ -30,6 +30,7 @@ from ops_lib.jobs.queue_health.model import (
 )
 from ops_lib.ledger import new_run_id
 from ops_lib.result import JobResult
+from ops_lib.runtime import StopSignal
 from ops_lib.schema import ops_job_runs
 from tests.conftest import job_context
 from tests.fakes.smtp_server import FakeSmtpServer
@@ -215,6 +216,28 @@ def test_unknown_is_left_to_the_failure_alert_and_skipped_as_a_previous_state(ct
     assert ledger.check(CRITICAL) is None  # still the same problem: no second alert
     assert len(sent(smtp, pings)) == 1
     assert ledger.check(OK) == "alert sent (email and ping): CRITICAL -> OK"
+
+
+def test_a_run_interrupted_after_its_alert_is_not_alerted_again(ctx, smtp, pings):
+    ledger = Ledger(ctx)
+    ledger.check(OK)
+    # The alert went out, then a SIGTERM: run_tool closes the row as interrupted, with the state.
+    ledger.ctx = dataclasses.replace(ctx, run_id=new_run_id())
+    assert alert_on_change(ledger.ctx, report(CRITICAL, ledger.at)).startswith("alert sent")
+    ledger.record(CRITICAL, alert=True, status="interrupted", run_id=ledger.ctx.run_id)
+    assert ledger.previous() == CRITICAL
+    assert ledger.check(CRITICAL) is None
+    assert len(sent(smtp, pings)) == 1
+
+
+def test_a_run_stopped_by_a_signal_leaves_the_alert_to_the_next_run(ctx, smtp, pings):
+    ledger = Ledger(ctx)
+    ledger.check(OK)
+    stopped = dataclasses.replace(ctx, run_id=new_run_id(), stop=StopSignal())
+    stopped.stop.set("SIGTERM")
+    assert alert_on_change(stopped, report(CRITICAL, ledger.at)) is None
+    assert sent(smtp, pings) == []
+    assert ledger.check(CRITICAL).startswith("alert sent")
 
 
 def test_the_alert_email_lists_what_is_not_ok(ctx, smtp, pings):

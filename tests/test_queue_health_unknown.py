@@ -53,3 +53,26 @@ def test_an_alert_run_skipped_on_the_lock_is_unknown_not_ok(tmp_path):
     assert done.returncode == 3
     assert first_line(done) == "QUEUES UNKNOWN: skipped: another run holds the lock"
     assert without_alert.returncode == 0 and first_line(without_alert).startswith("QUEUES OK")
+
+
+def test_an_output_folder_that_does_not_exist_is_refused_before_connecting(tmp_path):
+    env = tool_env("mysql+pymysql://root@127.0.0.1:1/nothing", tmp_path)  # never reached
+    done = run_cli(TOOL, "--html", str(tmp_path / "no" / "page.html"),
+                   "--prometheus", str(tmp_path / "nor" / "ops.prom"), env=env)
+    assert done.returncode == 3
+    assert "--html" in done.stderr and "--prometheus" in done.stderr
+    assert "does not exist" in done.stderr and "cannot use the database" not in done.stderr
+    assert first_line(done).startswith("QUEUES UNKNOWN: ")
+    assert not (tmp_path / "no").exists() and not (tmp_path / "nor").exists()
+
+
+def test_a_file_that_cannot_be_written_keeps_the_checks_own_state(tmp_path):
+    env = tool_env(sqlite_database(tmp_path), tmp_path)
+    in_the_way = tmp_path / ("p" * 300 + ".html")  # longer than a file name may be: not written
+    done = run_cli(TOOL, "--html", str(in_the_way), "--json", env=env)
+    result = json.loads(done.stdout)
+    assert done.returncode == 0 and result["headline"].startswith("QUEUES OK")
+    assert result["counts"]["outputs_not_written"] == 1
+    assert any(note.startswith(f"status page NOT written to {in_the_way}")
+               for note in result["notes"])
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -37,7 +37,9 @@ def main(perfdata, prometheus, html, alert, timeout, now, **options):
     from ops_lib.jobs import queue_health  # here, not at the top: --help stays fast
 
     run_tool("queue_health_summary", queue_health.run, options, lock=alert,
-             failed_exit=3, bad_input_exit=3, pager="QUEUES", perfdata=perfdata, prometheus=prometheus,
+             failed_exit=3, bad_input_exit=3, pager="QUEUES",
+             validate=lambda settings: queue_health.check_outputs(prometheus, html),
+             perfdata=perfdata, prometheus=prometheus,
              html=html, alert=alert, timeout=timeout, now=now)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
+import os
 import threading
 import time
 from typing import Iterator
@@ -29,6 +31,7 @@ from . import freshness, outputs
 from .figures import queue_figures
 from .model import CRITICAL, NOT_JUDGED, OK, STATE_NAMES, WARNING, HealthReport, QueueHealth
 
+log = logging.getLogger("ops")
 RECENT_FAILURES = 10
 # MariaDB's "Query execution was interrupted (max_statement_time exceeded)", MySQL's "maximum
 # statement execution time exceeded".
@@ -213,20 +216,48 @@ def run(ctx: RunContext, perfdata: bool = False, prometheus: str | None = None,
     result.headline = line
     result.exit_code = report.state
     result.stop_reason = f"checked: {report.state_name}"
-    if prometheus:
-        write_atomically(prometheus, outputs.prometheus_text(report))
-        result.notes.append(f"Prometheus textfile written: {prometheus}")
-    if html:
-        from ..archive_hot_path import readiness_rows
-        from .page import write_status_page
-
-        write_status_page(html, report, readiness_rows(ctx, now))
-        result.notes.append(f"status page written: {html}")
+    # The alert first: a file that cannot be written must not keep a real problem from it.
     if alert:
         from .alerting import alert_on_change
 
         note = alert_on_change(ctx, report)
         if note:
             result.notes.append(note)
+    if prometheus:
+        _write_output(result, "Prometheus textfile", prometheus,
+                      lambda: write_atomically(prometheus, outputs.prometheus_text(report)))
+    if html:
+        from ..archive_hot_path import readiness_rows
+        from .page import write_status_page
+
+        _write_output(result, "status page", html,
+                      lambda: write_status_page(html, report, readiness_rows(ctx, now)))
     return result
+
+
+def _write_output(result: JobResult, what: str, path: str, write) -> None:
+    """Write one output file; a failure is an error line and a note, and the check's own state
+    stands (the pager still learns what the check found)."""
+    try:
+        write()
+    except OSError as exc:
+        log.error("%s not written to %s: %s", what, path, exc.strerror or exc)
+        result.notes.append(f"{what} NOT written to {path}: {exc.strerror or exc}")
+        result.add("outputs_not_written")
+    else:
+        result.notes.append(f"{what} written: {path}")
+
+
+def check_outputs(prometheus: str | None, html: str | None) -> list[str]:
+    """Output files whose folder does not exist or is not writable (before connecting)."""
+    problems = []
+    for option, path in (("--prometheus", prometheus), ("--html", html)):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            problems.append(f"{option} {path}: folder {folder} does not exist")
+        elif not os.access(folder, os.W_OK):
+            problems.append(f"{option} {path}: folder {folder} is not writable")
+    return problems
 

@@ -39,6 +39,9 @@ def alert_on_change(ctx: RunContext, report: HealthReport) -> str | None:
     current = report.state
     if current == UNKNOWN:
         return None
+    if ctx.stop.is_set():  # its ledger row says interrupted: the next --alert run decides
+        log.warning("interrupted: no alert from this run; the next --alert run compares")
+        return None
     previous = previous_alert_state(ctx)
     if not alert_due(previous, current):
         if previous is not None and previous != current:
@@ -68,15 +71,16 @@ def alert_due(previous: int | None, current: int) -> bool:
 def previous_alert_state(ctx: RunContext) -> int | None:
     """The state this tool's last finished --alert run found (OK, WARNING or CRITICAL), or None.
 
-    Only runs with status `ok` count: a run that could not check (UNKNOWN, failed) compared
-    nothing. A read-only tool's runs are all recorded as dry runs, so dry_run is not a filter.
+    Runs with status `ok` count, and `interrupted` ones that recorded a state (a signal after
+    the alert went out must not send it again); a run that could not check (UNKNOWN, failed)
+    compared nothing. A read-only tool's runs are all recorded as dry runs, so dry_run is not a filter.
     Newest first along ix_ops_job_runs_freshness (tool, status, finished_at), the server passing
     over runs without --alert; a page at a time in case a row only looks like one.
     """
     r = ops_job_runs
     newest_first = (r.c.finished_at.desc(), r.c.id.desc())
     base = select(r.c.id, r.c.finished_at, r.c.args, r.c.counts).where(
-        r.c.tool == ctx.tool, r.c.status == "ok", r.c.finished_at.is_not(None),
+        r.c.tool == ctx.tool, r.c.status.in_(("ok", "interrupted")), r.c.finished_at.is_not(None),
         r.c.run_id != ctx.run_id, r.c.args.contains(ALERT_ARG, autoescape=True))
     after = None
     while True:

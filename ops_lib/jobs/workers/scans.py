@@ -67,6 +67,7 @@ from .base import Stage, StagePlan, StageStats, mark_rollups, mark_snapshots_of_
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
+SCAN_KEY_INDEX = "uq_scan_queue_scan_key"  # another worker processed a copy of the scan first
 q = attendance_scan_queue
 
 
@@ -275,7 +276,8 @@ class ScanStage(Stage):
                 # Another worker committed a copy of one of our scans first: redo the batch.
                 # The redo sees that copy as processed (ours becomes a duplicate), so each redo
                 # settles at least one scan: at most one per scan, however busy the workers are.
-                if mysql_error_code(exc) != 1062 or copies_met > len(keys):
+                if (mysql_error_code(exc) != 1062 or SCAN_KEY_INDEX not in str(exc.orig)
+                        or copies_met > len(keys)):
                     raise
             except ClaimLost:
                 pass  # The redo reads only the rows still held: fewer each time, so it ends.
