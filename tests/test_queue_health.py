@@ -108,7 +108,7 @@ def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
     assert pager == "QUEUES OK: 0 due; 5 of 5 tools on time"
     assert "'scans due'=0;9999;99999;0; 'scans latency'=0s;299;899;0;" in perf
     assert "'rollups expired'=0;0;;0;" in perf and "'rollups failed 1h'" not in perf
-    assert perf.endswith("'tools not fresh'=0;0;;0;")
+    assert perf.endswith("'tools not fresh'=0;0;;0; 'tools down'=0;;0;0;")
 
     code, result = check_json(db_url, tmp_path)
     assert code == 0 and result["exit_code"] == 0 and result["status"] == "ok"
@@ -293,6 +293,9 @@ def test_a_tool_that_runs_but_never_succeeds_goes_down_not_never_run(db_url, tmp
     assert done.returncode == 2, done.stderr
     assert done.stdout.splitlines()[0] == \
         "QUEUES CRITICAL: run_billing_jobs down: no success yet, 3 failures"
+    perf = check_at(db_url, tmp_path, now, "--perfdata").stdout.splitlines()[0].split(" | ")[1]
+    assert perf.endswith("'tools not fresh'=1;0;;0; 'tools down'=1;;0;0;")
+    assert max(nagios_state(perf).values()) == 2  # Nagios reads CRITICAL, as the check said
     done = check_at(db_url, tmp_path, now, "--json")
     result = json.loads(done.stdout)
     assert done.returncode == 2 and result["counts"]["tools_not_fresh"] == 1
@@ -389,7 +392,7 @@ def test_perfdata_any_expired_claim_failure_or_late_tool_is_a_warning_range(
     assert done.returncode == 1, done.stderr
     found = done.stdout.splitlines()[0].split(" | ")[1]
     assert "'scans expired'=1;0;;0; 'scans failed 1h'=1;0;;0;" in found
-    assert found.endswith("'tools not fresh'=1;0;;0;")
+    assert found.endswith("'tools not fresh'=1;0;;0; 'tools down'=0;;0;0;")
     seen = nagios_state(found)
     assert {label: s for label, s in seen.items() if s} == \
         {"scans expired": 1, "scans failed 1h": 1, "tools not fresh": 1}

@@ -95,7 +95,9 @@ def perfdata(report: HealthReport, thresholds: dict[str, dict[str, int | None]])
         if queue.failed_last_hour is not None:
             parts.append(f"{_label(queue.name + ' failed 1h')}={queue.failed_last_hour};0;;0;")
     late = sum(1 for tool in report.tools if tool.state != 0)
+    down = sum(1 for tool in report.tools if tool.state >= 2)  # down: CRITICAL
     parts.append(f"{_label('tools not fresh')}={late};0;;0;")
+    parts.append(f"{_label('tools down')}={down};;0;0;")
     return " ".join(parts)
 
 
