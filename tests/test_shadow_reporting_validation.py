@@ -271,8 +271,8 @@ def test_an_unreachable_target_exits_3_naming_the_target_and_its_masked_url(tmp_
     done = run_cli(TOOL, *WINDOW, "--target-url", target, env=tool_env(primary_url, tmp_path))
     assert done.returncode == 3
     [line] = [line for line in done.stderr.splitlines() if "error" in line]
-    assert line.startswith(f"error: target: cannot use the database at "
-                           f"mysql+pymysql://ops:***@127.0.0.1:")
+    assert line.startswith("error: target: cannot use the database at "
+                           "mysql+pymysql://ops:***@127.0.0.1:")
     assert "s3cret-pw" not in done.stderr + done.stdout
     database = connect(primary_url)
     with database.engine.connect() as conn:
