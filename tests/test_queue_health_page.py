@@ -197,6 +197,7 @@ READINESS = [
 @pytest.fixture
 def page(tmp_path) -> Path:
     path = tmp_path / "status" / "queue_health.html"
+    path.parent.mkdir()
     write_status_page(path, sample_report(utcnow().replace(microsecond=0)), READINESS)
     return path
 
@@ -271,6 +272,8 @@ def test_hostile_values_are_text_and_the_page_fetches_nothing(page):
 
 def test_a_page_read_long_after_it_was_written_says_it_is_stale(tmp_path):
     fresh, old = tmp_path / "fresh" / "page.html", tmp_path / "old" / "page.html"
+    fresh.parent.mkdir()
+    old.parent.mkdir()
     now = utcnow().replace(microsecond=0)
     write_status_page(fresh, sample_report(now), READINESS)
     # queue health runs every 15 minutes with 10 minutes' grace: two hours old is stale.
@@ -310,6 +313,7 @@ def test_the_tool_writes_a_page_on_which_a_late_tool_shows_as_late(db_url, tmp_p
     finally:
         rows.engine.dispose()
     page = tmp_path / "www" / "status.html"
+    page.parent.mkdir()
     done = run_cli("queue_health_summary", *NOW_ARG, "--html", str(page),
                    env=tool_env(db_url, tmp_path))
     assert done.returncode == 2, done.stderr
