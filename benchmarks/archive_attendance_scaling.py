@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine  # noqa: E402
 
-from archive_vs_pt_archiver import seq_chunks, wait_until_quiet  # noqa: E402
+from archive_vs_pt_archiver import run_archive, seq_chunks, wait_until_quiet  # noqa: E402
 from ops_lib.jobs.schema_admin import create_scratch_database  # noqa: E402
 
 SERVER = os.environ.get("OPS_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
@@ -86,20 +83,6 @@ def marked(url: str) -> int:
     return int(count)
 
 
-def run_tool(url: str, batch: int) -> tuple[float, dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
-    env["OPS_DATABASE_URL"] = url
-    env["OPS_LOCK_DIR"] = "/tmp/ops_bench_locks"
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "archive_hot_path_data.py"), str(batch),
-         "--execute", "--json"], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"archive_hot_path_data failed: {proc.stderr[-2000:]}")
-    return elapsed, json.loads(proc.stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,200000,400000",
@@ -117,7 +100,7 @@ def main() -> None:
             shape = fill(url, size, args.students)
             before = marked(url)
             wait_until_quiet()
-            wall, result = run_tool(url, args.batch)
+            wall, result = run_archive(url, args.batch)
             done = result["counts"]["attendance_records_marked"]
             if done != size or marked(url) != before + size:
                 raise SystemExit(f"{size:,} eligible: marked {done:,}, "

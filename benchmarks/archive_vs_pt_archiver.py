@@ -111,9 +111,10 @@ def checksum(table: str) -> tuple[int, int]:
     return int(count), int(crc)
 
 
-def run_tool(batch: int) -> float:
+def run_archive(url: str, batch: int) -> tuple[float, dict]:
+    """One `archive_hot_path_data.py BATCH --execute --json` process: (seconds, its result)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
-    env["OPS_DATABASE_URL"] = scratch_url()
+    env["OPS_DATABASE_URL"] = url
     env["OPS_LOCK_DIR"] = "/tmp/ops_bench_locks"
     started = time.perf_counter()
     proc = subprocess.run(
@@ -122,7 +123,11 @@ def run_tool(batch: int) -> float:
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"archive_hot_path_data failed: {proc.stderr[-2000:]}")
-    result = json.loads(proc.stdout)
+    return elapsed, json.loads(proc.stdout)
+
+
+def run_tool(batch: int) -> float:
+    elapsed, result = run_archive(scratch_url(), batch)
     stats = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(result["timings"].items()))
     print(f"  archive_hot_path_data: {result['counts']['notifications_moved']:,} rows; {stats}",
           file=sys.stderr)

@@ -51,7 +51,6 @@ class Queue:
     failed: str | None = None  # status of a dead-lettered row
     finished_at: str | None = None  # column: when a row became done or failed
     became_available: str = "created_at"  # column: when a row (without available_at) was due
-    stage: str = ""  # the background worker's stage that drains it
 
     @property
     def has_status(self) -> bool:
@@ -253,16 +252,15 @@ def backoff_seconds(attempts: int, base: int, cap: int, rng: random.Random | Non
 # queue health and manage_dead_letters all read this one list.
 QUEUES: dict[str, Queue] = {q.name: q for q in (
     Queue("scans", attendance_scan_queue, done=("done",), failed="failed",
-          finished_at="processed_at", stage="scans"),
+          finished_at="processed_at"),
     Queue("fanout", notifications, status_column="fanout_status", counts_attempts=False,
-          done=("done",), finished_at="fanned_out_at", stage="fanout"),
+          done=("done",), finished_at="fanned_out_at"),
     Queue("deliveries", push_deliveries, done=("sent", "cancelled"), failed="failed",
-          finished_at="finished_at", stage="push"),
+          finished_at="finished_at"),
     Queue("rollups", attendance_rollup_queue, key=("institution_id", "attendance_date"),
-          status_column=None, counts_attempts=False, became_available="marked_at",
-          stage="rollups"),
+          status_column=None, counts_attempts=False, became_available="marked_at"),
     Queue("snapshots", guardian_snapshot_queue, key=("guardian_id",), status_column=None,
-          counts_attempts=False, became_available="marked_at", stage="snapshots"),
+          counts_attempts=False, became_available="marked_at"),
     Queue("emails", report_email_queue, done=("sent",), failed="failed",
-          finished_at="finished_at", stage="emails"),
+          finished_at="finished_at"),
 )}
