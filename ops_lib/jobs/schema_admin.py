@@ -12,16 +12,9 @@ from ..errors import BadInput
 from ..result import DONE, DRY_RUN, JobResult
 from ..runtime import RunContext
 from ..schema import metadata
-from ..settings import REPO_ROOT
+from ..schema_sql import SCHEMA_SQL, execute_statements, schema_statements
 
-SCHEMA_SQL = REPO_ROOT / "schema.sql"
-
-
-def schema_statements(path: Path = SCHEMA_SQL) -> list[str]:
-    """The statements of schema.sql, without comments."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-             if not line.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+__all__ = ["SCHEMA_SQL", "create_schema", "create_scratch_database", "drop_database", "run"]
 
 
 def database_name(database_url: str) -> str:
@@ -49,8 +42,7 @@ def missing_tables(conn: Connection) -> list[str]:
 def create_schema(conn: Connection, is_mysql: bool) -> None:
     """Create every missing table: from schema.sql on MySQL, from the metadata on SQLite."""
     if is_mysql:
-        for statement in schema_statements():
-            conn.exec_driver_sql(statement)
+        execute_statements(conn, schema_statements())
     else:
         metadata.create_all(conn, checkfirst=True)
 
