@@ -14,7 +14,10 @@ Normalised forms (MySQL 8 and MariaDB 10.6+ read alike; SQLite where it can expr
 - `Column.default`: None for no default and for DEFAULT NULL; `CURRENT_TIMESTAMP` for
   `current_timestamp()`, `now()`, `CURRENT_TIMESTAMP`; otherwise the literal's value unquoted
   (MariaDB's `'pending'` and MySQL's `pending` both -> `pending`).
-- `Column.charset` / `Column.collation`: None where they are the table's own (and for JSON).
+- `Column.charset` / `Column.collation`: the column's own (effective) values, None for types
+  without one and for JSON; compared as they are, so that changing only a table's default charset
+  is one difference (the table's), not one per column. Shown only where they differ from the
+  table's (`Column.describe(table)`).
 - `ForeignKey.on_delete` / `on_update`: `RESTRICT` for `NO ACTION` (the same in InnoDB).
 - The table's AUTO_INCREMENT counter, column order, index order and constraint order are not
   read or not compared.
@@ -38,7 +41,7 @@ class Column:
     charset: str | None = None
     collation: str | None = None
 
-    def describe(self) -> str:
+    def describe(self, table: "Table | None" = None) -> str:
         """As DDL would say it: `varchar(20) NOT NULL DEFAULT 'pending'`."""
         words = [self.type, "NULL" if self.nullable else "NOT NULL"]
         if self.default is not None:
@@ -48,10 +51,8 @@ class Column:
             words.append(f"ON UPDATE {self.on_update}")
         if self.auto_increment:
             words.append("AUTO_INCREMENT")
-        if self.collation:
+        if self.collation and (table is None or self.collation != table.collation):
             words.append(f"COLLATE {self.collation}")
-        elif self.charset:
-            words.append(f"CHARACTER SET {self.charset}")
         return " ".join(words)
 
 
