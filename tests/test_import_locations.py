@@ -1,0 +1,290 @@
+"""import_ipemis_locations: the diff per level, applying it in one transaction, partial sources,
+the shrink guard, and bad sources that leave the four tables as they were."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+
+from ops_lib.errors import BadInput
+from ops_lib.jobs.locations import describe
+from ops_lib.jobs.locations.model import LEVELS, PARENT_COLUMN, TABLES, LocationSource, SourceRow
+from ops_lib.jobs.locations.plan import apply, plan
+from ops_lib.result import JobResult
+from tests.conftest import snapshot
+
+# A small hierarchy: (level, code, parent code, English name, Bengali name).
+HIERARCHY = [
+    ("divisions", "10", None, "Barishal", "বরিশাল"),
+    ("divisions", "30", None, "Dhaka", "ঢাকা"),
+    ("districts", "1004", "10", "Barguna", "বরগুনা"),
+    ("districts", "3026", "30", "Dhaka", "ঢাকা"),
+    ("districts", "3033", "30", "Gazipur", "গাজীপুর"),
+    ("upazilas", "100409", "1004", "Amtali", "আমতলী"),
+    ("upazilas", "302602", "3026", "Dhamrai", "ধামরাই"),
+    ("upazilas", "302638", "3026", "Keraniganj", "কেরানীগঞ্জ"),
+    ("upazilas", "303330", "3033", "Gazipur Sadar", "গাজীপুর সদর"),
+]
+UNIONS = [  # four unions under each upazila but the last, which has one
+    ("unions", f"{upazila}{n:02d}", upazila, f"Union {upazila}-{n}", f"ইউনিয়ন {upazila}-{n}")
+    for upazila in ("100409", "302602", "302638") for n in range(1, 5)
+] + [("unions", "30333001", "303330", "Pubail", "পূবাইল")]
+EVERYTHING = HIERARCHY + UNIONS
+
+
+def location_source(rows, description="test rows") -> LocationSource:
+    by_level: dict[str, list[SourceRow]] = {}
+    for level, code, parent, name_en, name_bn in rows:
+        where = f"{level}.csv row {len(by_level.get(level, [])) + 2}"
+        by_level.setdefault(level, []).append(
+            SourceRow(level, code, parent, name_en, name_bn, where))
+    return LocationSource(description, by_level, format="csv-per-level")
+
+
+def replaced(rows, code, **fields):
+    """The rows with the one of `code` changed: parent=, name_en=, name_bn=."""
+    out = []
+    for level, row_code, parent, name_en, name_bn in rows:
+        if row_code == code:
+            parent = fields.get("parent", parent)
+            name_en = fields.get("name_en", name_en)
+            name_bn = fields.get("name_bn", name_bn)
+        out.append((level, row_code, parent, name_en, name_bn))
+    return out
+
+
+def without(rows, *codes):
+    return [row for row in rows if row[1] not in codes]
+
+
+def import_rows(db, rows, max_shrink_percent=5, allow_shrink=False):
+    with db.begin() as conn:
+        planned = plan(conn, location_source(rows), max_shrink_percent,
+                       allow_shrink=allow_shrink)
+        return planned, apply(conn, planned)
+
+
+def plan_rows(db, rows, max_shrink_percent=5, allow_shrink=False):
+    with db.begin(write=False) as conn:
+        return plan(conn, location_source(rows), max_shrink_percent, allow_shrink=allow_shrink)
+
+
+def stored(db, level):
+    """code -> (parent code, name_en, name_bn, is_active) of every row of a level."""
+    table = TABLES[level]
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(table)).mappings().all()
+        parents = {}
+        if level in PARENT_COLUMN:
+            parent_table = TABLES[LEVELS[LEVELS.index(level) - 1]]
+            parents = dict(conn.execute(select(parent_table.c.id, parent_table.c.code)).all())
+    return {r["code"]: (parents.get(r.get(PARENT_COLUMN.get(level))), r["name_en"],
+                        r["name_bn"], bool(r["is_active"])) for r in rows}
+
+
+def location_tables(db):
+    snap = snapshot(db)
+    return {level: snap[level] for level in LEVELS}
+
+
+def test_a_first_import_inserts_every_level_with_its_parents_and_a_second_changes_nothing(db):
+    planned, written = import_rows(db, EVERYTHING)
+    assert {level: lp.counts()["new"] for level, lp in planned.levels.items()} == {
+        "divisions": 2, "districts": 3, "upazilas": 4, "unions": 13}
+    assert written["unions"] == {"inserted": 13, "updated": 0, "deactivated": 0}
+    assert stored(db, "unions")["30260203"] == ("302602", "Union 302602-3",
+                                                "ইউনিয়ন 302602-3", True)
+    assert stored(db, "districts")["3033"] == ("30", "Gazipur", "গাজীপুর", True)
+    before = location_tables(db)
+
+    again = plan_rows(db, EVERYTHING)
+    assert again.writes() == 0
+    assert {level: lp.unchanged for level, lp in again.levels.items()} == {
+        "divisions": 2, "districts": 3, "upazilas": 4, "unions": 13}
+    result = JobResult("import_ipemis_locations", dry_run=True)
+    describe(result, again, None, percent=5, percent_source="default")
+    assert "nothing to change: the tables already match the source" in result.notes
+    _, written = import_rows(db, EVERYTHING)
+    assert written["unions"] == {"inserted": 0, "updated": 0, "deactivated": 0}
+    assert location_tables(db) == before  # updated_at too: nothing was touched
+
+
+def test_a_rename_a_new_union_a_moved_union_and_a_removed_union_show_in_the_diff_and_apply(db):
+    import_rows(db, EVERYTHING)
+    with db.engine.connect() as conn:
+        stamps = dict(conn.execute(select(TABLES["unions"].c.code,
+                                          TABLES["unions"].c.updated_at)).all())
+    rows = replaced(EVERYTHING, "10040901", name_en="Arpangashia", name_bn="আড়পাঙ্গাশিয়া")
+    rows = replaced(rows, "30260201", parent="302638")  # moved to Keraniganj
+    rows = without(rows, "30263804")  # removed
+    rows = rows + [("unions", "30263805", "302638", "Aganagar", "আগানগর")]  # new
+
+    planned = plan_rows(db, rows, max_shrink_percent=10)
+    unions = planned.levels["unions"]
+    counts = unions.counts()
+    assert (counts["new"], counts["changed"], counts["moved"], counts["missing"],
+            counts["unchanged"]) == (1, 1, 1, 1, 10)
+    assert [r.code for r in unions.new] == ["30263805"]
+    [renamed] = unions.changed
+    assert renamed.differences == {"name_en": ("Union 100409-1", "Arpangashia"),
+                                   "name_bn": ("ইউনিয়ন 100409-1", "আড়পাঙ্গাশিয়া")}
+    [moved] = unions.moved
+    assert (moved.row.code, moved.differences) == ("30260201", {"parent": ("302602", "302638")})
+    assert [r.code for r in unions.missing] == ["30263804"]
+    result = JobResult("import_ipemis_locations", dry_run=True)
+    describe(result, planned, None, percent=10, percent_source="test")
+    sections = {s.title: s.rows for s in result.sections}
+    assert sections["unions changed"][0] == {
+        "code": "10040901", "field": "name_en", "old": "Union 100409-1", "new": "Arpangashia",
+        "where": "unions.csv row 2"}
+    assert sections["unions moved"][0]["from"] == "302602"
+    assert sections["unions missing"][0]["code"] == "30263804"
+    assert "--execute would insert 1, update 2 and deactivate 1 rows, in one transaction" \
+        in result.notes
+
+    _, written = import_rows(db, rows, max_shrink_percent=10)
+    assert written["unions"] == {"inserted": 1, "updated": 2, "deactivated": 1}
+    after = stored(db, "unions")
+    assert after["10040901"] == ("100409", "Arpangashia", "আড়পাঙ্গাশিয়া", True)
+    assert after["30260201"][0] == "302638"
+    assert after["30263804"][3] is False  # inactive, not deleted
+    assert after["30263805"] == ("302638", "Aganagar", "আগানগর", True)
+    with db.engine.connect() as conn:
+        now = dict(conn.execute(select(TABLES["unions"].c.code,
+                                       TABLES["unions"].c.updated_at)).all())
+    touched = {code for code in stamps if now[code] != stamps[code]}
+    assert touched <= {"10040901", "30260201", "30263804"}
+
+    back = plan_rows(db, rows + [UNIONS[-2]])  # the removed union comes back
+    assert [u.row.code for u in back.levels["unions"].reactivated] == ["30263804"]
+    assert back.levels["unions"].reactivated[0].differences == {}
+    import_rows(db, rows + [UNIONS[-2]])
+    assert stored(db, "unions")["30263804"][3] is True
+
+
+def test_one_divisions_subtree_never_deactivates_the_other_divisions_rows(db):
+    import_rows(db, EVERYTHING)
+    before = stored(db, "unions")
+    # Dhaka alone, with one of its unions gone and one district renamed.
+    dhaka = [row for row in EVERYTHING
+             if row[1].startswith("30") and row[0] != "divisions" or row[1] == "30"]
+    dhaka = replaced(without(dhaka, "30260204"), "3033", name_en="Gazipur District")
+    planned = plan_rows(db, dhaka, max_shrink_percent=50)
+    assert planned.levels["divisions"].missing == []
+    assert [r.code for r in planned.levels["unions"].missing] == ["30260204"]
+    assert planned.levels["unions"].active_in_scope == 9  # Dhaka's unions only
+    import_rows(db, dhaka, max_shrink_percent=50)
+    after = stored(db, "unions")
+    assert {code: row for code, row in after.items() if code.startswith("10")} == \
+        {code: row for code, row in before.items() if code.startswith("10")}
+    assert all(row[3] for row in stored(db, "divisions").values())
+    assert all(row[3] for code, row in stored(db, "districts").items())
+    assert after["30260204"][3] is False
+
+
+def test_a_unions_only_source_deactivates_only_under_the_upazilas_it_names(db):
+    import_rows(db, EVERYTHING)
+    amtali = [row for row in UNIONS if row[2] == "100409"][:3]  # one of four gone
+    planned = plan_rows(db, amtali, max_shrink_percent=30)
+    assert list(planned.levels) == ["unions"]
+    assert [r.code for r in planned.levels["unions"].missing] == ["10040904"]
+    assert planned.levels["unions"].active_in_scope == 4
+
+
+def test_a_division_missing_from_a_full_source_takes_its_subtree_along_with_allow_shrink(db):
+    import_rows(db, EVERYTHING)
+    barishal_codes = [row[1] for row in EVERYTHING
+                      if row[1].startswith("10") and row[0] != "divisions"] + ["10"]
+    rest = without(EVERYTHING, *barishal_codes)
+    # One division left is a subtree: nothing of Barishal would go.
+    assert plan_rows(db, rest).writes() == 0
+    three = rest + [("divisions", "40", None, "Khulna", "খুলনা")]
+    with pytest.raises(BadInput) as refused:
+        plan_rows(db, three)
+    assert refused.value.problems[0].startswith(
+        "divisions: 1 of 2 active rows (every division) would become inactive (50.0%")
+    planned = plan_rows(db, three, allow_shrink=True)
+    assert {level: [r.code for r in lp.missing] for level, lp in planned.levels.items()} == {
+        "divisions": ["10"], "districts": ["1004"], "upazilas": ["100409"],
+        "unions": ["10040901", "10040902", "10040903", "10040904"]}
+
+
+def test_a_parent_in_neither_the_source_nor_the_database_is_one_line_per_row(db):
+    import_rows(db, EVERYTHING)
+    before = snapshot(db)
+    rows = [("unions", "99999901", "999999", "Nowhere", None),
+            ("unions", "99999902", "999999", "Nowhere Two", None),
+            UNIONS[0]]
+    with pytest.raises(BadInput) as refused:
+        plan_rows(db, rows)
+    assert refused.value.problems == [
+        "unions.csv row 2: upazila '999999' is in neither the source's levels nor the "
+        "database's upazilas",
+        "unions.csv row 3: upazila '999999' is in neither the source's levels nor the "
+        "database's upazilas"]
+    assert snapshot(db) == before
+
+
+def test_a_truncated_unions_level_is_refused_and_passes_with_allow_shrink(db):
+    import_rows(db, EVERYTHING)
+    before = snapshot(db)
+    truncated = HIERARCHY + UNIONS[:5]
+    with pytest.raises(BadInput) as refused:
+        import_rows(db, truncated)
+    [line] = refused.value.problems
+    assert line == ("unions: 8 of 13 active rows (under the upazilas in the source) would "
+                    "become inactive (61.5%, more than location_max_shrink_percent=5%); is the "
+                    "source complete? If the rows are really gone, run again with "
+                    "--allow-shrink")
+    assert snapshot(db) == before
+    _, written = import_rows(db, truncated, allow_shrink=True)
+    assert written["unions"]["deactivated"] == 8
+
+
+def test_a_share_at_the_limit_passes_and_one_row_more_is_refused(db):
+    import_rows(db, EVERYTHING)
+    one_gone = without(EVERYTHING, "30333001")
+    assert plan_rows(db, one_gone, max_shrink_percent=100 / 13 + 0.01).writes() == 1
+    with pytest.raises(BadInput, match="unions: 1 of 13"):
+        plan_rows(db, one_gone, max_shrink_percent=100 / 13 - 0.01)
+
+
+def test_bengali_names_read_back_byte_for_byte(db):
+    names = ["চট্টগ্রাম", "কক্সবাজার", "ময়মনসিংহ", "রাজশাহী বিভাগ (পুরাতন)"]
+    rows = [("divisions", f"{n}", None, f"Division {n}", name) for n, name in enumerate(names)]
+    import_rows(db, rows, max_shrink_percent=100)
+    read = {code: row[2] for code, row in stored(db, "divisions").items()}
+    assert [read[str(n)].encode("utf-8") for n in range(len(names))] == \
+        [name.encode("utf-8") for name in names]
+
+
+def test_a_source_without_bengali_names_keeps_the_stored_ones(db):
+    import_rows(db, EVERYTHING)
+    source = location_source(EVERYTHING)
+    source = LocationSource(source.description, {
+        level: [SourceRow(r.level, r.code, r.parent_code, r.name_en, None, r.where)
+                for r in rows] for level, rows in source.rows.items()},
+        header_mapping=[("divisions.csv", "id", "code"), ("divisions.csv", "name", "name_en")])
+    with db.begin(write=False) as conn:
+        assert plan(conn, source, 5).writes() == 0
+    assert stored(db, "divisions")["30"][2] == "ঢাকা"
+
+
+@pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
+def test_a_failure_half_way_through_apply_leaves_nothing_written(db):
+    """A trigger fails the last union's insert: the divisions, districts and upazilas written
+    before it in the same transaction are rolled back with it."""
+    import_rows(db, HIERARCHY[:2])
+    before = snapshot(db)
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "CREATE TRIGGER fail_pubail BEFORE INSERT ON unions FOR EACH ROW "
+            "IF NEW.code = '30333001' THEN SIGNAL SQLSTATE '45000' "
+            "SET MESSAGE_TEXT = 'test: no Pubail'; END IF"))
+    try:
+        with pytest.raises(Exception, match="test: no Pubail"):
+            import_rows(db, replaced(EVERYTHING, "10", name_en="Barisal"))
+        assert snapshot(db) == before
+    finally:
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER fail_pubail"))
