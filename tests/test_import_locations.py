@@ -162,6 +162,16 @@ def test_a_rename_a_new_union_a_moved_union_and_a_removed_union_show_in_the_diff
     assert stored(db, "unions")["30263804"][3] is True
 
 
+def test_a_union_moved_to_an_upazila_new_in_the_same_source_gets_its_id(db):
+    import_rows(db, EVERYTHING)
+    rows = replaced(EVERYTHING, "30333001", parent="303334")
+    rows = rows + [("upazilas", "303334", "3033", "Kaliakair", "কালিয়াকৈর")]
+    planned, written = import_rows(db, rows, max_shrink_percent=100)
+    assert [r.code for r in planned.levels["upazilas"].new] == ["303334"]
+    assert written["unions"] == {"inserted": 0, "updated": 1, "deactivated": 0}
+    assert stored(db, "unions")["30333001"][0] == "303334"
+
+
 def test_one_divisions_subtree_never_deactivates_the_other_divisions_rows(db):
     import_rows(db, EVERYTHING)
     before = stored(db, "unions")
