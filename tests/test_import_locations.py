@@ -3,6 +3,9 @@ the shrink guard, and bad sources that leave the four tables as they were."""
 
 from __future__ import annotations
 
+import csv
+import json
+
 import pytest
 from sqlalchemy import select, text
 
@@ -11,7 +14,9 @@ from ops_lib.jobs.locations import describe
 from ops_lib.jobs.locations.model import LEVELS, PARENT_COLUMN, TABLES, LocationSource, SourceRow
 from ops_lib.jobs.locations.plan import apply, plan
 from ops_lib.result import JobResult
-from tests.conftest import snapshot
+from tests.conftest import assert_unchanged, run_cli, snapshot, tool_env
+
+TOOL = "import_ipemis_locations"
 
 # A small hierarchy: (level, code, parent code, English name, Bengali name).
 HIERARCHY = [
@@ -280,10 +285,93 @@ def test_a_source_without_bengali_names_keeps_the_stored_ones(db):
     assert stored(db, "divisions")["30"][2] == "ঢাকা"
 
 
+# The tool, end to end: a real process on a source written to files.
+
+def write_rows(folder, rows):
+    """The rows as a folder of one CSV per level."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for level in LEVELS:
+        mine = [row for row in rows if row[0] == level]
+        if mine:
+            with open(folder / f"{level}.csv", "w", encoding="utf-8", newline="") as out:
+                writer = csv.writer(out)
+                writer.writerow(["code", "parent_code", "name_en", "name_bn"])
+                writer.writerows([row[1:] for row in mine])
+    return folder
+
+
+def run_tool(db_url, tmp_path, rows, *args, **env):
+    folder = write_rows(tmp_path / f"source{next(_sources)}", rows)
+    return run_cli(TOOL, str(folder), *args, env=tool_env(db_url, tmp_path, **env))
+
+
+_sources = iter(range(1000))
+
+
+def test_the_dry_run_changes_nothing_and_execute_applies_what_it_showed(db, db_url, tmp_path):
+    first = run_tool(db_url, tmp_path, EVERYTHING, "--execute")
+    assert first.returncode == 0, first.stderr
+    assert "note: inserted 22, updated 0 and deactivated 0 rows, in one transaction" \
+        in first.stdout
+    rows = replaced(EVERYTHING, "3033", name_en="Gazipur District")
+    before = snapshot(db)
+    dry = run_tool(db_url, tmp_path, rows)
+    assert dry.returncode == 0, dry.stderr
+    assert 'districts_changed: code=3033 field=name_en old=Gazipur new="Gazipur District"' \
+        in dry.stdout
+    assert "note: --execute would insert 0, update 1 and deactivate 0 rows" in dry.stdout
+    assert "stopped: dry run: nothing changed" in dry.stdout
+    assert_unchanged(before, snapshot(db))  # the run ledger too, but for the run's own row
+    done = run_tool(db_url, tmp_path, rows, "--execute", "--json")
+    assert done.returncode == 0, done.stderr
+    output = json.loads(done.stdout)
+    assert (output["counts"]["changed"], output["counts"]["updated"]) == (1, 1)
+    assert stored(db, "districts")["3033"][1] == "Gazipur District"
+    again = run_tool(db_url, tmp_path, rows, "--execute")
+    assert again.returncode == 0, again.stderr
+    assert "note: nothing to change: the tables already match the source" in again.stdout
+
+
+def test_a_parent_missing_everywhere_is_exit_2_and_leaves_the_tables_as_they_were(
+        db, db_url, tmp_path):
+    import_rows(db, EVERYTHING)
+    before = snapshot(db)
+    done = run_tool(db_url, tmp_path, [("unions", "99999901", "999999", "Nowhere", "")],
+                    "--execute")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: unions.csv row 2: upazila '999999' is in neither the source's levels nor the "
+        "database's upazilas")
+    assert_unchanged(before, snapshot(db))
+
+
+def test_a_truncated_unions_file_is_exit_2_and_passes_with_allow_shrink(db, db_url, tmp_path):
+    import_rows(db, EVERYTHING)
+    before = snapshot(db)
+    truncated = HIERARCHY + UNIONS[:5]
+    refused = run_tool(db_url, tmp_path, truncated, "--execute")
+    assert refused.returncode == 2, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: unions: 8 of 13 active rows") and "--allow-shrink" in line
+    assert_unchanged(before, snapshot(db))
+    allowed = run_tool(db_url, tmp_path, truncated, "--execute", "--allow-shrink")
+    assert allowed.returncode == 0, allowed.stderr
+    assert sum(not row[3] for row in stored(db, "unions").values()) == 8
+
+
+def test_the_shrink_limit_comes_from_the_setting(db, db_url, tmp_path):
+    import_rows(db, EVERYTHING)
+    truncated = HIERARCHY + UNIONS[:5]
+    done = run_tool(db_url, tmp_path, truncated, OPS_LOCATION_MAX_SHRINK_PERCENT="70")
+    assert done.returncode == 0, done.stderr
+    assert "at most 70% of its active rows in scope (location_max_shrink_percent, " \
+        "OPS_LOCATION_MAX_SHRINK_PERCENT" in done.stdout
+
+
 @pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
-def test_a_failure_half_way_through_apply_leaves_nothing_written(db):
-    """A trigger fails the last union's insert: the divisions, districts and upazilas written
-    before it in the same transaction are rolled back with it."""
+def test_a_failure_half_way_through_the_import_leaves_nothing_written(db, db_url, tmp_path):
+    """A trigger fails the last union's insert: the divisions, districts and upazilas the run
+    wrote before it, in the same transaction, are rolled back with it."""
     import_rows(db, HIERARCHY[:2])
     before = snapshot(db)
     with db.engine.begin() as conn:
@@ -292,9 +380,11 @@ def test_a_failure_half_way_through_apply_leaves_nothing_written(db):
             "IF NEW.code = '30333001' THEN SIGNAL SQLSTATE '45000' "
             "SET MESSAGE_TEXT = 'test: no Pubail'; END IF"))
     try:
-        with pytest.raises(Exception, match="test: no Pubail"):
-            import_rows(db, replaced(EVERYTHING, "10", name_en="Barisal"))
-        assert snapshot(db) == before
+        done = run_tool(db_url, tmp_path, replaced(EVERYTHING, "10", name_en="Barisal"),
+                        "--execute")
+        assert done.returncode == 1, done.stderr
+        assert "test: no Pubail" in done.stderr.strip().splitlines()[-1]
+        assert_unchanged(before, snapshot(db))
     finally:
         with db.engine.begin() as conn:
             conn.execute(text("DROP TRIGGER fail_pubail"))

@@ -63,6 +63,10 @@ def describe(result: JobResult, the_plan: LocationPlan,
         columns=["level", "in_source", *KINDS, "active_in_scope", "scope"])
     for level, level_plan in the_plan.levels.items():
         _samples(result, level, level_plan)
+    if any(level_plan.counts()[kind] > SAMPLE for level_plan in the_plan.levels.values()
+           for kind in KINDS if kind != "unchanged"):
+        result.notes.append(f"the samples show at most {SAMPLE} rows of each kind per level; "
+                            f"the Levels table counts them all")
     for kind in KINDS:
         result.counts[kind] = sum(level_plan.counts()[kind]
                                   for level_plan in the_plan.levels.values())
@@ -113,9 +117,9 @@ def _samples(result: JobResult, level: str, level_plan: LevelPlan) -> None:
     ]
     for kind, rows, columns in kinds:
         if rows:
-            total = level_plan.counts()[kind]
-            shown = f" (first {SAMPLE} of {total})" if total > SAMPLE else ""
-            result.section(f"{level} {kind}{shown}", rows, columns=columns)
+            if level == "divisions":
+                columns = [name for name in columns if name not in ("parent", "from", "to")]
+            result.section(f"{level} {kind}", rows, columns=columns)
 
 
 def _new(row: SourceRow) -> dict[str, Any]:
