@@ -388,3 +388,13 @@ def test_a_failure_half_way_through_the_import_leaves_nothing_written(db, db_url
     finally:
         with db.engine.begin() as conn:
             conn.execute(text("DROP TRIGGER fail_pubail"))
+
+
+def test_a_bad_format_is_refused_before_connecting(tmp_path):
+    never = tmp_path / "never" / "ops.db"
+    done = run_cli(TOOL, str(tmp_path), "--format", "xml", "--execute",
+                   env=tool_env(f"sqlite:///{never}", tmp_path))
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "Invalid value for '--format': 'xml' is not one of" in line
+    assert not never.parent.exists()
