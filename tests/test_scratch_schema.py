@@ -31,6 +31,7 @@ from ops_lib.scratch_schema import (
     STALE_AFTER,
     ScratchInterrupted,
     check_scratch_name,
+    expected_and_live,
     generated_scratch_name,
     scratch_created_at,
     scratch_schema,
@@ -39,7 +40,14 @@ from ops_lib.scratch_schema import (
 )
 from ops_lib.timeutil import utcnow
 
-from tests.conftest import MYSQL_SERVER_URL, REPO, require_mariadb, unique_name
+from tests.conftest import (
+    MYSQL_SERVER_URL,
+    REPO,
+    job_context,
+    require_mariadb,
+    sqlite_database,
+    unique_name,
+)
 
 PROCESS = REPO / "tests" / "scratch_schema_process.py"
 NOW = dt.datetime(2026, 11, 28, 8, 15, 0)
@@ -334,3 +342,52 @@ def wait_for_drop_waiting_on_lock(server, process, scratch: str, old: str) -> No
             assert process.poll() is None, "the process exited before its sweep waited"
             assert time.monotonic() < deadline, "the sweep never waited on the lock"
             time.sleep(0.02)
+
+
+# expected_and_live: what the drift check and index preview call.
+
+def comparable(catalog) -> dict:
+    """Each table's definition, without information_schema's size estimates."""
+    return {name: (table.columns, table.indexes, table.foreign_keys, table.engine,
+                   table.charset, table.collation) for name, table in catalog.tables.items()}
+
+
+def test_on_mariadb_expected_is_read_from_a_scratch_that_is_gone_afterwards(
+        mariadb_url, tmp_path, caplog, server):
+    ctx = job_context(mariadb_url, tmp_path)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="ops"):
+            expected, live = expected_and_live(ctx)
+    finally:
+        ctx.db.engine.dispose()
+    scratch = next(re.search(r"scratch database (\S+)", r.getMessage()).group(1)
+                   for r in caplog.records if "loaded into the scratch database" in r.getMessage())
+    server.made.append(scratch)
+    assert existing(server, scratch) == set()
+    assert set(expected.tables) == {s.table for s in schema_statements() if s.table}
+    # A live database built from schema.sql reads as the scratch does, table by table.
+    assert comparable(expected) == comparable(live)
+
+
+def test_on_mariadb_an_operator_named_scratch_is_used_and_dropped(mariadb_url, tmp_path, server):
+    name = unique_name("drift_scratch")
+    server.made.append(name)
+    ctx = job_context(mariadb_url, tmp_path)
+    try:
+        expected, _live = expected_and_live(ctx, scratch_database=name)
+    finally:
+        ctx.db.engine.dispose()
+    assert "ops_job_runs" in expected.tables
+    assert existing(server, name) == set()
+
+
+def test_on_sqlite_expected_is_built_in_memory_and_a_scratch_database_is_refused(tmp_path):
+    ctx = job_context(sqlite_database(tmp_path), tmp_path)
+    try:
+        expected, live = expected_and_live(ctx)
+        assert (expected.dialect, live.dialect) == ("sqlite", "sqlite")
+        assert comparable(expected) == comparable(live)
+        with pytest.raises(BadInput, match="--scratch-database is for MySQL/MariaDB"):
+            expected_and_live(ctx, scratch_database="drift_scratch")
+    finally:
+        ctx.db.engine.dispose()
