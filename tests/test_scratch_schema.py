@@ -20,6 +20,7 @@ import time
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from ops_lib.db import connect
 from ops_lib.errors import BadInput, JobFailed, PreconditionFailed
@@ -391,3 +392,56 @@ def test_on_sqlite_expected_is_built_in_memory_and_a_scratch_database_is_refused
             expected_and_live(ctx, scratch_database="drift_scratch")
     finally:
         ctx.db.engine.dispose()
+
+
+@pytest.fixture
+def restricted_user(server, live):
+    """A user with no SUPER (no sql_log_bin), who may use the live database only; the test
+    grants more. Yields (grant on the server, URL of the live database as that user)."""
+    user, password = unique_name("ops_scr"), secrets.token_hex(8)
+    with server.connect() as conn:
+        cursor = conn.connection.cursor()  # the driver's: `%` is no placeholder here
+        cursor.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+        cursor.execute(f"GRANT SELECT ON `{live_name(live)}`.* TO '{user}'@'%'")
+
+        def grant(what: str) -> None:
+            cursor.execute(f"GRANT {what} TO '{user}'@'%'")
+
+        address = make_url(MYSQL_SERVER_URL).set(username=user, password=password,
+                                                 database=live_name(live))
+        try:
+            yield grant, address.render_as_string(hide_password=False)
+        finally:
+            cursor.execute(f"DROP USER '{user}'@'%'")
+
+
+def test_a_user_granted_the_scratch_prefix_only_loads_and_drops_its_scratch(
+        server, live, restricted_user, caplog):
+    grant, url = restricted_user
+    grant(r"ALL ON `ops\_scratch\_%`.*")
+    database = connect(url)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="ops"), \
+                scratch_schema(database.engine, live_name(live)) as name:
+            # No SUPER: the binary log keeps the scratch's DDL, and that is no error.
+            assert any("binary log" in r.getMessage() for r in caplog.records)
+            server.made.append(name)
+            assert "ops_job_runs" in tables_of(server, name)
+    finally:
+        database.engine.dispose()
+    assert existing(server, name) == set()
+
+
+def test_a_user_who_may_not_create_the_scratch_is_told_what_to_grant(server, live,
+                                                                      restricted_user):
+    _grant, url = restricted_user
+    database = connect(url)
+    try:
+        with pytest.raises(PreconditionFailed) as raised:
+            with scratch_schema(database.engine, live_name(live)):
+                pytest.fail("the with-block ran without a scratch database")
+    finally:
+        database.engine.dispose()
+    message = str(raised.value)
+    assert r"ALL ON `ops\_scratch\_%`.*" in message and "--scratch-database NAME" in message
+    server.made.append(scratch_named_in(message))
