@@ -140,7 +140,8 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
     `name` is the operator's --scratch-database (default: a generated name); it must not exist.
     `stop` (the run's StopSignal) is checked between statements: a signal stops the load,
     drops the scratch database and raises ScratchInterrupted. After the load, generated scratch
-    databases older than `sweep_older_than` are swept.
+    databases older than `sweep_older_than` are swept. `lock_wait_timeout` caps the session's
+    metadata-lock waits, seconds (skeema's 5 s). `now` (naive UTC) names the scratch.
     """
     from pymysql.err import MySQLError
     from sqlalchemy.exc import DBAPIError
@@ -180,7 +181,10 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
         log.debug("schema.sql loaded into the scratch database %s (%d statements)",
                   scratch, len(statements))
         _check_stop(stop, scratch)
-        sweep_stale_scratch_schemas(conn, now, sweep_older_than, log=log)
+        try:
+            sweep_stale_scratch_schemas(conn, now, sweep_older_than, log=log)
+        except DBAPIError as error:  # housekeeping: the next run sweeps
+            log.warning("could not look for stale scratch databases: %s", describe_db_error(error))
         _check_stop(stop, scratch)
         yield scratch
     finally:
