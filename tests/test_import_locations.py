@@ -273,18 +273,6 @@ def test_bengali_names_read_back_byte_for_byte(db):
         [name.encode("utf-8") for name in names]
 
 
-def test_a_source_without_bengali_names_keeps_the_stored_ones(db):
-    import_rows(db, EVERYTHING)
-    source = location_source(EVERYTHING)
-    source = LocationSource(source.description, {
-        level: [SourceRow(r.level, r.code, r.parent_code, r.name_en, None, r.where)
-                for r in rows] for level, rows in source.rows.items()},
-        header_mapping=[("divisions.csv", "id", "code"), ("divisions.csv", "name", "name_en")])
-    with db.begin(write=False) as conn:
-        assert plan(conn, source, 5).writes() == 0
-    assert stored(db, "divisions")["30"][2] == "ঢাকা"
-
-
 # The tool, end to end: a real process on a source written to files.
 
 def write_rows(folder, rows):

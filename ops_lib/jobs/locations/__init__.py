@@ -85,8 +85,6 @@ def describe(result: JobResult, the_plan: LocationPlan,
     for kind in KINDS:
         result.counts[kind] = sum(level_plan.counts()[kind]
                                   for level_plan in the_plan.levels.values())
-    if not the_plan.names_bn_given:
-        result.notes.append("the source has no Bengali names: the stored ones are kept")
     warnings = [*source.warnings, *the_plan.warnings]
     result.notes.extend(f"warning: {line}" for line in warnings[:WARNINGS_SHOWN])
     if len(warnings) > WARNINGS_SHOWN:

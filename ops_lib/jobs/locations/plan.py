@@ -99,7 +99,6 @@ class LocationPlan:
     levels: dict[str, LevelPlan]  # the levels the source holds, parents first
     stored: dict[str, dict[str, StoredRow]]  # by level, by code: the rows read
     warnings: list[str] = field(default_factory=list)
-    names_bn_given: bool = True  # False: the source has no Bengali column; stored ones are kept
 
     def writes(self) -> int:
         return sum(level.writes() for level in self.levels.values())
@@ -112,13 +111,6 @@ def _read_level(conn: Connection, level: str) -> dict[str, StoredRow]:
                    table.c.is_active)
     return {r.code: StoredRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
             for r in conn.execute(query)}
-
-
-def _gives_bengali_names(source: LocationSource) -> bool:
-    # A source without a Bengali column must not blank the stored names; one given by hand
-    # (tests, a converter) without a header mapping says nothing about it and is taken as is.
-    fields = {mapped for _file, _header, mapped in source.header_mapping}
-    return not source.header_mapping or "name_bn" in fields
 
 
 def plan(conn: Connection, source: LocationSource, max_shrink_percent: float, *,
@@ -135,7 +127,7 @@ def plan(conn: Connection, source: LocationSource, max_shrink_percent: float, *,
     stored = {level: _read_level(conn, level) for level in needed}
     code_of = {level: {row.id: code for code, row in rows.items()}
                for level, rows in stored.items()}
-    result = LocationPlan(source, {}, stored, names_bn_given=_gives_bengali_names(source))
+    result = LocationPlan(source, {}, stored)
     problems: list[str] = []
     shrinking: list[str] = []
     for level in held:
@@ -175,7 +167,7 @@ def _plan_level(level: str, source: LocationSource, stored: dict[str, dict[str, 
         differences = {}
         if old.name_en != row.name_en:
             differences["name_en"] = (old.name_en, row.name_en)
-        if result.names_bn_given and old.name_bn != row.name_bn:
+        if old.name_bn != row.name_bn:
             differences["name_bn"] = (old.name_bn, row.name_bn)
         if parent_level:
             old_parent = code_of[parent_level].get(old.parent_id)
@@ -256,16 +248,14 @@ def apply(conn: Connection, the_plan: LocationPlan,
         parent_column = PARENT_COLUMN.get(level)
 
         def values(row: SourceRow) -> dict:
-            given = {"name_en": row.name_en}
-            if the_plan.names_bn_given:
-                given["name_bn"] = row.name_bn
+            given = {"name_en": row.name_en, "name_bn": row.name_bn}
             if parent_level:
                 given[parent_column] = ids[parent_level][row.parent_code]
             return given
 
         if level_plan.new:
             conn.execute(insert(table), [
-                {"code": row.code, "name_bn": None, **values(row), "is_active": True,
+                {"code": row.code, **values(row), "is_active": True,
                  "updated_at": now} for row in level_plan.new])
             # Their children are inserted next and need the ids just given.
             new_codes = [row.code for row in level_plan.new]
