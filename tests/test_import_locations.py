@@ -3,8 +3,9 @@ the shrink guard, and bad sources that leave the four tables as they were."""
 
 from __future__ import annotations
 
-import csv
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select, text
@@ -14,7 +15,9 @@ from ops_lib.jobs.locations import describe
 from ops_lib.jobs.locations.model import LEVELS, PARENT_COLUMN, TABLES, LocationSource, SourceRow
 from ops_lib.jobs.locations.plan import apply, plan
 from ops_lib.result import JobResult
-from tests.conftest import assert_unchanged, run_cli, snapshot, tool_env
+from ops_lib.schema import ops_job_runs
+from tests.conftest import assert_unchanged, run_cli, snapshot, tool_env, unique_name
+from tests.location_data import Place, hierarchy, write_source
 
 TOOL = "import_ipemis_locations"
 
@@ -275,25 +278,14 @@ def test_bengali_names_read_back_byte_for_byte(db):
 
 # The tool, end to end: a real process on a source written to files.
 
-def write_rows(folder, rows):
-    """The rows as a folder of one CSV per level."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for level in LEVELS:
-        mine = [row for row in rows if row[0] == level]
-        if mine:
-            with open(folder / f"{level}.csv", "w", encoding="utf-8", newline="") as out:
-                writer = csv.writer(out)
-                writer.writerow(["code", "parent_code", "name_en", "name_bn"])
-                writer.writerows([row[1:] for row in mine])
-    return folder
+def write_rows(folder, rows, fmt="csv"):
+    """The rows (tuples) written as a source in one of the documented formats."""
+    return write_source(folder, fmt, [Place(*row) for row in rows])
 
 
 def run_tool(db_url, tmp_path, rows, *args, **env):
-    folder = write_rows(tmp_path / f"source{next(_sources)}", rows)
-    return run_cli(TOOL, str(folder), *args, env=tool_env(db_url, tmp_path, **env))
-
-
-_sources = iter(range(1000))
+    source = write_rows(tmp_path / unique_name("source"), rows)
+    return run_cli(TOOL, str(source), *args, env=tool_env(db_url, tmp_path, **env))
 
 
 def test_the_dry_run_changes_nothing_and_execute_applies_what_it_showed(db, db_url, tmp_path):
@@ -386,3 +378,109 @@ def test_a_bad_format_is_refused_before_connecting(tmp_path):
     [line] = done.stderr.strip().splitlines()
     assert "Invalid value for '--format': 'xml' is not one of" in line
     assert not never.parent.exists()
+
+
+def stored_everything(db):
+    """Every stored row as the Place a source would give for it."""
+    return [Place(level, code, parent, name_en, name_bn)
+            for level in LEVELS
+            for code, (parent, name_en, name_bn, _active) in stored(db, level).items()]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv-combined", "json", "json-object"])
+def test_the_full_hierarchy_in_each_format_imports_and_a_second_import_changes_nothing(
+        db, db_url, tmp_path, fmt):
+    source = write_source(tmp_path / "source", fmt)
+    env = tool_env(db_url, tmp_path)
+    first = run_cli(TOOL, str(source), "--execute", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    places = hierarchy()
+    assert json.loads(first.stdout)["counts"]["inserted"] == len(places) > 5000
+    # Codes with their leading zeros, parents, and Bengali names equal byte for byte.
+    read_back = stored_everything(db)
+    assert len(read_back) == len(places) and set(read_back) == set(places)
+    before = location_tables(db)
+    second = run_cli(TOOL, str(source), "--execute", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "note: nothing to change: the tables already match the source" in second.stdout
+    assert location_tables(db) == before
+
+
+def _duplicate_code(folder):
+    return write_rows(folder, EVERYTHING + [UNIONS[0]])
+
+
+def _bad_byte(folder):
+    source = write_rows(folder, EVERYTHING)
+    unions = source / "unions.csv"
+    unions.write_bytes(unions.read_bytes().replace("পূবাইল".encode(), b"\xff\xfe bad"))
+    return source
+
+
+def _missing_column(folder):
+    source = write_rows(folder, EVERYTHING)
+    unions = source / "unions.csv"
+    lines = unions.read_text(encoding="utf-8").splitlines()
+    unions.write_text("\n".join(",".join(line.split(",")[:3]) for line in lines) + "\n",
+                      encoding="utf-8")
+    return source
+
+
+@pytest.mark.parametrize("make, message", [
+    (_duplicate_code, "error: unions.csv row 15: code '10040901' is already at unions.csv row 2"),
+    (_bad_byte, "error: unions.csv: not UTF-8 at line 14, byte"),
+    (_missing_column, "error: unions.csv: no Bengali name column"),
+])
+def test_a_bad_source_is_exit_2_with_its_message_and_leaves_the_tables_as_they_were(
+        db, db_url, tmp_path, make, message):
+    import_rows(db, replaced(EVERYTHING, "30", name_en="Dhaka Division"))
+    before = snapshot(db)
+    done = run_cli(TOOL, str(make(tmp_path / "source")), "--execute",
+                   env=tool_env(db_url, tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(message), done.stderr
+    assert_unchanged(before, snapshot(db))
+
+
+def test_a_name_with_stray_spaces_is_stored_trimmed_and_reported(db, db_url, tmp_path):
+    rows = replaced(EVERYTHING, "30333001", name_en="  Pubail \t Union ",
+                    name_bn=" পূবাইল  ইউনিয়ন")
+    done = run_tool(db_url, tmp_path, rows, "--execute")
+    assert done.returncode == 0, done.stderr
+    assert stored(db, "unions")["30333001"][1:3] == ("Pubail Union", "পূবাইল ইউনিয়ন")
+    assert ("note: warning: unions.csv row 14: English name '  Pubail \\t Union ' trimmed to "
+            "'Pubail Union'") in done.stdout
+    assert "counts: " in done.stdout and " warnings=2" in done.stdout
+
+
+def test_a_url_source_imports_and_its_password_stays_out_of_the_output_and_the_ledger(
+        db, db_url, tmp_path):
+    body = write_rows(tmp_path / "source", EVERYTHING, "csv-combined").read_bytes()
+
+    class OneFile(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OneFile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://ops:S3cretPw@127.0.0.1:{server.server_port}/locations.csv"
+        done = run_cli(TOOL, url, "--execute", env=tool_env(db_url, tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert len(stored(db, "unions")) == 13
+    with db.engine.connect() as conn:
+        [args] = conn.execute(select(ops_job_runs.c.args)
+                              .where(ops_job_runs.c.tool == TOOL)).scalars().all()
+    assert json.loads(args)["source"] == \
+        f"http://ops:***@127.0.0.1:{server.server_port}/locations.csv"
+    assert "S3cretPw" not in done.stdout + done.stderr + args
