@@ -11,12 +11,12 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 
 
 @tool_command(examples=[
-    "python tools/import_ipemis_locations.py docs/examples/locations/per-level  # the diff",
+    "python tools/import_ipemis_locations.py docs/examples/locations/per-level  # the diff only",
     "python tools/import_ipemis_locations.py docs/examples/locations/per-level --execute",
-    "python tools/import_ipemis_locations.py https://data.example.org/bd-locations.json "
-    "--execute",
-    "python tools/import_ipemis_locations.py docs/examples/locations/dhaka-unions.csv "
-    "--format csv  # a partial source: one level",
+    "python tools/import_ipemis_locations.py https://data.example.org/bd/locations.json "
+    "--execute  # from a URL",
+    "python tools/import_ipemis_locations.py docs/examples/locations/partial/unions.csv "
+    "--execute  # a partial source: only Savar's unions",
 ])
 @click.argument("source")
 @click.option("--format", "fmt", type=click.Choice(["csv", "csv-combined", "json"]),
