@@ -484,3 +484,17 @@ def test_a_url_source_imports_and_its_password_stays_out_of_the_output_and_the_l
     assert json.loads(args)["source"] == \
         f"http://ops:***@127.0.0.1:{server.server_port}/locations.csv"
     assert "S3cretPw" not in done.stdout + done.stderr + args
+
+
+def test_the_dry_run_says_which_header_each_field_was_read_from(db, db_url, tmp_path):
+    import_rows(db, EVERYTHING)
+    unions = tmp_path / "unions.csv"
+    unions.write_text("id,upazilla_id,name,bn_name\n30333001,303330,Pubail,পূবাইল\n",
+                      encoding="utf-8")
+    done = run_cli(TOOL, str(unions), env=tool_env(db_url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert ("header_mapping: file=unions.csv code=id parent_code=upazilla_id name_en=name "
+            "name_bn=bn_name") in done.stdout.splitlines()
+    assert ('levels: level=unions in_source=1 new=0 changed=0 moved=0 reactivated=0 '
+            'unchanged=1 missing=0 active_in_scope=1 scope="under the upazilas its rows name"'
+            ) in done.stdout.splitlines()

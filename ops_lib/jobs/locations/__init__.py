@@ -17,6 +17,7 @@ from .plan import LevelPlan, LocationPlan, RowUpdate, StoredRow, apply, plan
 
 SAMPLE = 10  # rows shown per level and kind of change
 WARNINGS_SHOWN = 20
+MAPPED_FIELDS = ("level", "code", "parent_code", "name_en", "name_bn")
 URL_SCHEMES = ("http://", "https://")
 KINDS = ("new", "changed", "moved", "reactivated", "unchanged", "missing")
 
@@ -68,10 +69,13 @@ def describe(result: JobResult, the_plan: LocationPlan,
     result.notes.append(f"source: {source.description} ({source.format or 'format given'}): "
                         f"{held}")
     if source.header_mapping:
-        result.section("Header mapping", [
-            {"file": file, "header": header, "field": mapped}
-            for file, header, mapped in source.header_mapping],
-            columns=["file", "header", "field"])
+        by_file: dict[str, dict[str, str]] = {}
+        for file, header, mapped in source.header_mapping:
+            by_file.setdefault(file, {"file": file})[mapped] = header
+        fields = [name for name in MAPPED_FIELDS
+                  if any(name in headers for headers in by_file.values())]
+        # One row per file: which of its headers each field was read from.
+        result.section("Header mapping", list(by_file.values()), columns=["file", *fields])
     result.section("Levels", [
         {"level": level, **level_plan.counts(), "scope": level_plan.scope}
         for level, level_plan in the_plan.levels.items()],
