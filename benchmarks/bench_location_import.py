@@ -4,8 +4,9 @@ Writes the test data's full hierarchy (tests/location_data.py) as one CSV per le
 as medians of RUNS runs, each on a fresh scratch database (`ops_bench_locations`):
 
 - reading the source (`read_source`: parsing and validation, no database);
-- a first import (plan + apply, one transaction: every row new) and a second one of the same
-  source (plan only finds nothing to change), in-process, the job only;
+- a first import (plan + apply, one transaction: every row new), a second one of the same
+  source (plan only finds nothing to change) and a third that renames every union (the
+  UPDATE path), in-process, the job only;
 - the same first import as a process (`python tools/import_ipemis_locations.py SOURCE
   --execute`: interpreter start-up, reading, the run ledger and lock included), beside the
   process floor (`python tools/import_ipemis_locations.py --help`);
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +37,12 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import insert  # noqa: E402
 
 from ops_lib.db import connect  # noqa: E402
-from ops_lib.jobs.locations.model import PARENT_COLUMN, PARENT_LEVEL, TABLES  # noqa: E402
+from ops_lib.jobs.locations.model import (  # noqa: E402
+    PARENT_COLUMN,
+    PARENT_LEVEL,
+    TABLES,
+    LocationSource,
+)
 from ops_lib.jobs.locations.plan import apply, plan  # noqa: E402
 from ops_lib.jobs.locations.source import read_source  # noqa: E402
 from ops_lib.jobs.schema_admin import create_scratch_database, drop_database  # noqa: E402
@@ -55,6 +62,12 @@ def import_once(database, source) -> float:
     with database.begin() as conn:
         apply(conn, plan(conn, source, 5))
     return time.perf_counter() - started
+
+
+def renamed_unions(source: LocationSource) -> LocationSource:
+    rows = dict(source.rows)
+    rows["unions"] = [replace(row, name_en=f"{row.name_en} Union") for row in rows["unions"]]
+    return LocationSource(source.description, rows, format=source.format)
 
 
 def raw_inserts(database, source) -> float:
@@ -99,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_source(Path(tmp), "csv")
-        reads, firsts, seconds, floors, tools, helps = [], [], [], [], [], []
+        reads, firsts, seconds, renames, floors, tools, helps = [], [], [], [], [], [], []
         for _ in range(args.runs):
             started = time.perf_counter()
             source = read_source(str(folder))
@@ -107,6 +120,7 @@ def main() -> None:
             database = fresh_database()
             firsts.append(import_once(database, source))
             seconds.append(import_once(database, source))
+            renames.append(import_once(database, renamed_unions(source)))
             database.engine.dispose()
             database = fresh_database()
             floors.append(raw_inserts(database, source))
@@ -124,6 +138,7 @@ def main() -> None:
             ("read the source (CSV per level)", statistics.median(reads)),
             ("first import, in-process (plan + apply)", first),
             ("second import of the same source", statistics.median(seconds)),
+            ("third import: every union renamed", statistics.median(renames)),
             ("first import, the tool as a process", statistics.median(tools)),
             ("process floor: the tool's --help", statistics.median(helps)),
             ("raw INSERT floor, same rows", floor)]:
