@@ -210,3 +210,17 @@ def test_differences_are_ordered_by_table_then_object():
         "foreign key students.fk_students_institution"]
     assert headline(drifts, 1) == "schema drift: 6 differences in 2 tables"
     assert headline([], 28) == "no schema drift: 28 tables match schema.sql"
+
+
+def test_a_dropped_sqlite_foreign_key_is_one_line_though_the_next_is_renumbered():
+    # SQLite keeps no key names: the catalog numbers them, so dropping the first renumbers the
+    # second; the definition, not the number, says which one is gone.
+    def keyed(*keys: ForeignKey) -> Table:
+        return Table("pairs", columns={}, foreign_keys={key.name: key for key in keys})
+
+    first = ForeignKey("fk_pairs_0", ("a_id",), "a", ("id",), generated_name=True)
+    second = ForeignKey("fk_pairs_1", ("b_id",), "b", ("id",), generated_name=True)
+    renumbered = ForeignKey("fk_pairs_0", ("b_id",), "b", ("id",), generated_name=True)
+    assert [(d.kind, d.object) for d in compare(_catalog(keyed(first, second)),
+                                                 _catalog(keyed(renumbered)))] == \
+        [(MISSING, "foreign key pairs.fk_pairs_0")]

@@ -107,24 +107,23 @@ Named = TypeVar("Named", Index, ForeignKey)
 
 def _differing(want: dict[str, Named], have: dict[str, Named]
                ) -> list[tuple[str, Named | None, Named | None]]:
-    """Indexes (or foreign keys) of both sides paired, those that differ: by name first; then an
-    unmatched one of schema.sql with an unmatched live one of the same definition when either
-    name is the server's own (schema.sql named none, so the name says nothing). By name."""
-    pairs = [(name, want[name], have[name]) for name in want.keys() & have.keys()]
-    unmatched_live = [have[name] for name in sorted(have.keys() - want.keys())]
-    for name in sorted(want.keys() - have.keys()):
-        old = want[name]
-        twin = next((new for new in unmatched_live if _same(new.definition(), old.definition())
+    """Indexes (or foreign keys) of both sides that differ, paired, sorted by name. The same name
+    and definition is the same one; so is the same definition where either name is the server's
+    own (schema.sql named none, so the name says nothing, and SQLite numbers its keys: a dropped
+    key renumbers the next); the same name otherwise is a changed one."""
+    want_left, have_left = dict(want), dict(have)
+    for name in sorted(want.keys() & have.keys()):
+        if _same(want[name].definition(), have[name].definition()):
+            del want_left[name], have_left[name]
+    for name, old in sorted(want_left.items()):
+        twin = next((new for new in sorted(have_left.values(), key=lambda new: new.name)
+                     if _same(new.definition(), old.definition())
                      and (old.generated_name or new.generated_name)), None)
         if twin is not None:
-            unmatched_live.remove(twin)
-            continue  # the same index or key under the server's name: no drift
-        pairs.append((name, old, None))
-    pairs.extend((new.name, None, new) for new in unmatched_live)
-    return sorted((pair for pair in pairs
-                   if pair[1] is None or pair[2] is None
-                   or not _same(pair[1].definition(), pair[2].definition())),
-                  key=lambda pair: pair[0])
+            del want_left[name], have_left[twin.name]
+    pairs = [(name, old, have_left.pop(name, None)) for name, old in want_left.items()]
+    pairs.extend((name, None, new) for name, new in have_left.items())
+    return sorted(pairs, key=lambda pair: pair[0])
 
 
 def _same(definition: tuple, other: tuple) -> bool:
