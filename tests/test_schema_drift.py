@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from sqlalchemy import create_engine
+
+from ops_lib.db import connect
 from ops_lib.jobs.schema_drift import CHANGED, EXTRA, MISSING, Drift, compare, headline
-from ops_lib.schema_catalog import Catalog, Column, ForeignKey, Index, IndexPart, Table
+from ops_lib.schema import metadata
+from ops_lib.schema_catalog import (Catalog, Column, ForeignKey, Index, IndexPart, Table,
+                                    read_catalog)
+from tests.conftest import (MysqlScratch, assert_unchanged, require_mariadb, run_cli,
+                            snapshot, sqlite_database, tool_env, unique_name)
 
 
 # --- compare(): pure, on hand-made catalogs -------------------------------------------------
@@ -224,3 +232,249 @@ def test_a_dropped_sqlite_foreign_key_is_one_line_though_the_next_is_renumbered(
     assert [(d.kind, d.object) for d in compare(_catalog(keyed(first, second)),
                                                  _catalog(keyed(renumbered)))] == \
         [(MISSING, "foreign key pairs.fk_pairs_0")]
+
+
+# --- the tool, on SQLite and MariaDB ---------------------------------------------------------
+
+TOOL = "check_schema_drift"
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def live_url(request, tmp_path) -> str:
+    """A database of the test's own built from schema.sql (manage_schema's way): the tests
+    change its schema, so it is never the shared scratch database."""
+    if request.param == "sqlite":
+        yield sqlite_database(tmp_path)
+        return
+    require_mariadb()
+    scratch = MysqlScratch(unique_name("ops_drift"))
+    scratch.create()
+    yield scratch.url
+    scratch.drop()
+
+
+def _run(url: str, tmp_path, *args: str):
+    return run_cli(TOOL, *args, env=tool_env(url, tmp_path))
+
+
+def _json_run(url: str, tmp_path, *args: str) -> tuple[int, dict]:
+    done = _run(url, tmp_path, "--json", *args)
+    return done.returncode, json.loads(done.stdout)
+
+
+def _ddl(url: str, *statements: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def _sqlite_edit_table(url: str, table: str, old: str, new: str) -> None:
+    """Change a table's definition in place: SQLite's ALTER TABLE cannot change a column's type,
+    default or nullability, or drop a foreign key. Editing the stored CREATE TABLE (writable
+    schema) makes the same catalog a rebuilt table would have; these edits leave the rows'
+    format as it is."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?",
+                                       (table,)).scalar_one()
+            assert old in sql, f"{old!r} not in {sql}"
+            conn.exec_driver_sql("PRAGMA writable_schema = ON")
+            conn.exec_driver_sql("UPDATE sqlite_master SET sql = ? WHERE name = ?",
+                                 (sql.replace(old, new, 1), table))
+            conn.exec_driver_sql("PRAGMA writable_schema = OFF")
+    finally:
+        engine.dispose()
+
+
+def _catalog_of(url: str) -> Catalog:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return read_catalog(conn)
+    finally:
+        engine.dispose()
+
+
+def _schema_of(catalog: Catalog) -> dict:
+    """What DDL would change, the row estimates aside (the ledger row moves them)."""
+    return {name: (t.columns, t.indexes, t.foreign_keys, t.engine, t.charset, t.collation)
+            for name, t in catalog.tables.items()}
+
+
+def test_a_database_built_from_schema_sql_has_no_drift_and_the_check_changes_nothing(
+        live_url, tmp_path):
+    database = connect(live_url)
+    before, schema_before = snapshot(database), _schema_of(_catalog_of(live_url))
+    done = _run(live_url, tmp_path)
+    assert done.returncode == 0, done.stderr
+    tables = len(metadata.tables)
+    assert done.stdout.splitlines()[0] == f"no schema drift: {tables} tables match schema.sql"
+    assert f"counts: changed=0 differences=0 extra=0 missing=0 tables_compared={tables} " \
+        f"tables_expected={tables}" in done.stdout
+    assert "differences:" not in done.stdout
+    code, result = _json_run(live_url, tmp_path)
+    assert (code, result["exit_code"], result["sections"]["Differences"]) == (0, 0, [])
+    assert _schema_of(_catalog_of(live_url)) == schema_before
+    assert_unchanged(before, snapshot(database), runs=2)  # only the two runs' ledger rows
+    database.engine.dispose()
+
+
+# Each kind of drift, made on purpose: (name, MariaDB statements, SQLite change, expected).
+# A SQLite change is statements, or ("edit", table, old text, new text) for _sqlite_edit_table.
+DRIFTS = [
+    ("drop a column", ["ALTER TABLE guardians DROP COLUMN email"],
+     ["ALTER TABLE guardians DROP COLUMN email"], (MISSING, "column guardians.email")),
+    # SQLite keeps no sizes: there the type itself changes.
+    ("change a type", ["ALTER TABLE guardians MODIFY phone VARCHAR(64)"],
+     ("edit", "guardians", "phone VARCHAR(32)", "phone TEXT"),
+     (CHANGED, "column guardians.phone")),
+    ("change a default",
+     ["ALTER TABLE notification_devices ALTER COLUMN platform SET DEFAULT 'ios'"],
+     ("edit", "notification_devices", "DEFAULT 'android'", "DEFAULT 'ios'"),
+     (CHANGED, "column notification_devices.platform")),
+    ("change nullability", ["ALTER TABLE guardians MODIFY name VARCHAR(200) NULL"],
+     ("edit", "guardians", "name VARCHAR(200) NOT NULL", "name VARCHAR(200)"),
+     (CHANGED, "column guardians.name")),
+    ("drop an index", ["ALTER TABLE report_email_queue DROP INDEX ix_report_email_finished"],
+     ["DROP INDEX ix_report_email_finished"],
+     (MISSING, "index report_email_queue.ix_report_email_finished")),
+    ("change an index's columns",
+     ["ALTER TABLE report_email_queue DROP INDEX ix_report_email_finished, "
+      "ADD INDEX ix_report_email_finished (status, sent_at)"],
+     ["DROP INDEX ix_report_email_finished",
+      "CREATE INDEX ix_report_email_finished ON report_email_queue (status, sent_at)"],
+     (CHANGED, "index report_email_queue.ix_report_email_finished")),
+    ("drop a foreign key",
+     ["ALTER TABLE notification_devices DROP FOREIGN KEY fk_devices_guardian"],
+     ("edit", "notification_devices",
+      ", \n\tCONSTRAINT fk_devices_guardian FOREIGN KEY(guardian_id) REFERENCES guardians (id)",
+      ""),
+     # SQLite keeps no key names: the catalog numbers a table's keys.
+     (MISSING, "foreign key notification_devices.{fk_devices_guardian|"
+               "fk_notification_devices_0}")),
+    ("add an extra table", ["CREATE TABLE wp_options (id INT PRIMARY KEY)"],
+     ["CREATE TABLE wp_options (id INT PRIMARY KEY)"], (EXTRA, "table wp_options")),
+    # MariaDB only: SQLite has no charsets, so this kind cannot be made there.
+    ("change a table's charset", ["ALTER TABLE guardians DEFAULT CHARSET latin1"], None,
+     (CHANGED, "table guardians charset")),
+]
+CASES = [pytest.param(dialect, mysql if dialect == "mariadb" else lite, expected,
+                      id=f"{dialect}-{name}")
+         for name, mysql, lite, expected in DRIFTS
+         for dialect in ("sqlite", "mariadb") if (mysql if dialect == "mariadb" else lite)]
+
+
+def _object_named(dialect: str, template: str) -> str:
+    """`kind x.{mariadb name|sqlite name}` -> the name on this dialect."""
+    if "{" not in template:
+        return template
+    head, names = template[:-1].split("{")
+    mariadb, sqlite = names.split("|")
+    return head + (mariadb if dialect == "mariadb" else sqlite)
+
+
+@pytest.fixture
+def database_of(request, tmp_path):
+    """`database_of(dialect)`: a database of the test's own, built from schema.sql."""
+    made = []
+
+    def make(dialect: str) -> str:
+        if dialect == "sqlite":
+            return sqlite_database(tmp_path)
+        require_mariadb()
+        scratch = MysqlScratch(unique_name("ops_drift"))
+        scratch.create()
+        made.append(scratch)
+        return scratch.url
+
+    yield make
+    for scratch in made:
+        scratch.drop()
+
+
+@pytest.mark.parametrize("dialect, change, expected", CASES)
+def test_each_kind_of_drift_is_reported_exactly_once_and_nothing_else(
+        database_of, tmp_path, dialect, change, expected):
+    url = database_of(dialect)
+    if isinstance(change, tuple):
+        _sqlite_edit_table(url, *change[1:])
+    else:
+        _ddl(url, *change)
+    kind, name = expected[0], _object_named(dialect, expected[1])
+    schema_before = _schema_of(_catalog_of(url))
+
+    code, result = _json_run(url, tmp_path)
+    assert (code, result["exit_code"]) == (1, 1), result
+    [drift] = result["sections"]["Differences"]
+    assert (drift["kind"], drift["object"]) == (kind, name)
+    assert set(drift) == {"kind", "object", "expected", "actual"}
+    assert (drift["expected"] is None) == (kind == EXTRA)
+    assert (drift["actual"] is None) == (kind == MISSING)
+
+    done = _run(url, tmp_path)
+    assert done.returncode == 1, done.stderr
+    table = name.split(" ")[-1].split(".")[0] if kind != CHANGED or "charset" not in name \
+        else name.split(" ")[1]
+    assert done.stdout.splitlines()[0] == "schema drift: 1 difference in 1 table"
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("differences:")]
+    assert f'object="{name}"' in line and f"kind={kind}" in line
+    assert [line for line in done.stdout.splitlines() if table in line] == [line]
+    assert _schema_of(_catalog_of(url)) == schema_before  # the check ran no DDL
+
+
+def test_ignore_extra_tables_hides_another_applications_table_but_not_other_drift(
+        live_url, tmp_path):
+    _ddl(live_url, "CREATE TABLE wp_options (id INT PRIMARY KEY)")
+    done = _run(live_url, tmp_path, "--ignore-extra-tables")
+    assert done.returncode == 0, done.stderr
+    assert "wp_options" not in done.stdout
+    assert "extra_tables_ignored=1" in done.stdout
+    _ddl(live_url, "DROP INDEX ix_report_email_finished" if live_url.startswith("sqlite")
+         else "ALTER TABLE report_email_queue DROP INDEX ix_report_email_finished")
+    code, result = _json_run(live_url, tmp_path, "--ignore-extra-tables")
+    assert code == 1
+    assert [(d["kind"], d["object"]) for d in result["sections"]["Differences"]] == [
+        (MISSING, "index report_email_queue.ix_report_email_finished")]
+
+
+def test_an_unreachable_database_exits_2_with_one_line_never_1(tmp_path):
+    url = "mysql+pymysql://root@127.0.0.1:1/ops"  # nothing listens on port 1
+    done = _run(url, tmp_path)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "127.0.0.1" in line
+    assert done.stdout == ""
+    code, result = _json_run(url, tmp_path)
+    assert (code, result["exit_code"], result["status"]) == (2, 2, "failed")
+
+
+def test_bad_usage_exits_2(tmp_path):
+    done = _run(sqlite_database(tmp_path), tmp_path, "--no-such-flag")
+    assert done.returncode == 2
+    assert done.stderr == ("error: No such option '--no-such-flag' "
+                           "(see check_schema_drift.py --help)\n")
+
+
+def test_on_a_terminal_the_table_says_schema_sql_and_live_database(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ops_lib.render import render_terminal
+    from ops_lib.result import JobResult
+
+    result = JobResult(TOOL, True)
+    drift = Drift(CHANGED, "column guardians.phone", "varchar(32) NULL", "varchar(64) NULL")
+    result.section("Differences", [drift.to_dict()], columns=["kind", "object", "expected",
+                                                               "actual"],
+                   labels={"expected": "schema.sql", "actual": "live database"})
+    out = StringIO()
+    render_terminal(result, Console(file=out, width=200))
+    header = next(line for line in out.getvalue().splitlines() if "object" in line)
+    assert "schema.sql" in header and "live database" in header
+    assert "expected" not in header and "actual" not in header

@@ -161,8 +161,9 @@ def _charset(table: Table) -> str | None:
 
 
 def _table_summary(table: Table) -> str:
-    return (f"a table of {len(table.columns)} columns, {len(table.indexes)} indexes, "
-            f"{len(table.foreign_keys)} foreign keys")
+    return (f"a table of {_plural(len(table.columns), 'column')}, "
+            f"{_plural(len(table.indexes), 'index')}, "
+            f"{_plural(len(table.foreign_keys), 'foreign key')}")
 
 
 def headline(drifts: list[Drift], tables_compared: int) -> str:
@@ -176,7 +177,7 @@ def headline(drifts: list[Drift], tables_compared: int) -> str:
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
+    return f"{count} {word}" + ("" if count == 1 else "es" if word.endswith("x") else "s")
 
 
 def run(ctx: RunContext, scratch_database: str | None = None,
