@@ -96,13 +96,22 @@ def test_a_table_default_charset_change_is_one_line_when_its_columns_keep_theirs
         "live database has CHARSET=latin1 COLLATE=latin1_swedish_ci"]
 
 
-def test_a_column_collation_change_shows_the_collation():
+def test_a_column_collation_change_shows_both_collations():
     live = _students()
     live.columns["name"] = Column("name", "varchar(200)", False, charset="utf8mb4",
                                   collation="utf8mb4_bin")
     assert _lines(compare(_catalog(_students()), _catalog(live))) == [
-        "column students.name: schema.sql has varchar(200) NOT NULL; "
+        "column students.name: schema.sql has varchar(200) NOT NULL COLLATE utf8mb4_unicode_ci; "
         "live database has varchar(200) NOT NULL COLLATE utf8mb4_bin"]
+
+
+def test_a_column_changed_in_a_table_whose_charset_changed_shows_no_collation_noise():
+    live = _students(charset="latin1", collation="latin1_swedish_ci")
+    live.columns["name"] = Column("name", "varchar(100)", False, charset="utf8mb4",
+                                  collation="utf8mb4_unicode_ci")
+    assert _lines(compare(_catalog(_students()), _catalog(live)))[1] == (
+        "column students.name: schema.sql has varchar(200) NOT NULL; "
+        "live database has varchar(100) NOT NULL")
 
 
 def test_a_converted_table_still_shows_how_its_columns_differ():

@@ -141,15 +141,18 @@ def _kind(old: object | None, new: object | None) -> str:
 
 def _column_texts(old: Column | None, want: Table, new: Column | None,
                   have: Table) -> tuple[str | None, str | None]:
-    """Each side as DDL says it, the collation shown where it is not its table's own; both with
-    it when that alone would make two different columns read the same."""
-    shown_old = old and old.describe(want)
-    shown_new = new and new.describe(have)
-    if old is not None and new is not None and shown_old == shown_new:
+    """Each side as DDL says it. The collation is shown where it is what differs (then on both
+    sides), and for a missing or extra column where it is not its table's own."""
+    if old is None or new is None:
+        return old and old.describe(want), new and new.describe(have)
+    if old.collation == new.collation:
+        hidden = Table(want.name, collation=old.collation)
+        shown_old, shown_new = old.describe(hidden), new.describe(hidden)
+    else:
         shown_old, shown_new = old.describe(), new.describe()
-        if shown_old == shown_new:  # a charset without a collation: say it
-            shown_old += f" CHARACTER SET {old.charset}"
-            shown_new += f" CHARACTER SET {new.charset}"
+    if shown_old == shown_new:  # a charset without a collation: say it
+        shown_old += f" CHARACTER SET {old.charset}"
+        shown_new += f" CHARACTER SET {new.charset}"
     return shown_old, shown_new
 
 
