@@ -18,7 +18,7 @@ from typing import Iterable, TypeVar
 from ..errors import EXIT_OK
 from ..result import JobResult
 from ..runtime import RunContext
-from ..schema_catalog import Catalog, Column, ForeignKey, Index, Table
+from ..schema_catalog import Catalog, Column, ForeignKey, Index, Table, normalise_rule
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 EXIT_DRIFT = 1
@@ -113,11 +113,11 @@ def _differing(want: dict[str, Named], have: dict[str, Named]
     key renumbers the next); the same name otherwise is a changed one."""
     want_left, have_left = dict(want), dict(have)
     for name in sorted(want.keys() & have.keys()):
-        if _same(want[name].definition(), have[name].definition()):
+        if _same(want[name], have[name]):
             del want_left[name], have_left[name]
     for name, old in sorted(want_left.items()):
         twin = next((new for new in sorted(have_left.values(), key=lambda new: new.name)
-                     if _same(new.definition(), old.definition())
+                     if _same(new, old)
                      and (old.generated_name or new.generated_name)), None)
         if twin is not None:
             del want_left[name], have_left[twin.name]
@@ -126,13 +126,17 @@ def _differing(want: dict[str, Named], have: dict[str, Named]
     return sorted(pairs, key=lambda pair: pair[0])
 
 
-def _same(definition: tuple, other: tuple) -> bool:
-    """Equal definitions, NO ACTION read as RESTRICT (InnoDB treats them alike; the readers
-    already say RESTRICT, this keeps a hand-made catalog from reporting it)."""
-    def plain(value):
-        return "RESTRICT" if value == "NO ACTION" else value
+def _same(one: Index | ForeignKey, other: Index | ForeignKey) -> bool:
+    """Equal definitions; a foreign key's rules as the catalog normalises them (NO ACTION is
+    RESTRICT), so a hand-made catalog compares as a read one does."""
+    return _definition(one) == _definition(other)
 
-    return tuple(map(plain, definition)) == tuple(map(plain, other))
+
+def _definition(item: Index | ForeignKey) -> tuple:
+    if isinstance(item, ForeignKey):
+        return (item.columns, item.referenced_table, item.referenced_columns,
+                normalise_rule(item.on_delete), normalise_rule(item.on_update))
+    return item.definition()
 
 
 def _kind(old: object | None, new: object | None) -> str:
