@@ -12,8 +12,8 @@ from ops_lib.jobs.schema_drift import CHANGED, EXTRA, MISSING, Drift, compare, h
 from ops_lib.schema import metadata
 from ops_lib.schema_catalog import (Catalog, Column, ForeignKey, Index, IndexPart, Table,
                                     read_catalog)
-from tests.conftest import (MysqlScratch, assert_unchanged, require_mariadb, run_cli,
-                            snapshot, sqlite_database, tool_env, unique_name)
+from tests.conftest import (MysqlScratch, assert_unchanged, job_context, require_mariadb,
+                            run_cli, snapshot, sqlite_database, tool_env, unique_name)
 
 
 # --- compare(): pure, on hand-made catalogs -------------------------------------------------
@@ -487,3 +487,16 @@ def test_on_a_terminal_the_table_says_schema_sql_and_live_database(tmp_path):
     header = next(line for line in out.getvalue().splitlines() if "object" in line)
     assert "schema.sql" in header and "live database" in header
     assert "expected" not in header and "actual" not in header
+
+
+def test_a_stop_signal_before_the_comparison_is_an_interrupted_run_exit_2_not_no_drift(
+        tmp_path):
+    from ops_lib.jobs import schema_drift
+
+    ctx = job_context(sqlite_database(tmp_path), tmp_path, dry_run=True)
+    ctx.stop.set("SIGTERM")
+    result = schema_drift.run(ctx)
+    ctx.db.engine.dispose()
+    assert (result.status, result.final_exit_code()) == ("interrupted", 2)
+    assert result.stop_reason == "interrupted by SIGTERM before comparing"
+    assert result.sections == [] and result.headline is None
