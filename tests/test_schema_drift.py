@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from ops_lib.db import connect
 from ops_lib.jobs.schema_drift import CHANGED, EXTRA, MISSING, Drift, compare, headline
 from ops_lib.schema import metadata
 from ops_lib.schema_catalog import (Catalog, Column, ForeignKey, Index, IndexPart, Table,
                                     read_catalog)
-from tests.conftest import (MysqlScratch, assert_unchanged, job_context, require_mariadb,
-                            run_cli, snapshot, sqlite_database, tool_env, unique_name)
+from tests.conftest import (MYSQL_SERVER_URL, MysqlScratch, assert_unchanged, job_context,
+                            require_mariadb, run_cli, snapshot, sqlite_database, tool_env,
+                            unique_name)
 
 
 # --- compare(): pure, on hand-made catalogs -------------------------------------------------
@@ -500,3 +502,70 @@ def test_a_stop_signal_before_the_comparison_is_an_interrupted_run_exit_2_not_no
     assert (result.status, result.final_exit_code()) == ("interrupted", 2)
     assert result.stop_reason == "interrupted by SIGTERM before comparing"
     assert result.sections == [] and result.headline is None
+
+
+def _databases(like: str) -> set[str]:
+    engine = create_engine(MYSQL_SERVER_URL)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(text(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE :n"),
+                {"n": like}).scalars())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def mariadb_live(database_of) -> str:
+    return database_of("mariadb")
+
+
+def test_the_generated_scratch_schema_is_gone_after_a_run(mariadb_live, tmp_path):
+    done = _run(mariadb_live, tmp_path, "--debug")  # --debug logs the scratch's name
+    assert done.returncode == 0, done.stderr
+    [scratch] = re.findall(r"loaded into the scratch database (ops_scratch_\w+)", done.stderr)
+    assert _databases(scratch) == set()
+
+
+def test_an_operator_named_scratch_is_used_and_dropped(mariadb_live, tmp_path):
+    name = unique_name("ops_drift_scratch")
+    done = _run(mariadb_live, tmp_path, "--scratch-database", name)
+    assert done.returncode == 0, done.stderr
+    assert _databases(name) == set()
+
+
+def test_an_existing_scratch_name_is_bad_input_exit_2_and_left_as_it_was(
+        mariadb_live, tmp_path):
+    name = unique_name("ops_drift_taken")
+    _ddl(MYSQL_SERVER_URL, f"CREATE DATABASE `{name}`", f"CREATE TABLE `{name}`.kept (id INT)")
+    try:
+        done = _run(mariadb_live, tmp_path, "--scratch-database", name)
+        assert done.returncode == 2
+        assert f"error: the scratch database {name} already exists" in done.stderr
+        assert _databases(name) == {name}
+        assert set(_catalog_of(f"{MYSQL_SERVER_URL}/{name}").tables) == {"kept"}
+    finally:
+        _ddl(MYSQL_SERVER_URL, f"DROP DATABASE `{name}`")
+
+
+def test_a_bad_scratch_name_is_refused_before_connecting(tmp_path):
+    done = _run("mysql+pymysql://root@127.0.0.1:1/ops", tmp_path, "--scratch-database", "a;b")
+    assert done.returncode == 2
+    assert done.stderr == ("error: --scratch-database 'a;b': use 1 to 64 letters, digits, '_', "
+                           "'$' or '-'\n")
+
+
+def test_a_stop_signal_while_preparing_the_scratch_stops_the_run_and_leaves_no_scratch(
+        mariadb_live, tmp_path):
+    """On MariaDB the stop arrives while the scratch is loaded: the run stops with an error
+    (exit 2 through the tool's failed_exit) and the scratch is dropped."""
+    from ops_lib.jobs import schema_drift
+    from ops_lib.scratch_schema import ScratchInterrupted
+
+    name = unique_name("ops_drift_stopped")
+    ctx = job_context(mariadb_live, tmp_path, dry_run=True)
+    ctx.stop.set("SIGTERM")
+    with pytest.raises(ScratchInterrupted, match="interrupted by SIGTERM"):
+        schema_drift.run(ctx, scratch_database=name)
+    ctx.db.engine.dispose()
+    assert _databases(name) == set()

@@ -27,9 +27,11 @@ def main(scratch_database, ignore_extra_tables, **options):
     engine or table charset. Exit 0 no drift, 1 drift, 2 bad input or any error (an unreachable
     database too). It issues no DDL on the live database; its only write is its run-ledger row.
     """
-    from ops_lib.jobs import schema_drift  # here, not at the top: --help stays fast
+    from ops_lib import scratch_schema  # here, not at the top: --help stays fast
+    from ops_lib.jobs import schema_drift
 
     run_tool("check_schema_drift", schema_drift.run, options, lock=False,
+             validate=lambda settings: scratch_schema.check_scratch_name(scratch_database),
              failed_exit=schema_drift.EXIT_NOT_CHECKED,
              bad_input_exit=schema_drift.EXIT_NOT_CHECKED,
              scratch_database=scratch_database, ignore_extra_tables=ignore_extra_tables)
