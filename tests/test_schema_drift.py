@@ -555,17 +555,19 @@ def test_a_bad_scratch_name_is_refused_before_connecting(tmp_path):
                            "'$' or '-'\n")
 
 
-def test_a_stop_signal_while_preparing_the_scratch_stops_the_run_and_leaves_no_scratch(
+def test_a_stop_signal_while_preparing_the_scratch_is_an_interrupted_run_with_no_scratch_left(
         mariadb_live, tmp_path):
-    """On MariaDB the stop arrives while the scratch is loaded: the run stops with an error
-    (exit 2 through the tool's failed_exit) and the scratch is dropped."""
+    """On MariaDB the stop arrives while the scratch is loaded: the run is interrupted (exit 2,
+    no failure alert for a shutdown) and the scratch is dropped."""
     from ops_lib.jobs import schema_drift
-    from ops_lib.scratch_schema import ScratchInterrupted
 
     name = unique_name("ops_drift_stopped")
     ctx = job_context(mariadb_live, tmp_path, dry_run=True)
     ctx.stop.set("SIGTERM")
-    with pytest.raises(ScratchInterrupted, match="interrupted by SIGTERM"):
-        schema_drift.run(ctx, scratch_database=name)
+    result = schema_drift.run(ctx, scratch_database=name)
     ctx.db.engine.dispose()
+    assert (result.status, result.final_exit_code()) == ("interrupted", 2)
+    assert result.stop_reason.startswith(
+        f"interrupted by SIGTERM while preparing the scratch database {name}")
+    assert result.sections == [] and result.headline is None
     assert _databases(name) == set()

@@ -19,6 +19,7 @@ from ..errors import EXIT_OK
 from ..result import JobResult
 from ..runtime import RunContext
 from ..schema_catalog import Catalog, Column, ForeignKey, Index, Table, normalise_rule
+from ..scratch_schema import ScratchInterrupted, expected_and_live
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 EXIT_DRIFT = 1
@@ -190,17 +191,15 @@ def _plural(count: int, word: str) -> str:
 def run(ctx: RunContext, scratch_database: str | None = None,
         ignore_extra_tables: bool = False) -> JobResult:
     """Load schema.sql into a scratch schema, read both catalogs, list every difference."""
-    from ..scratch_schema import expected_and_live  # here: it is heavy only when a check runs
-
     result = JobResult(ctx.tool, ctx.dry_run)
     started = time.perf_counter()
-    expected, live = expected_and_live(ctx, scratch_database)
+    try:
+        expected, live = expected_and_live(ctx, scratch_database)
+    except ScratchInterrupted as stopped:  # the scratch is dropped; nothing was compared
+        return _interrupted(result, str(stopped))
     result.timings["read"] = time.perf_counter() - started
-    if ctx.stop.is_set():  # an unfinished check says nothing about drift: exit 2, never 0
-        result.status = "interrupted"
-        result.stop_reason = f"interrupted by {ctx.stop.signal_name} before comparing"
-        result.exit_code = EXIT_NOT_CHECKED
-        return result
+    if ctx.stop.is_set():
+        return _interrupted(result, f"interrupted by {ctx.stop.signal_name} before comparing")
     drifts = compare(expected, live, ignore_extra_tables=ignore_extra_tables)
     result.section(SECTION, [drift.to_dict() for drift in drifts],
                    columns=["kind", "object", "expected", "actual"],
@@ -219,4 +218,13 @@ def run(ctx: RunContext, scratch_database: str | None = None,
     result.notes.append(f"compared with schema.sql loaded into a scratch "
                         f"{'in-memory database' if live.dialect == 'sqlite' else 'schema'} on "
                         f"{live.flavor} {live.server_version}")
+    return result
+
+
+def _interrupted(result: JobResult, why: str) -> JobResult:
+    """A stop signal before the comparison: an unfinished check says nothing about drift, so
+    exit 2, never 0; recorded as interrupted (no failure alert for a shutdown)."""
+    result.status = "interrupted"
+    result.stop_reason = why
+    result.exit_code = EXIT_NOT_CHECKED
     return result
