@@ -250,18 +250,29 @@ def test_a_dropped_sqlite_foreign_key_is_one_line_though_the_next_is_renumbered(
 TOOL = "check_schema_drift"
 
 
+@pytest.fixture
+def database_of(tmp_path):
+    """`database_of(dialect)`: a database of the test's own built from schema.sql (manage_schema's
+    way). The tests change its schema, so it is never the shared scratch database."""
+    made = []
+
+    def make(dialect: str) -> str:
+        if dialect == "sqlite":
+            return sqlite_database(tmp_path)
+        require_mariadb()
+        scratch = MysqlScratch(unique_name("ops_drift"))
+        scratch.create()
+        made.append(scratch)
+        return scratch.url
+
+    yield make
+    for scratch in made:
+        scratch.drop()
+
+
 @pytest.fixture(params=["sqlite", "mariadb"])
-def live_url(request, tmp_path) -> str:
-    """A database of the test's own built from schema.sql (manage_schema's way): the tests
-    change its schema, so it is never the shared scratch database."""
-    if request.param == "sqlite":
-        yield sqlite_database(tmp_path)
-        return
-    require_mariadb()
-    scratch = MysqlScratch(unique_name("ops_drift"))
-    scratch.create()
-    yield scratch.url
-    scratch.drop()
+def live_url(request, database_of) -> str:
+    return database_of(request.param)
 
 
 def _run(url: str, tmp_path, *args: str):
@@ -387,25 +398,6 @@ def _object_named(dialect: str, template: str) -> str:
     head, names = template[:-1].split("{")
     mariadb, sqlite = names.split("|")
     return head + (mariadb if dialect == "mariadb" else sqlite)
-
-
-@pytest.fixture
-def database_of(request, tmp_path):
-    """`database_of(dialect)`: a database of the test's own, built from schema.sql."""
-    made = []
-
-    def make(dialect: str) -> str:
-        if dialect == "sqlite":
-            return sqlite_database(tmp_path)
-        require_mariadb()
-        scratch = MysqlScratch(unique_name("ops_drift"))
-        scratch.create()
-        made.append(scratch)
-        return scratch.url
-
-    yield make
-    for scratch in made:
-        scratch.drop()
 
 
 @pytest.mark.parametrize("dialect, change, expected", CASES)
