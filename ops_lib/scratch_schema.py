@@ -143,7 +143,6 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
     databases older than `sweep_older_than` are swept. `lock_wait_timeout` caps the session's
     metadata-lock waits, seconds (skeema's 5 s). `now` (naive UTC) names the scratch.
     """
-    from pymysql.err import MySQLError
     from sqlalchemy.exc import DBAPIError
 
     from .db import describe_db_error
@@ -176,7 +175,7 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
             _check_stop(stop, scratch)
             try:
                 execute_statements(conn, [statement])
-            except (DBAPIError, MySQLError) as error:
+            except DBAPIError as error:
                 raise _load_failed(scratch, statement, describe_db_error(error)) from None
         log.debug("schema.sql loaded into the scratch database %s (%d statements)",
                   scratch, len(statements))
