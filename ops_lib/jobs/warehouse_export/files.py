@@ -343,14 +343,15 @@ class BatchWriter:
     def __init__(self, table_folder: str | os.PathLike, table: "Table", columns: Sequence[str],
                  *, run_id: str, fmt: str = "parquet", partition_column: str | None = None,
                  partition_by: str = "month", max_rows_per_file: int = 1_000_000,
-                 row_group_rows: int = 128_000):
+                 row_group_rows: int = 128_000, max_open_files: int = MAX_OPEN_FILES):
         import pyarrow as pa
 
         _check_format(fmt)
         if not re.fullmatch(r"[A-Za-z0-9_-]+", run_id or ""):
             raise ValueError(f"run_id {run_id!r} is not a plain name")
-        if max_rows_per_file < 1 or row_group_rows < 1:
-            raise ValueError("max_rows_per_file and row_group_rows must be at least 1")
+        if min(max_rows_per_file, row_group_rows, max_open_files) < 1:
+            raise ValueError("max_rows_per_file, row_group_rows and max_open_files must be "
+                             "at least 1")
         self.table = table
         self.columns = list(columns)
         self.schema = arrow_schema(table, self.columns)
@@ -358,6 +359,7 @@ class BatchWriter:
         self.fmt = fmt
         self.max_rows_per_file = max_rows_per_file
         self.row_group_rows = row_group_rows
+        self.max_open_files = max_open_files
         self.partition_column = partition_column
         self.partition_by = partition_by
         self.key = None
@@ -474,7 +476,7 @@ class BatchWriter:
         import pyarrow.csv as pcsv
         import pyarrow.parquet as pq
 
-        while len(self._open) >= MAX_OPEN_FILES:
+        while len(self._open) >= self.max_open_files:
             self._close_file(next(iter(self._open.values())))
         partition.name = file_name(partition.next_index, self.fmt)
         partition.next_index += 1
