@@ -124,7 +124,8 @@ def _column_array(values: Sequence[Any], field: "pa.Field") -> "pa.Array":
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         array = _converted_array(values, field)
     if array.null_count and not field.nullable:
-        raise ValueError(f"column {field.name} is NOT NULL but a row has NULL")
+        raise PreconditionFailed(f"column {field.name} is NOT NULL in schema.sql but the database "
+                                 "gave a NULL: run check_schema_drift.py")
     return array
 
 
