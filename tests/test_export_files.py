@@ -379,6 +379,7 @@ def test_the_manifest_checksums_sizes_and_counts_match_the_files(tmp_path):
     assert stored["supersedes"] == "batch=20261127T020000.000000Z-run0"
     assert stored["lag_seconds"] == 300
     assert stored["tool_version"] == package_metadata.version("ops-toolkit")
+    assert stored["primary_key"] == ["id"]
     assert [c["name"] for c in stored["columns"]] == ATTENDANCE
     assert re.fullmatch(r"batch=\d{8}T\d{6}\.\d{6}Z-run1", stored["batch"])
     assert stored["created_at"].endswith("Z")
@@ -394,6 +395,15 @@ def test_batches_are_listed_oldest_first_and_their_names_sort_in_publishing_orde
                                  [attendance_rows(2)], run_id=f"z{9 - n}")["batch"])
     assert names == sorted(names)  # run ids z9, z8, z7 sort backwards; the time prefix wins
     assert [m["batch"] for m in published_batches(tmp_path)] == names
+
+
+def test_an_empty_batch_is_published_with_no_files_and_a_composite_key(tmp_path):
+    manifest = write_batch(tmp_path, schema.attendance_rollups,
+                           [c.name for c in schema.attendance_rollups.columns], [[]],
+                           partition_column="attendance_date")
+    assert (manifest["row_count"], manifest["files"]) == (0, [])
+    assert manifest["primary_key"] == ["institution_id", "attendance_date", "class_name"]
+    assert [m["batch"] for m in published_batches(tmp_path)] == [manifest["batch"]]
 
 
 def glob_sees(pattern: str) -> list[str]:

@@ -564,6 +564,7 @@ class BatchWriter:
         final = self.table_folder / name
         os.rename(self.folder, final)
         _fsync_path(self.table_folder)
+        _fsync_path(self.table_folder.parent)  # the table folder itself may be new
         self.folder = final
         self._finished = True
         return manifest
@@ -588,6 +589,8 @@ class BatchWriter:
             "tool": "ops-toolkit",
             "tool_version": tool_version(),
             "row_count": self.row_count,
+            # What a reader deduplicates by (with updated_at): id, or a composite key.
+            "primary_key": [c.name for c in self.table.primary_key.columns],
             "partitioning": None if self.key is None else {
                 "column": self.partition_column, "by": self.partition_by, "key": self.key},
             "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable,
