@@ -231,6 +231,33 @@ def test_values_as_raw_drivers_give_them_make_the_same_file(tmp_path):
         assert left.equals(right), base
 
 
+def test_arrow_data_from_an_arrow_native_reader_makes_the_same_file(tmp_path):
+    """connectorx and the like give naive nanosecond times, int32, large strings, 0/1 as
+    int8, and columns in their own order: the file must be the one the tuple path writes."""
+    import pyarrow as pa
+
+    rows = attendance_rows(8)
+    by_name = dict(zip(ATTENDANCE, zip(*rows)))
+    kinds = {"attendance_date": pa.date32(), "status": pa.large_string(),
+             "is_archived": pa.int8(), "scan_count": pa.int32(), "institution_id": pa.int32()}
+    arrays = {}
+    for name in reversed(ATTENDANCE):
+        values = [int(v) for v in by_name[name]] if name == "is_archived" else by_name[name]
+        if name.endswith("_at"):
+            arrays[name] = pa.array(values, type=pa.timestamp("ns"))
+        else:
+            arrays[name] = pa.array(values, type=kinds.get(name, pa.int64()))
+    table = pa.table(arrays)
+    first = write_batch(tmp_path / "tuples", schema.attendance_records, ATTENDANCE, [rows])
+    writer = BatchWriter(tmp_path / "arrow", schema.attendance_records, ATTENDANCE,
+                         run_id="run1")
+    assert writer.write_arrow(table.slice(0, 3)) == 3 and writer.write_arrow(table.slice(3)) == 5
+    second = writer.commit({})
+    left = pq.read_table(tmp_path / "tuples" / first["batch"] / first["files"][0]["path"])
+    right = pq.read_table(tmp_path / "arrow" / second["batch"] / second["files"][0]["path"])
+    assert left.equals(right)
+
+
 def test_a_null_in_a_not_null_column_is_refused_as_schema_drift(tmp_path):
     row = list(attendance_rows(1)[0])
     row[ATTENDANCE.index("updated_at")] = None

@@ -126,9 +126,13 @@ def _column_array(values: Sequence[Any], field: "pa.Field") -> "pa.Array":
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         array = _converted_array(values, field)
     if array.null_count and not field.nullable:
-        raise PreconditionFailed(f"column {field.name} is NOT NULL in schema.sql but the database "
-                                 "gave a NULL: run check_schema_drift.py")
+        _refuse_null(field)
     return array
+
+
+def _refuse_null(field: "pa.Field") -> None:
+    raise PreconditionFailed(f"column {field.name} is NOT NULL in schema.sql but the database "
+                             "gave a NULL: run check_schema_drift.py")
 
 
 def _converted_array(values: Sequence[Any], field: "pa.Field") -> "pa.Array":
@@ -330,8 +334,7 @@ class _PartitionFiles:
     def __init__(self, folder: str):
         self.folder = folder  # relative to the batch folder; "" without partitions
         self.next_index = 0
-        self.writer = None  # format writer of the open file
-        self.stream = None  # the JSONL text stream
+        self.writer = None  # the open file's writer (a text stream for JSON Lines)
         self.name = ""
         self.rows_in_file = 0  # rows assigned to the open file, written or waiting
         self.row_groups = 0
@@ -393,7 +396,38 @@ class BatchWriter:
             raise RuntimeError("the batch is already committed or aborted")
         if not rows:
             return 0
-        batch = self._record_batch(rows)
+        return self._write_batch(self._record_batch(rows))
+
+    def write_arrow(self, data) -> int:
+        """Add an Arrow record batch or table (an Arrow-native reader's, e.g. connectorx) with
+        the batch's columns: cast to the batch's types, naive times taken as UTC."""
+        if self._finished:
+            raise RuntimeError("the batch is already committed or aborted")
+        import pyarrow as pa
+
+        missing = [name for name in self.columns if name not in data.schema.names]
+        if missing:
+            raise ValueError(f"the Arrow data has no column {', '.join(missing)}")
+        arrays = []
+        for field in self.schema:
+            column = data.column(field.name)
+            if isinstance(column, pa.ChunkedArray):
+                column = column.combine_chunks()
+            if pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type):
+                if column.type.tz is None:
+                    column = column.cast(pa.timestamp("us")).view(field.type)
+                else:
+                    column = column.cast(field.type)
+            else:
+                column = column.cast(field.type)
+            if column.null_count and not field.nullable:
+                _refuse_null(field)
+            arrays.append(column)
+        if not len(data):
+            return 0
+        return self._write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+    def _write_batch(self, batch: "pa.RecordBatch") -> int:
         for folder, part in self._split_by_partition(batch):
             self._append(self._partition(folder), part)
         self.row_count += batch.num_rows
@@ -477,7 +511,7 @@ class BatchWriter:
             elif self.fmt == "csv":
                 partition.writer.write_batch(_with_times_as_text(piece, " "))
             else:
-                partition.stream.write(_jsonl_lines(piece))
+                partition.writer.write(_jsonl_lines(piece))
             self._open.move_to_end(partition.folder)
             if partition.rows_in_file >= self.max_rows_per_file:
                 self._close_file(partition)
@@ -504,8 +538,7 @@ class BatchWriter:
         elif self.fmt == "csv":
             partition.writer = pcsv.CSVWriter(path, _with_times_as_text(self.schema, " "))
         else:
-            partition.stream = partition.writer = open(path, "w", encoding="utf-8",
-                                                       newline="\n")
+            partition.writer = open(path, "w", encoding="utf-8", newline="\n")
         self._open[partition.folder] = partition
 
     def _write_row_group(self, partition: _PartitionFiles, rows: int) -> None:
@@ -524,7 +557,7 @@ class BatchWriter:
         if self.fmt == "parquet" and partition.waiting_rows:
             self._write_row_group(partition, partition.waiting_rows)
         partition.writer.close()
-        partition.writer = partition.stream = None
+        partition.writer = None
         del self._open[partition.folder]
         temporary = self._temporary_path(partition)
         sha256, size = _hash_and_sync(temporary)
