@@ -376,6 +376,8 @@ class BatchWriter:
             if not (pa.types.is_date(kind) or pa.types.is_timestamp(kind)):
                 raise ValueError(f"partition column {partition_column} is not a date or time")
             self.key = partition_key(partition_column, partition_by)
+            if self.key in table.c:  # a Hive reader would see two columns of one name
+                raise ValueError(f"partition key {self.key} is a column of {table.name}")
         self._json_columns = _json_columns(table, self.columns)
         self.table_folder = Path(table_folder)
         self.folder = self.table_folder / f"{TEMPORARY_PREFIX}{run_id}"
