@@ -386,7 +386,7 @@ def _json_tables(name: str, data: bytes, level: str | None, reading: _Reading) -
         return [_json_table(name, name + " ", level, document, reading)]
     if not isinstance(document, dict):
         reading.problems.append(f"{name}: a JSON list of objects or an object with one list per "
-                                f"level is needed, not a {_json_type(document)}")
+                                f"level is needed, not {_a(_json_type(document))}")
         return []
     tables = []
     by_level: dict[str, str] = {}
@@ -401,7 +401,7 @@ def _json_tables(name: str, data: bytes, level: str | None, reading: _Reading) -
         elif level is not None and key_level != level:
             reading.problems.append(f"{name}: key {key!r} in a file of {level}")
         elif not isinstance(items, list):
-            reading.problems.append(f"{name} {key}: a list is needed, not a {_json_type(items)}")
+            reading.problems.append(f"{name} {key}: a list is needed, not {_a(_json_type(items))}")
         else:
             by_level[key_level] = key
             tables.append(_json_table(f"{name} {key}", f"{name} {key}", key_level, items,
@@ -418,7 +418,7 @@ def _json_table(label: str, prefix: str, level: str | None, items: list,
     for index, item in enumerate(items):
         where = f"{prefix}[{index}]"
         if not isinstance(item, dict):
-            reading.problems.append(f"{where}: an object is needed, not a {_json_type(item)}")
+            reading.problems.append(f"{where}: an object is needed, not {_a(_json_type(item))}")
             continue
         keys.update(dict.fromkeys(item))
         table.records.append((where, item))
@@ -602,6 +602,10 @@ def _row(table: _Table, where: str, values: dict[str, object],
     return SourceRow(level, code, parent_code, name_en, name_bn, where)
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
 def _tidy(name: str, where: str, label: str, warnings: list[str]) -> str:
     """The name trimmed, inner runs of whitespace one space; a fix is a warning."""
     tidy = _WHITESPACE_RUN.sub(" ", name).strip()
@@ -626,8 +630,8 @@ def _check_across_rows(rows: dict[str, list[SourceRow]], reading: _Reading) -> N
             for row in rows[level]:
                 if row.parent_code not in parents:
                     reading.problems.append(
-                        f"{row.where}: parent code {row.parent_code!r} is not a "
-                        f"{SINGULAR[parent_level]} in the source")
+                        f"{row.where}: parent code {row.parent_code!r} is not "
+                        f"{_a(SINGULAR[parent_level])} in the source")
         named: dict[tuple[str | None, str], list[SourceRow]] = {}
         for row in rows[level]:
             named.setdefault((row.parent_code, row.name_en.casefold()), []).append(row)
