@@ -13,6 +13,7 @@ import codecs
 import csv
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -77,7 +78,7 @@ class _Reading:
     codes: dict[str, set[str]] = field(default_factory=dict)
 
 
-def read_source(source: str, fmt: str | None = None, *, timeout: float = 30,
+def read_source(source: str | os.PathLike, fmt: str | None = None, *, timeout: float = 30,
                 max_bytes: int = 50_000_000) -> LocationSource:
     """The locations `source` holds (a file, a folder of one file per level, an http(s) URL).
 
@@ -88,6 +89,7 @@ def read_source(source: str, fmt: str | None = None, *, timeout: float = 30,
 
     if fmt is not None and fmt not in FORMAT_NAMES:
         raise BadInput(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+    source = os.fspath(source)
     reading = _Reading()
     if _URL.match(source):
         if not source.lower().startswith(("http://", "https://")):
@@ -155,9 +157,10 @@ def _download(url: str, shown: str, timeout: float, max_bytes: int) -> tuple[byt
 
     parts = urlsplit(url)
     headers = {"Accept-Encoding": "identity", "User-Agent": "ops-toolkit location import"}
+    authorization = None
     if parts.username is not None or parts.password is not None:
         credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
         netloc = parts.hostname or ""
         if ":" in netloc:  # an IPv6 address
             netloc = f"[{netloc}]"
@@ -167,10 +170,15 @@ def _download(url: str, shown: str, timeout: float, max_bytes: int) -> tuple[byt
     received = 0
     try:
         request = urllib.request.Request(url, headers=headers)
+        if authorization:  # not sent on to wherever a redirect points
+            request.add_unredirected_header("Authorization", authorization)
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if response.status != 200:
                 raise BadInput(f"{shown}: HTTP {response.status} {response.reason}, "
                                f"not 200: nothing read")
+            if response.headers.get_content_type() == "text/html":
+                raise BadInput(f"{shown}: the server sent an HTML page (a login or error "
+                               f"page?), not a location file: nothing read")
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise BadInput(f"{shown}: the server sent it {encoding}-encoded; "
@@ -250,7 +258,7 @@ def _read_folder(folder: Path, fmt: str | None, max_bytes: int,
             if suffix == ".json":
                 tables += _json_tables(paths[0].name, data, level, reading)
             else:
-                tables += _csv_tables(paths[0].name, data, level, reading)
+                tables += _csv_tables(paths[0].name, data, level, reading, combined=False)
     return tables, "json" if suffix == ".json" else "csv-per-level"
 
 
