@@ -110,9 +110,7 @@ def test_common_header_spellings_map_to_the_fields(tmp_path, header, mapped):
     source = read_source(str(write(tmp_path / "unions.csv", f"{header}\n{body}\n")))
     assert [(row.code, row.parent_code, row.name_en, row.name_bn)
             for row in source.rows["unions"]][0] == ("267211", "2672", "Aminbazar", "আমিনবাজার")
-    assert [(h, f) for _, h, f in source.header_mapping] == sorted(
-        zip(header.split(","), mapped), key=lambda pair: ["code", "name_en", "name_bn",
-                                                          "parent_code"].index(pair[1]))
+    assert [(h, f) for _, h, f in source.header_mapping] == list(zip(header.split(","), mapped))
 
 
 def test_a_combined_csv_takes_level_names_singular_or_plural_in_any_case(tmp_path):
@@ -238,6 +236,26 @@ def test_a_missing_column_is_one_problem_naming_the_file_and_its_headers(tmp_pat
         "name_english); its headers: 'code', 'upazila_id', 'bn_name'"]
 
 
+def test_a_json_key_missing_from_every_object_is_one_problem_naming_the_keys(tmp_path):
+    path = write(tmp_path / "unions.json", '[{"id": "267211", "upazila_id": "2672", '
+                                           '"bn_name": "আমিনবাজার"}]')
+    assert problems_of(path) == [
+        "unions.json: no English name key (one of name_en, name, english_name, en_name, "
+        "name_english); its keys: 'id', 'upazila_id', 'bn_name'"]
+
+
+def test_json_values_that_are_not_text_are_problems(tmp_path):
+    items = [{"code": 267211.0, "parent_code": "2672", "name_en": "Aminbazar", "name_bn": None},
+             {"code": "267215", "parent_code": True, "name_en": 7, "name_bn": ["আশুলিয়া"]},
+             {"code": "267227", "parent_code": 2672, "name_en": "Birulia", "name_bn": None}]
+    path = write(tmp_path / "unions.json", json.dumps(items))
+    assert problems_of(path) == [
+        "unions.json [0]: code is a JSON number (267211.0), not text",
+        "unions.json [1]: parent code is a JSON boolean (True), not text",
+        "unions.json [1]: English name is a JSON number (7), not text",
+        "unions.json [1]: Bengali name is a JSON list (['আশুলিয়া']), not text"]
+
+
 def test_two_columns_for_one_field_are_refused(tmp_path):
     text = "id,code,parent_code,name,bn_name\n1,267211,2672,Aminbazar,আমিনবাজার\n"
     assert problems_of(write(tmp_path / "unions.csv", text)) == [
@@ -252,6 +270,16 @@ def test_a_parent_missing_from_the_source_level_above_is_reported_per_row(tmp_pa
     assert problems_of(source) == [
         "locations.csv row 203: parent code '70' is not a division in the source",
         "locations.csv row 202: parent code '9999' is not an upazila in the source"]
+
+
+def test_the_children_of_a_bad_row_are_not_reported_again_as_orphans(tmp_path):
+    text = ("level,code,parent_code,name,bn_name\n"
+            "district,26,30,,ঢাকা\n"
+            "upazila,2672,26,Savar,সাভার\n"
+            "upazila,2638,27,Keraniganj,কেরানীগঞ্জ\n")
+    assert problems_of(write(tmp_path / "bd.csv", text)) == [
+        "bd.csv row 2: English name is empty",
+        "bd.csv row 4: parent code '27' is not a district in the source"]
 
 
 def test_a_duplicate_code_is_reported_with_both_rows(tmp_path):

@@ -64,6 +64,7 @@ class _Table:
     level: str | None  # every record's level (file name, JSON key); None: a level column says
     headers: list[str]
     records: list[tuple[str, dict[str, object]]] = field(default_factory=list)  # where, values
+    column: str = "column"  # what a header is called in messages: "key" in JSON
 
 
 @dataclass
@@ -419,7 +420,7 @@ def _json_tables(name: str, data: bytes, level: str | None, reading: _Reading) -
 
 def _json_table(label: str, prefix: str, level: str | None, items: list,
                 reading: _Reading) -> _Table:
-    table = _Table(label, level, [])
+    table = _Table(label, level, [], column="key")
     if not items and level is not None:
         reading.problems.append(f"{label} is an empty list")
     keys: dict[str, None] = {}
@@ -449,11 +450,12 @@ def _normal_header(header: str) -> str:
 
 
 def _missing_column(reading: _Reading, label: str, field_name: str, aliases: tuple[str, ...],
-                    headers: list[str], level: str | None = None) -> None:
+                    headers: list[str], level: str | None = None, column: str = "column") -> None:
     of = f" of {level}" if level else ""
     has = ", ".join(repr(h) for h in headers) or "none"
-    reading.problems.append(f"{label}: no {FIELD_LABELS[field_name]} column{of} (one of "
-                            f"{', '.join(aliases)}); its headers: {has}")
+    reading.problems.append(f"{label}: no {FIELD_LABELS[field_name]} {column}{of} (one of "
+                            f"{', '.join(aliases)}); its {'keys' if column == 'key' else 'headers'}"
+                            f": {has}")
 
 
 def _columns(table: _Table, reading: _Reading) -> dict[tuple[str, str | None], str] | None:
@@ -467,13 +469,13 @@ def _columns(table: _Table, reading: _Reading) -> dict[tuple[str, str | None], s
         if len(matches) > 1:
             of = f" of {level}" if level and field_name == "parent_code" else ""
             reading.problems.append(
-                f"{table.label}: columns {', '.join(repr(h) for h in matches)} are all the "
+                f"{table.label}: {table.column}s {', '.join(repr(h) for h in matches)} are all the "
                 f"{FIELD_LABELS[field_name]}{of}: keep one")
         elif matches:
             found[field_name, level] = matches[0]
         elif required:
             _missing_column(reading, table.label, field_name, aliases, table.headers,
-                            level if field_name == "parent_code" else None)
+                            level if field_name == "parent_code" else None, table.column)
 
     find("code", CODE_HEADERS, None, True)
     find("name_en", NAME_EN_HEADERS, None, True)
@@ -492,7 +494,8 @@ def _columns(table: _Table, reading: _Reading) -> dict[tuple[str, str | None], s
         return None
     used = set(found.values())
     parent_headers = {header for (name, _), header in found.items() if name == "parent_code"}
-    for (field_name, level), header in found.items():
+    order = {header: position for position, header in enumerate(table.headers)}
+    for (field_name, level), header in sorted(found.items(), key=lambda item: order[item[1]]):
         # One parent column for every level is "parent_code"; per-level ones say their level.
         target = field_name
         if level is not None and table.level is None and len(parent_headers) > 1:
@@ -500,9 +503,9 @@ def _columns(table: _Table, reading: _Reading) -> dict[tuple[str, str | None], s
         entry = (table.label, header, target)
         if entry not in reading.header_mapping:
             reading.header_mapping.append(entry)
-    ignored = [h for h in table.headers if h not in used]
+    ignored = [h for h in table.headers if h not in used and h.strip()]
     if ignored:
-        reading.warnings.append(f"{table.label}: columns ignored: "
+        reading.warnings.append(f"{table.label}: {table.column}s ignored: "
                                 f"{', '.join(repr(h) for h in ignored)}")
     return found
 
@@ -574,17 +577,19 @@ def _row(table: _Table, where: str, values: dict[str, object],
         return ""
 
     code = text("code").strip()
+    if code:
+        reading.codes.setdefault(level, set()).add(code)
     parent_code = text("parent_code", level).strip() or None
     name_en = _tidy(text("name_en"), where, "English name", reading.warnings)
     name_bn = _tidy(text("name_bn"), where, "Bengali name", reading.warnings) or None
+    if len(problems) > before:  # a value that is not text: "is empty" would only repeat it
+        return None
     if not code:
         problems.append(f"{where}: code is empty")
-    else:
-        reading.codes.setdefault(level, set()).add(code)
-        if len(code) > CODE_MAX:
-            shown = code if len(code) <= 40 else code[:40] + "..."
-            problems.append(f"{where}: code {shown!r} is {len(code)} characters, more than "
-                            f"{CODE_MAX}")
+    elif len(code) > CODE_MAX:
+        shown = code if len(code) <= 40 else code[:40] + "..."
+        problems.append(f"{where}: code {shown!r} is {len(code)} characters, more than "
+                        f"{CODE_MAX}")
     if level == "divisions":
         if parent_code is not None:
             problems.append(f"{where}: parent code {parent_code!r} given, but a division has no "
