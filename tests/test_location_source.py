@@ -80,6 +80,33 @@ def test_a_folder_with_some_levels_is_a_partial_source_with_the_parent_codes_as_
     assert [row.parent_code for row in source.rows["unions"]] == [p.parent_code for p in unions]
 
 
+def test_a_folder_of_json_level_files_reads(tmp_path):
+    folder = tmp_path / "levels"
+    for level, places in by_level(hierarchy()[:300]).items():
+        items = [{"code": p.code, "parent_code": p.parent_code, "name": p.name_en,
+                  "bn_name": p.name_bn} for p in places]
+        write(folder / f"{level}.json", json.dumps(items, ensure_ascii=False))
+    source = read_source(folder)
+    assert source.format == "json"
+    assert {level: len(rows) for level, rows in source.rows.items()} == {
+        level: len(places) for level, places in by_level(hierarchy()[:300]).items()}
+    assert source.rows["unions"][0].where == "unions.json [0]"
+    assert problems_of(folder, "csv-combined") == [
+        f"{folder}: a folder holds one file per level; --format csv-combined reads one file: "
+        f"give the file"]
+
+
+def test_a_level_twice_in_a_json_object_is_refused(tmp_path):
+    union = '{"code": "267211", "parent_code": "2672", "name": "Aminbazar", "bn_name": null}'
+    text = f'{{"unions": [{union}], "Unions": [{union}], "districts": []}}'
+    assert problems_of(write(tmp_path / "bd.json", text)) == [
+        "bd.json: keys 'unions' and 'Unions' are both unions: keep one",
+        "bd.json districts is an empty list"]
+    text = f'{{"unions": [{union}], "unions": [{union}]}}'
+    assert problems_of(write(tmp_path / "bd.json", text)) == [
+        "bd.json: key 'unions' twice in one object (one would be lost)"]
+
+
 def test_rows_say_where_they_come_from(tmp_path):
     folder = write_source(tmp_path, "csv")
     source = read_source(str(folder))

@@ -526,6 +526,8 @@ class _Numbers:
 def _rows(tables: list[_Table], reading: _Reading) -> dict[str, list[SourceRow]]:
     rows: dict[str, list[SourceRow]] = {level: [] for level in LEVELS}
     for table in tables:
+        if not table.records:  # nothing to map (an empty level is reported where it is read)
+            continue
         columns = _columns(table, reading)
         if columns is None:
             continue
