@@ -184,6 +184,12 @@ def test_a_file_of_unknown_kind_asks_for_the_format(tmp_path):
     assert read_source(str(folder), "csv").levels() == ["unions"]
 
 
+def test_an_unknown_format_is_refused(tmp_path):
+    path = write(tmp_path / "unions.csv", UNIONS_OF_SAVAR)
+    assert problems_of(path, "xml") == ["unknown format 'xml': use csv, csv-combined, json"]
+    assert read_source(path, "csv-per-level").levels() == ["unions"]
+
+
 def test_a_csv_named_after_no_level_and_without_a_level_column_is_refused(tmp_path):
     path = write(tmp_path / "export.csv", UNIONS_OF_SAVAR)
     assert problems_of(path) == [

@@ -21,10 +21,9 @@ from pathlib import Path, PurePosixPath
 from ...errors import BadInput
 from .model import CODE_MAX, LEVELS, NAME_MAX, PARENT_LEVEL, LocationSource, SourceRow, too_many
 
+# What `fmt` (the tool's --format) may be; "csv-per-level", the name a LocationSource reports,
+# is accepted as a synonym of "csv".
 FORMATS = ("csv", "csv-combined", "json")
-# The name a LocationSource reports for each way of reading.
-FORMAT_NAMES = {"csv": "csv-per-level", "csv-per-level": "csv-per-level",
-                "csv-combined": "csv-combined", "json": "json"}
 SINGULAR = {"divisions": "division", "districts": "district", "upazilas": "upazila",
             "unions": "union"}
 # A level named in a level column, a JSON key or a file name: singular or plural, any case,
@@ -88,7 +87,7 @@ def read_source(source: str | os.PathLike, fmt: str | None = None, *, timeout: f
     """
     from ...settings import mask_url
 
-    if fmt is not None and fmt not in FORMAT_NAMES:
+    if fmt is not None and fmt not in (*FORMATS, "csv-per-level"):
         raise BadInput(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
     source = os.fspath(source)
     reading = _Reading()
