@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import astuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -12,7 +13,14 @@ from sqlalchemy import select, text
 
 from ops_lib.errors import BadInput
 from ops_lib.jobs.locations import describe
-from ops_lib.jobs.locations.model import LEVELS, PARENT_COLUMN, TABLES, LocationSource, SourceRow
+from ops_lib.jobs.locations.model import (
+    LEVELS,
+    PARENT_COLUMN,
+    PARENT_LEVEL,
+    TABLES,
+    LocationSource,
+    SourceRow,
+)
 from ops_lib.jobs.locations.plan import apply, plan
 from ops_lib.result import JobResult
 from ops_lib.schema import ops_job_runs
@@ -84,7 +92,7 @@ def stored(db, level):
         rows = conn.execute(select(table)).mappings().all()
         parents = {}
         if level in PARENT_COLUMN:
-            parent_table = TABLES[LEVELS[LEVELS.index(level) - 1]]
+            parent_table = TABLES[PARENT_LEVEL[level]]
             parents = dict(conn.execute(select(parent_table.c.id, parent_table.c.code)).all())
     return {r["code"]: (parents.get(r.get(PARENT_COLUMN.get(level))), r["name_en"],
                         r["name_bn"], bool(r["is_active"])) for r in rows}
@@ -498,3 +506,26 @@ def test_the_dry_run_says_which_header_each_field_was_read_from(db, db_url, tmp_
     assert ('levels: level=unions in_source=1 new=0 changed=0 moved=0 reactivated=0 '
             'unchanged=1 missing=0 active_in_scope=1 scope="under the upazilas its rows name"'
             ) in done.stdout.splitlines()
+
+
+def test_one_divisions_subtree_of_the_whole_country_changes_nothing_outside_it(
+        db, db_url, tmp_path):
+    places = hierarchy()
+    import_rows(db, [astuple(place) for place in places])
+    before = location_tables(db)
+    dhaka = [p for p in places if p.level == "divisions" and p.code == "30"]
+    for level in LEVELS[1:]:  # codes repeat across levels: district 30 is Feni, not Dhaka
+        parents = {p.code for p in dhaka if p.level == PARENT_LEVEL[level]}
+        dhaka += [p for p in places if p.level == level and p.parent_code in parents]
+    gone = next(p for p in reversed(dhaka) if p.level == "unions")
+    source = write_source(tmp_path / "dhaka", "json-object", [p for p in dhaka if p != gone])
+    done = run_cli(TOOL, str(source), "--execute", env=tool_env(db_url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "note: inserted 0, updated 0 and deactivated 1 rows, in one transaction" \
+        in done.stdout
+    after = location_tables(db)
+    assert {level: after[level] for level in LEVELS[:3]} == \
+        {level: before[level] for level in LEVELS[:3]}
+    changed = set(after["unions"]) ^ set(before["unions"])
+    assert {row[1] for row in changed} == {gone.code}  # the one union, and no other row
+    assert stored(db, "unions")[gone.code][3] is False
