@@ -244,10 +244,8 @@ def test_a_parent_in_neither_the_source_nor_the_database_is_one_line_per_row(db)
     with pytest.raises(BadInput) as refused:
         plan_rows(db, rows)
     assert refused.value.problems == [
-        "unions.csv row 2: upazila '999999' is in neither the source's levels nor the "
-        "database's upazilas",
-        "unions.csv row 3: upazila '999999' is in neither the source's levels nor the "
-        "database's upazilas"]
+        "unions.csv row 2: parent upazila '999999' is neither in the source nor in the database",
+        "unions.csv row 3: parent upazila '999999' is neither in the source nor in the database"]
     assert snapshot(db) == before
 
 
@@ -328,8 +326,8 @@ def test_a_parent_missing_everywhere_is_exit_2_and_leaves_the_tables_as_they_wer
                     "--execute")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "error: unions.csv row 2: upazila '999999' is in neither the source's levels nor the "
-        "database's upazilas")
+        "error: unions.csv row 2: parent upazila '999999' is neither in the source nor in the "
+        "database")
     assert_unchanged(before, snapshot(db))
 
 

@@ -189,9 +189,8 @@ def _parent_found(row: SourceRow, parent_level: str, in_source: set[str] | None,
         return True
     parent = stored[parent_level].get(row.parent_code)
     if parent is None:
-        where = "the source" if in_source is not None else "the source's levels"
-        problems.append(f"{row.where}: {kind} {row.parent_code!r} is in neither {where} nor "
-                        f"the database's {parent_level}")
+        problems.append(f"{row.where}: parent {kind} {row.parent_code!r} is neither in the "
+                        f"source nor in the database")
         return False
     if not parent.is_active:
         result.warnings.append(f"{row.where}: {kind} {row.parent_code!r} is inactive in the "
