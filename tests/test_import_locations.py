@@ -249,6 +249,16 @@ def test_a_parent_in_neither_the_source_nor_the_database_is_one_line_per_row(db)
     assert snapshot(db) == before
 
 
+def test_a_parent_only_in_the_database_and_inactive_there_is_a_warning(db):
+    import_rows(db, EVERYTHING)
+    import_rows(db, without(EVERYTHING, "303330", "30333001"), allow_shrink=True)
+    assert stored(db, "upazilas")["303330"][3] is False
+    planned = plan_rows(db, [UNIONS[-1]])  # Pubail alone: its upazila is inactive
+    assert planned.warnings == [
+        "unions.csv row 2: upazila '303330' is inactive in the database and not in the source"]
+    assert [u.row.code for u in planned.levels["unions"].reactivated] == ["30333001"]
+
+
 def test_a_truncated_unions_level_is_refused_and_passes_with_allow_shrink(db):
     import_rows(db, EVERYTHING)
     before = snapshot(db)
