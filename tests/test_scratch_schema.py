@@ -322,6 +322,8 @@ def test_sigterm_while_sweeping_drops_the_new_scratch_the_sweep_finishes_and_say
             server.made.append(scratch)
             wait_for_drop_waiting_on_lock(server, process, scratch, old)
             assert existing(server, scratch, old) == {scratch, old}
+            # The sweep runs after the load: the new scratch holds all of schema.sql by now.
+            assert tables_of(server, scratch) == {s.table for s in schema_statements() if s.table}
             process.send_signal(signal.SIGTERM)
         finally:
             holder.exec_driver_sql("ROLLBACK")
@@ -457,3 +459,24 @@ def test_a_user_who_may_not_create_the_scratch_is_told_what_to_grant(server, liv
     message = str(raised.value)
     assert r"ALL ON `ops\_scratch\_%`.*" in message and "--scratch-database NAME" in message
     server.made.append(scratch_named_in(message))
+
+
+@pytest.mark.slow
+def test_the_scratch_ddl_stays_out_of_the_binary_log_so_a_replica_never_sees_it(replica_pair):
+    pair = replica_pair
+    live_db = unique_name("ops_test_live")
+    pair.primary.query(f"CREATE DATABASE `{live_db}`")
+    database = connect(pair.primary_url(live_db))
+    try:
+        with scratch_schema(database.engine, live_db) as name:
+            pair.wait_caught_up()  # the replica has applied all the primary logged so far
+            assert pair.primary.query(f"SHOW DATABASES LIKE '{name}'")
+            assert not pair.replica.query(f"SHOW DATABASES LIKE '{name}'")
+        events = pair.primary.query("SHOW BINLOG EVENTS IN "
+                                    f"'{pair.primary.query('SHOW MASTER STATUS')[0]['File']}'")
+        assert not [event for event in events if name in (event.get("Info") or "")]
+        assert not pair.primary.query(f"SHOW DATABASES LIKE '{name}'")
+    finally:
+        database.engine.dispose()
+        pair.primary.query(f"DROP DATABASE IF EXISTS `{live_db}`")
+        pair.wait_caught_up()
