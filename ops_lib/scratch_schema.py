@@ -228,7 +228,8 @@ def _create_failed(error, scratch: str, operator_named: bool) -> OpsError:
 
     code = mysql_error_code(error)
     if code == MYSQL_DATABASE_EXISTS:
-        if operator_named:  # it may be anyone's database: never suggest dropping it
+        if operator_named and scratch_created_at(scratch) is None:
+            # Not a name of the generated pattern: it may be anyone's, never suggest dropping it
             return BadInput(f"--scratch-database {scratch} already exists: name a database that "
                             "does not exist (the check creates it and drops it afterwards)")
         return BadInput(f"the scratch database {scratch} already exists (a generated name met an "
