@@ -228,10 +228,12 @@ def _create_failed(error, scratch: str, operator_named: bool) -> OpsError:
 
     code = mysql_error_code(error)
     if code == MYSQL_DATABASE_EXISTS:
-        whose = ("it is not created by this run and is never loaded into or dropped"
-                 if operator_named else "a generated name met an existing database")
-        return BadInput(f"the scratch database {scratch} already exists ({whose}); if an "
-                        f"earlier run left it, drop it by hand: {drop_statement(scratch)};")
+        if operator_named and scratch_created_at(scratch) is None:
+            # Not a name of the generated pattern: it may be anyone's, never suggest dropping it
+            return BadInput(f"--scratch-database {scratch} already exists: name a database that "
+                            "does not exist (the check creates it and drops it afterwards)")
+        return BadInput(f"the scratch database {scratch} already exists (a generated name met an "
+                        f"existing database); if an earlier run left it: {drop_statement(scratch)};")
     if code == MYSQL_DATABASE_ACCESS_DENIED:
         return PreconditionFailed(
             f"cannot create the scratch database {scratch}: {describe_db_error(error)}; grant "

@@ -533,7 +533,8 @@ def test_an_existing_scratch_name_is_bad_input_exit_2_and_left_as_it_was(
     try:
         done = _run(mariadb_live, tmp_path, "--scratch-database", name)
         assert done.returncode == 2
-        assert f"error: the scratch database {name} already exists" in done.stderr
+        assert f"error: --scratch-database {name} already exists" in done.stderr
+        assert "DROP" not in done.stderr
         assert _databases(name) == {name}
         assert set(_catalog_of(f"{MYSQL_SERVER_URL}/{name}").tables) == {"kept"}
     finally:
