@@ -537,3 +537,15 @@ def test_one_divisions_subtree_of_the_whole_country_changes_nothing_outside_it(
     changed = set(after["unions"]) ^ set(before["unions"])
     assert {row[1] for row in changed} == {gone.code}  # the one union, and no other row
     assert stored(db, "unions")[gone.code][3] is False
+
+
+def test_a_source_with_several_problems_gets_one_error_line_for_each(db, db_url, tmp_path):
+    rows = replaced(EVERYTHING, UNIONS[1][1], name_en="  ") + [UNIONS[0]]  # blank name, twice
+    before = snapshot(db)
+    done = run_tool(db_url, tmp_path, rows, "--execute")
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, done.stderr
+    assert sum("is already at unions.csv row" in line for line in errors) == 1, errors
+    assert sum("English name" in line for line in errors) == 1, errors
+    assert_unchanged(before, snapshot(db))

@@ -31,7 +31,7 @@ def main(source, fmt, allow_shrink, **options):
     from ops_lib.jobs import locations  # here, not at the top: --help stays fast
 
     run_tool("import_ipemis_locations", locations.run, options,
-             source=locations.GivenSource(source), fmt=fmt, allow_shrink=allow_shrink)
+             source=source, fmt=fmt, allow_shrink=allow_shrink)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ and applies in one transaction (`plan.apply`). Rules: docs/tools/import_ipemis_l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ...result import DONE, JobResult, dry_run_reason
@@ -18,30 +17,16 @@ from .plan import LevelPlan, LocationPlan, RowUpdate, StoredRow, apply, plan
 SAMPLE = 10  # rows shown per level and kind of change
 WARNINGS_SHOWN = 20
 MAPPED_FIELDS = ("level", "code", "parent_code", "name_en", "name_bn")
-URL_SCHEMES = ("http://", "https://")
 KINDS = ("new", "changed", "moved", "reactivated", "unchanged", "missing")
 
 
-@dataclass(frozen=True)
-class GivenSource:
-    """SOURCE as typed. The run ledger stores a job's arguments as text (`str`), where a URL's
-    password must not go: `str` masks it, the job reads `text`."""
-
-    text: str
-
-    def __str__(self) -> str:
-        from ...settings import mask_url
-
-        return mask_url(self.text) if self.text.lower().startswith(URL_SCHEMES) else self.text
-
-
-def run(ctx: RunContext, source: GivenSource | str, fmt: str | None = None,
+def run(ctx: RunContext, source: str, fmt: str | None = None,
         allow_shrink: bool = False) -> JobResult:
     """Import SOURCE (file, folder or URL): the diff per level; with --execute, applied."""
     from .source import read_source
 
     result = JobResult(ctx.tool, ctx.dry_run)
-    loaded = read_source(source.text if isinstance(source, GivenSource) else source, fmt)
+    loaded = read_source(source, fmt)
     percent = ctx.settings.location_max_shrink_percent
     written = None
     if ctx.dry_run:
