@@ -57,6 +57,8 @@ TOOLS: dict[str, ToolUse] = {
         "worker_lease_seconds", "worker_max_attempts", "worker_backoff_seconds",
         "worker_backoff_cap_seconds", "scan_late_after", "push_batch_size",
         "firebase_credentials", "firebase_project_id", "fcm_endpoint"})),
+    # The schedule's optional jobs decide which jobs the service runs.
+    "run_scheduler": ToolUse(settings=frozenset({"optional_jobs"})),
     "run_billing_jobs": ToolUse(settings=frozenset({
         "invoice_due_days", "billing_grace_days", "reminder_offsets_days", "billing_currency",
         "billing_batch_size"})),

@@ -25,7 +25,7 @@ from sqlalchemy import insert, select, update
 from ops_lib.db import connect
 from ops_lib.runtime import StopSignal
 from ops_lib.schedule import ScheduledJob
-from ops_lib.scheduler.service import Scheduler
+from ops_lib.scheduler.service import Scheduler, read_state
 from ops_lib.schema import ops_job_runs
 from tests.conftest import REPO, run_cli, sqlite_database, tool_env
 
@@ -331,9 +331,14 @@ def test_a_job_that_crashes_does_not_stop_the_service(rig, tmp_path):
         {"tool": "sleeper", "cron": "* * * * *", "budget_seconds": 3600}])
     service = start_service(rig, tmp_path, env, schedule)
     try:
-        wait_for(lambda: "crasher: slot" in log_text(tmp_path)
-                 and "failed (exit 3), exit 3" in log_text(tmp_path), "the crash to be logged")
-        wait_for(lambda: rig.started("sleeper"), "the other job to start")
+        def saved() -> dict:
+            return read_state(rig.state_file).get("jobs", {})
+
+        # The state file is written at the end of the tick that saw the crash.
+        wait_for(lambda: (saved().get("crasher", {}).get("last_run") or {}).get("outcome")
+                 == "failed (exit 3)" and saved()["sleeper"]["running"],
+                 "the crash to be recorded while the other job runs")
+        assert "failed (exit 3), exit 3" in log_text(tmp_path)
         assert service.poll() is None
         status = run_cli("run_scheduler", "status", "--json",
                          *service_args(rig, tmp_path, schedule), env=env)
@@ -373,7 +378,8 @@ def test_start_status_stop_use_the_pid_file_and_a_stale_one_does_not_block_a_sta
     pid = int(started["stop_reason"].removeprefix("started (pid ").rstrip(")"))
     try:
         assert pid_file.read_text(encoding="utf-8").strip() == str(pid)
-        wait_for(lambda: rig.started("sleeper"), "the started service to run its job")
+        wait_for(lambda: rig.started("sleeper") and read_state(rig.state_file),
+                 "the started service to run its job and save its state")
         assert scheduler("start")["stop_reason"] == f"already running (pid {pid})"
         status = scheduler("status")
         assert status["sections"]["Service"][0]["running"] == "yes"

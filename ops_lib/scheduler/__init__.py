@@ -162,7 +162,9 @@ def _serve(ctx, result, jobs, tools_dir, pid_file, state_file, kill_grace, once)
         raise PreconditionFailed(f"the scheduler already runs (pid {lock.read_pid() or '?'}, "
                                  f"pid file {pid_file})")
     try:
-        scheduler = Scheduler(jobs, SystemClock(), state_file, tools_dir, kill_grace)
+        # The jobs use the service's database, also when it came from --database-url.
+        env = dict(os.environ, OPS_DATABASE_URL=ctx.settings.database_url)
+        scheduler = Scheduler(jobs, SystemClock(), state_file, tools_dir, kill_grace, env)
         ctx.log.info("scheduler %s: %d jobs (%s), pid file %s, state %s", "--once" if once
                      else "running", len(jobs), ", ".join(j.tool for j in jobs), pid_file,
                      state_file)
