@@ -277,7 +277,7 @@ class Scheduler:
         for child in ended:
             self.children.remove(child)
             if child.relay is not None:
-                child.relay.join(timeout=5)
+                child.relay.join(timeout=1)  # a job's own child may hold the pipe
             code = child.process.returncode
             took = _duration(self.clock.monotonic() - child.started_tick)
             if child.why_stopped == "timeout":
@@ -420,7 +420,10 @@ def serve(scheduler: Scheduler, stop: StopSignal, heartbeat: Callable[[], None],
         while True:
             now = clock.now()
             scheduler.tick(now)
-            heartbeat()
+            try:
+                heartbeat()
+            except Exception as exc:  # a database blip must not stop the jobs: beat again later
+                log.warning("heartbeat not written to the run ledger: %s", exc)
             if once:
                 scheduler.wait_for_children(stop)
                 break
