@@ -395,26 +395,31 @@ def test_start_status_stop_use_the_pid_file_and_a_stale_one_does_not_block_a_sta
             pass
     assert len(rig.termed("sleeper")) == 1  # stop gave the running job its SIGTERM
     assert scheduler("status")["stop_reason"] == "not running"
-    assert scheduler("stop")["stop_reason"] == "not running"
 
 
-def test_a_second_service_on_the_same_pid_file_is_refused(rig, tmp_path):
+def test_a_second_service_on_the_same_pid_file_is_skipped_and_queue_health_still_sees_the_first(
+        rig, tmp_path):
     env = service_env(tmp_path)
     schedule = rig.schedule_file([{"tool": "sleeper", "cron": "* * * * *",
                                    "budget_seconds": 3600}])
     service = start_service(rig, tmp_path, env, schedule)
     try:
         wait_for(lambda: rig.started("sleeper"), "the service to run its job")
-        second = run_cli("run_scheduler", "run", *service_args(rig, tmp_path, schedule),
-                         env=env)
-        assert second.returncode == 1
-        assert [line for line in second.stderr.splitlines() if line.startswith("error:")] == [
-            f"error: the scheduler already runs (pid {service.pid}, pid file "
-            f"{tmp_path / 'sched.pid'})"]
+        second = run_cli("run_scheduler", "run", "--once", "--json",
+                         *service_args(rig, tmp_path, schedule), env=env)
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["stop_reason"] == (
+            f"the scheduler already runs (pid {service.pid})")
+        health = run_cli("queue_health_summary", "--json", env=env)
+        [row] = [row for row in json.loads(health.stdout)["sections"]["Tools"]
+                 if row["tool"] == "run_scheduler"]
+        assert (row["freshness"], row["state"]) == ("ok", "OK")
     finally:
         service.send_signal(signal.SIGTERM)
         service.communicate(timeout=WAIT_SECONDS)
     assert len(rig.started("sleeper")) == 1
+    assert [row.status for row in service_rows(env["OPS_DATABASE_URL"])] == [
+        "interrupted", "skipped"]
 
 
 def test_check_refuses_a_schedule_with_a_bad_cron_expression_or_a_missing_tool(rig, tmp_path):

@@ -152,15 +152,20 @@ def run(ctx: RunContext, action: str | None, once: bool = False, check: bool = F
 
 
 def _serve(ctx, result, jobs, tools_dir, pid_file, state_file, kill_grace, once) -> None:
-    from ..errors import PreconditionFailed
+    from ..cli import summary
     from .clock import SystemClock
     from .pidfile import PidFile
     from .service import Scheduler, serve
 
     lock = PidFile(pid_file)
     if not lock.acquire():
-        raise PreconditionFailed(f"the scheduler already runs (pid {lock.read_pid() or '?'}, "
-                                 f"pid file {pid_file})")
+        # Like every tool whose lock is held: skipped, exit 0 (a `--once` from cron while the
+        # last one still waits for a long job; a supervisor must not restart in a loop).
+        summary.info("skipped: the scheduler already runs (pid %s, pid file %s)",
+                     lock.read_pid() or "?", pid_file)
+        result.status = "skipped"
+        result.stop_reason = f"the scheduler already runs (pid {lock.read_pid() or '?'})"
+        return
     try:
         # The jobs use the service's database, also when it came from --database-url.
         env = dict(os.environ, OPS_DATABASE_URL=ctx.settings.database_url)

@@ -143,11 +143,16 @@ def judge_service(conn: Connection, now: dt.datetime,
                         grace_seconds=SERVICE_DOWN_AFTER_SECONDS, recent_runs=runs)
     health.last_success = next((run for run in runs if run.status == "ok"), None)
     health.last_failure = next((run for run in runs if run.status in FAILURES), None)
-    latest = rows[0]
+    # A run skipped because another copy held the PID file did nothing: it is no sign of life,
+    # nor of death.
+    judged = [row for row in rows if row.status != "skipped"] or rows
+    down_after = dt.timedelta(seconds=SERVICE_DOWN_AFTER_SECONDS)
+    latest = next((row for row in judged if row.status == "running"
+                   and now - row.heartbeat_at <= down_after), judged[0])
     silent = now - latest.heartbeat_at
     if latest.status == "running":
         health.running_since = latest.started_at
-        if silent.total_seconds() > SERVICE_DOWN_AFTER_SECONDS:
+        if silent > down_after:
             health.freshness, health.state = DOWN, CRITICAL
             health.reasons.append(f"{SERVICE_TOOL} down: no heartbeat for "
                                   f"{duration_in_words(silent)}")
@@ -155,7 +160,7 @@ def judge_service(conn: Connection, now: dt.datetime,
         health.freshness, health.state = DOWN, CRITICAL
         health.reasons.append(f"{SERVICE_TOOL} down: its run {latest.status} "
                               f"{duration_in_words(silent)} ago")
-    elif silent.total_seconds() > SERVICE_DOWN_AFTER_SECONDS:
+    elif silent > down_after:
         health.freshness = SERVICE_STOPPED  # stopped on purpose (or a --once run, long ago)
     return health
 
