@@ -153,6 +153,7 @@ def run(ctx: RunContext, action: str | None, once: bool = False, check: bool = F
 
 def _serve(ctx, result, jobs, tools_dir, pid_file, state_file, kill_grace, once) -> None:
     from ..cli import summary
+    from ..ledger import close_killed_run
     from .clock import SystemClock
     from .pidfile import PidFile
     from .service import Scheduler, serve
@@ -169,7 +170,9 @@ def _serve(ctx, result, jobs, tools_dir, pid_file, state_file, kill_grace, once)
     try:
         # The jobs use the service's database, also when it came from --database-url.
         env = dict(os.environ, OPS_DATABASE_URL=ctx.settings.database_url)
-        scheduler = Scheduler(jobs, SystemClock(), state_file, tools_dir, kill_grace, env)
+        scheduler = Scheduler(jobs, SystemClock(), state_file, tools_dir, kill_grace, env,
+                              close_killed=lambda tool, pid, why: close_killed_run(
+                                  ctx.db, tool, pid, why))
         ctx.log.info("scheduler %s: %d jobs (%s), pid file %s, state %s", "--once" if once
                      else "running", len(jobs), ", ".join(j.tool for j in jobs), pid_file,
                      state_file)

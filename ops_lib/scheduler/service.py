@@ -96,8 +96,11 @@ class Scheduler:
 
     def __init__(self, jobs: Iterable[ScheduledJob], clock: Clock, state_file: str | Path,
                  tools_dir: str | Path | None = None, kill_grace: float = 60.0,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None,
+                 close_killed: Callable[[str, int, str], object] | None = None):
         self.jobs = list(jobs)
+        # (tool, pid, why): closes the ledger row of a run killed by SIGKILL, which cannot.
+        self.close_killed = close_killed
         self.clock = clock
         self.state_file = Path(state_file)
         self.tools_dir = Path(tools_dir) if tools_dir else REPO_ROOT / "tools"
@@ -297,6 +300,13 @@ class Scheduler:
             else:
                 outcome = f"failed (exit {code})"
                 self.tally.add("failed")
+            if child.killed and self.close_killed is not None:
+                try:
+                    self.close_killed(child.job.tool, child.pid,
+                                      f"killed by the scheduler: {outcome}")
+                except Exception as exc:  # the ledger is best effort; the next run closes it
+                    log.warning("%s: pid %d: ledger row not closed: %s", child.job.tool,
+                                child.pid, exc)
             level = logging.INFO if outcome == "ok" else logging.WARNING
             log.log(level, "%s: slot %s (pid %d): %s, exit %s, after %s", child.job.tool,
                     _when(child.slot), child.pid, outcome, code, took)
