@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -81,13 +82,15 @@ class Rig:
         self.release = tmp_path / "release"
 
     def job(self, tool: str, cron: str, *args: str, budget: int = 60, grace: int = 0,
-            overlap: bool = False, catch_up: bool = False, copies: int = 1) -> ScheduledJob:
+            overlap: bool = False, catch_up: bool = False, copies: int = 1,
+            delay: int = 0) -> ScheduledJob:
         link = self.tools / f"{tool}.py"
         if not link.exists():
             link.symlink_to(FAKE_JOB)
         return ScheduledJob(tool, cron, ("--dir", str(self.out), *args), budget_seconds=budget,
                             overlap=overlap, catch_up=catch_up, grace_seconds=grace,
-                            what="a test job", max_copies=copies)
+                            what="a test job", max_copies=copies,
+                            randomized_delay_seconds=delay)
 
     def scheduler(self, jobs: list[ScheduledJob], clock, kill_grace: float = 60) -> Scheduler:
         return Scheduler(jobs, clock, self.state_file, self.tools, kill_grace)
@@ -257,6 +260,30 @@ def test_a_wall_clock_step_back_does_not_repeat_a_daily_job_and_a_step_forward_r
         settle(scheduler)
     assert len(rig.started("daily")) == 2
     assert scheduler.last_slot["daily"] == dt.datetime(2026, 3, 11, 1, 10)
+
+
+def test_a_heavy_job_starts_within_its_random_delay_once_even_across_a_restart(rig, log_lines):
+    clock = FakeClock(dt.datetime(2026, 3, 10, 1, 10))
+    heavy = rig.job("heavy", "10 1 * * *", "--exit", "0", catch_up=True, delay=600)
+    # A seeded generator: its first delay is 81 s (the service uses an unseeded one).
+    first = Scheduler([heavy], clock, rig.state_file, rig.tools, rng=random.Random(1))
+    first.tick(clock.now())
+    start_at = dt.datetime(2026, 3, 10, 1, 11, 21)
+    assert log_lines("heavy: slot") == [
+        "heavy: slot 2026-03-10 01:10:00: starts at 2026-03-10 01:11:21 (random delay of up to "
+        "10m)"]
+    first.tick(clock.advance(80))
+    assert rig.started("heavy") == [] and first.children == []
+    # The service restarts within the delay: the new one keeps the start time from the state.
+    second = rig.scheduler([heavy], clock)
+    assert second.next_wake(clock.now()) == start_at
+    second.tick(clock.step_to(start_at))
+    settle(second)
+    for _ in range(3):
+        second.tick(clock.advance(300))
+        settle(second)
+    assert len(rig.started("heavy")) == 1
+    assert second.last_run["heavy"]["slot"] == "2026-03-10 01:10:00"
 
 
 # --- the service's own process -----------------------------------------------------------------

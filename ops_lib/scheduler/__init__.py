@@ -60,7 +60,8 @@ def load_test_schedule(path: str) -> tuple[list[ScheduledJob], str | None]:
         job["tool"], job["cron"], tuple(job.get("args", ())),
         budget_seconds=job.get("budget_seconds", 60), overlap=job.get("overlap", False),
         catch_up=job.get("catch_up", True), grace_seconds=job.get("grace_seconds", 0),
-        what=job.get("what", "test job"), max_copies=job.get("max_copies", 1))
+        what=job.get("what", "test job"), max_copies=job.get("max_copies", 1),
+        randomized_delay_seconds=job.get("randomized_delay_seconds", 0))
         for job in data["jobs"]]
     return jobs, data.get("tools_dir")
 
@@ -216,6 +217,7 @@ def _jobs_section(result, jobs, saved: dict, now: dt.datetime, running: bool = F
         job_state = saved.get(job.tool, {})
         last = job_state.get("last_run") or {}
         copies = len(job_state.get("running", [])) if running else 0
+        delayed = job_state.get("delayed") if running else None
         rows.append({
             "tool": job.tool,
             "schedule": job.in_words(),
@@ -224,7 +226,8 @@ def _jobs_section(result, jobs, saved: dict, now: dt.datetime, running: bool = F
             "last_slot": job_state.get("last_slot"),
             "last_run": last.get("started_at"),
             "outcome": last.get("outcome"),
-            "state": f"running ({copies})" if copies else "idle",
+            "state": (f"running ({copies})" if copies else
+                      f"random delay: starts {delayed[1]}" if delayed else "idle"),
             "next_slot": job.next_slot(now.replace(microsecond=0)).isoformat(
                 sep=" ", timespec="seconds"),
         })

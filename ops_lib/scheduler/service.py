@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -97,8 +98,12 @@ class Scheduler:
     def __init__(self, jobs: Iterable[ScheduledJob], clock: Clock, state_file: str | Path,
                  tools_dir: str | Path | None = None, kill_grace: float = 60.0,
                  env: dict[str, str] | None = None,
-                 close_killed: Callable[[str, int, str], object] | None = None):
+                 close_killed: Callable[[str, int, str], object] | None = None,
+                 rng: random.Random | None = None):
         self.jobs = list(jobs)
+        self.rng = rng or random.Random()
+        # Heavy jobs' starts put off by their random delay: tool -> (slot, start at).
+        self.delayed: dict[str, tuple[dt.datetime, dt.datetime]] = {}
         # (tool, pid, why): closes the ledger row of a run killed by SIGKILL, which cannot.
         self.close_killed = close_killed
         self.clock = clock
@@ -131,6 +136,9 @@ class Scheduler:
                 self.last_slot[tool] = _parse_when(saved["last_slot"])
             if saved.get("last_run"):
                 self.last_run[tool] = saved["last_run"]
+            if saved.get("delayed"):
+                slot, start_at = saved["delayed"]
+                self.delayed[tool] = (_parse_when(slot), _parse_when(start_at))
 
     def save(self, force: bool = False) -> None:
         """Write the state file (atomically) when something changed, or every little while."""
@@ -143,6 +151,8 @@ class Scheduler:
             "jobs": {job.tool: {
                 "last_slot": _when(self.last_slot.get(job.tool)),
                 "last_run": self.last_run.get(job.tool),
+                "delayed": ([_when(moment) for moment in self.delayed[job.tool]]
+                            if job.tool in self.delayed else None),
                 "running": [{"pid": c.pid, "slot": _when(c.slot),
                              "started_at": _when(c.started_at)} for c in self.running(job)],
             } for job in self.jobs},
@@ -170,9 +180,19 @@ class Scheduler:
         self.save()
 
     def next_wake(self, now: dt.datetime) -> dt.datetime:
-        return min(job.next_slot(now.replace(microsecond=0)) for job in self.jobs)
+        now = now.replace(microsecond=0)
+        return min([job.next_slot(now) for job in self.jobs]
+                   + [start_at for _, start_at in self.delayed.values()])
 
     def _consider(self, job: ScheduledJob, now: dt.datetime, stepped_back: bool) -> None:
+        waiting = self.delayed.get(job.tool)
+        if waiting is not None:
+            if now < waiting[1]:
+                return
+            del self.delayed[job.tool]
+            self._dirty = True
+            self._start_unless_running(job, waiting[0], now)
+            return
         due = job.previous_slot(now)
         late_after = late_after_seconds(job, due)
         lateness = (now - due).total_seconds()
@@ -208,6 +228,20 @@ class Scheduler:
                      _plural(missed + 1), _when(last))
             self.tally.add("slots_missed", missed)
             self.tally.add("caught_up")
+        if job.randomized_delay_seconds:
+            # Hosts sharing a database server do not all start the heavy jobs in one second
+            # (systemd's RandomizedDelaySec; a catch-up run is delayed too, as there).
+            start_at = now + dt.timedelta(
+                seconds=round(self.rng.uniform(0, job.randomized_delay_seconds)))
+            if start_at > now:
+                self.delayed[job.tool] = (due, start_at)
+                log.info("%s: slot %s: starts at %s (random delay of up to %s)", job.tool,
+                         _when(due), _when(start_at), _duration(job.randomized_delay_seconds))
+                return
+        self._start_unless_running(job, due, now)
+
+    def _start_unless_running(self, job: ScheduledJob, due: dt.datetime,
+                              now: dt.datetime) -> None:
         running = self.running(job)
         allowed = job.max_copies if job.overlap else 1
         if len(running) >= allowed:
