@@ -200,7 +200,8 @@ class Scheduler:
         if last is None:
             # First sight of the job (no state yet): a slot due within its lateness window runs
             # now; an older one is history, never a catch-up.
-            last = due if lateness > late_after else job.previous_slot(due - dt.timedelta(seconds=1))
+            before_due = job.previous_slot(due - dt.timedelta(seconds=1))
+            last = due if lateness > late_after else before_due
             self.last_slot[job.tool] = last
             self._dirty = True
         elif stepped_back and last > now and job.interval_seconds(due) <= HOUR:

@@ -2,8 +2,9 @@
 
 Linked into a test's tools folder as `<name>.py`, it writes `<dir>/<name>.<pid>.started` once
 its signal handling is in place (with `--ledger`, after writing its run's row to the run ledger
-of OPS_DATABASE_URL, as a real tool does), then: `--exit N` exits at once with N; `--wait-for FILE` waits
-until the test creates FILE (exit 0); without either it waits for a signal. On SIGTERM it writes
+of OPS_DATABASE_URL, as a real tool does), then: `--exit N` exits at once with N;
+`--wait-for FILE` waits until the test creates FILE (exit 0); without either it waits for a
+signal. On SIGTERM it writes
 `<dir>/<name>.<pid>.term` and exits 143, unless `--ignore-term` (then only SIGKILL ends it).
 """
 
