@@ -465,6 +465,28 @@ def test_a_second_service_on_the_same_pid_file_is_skipped_and_queue_health_still
         "interrupted", "skipped"]
 
 
+def test_once_runs_what_is_due_now_waits_for_it_and_exits(rig, tmp_path):
+    env = service_env(tmp_path)
+    schedule = rig.schedule_file([
+        {"tool": "due", "cron": "* * * * *", "args": ["--exit", "0"]},
+        {"tool": "not_due", "cron": "0 0 29 2 *", "args": ["--exit", "0"]}])
+    slots = []
+    for _run in range(2):
+        done = run_cli("run_scheduler", "run", "--once", "--json",
+                       *service_args(rig, tmp_path, schedule), env=env)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["stop_reason"] == "ran what was due"
+        saved = read_state(rig.state_file)["jobs"]["due"]
+        assert saved["last_run"]["outcome"] == "ok"  # it waited for the job to end
+        slots.append(saved["last_slot"])
+    # The second run in the same minute starts nothing: the state file says the slot was run.
+    assert len(rig.started("due")) == len(set(slots))
+    assert rig.started("not_due") == []
+    assert [(row.status, row.dry_run) for row in service_rows(env["OPS_DATABASE_URL"])] == [
+        ("ok", False), ("ok", False)]
+
+
 def test_check_refuses_a_schedule_with_a_bad_cron_expression_or_a_missing_tool(rig, tmp_path):
     env = service_env(tmp_path)
     schedule = rig.schedule_file([{"tool": "fine", "cron": "*/5 * * * *"},
