@@ -14,7 +14,6 @@ from ops_lib.scheduler import ACTIONS, DEFAULT_KILL_GRACE_SECONDS  # noqa: E402
 @tool_command(examples=[
     "python tools/run_scheduler.py --check  # the schedule this host would run, validated",
     "python tools/run_scheduler.py status  # running? last tick, each job's last run, next slot",
-    "python tools/run_scheduler.py stop  # SIGTERM to the service; its jobs get their grace",
 ])
 @click.argument("action", type=click.Choice(ACTIONS), required=False, metavar="[ACTION]")
 @click.option("--once", is_flag=True, help="run: start what is due now, wait for it, exit.")
@@ -36,8 +35,10 @@ def main(action, once, check, pid_file, state_file, kill_grace, test_schedule, *
     \b
     The service in the foreground (systemd, Docker, a Task Scheduler at-startup task):
       python tools/run_scheduler.py run
-    Detached, on a POSIX host without a service manager (logs to var/run_scheduler.log):
+    Detached, on a POSIX host without a service manager (logs to var/run_scheduler.log),
+    and stopped (SIGTERM; running jobs get --kill-grace):
       python tools/run_scheduler.py start
+      python tools/run_scheduler.py stop
 
     Slots come from the wall clock in UTC; per job an overlap limit, a timeout (budget plus
     grace, then SIGTERM, then SIGKILL) and a catch-up policy. SIGTERM/SIGINT: nothing new starts,
