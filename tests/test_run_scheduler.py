@@ -440,6 +440,17 @@ def test_start_status_stop_use_the_pid_file_and_a_stale_one_does_not_block_a_sta
     assert scheduler("status")["stop_reason"] == "not running"
 
 
+def test_the_command_start_runs_holds_no_database_url_and_no_json():
+    """The list is recorded in the run ledger, and `ps` shows a command line to every user."""
+    from ops_lib.scheduler import default_log_file, service_command
+
+    argv = ["start", "--database-url", "mysql+pymysql://ops:s3cret@db/platform", "--json",
+            "--pid-file", "start", "--database-url=mysql+pymysql://ops:s3cret@db/platform"]
+    assert service_command("tools/run_scheduler.py", argv, "start", None) == [
+        sys.executable, "tools/run_scheduler.py", "run", "--pid-file", "start", "--log-file",
+        default_log_file()]
+
+
 def test_a_second_service_on_the_same_pid_file_is_skipped_and_queue_health_still_sees_the_first(
         rig, tmp_path):
     env = service_env(tmp_path)

@@ -91,8 +91,18 @@ def schedule_problems(jobs: list[ScheduledJob], tools_dir: str | None = None) ->
 
 def service_command(script: str, argv: list[str], action: str, log_file: str | None) -> list[str]:
     """The command `start` runs: this command line with `run` for its ACTION, never --json, and
-    a --log-file (default var/run_scheduler.log): a detached service has no terminal."""
-    words = [word for word in argv if word != "--json"]
+    a --log-file (default var/run_scheduler.log): a detached service has no terminal. Without
+    --database-url: `start` passes the URL in the environment (the ledger records this list,
+    and `ps` shows a command line to every user)."""
+    words: list[str] = []
+    skip_value = False
+    for word in argv:
+        if skip_value:
+            skip_value = False
+        elif word == "--database-url":
+            skip_value = True
+        elif word != "--json" and not word.startswith("--database-url="):
+            words.append(word)
     if action in words:
         words[words.index(action)] = "run"
     if not log_file:
@@ -145,10 +155,10 @@ def run(ctx: RunContext, action: str | None, once: bool = False, check: bool = F
     elif action == "stop":
         _stop(result, pid_file, kill_grace)
     elif action == "start":
-        _start(result, pid_file, service_command)
+        _start(result, pid_file, service_command, ctx.settings.database_url)
     elif action == "restart":
         _stop(result, pid_file, kill_grace)
-        _start(result, pid_file, service_command)
+        _start(result, pid_file, service_command, ctx.settings.database_url)
     return result
 
 
@@ -269,7 +279,7 @@ def _stop(result, pid_file, kill_grace) -> None:
     result.stop_reason = f"stopped (pid {pid})"
 
 
-def _start(result, pid_file, service_command) -> None:
+def _start(result, pid_file, service_command, database_url: str) -> None:
     """Start `run` as a detached process (its own session, no terminal); wait until it holds
     its PID file."""
     from ..errors import JobFailed
@@ -280,7 +290,9 @@ def _start(result, pid_file, service_command) -> None:
     if pid is not None:
         result.stop_reason = f"already running (pid {pid})"
         return
-    process = subprocess.Popen(service_command, stdin=subprocess.DEVNULL,
+    process = subprocess.Popen(service_command, env=dict(os.environ,
+                                                         OPS_DATABASE_URL=database_url),
+                               stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True, close_fds=True)
     ends = time.monotonic() + START_WAIT_SECONDS
