@@ -41,6 +41,7 @@ TOOLS: dict[str, ToolUse] = {
         "attendance_retention_days", "dead_letter_retention_days", "invoice_due_days",
         "billing_grace_days", "reminder_offsets_days", "billing_currency",
         "worker_max_attempts"})),
+    "generate_missing_index_sql": ToolUse(),
     "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
     "manage_schema": ToolUse(),
     # The thresholds, the schedule's optional jobs, and for --html the archive's retentions (its

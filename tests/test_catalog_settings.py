@@ -101,6 +101,8 @@ TOOL_MODULES = {
     "archive_hot_path_data": ["jobs/archive_hot_path.py"],
     "cleanup_stale_devices": ["jobs/stale_devices.py"],
     "generate_synthetic_load": ["jobs/synthetic_load.py", "jobs/synthetic_history.py"],
+    "generate_missing_index_sql": ["jobs/index_preview.py", "scratch_schema.py",
+                                   "schema_catalog.py"],
     "manage_dead_letters": ["jobs/dead_letters.py"],
     "manage_schema": ["jobs/schema_admin.py"],
     "queue_health_summary": ["jobs/queue_health/*.py", "queue.py", "schedule.py"],

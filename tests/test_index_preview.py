@@ -7,10 +7,26 @@ tool itself ran no DDL.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from ops_lib.db import connect
 from ops_lib.jobs.index_preview import (
     IndexFix, fix_statements, index_sql, missing_indexes, plan_indexes, redundant_indexes,
 )
-from ops_lib.schema_catalog import Catalog, ForeignKey, Index, IndexPart, Table
+from ops_lib.schema_catalog import Catalog, ForeignKey, Index, IndexPart, Table, read_catalog
+from tests.conftest import (
+    IN_CI, REPO, MysqlScratch, assert_unchanged, require_mariadb, run_cli, run_on_a_terminal,
+    snapshot, sqlite_database, tool_env, unique_name,
+)
 
 MB = 1024 * 1024
 
@@ -233,3 +249,230 @@ def test_an_index_backing_a_foreign_key_is_redundant_only_to_one_that_backs_it_t
                               _index("ix_parent_name", "parent_id", "name"), foreign_keys=(key,)))
     [redundant] = redundant_indexes(covered)
     assert (redundant.index.name, redundant.covered_by.name) == ("ix_parent", "ix_parent_name")
+
+
+def test_the_tool_defaults_to_the_jobs_large_table_size():
+    from ops_lib.jobs.index_preview import DEFAULT_LARGE_TABLE_MB
+    from tools.generate_missing_index_sql import DEFAULT_LARGE_TABLE_MB as TOOL_DEFAULT
+
+    assert TOOL_DEFAULT == DEFAULT_LARGE_TABLE_MB
+
+
+# -- the tool on real databases -------------------------------------------------------------
+
+TOOL = "generate_missing_index_sql"
+
+
+@pytest.fixture
+def mariadb_live():
+    """A MariaDB database of the test's own, built from schema.sql (the tests change indexes)."""
+    require_mariadb()
+    scratch = MysqlScratch(unique_name("ops_ixprev"))
+    scratch.create()
+    yield scratch
+    scratch.drop()
+
+
+def _catalog_of(url: str) -> Catalog:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return read_catalog(conn)
+    finally:
+        engine.dispose()
+
+
+def _indexes(catalog: Catalog) -> dict:
+    return {name: {index_name: index.definition() for index_name, index in table.indexes.items()}
+            for name, table in catalog.tables.items()}
+
+
+def _run_tool(url: str, tmp_path, *args: str):
+    done = run_cli(TOOL, *args, env=tool_env(url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def _only_sql(stdout: str) -> None:
+    """Every line is a comment, a blank or part of a statement: nothing a client would reject."""
+    assert stdout.startswith(f"-- {TOOL} run=") and stdout.endswith("\n")
+    assert "review before running; nothing was applied" in stdout.splitlines()[2]
+
+
+def _apply_with_the_mariadb_client(url: str, sql: str) -> None:
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client is None:
+        if IN_CI:  # .ci/run installs MariaDB, and so its client
+            pytest.fail("no mysql command-line client in CI")
+        pytest.skip("no mysql command-line client on this machine")
+    server = make_url(url)
+    command = [client, "--default-character-set=utf8mb4", "--protocol=TCP",
+               f"--host={server.host or '127.0.0.1'}", f"--port={server.port or 3306}",
+               f"--user={server.username or 'root'}", server.database]
+    env = {**os.environ, "MYSQL_PWD": server.password or ""}
+    applied = subprocess.run(command, input=sql.encode(), capture_output=True, env=env,
+                             timeout=60)
+    assert applied.returncode == 0, applied.stderr.decode()
+
+
+def _apply_with_sqlite3(url: str, sql: str) -> None:
+    with sqlite3.connect(make_url(url).database) as conn:
+        conn.executescript(sql)
+
+
+@pytest.mark.parametrize("flavor", ["sqlite", "mariadb"])
+def test_a_database_built_from_schema_sql_gets_the_header_and_no_statement(flavor, tmp_path,
+                                                                          request):
+    url = sqlite_database(tmp_path) if flavor == "sqlite" \
+        else request.getfixturevalue("mariadb_live").url
+    done = _run_tool(url, tmp_path)
+    _only_sql(done.stdout)
+    assert _statements(done.stdout) == []
+    assert "nothing to add: the live database has every index schema.sql names" in done.stdout
+    assert "Redundant" not in done.stdout  # schema.sql itself has no redundant index
+    assert " INFO " in done.stderr and "-- " not in done.stderr  # logs on stderr, SQL on stdout
+
+
+def _break_mariadb(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in (
+                "DROP INDEX ix_payments_created ON payments",
+                "DROP INDEX ix_audit_logs_created ON audit_logs",
+                "ALTER TABLE attendance_records DROP INDEX ix_records_institution_day, "
+                "ADD INDEX ix_records_institution_day (attendance_date, institution_id)",
+                "DROP INDEX uq_invoices_no ON invoices"):
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def test_mariadb_the_printed_sql_applied_with_the_client_restores_every_index(mariadb_live,
+                                                                               tmp_path):
+    url = mariadb_live.url
+    built = _catalog_of(url)
+    _break_mariadb(url)
+    broken = _catalog_of(url)
+    database = connect(url)
+    rows_before = snapshot(database)
+
+    done = _run_tool(url, tmp_path)
+
+    # The tool ran no DDL: the live schema and its rows are as they were (but its ledger row).
+    assert _indexes(_catalog_of(url)) == _indexes(broken)
+    assert_unchanged(rows_before, snapshot(database))
+    database.engine.dispose()
+    _only_sql(done.stdout)
+    statements = _statements(done.stdout)
+    assert statements == [
+        "ALTER TABLE `attendance_records` DROP INDEX `ix_records_institution_day`, ADD INDEX "
+        "`ix_records_institution_day` (`institution_id`, `attendance_date`), "
+        "ALGORITHM=INPLACE, LOCK=NONE;",
+        "ALTER TABLE `audit_logs` ADD INDEX IF NOT EXISTS `ix_audit_logs_created` (`created_at`), "
+        "ALGORITHM=INPLACE, LOCK=NONE;",
+        "ALTER TABLE `invoices` ADD UNIQUE INDEX IF NOT EXISTS `uq_invoices_no` (`invoice_no`), "
+        "ALGORITHM=INPLACE, LOCK=NONE;",
+        "ALTER TABLE `payments` ADD INDEX IF NOT EXISTS `ix_payments_created` (`created_at`), "
+        "ALGORITHM=INPLACE, LOCK=NONE;"]
+    assert done.stdout.count("(approximate: information_schema)") == 4
+
+    _apply_with_the_mariadb_client(url, done.stdout)
+
+    assert _indexes(_catalog_of(url)) == _indexes(built)
+    again = _run_tool(url, tmp_path)
+    assert _statements(again.stdout) == []
+
+
+def test_sqlite_the_printed_sql_applied_with_sqlite3_restores_every_index(tmp_path):
+    url = sqlite_database(tmp_path)
+    built = _catalog_of(url)
+    with sqlite3.connect(make_url(url).database) as conn:
+        conn.executescript("""
+            DROP INDEX ix_payments_created;
+            DROP INDEX ix_audit_logs_created;
+            DROP INDEX ix_records_institution_day;
+            CREATE INDEX ix_records_institution_day ON attendance_records (attendance_date);""")
+    broken = _catalog_of(url)
+    database = connect(url)
+    rows_before = snapshot(database)
+
+    done = _run_tool(url, tmp_path)
+
+    assert _indexes(_catalog_of(url)) == _indexes(broken)
+    assert_unchanged(rows_before, snapshot(database))
+    database.engine.dispose()
+    _only_sql(done.stdout)
+    assert _statements(done.stdout) == [
+        'DROP INDEX IF EXISTS "ix_records_institution_day";',
+        'CREATE INDEX IF NOT EXISTS "ix_records_institution_day" ON "attendance_records" '
+        '("institution_id", "attendance_date");',
+        'CREATE INDEX IF NOT EXISTS "ix_audit_logs_created" ON "audit_logs" ("created_at");',
+        'CREATE INDEX IF NOT EXISTS "ix_payments_created" ON "payments" ("created_at");']
+
+    _apply_with_sqlite3(url, done.stdout)
+
+    assert _indexes(_catalog_of(url)) == _indexes(built)
+    assert _statements(_run_tool(url, tmp_path).stdout) == []
+
+
+def test_mariadb_redundant_indexes_are_listed_commented_out_with_what_covers_them(mariadb_live,
+                                                                                   tmp_path):
+    url = mariadb_live.url
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in (
+                # a leftmost prefix of ix_records_institution_day
+                "CREATE INDEX ix_records_institution ON attendance_records (institution_id)",
+                # a duplicate of ix_payments_created: the copy goes, schema.sql's stays
+                "CREATE INDEX ix_payments_created_copy ON payments (created_at)",
+                # ix_districts_division backs fk_districts_division; this does not cover it
+                "CREATE INDEX ix_districts_name_division ON districts (name_en, division_id)"):
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+    done = _run_tool(url, tmp_path)
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if "DROP INDEX" in line] == [
+        "-- ALTER TABLE `attendance_records` DROP INDEX `ix_records_institution`;  -- covered by "
+        "ix_records_institution_day (institution_id, attendance_date)",
+        "-- ALTER TABLE `payments` DROP INDEX `ix_payments_created_copy`;  -- covered by "
+        "ix_payments_created (created_at)"]
+    assert _statements(done.stdout) == []
+    assert "redundant indexes (commented out): 2" in done.stdout
+
+
+def test_json_gives_the_same_sql_as_text_and_the_statements_as_a_list(tmp_path):
+    url = sqlite_database(tmp_path)
+    with sqlite3.connect(make_url(url).database) as conn:
+        conn.execute("DROP INDEX ix_payments_created")
+    done = _run_tool(url, tmp_path, "--json")
+    result = json.loads(done.stdout)
+    assert result["statements"] == [
+        'CREATE INDEX IF NOT EXISTS "ix_payments_created" ON "payments" ("created_at");']
+    assert result["counts"]["missing_indexes"] == 1
+    assert _statements(result["text"]) == result["statements"]
+    [row] = result["sections"]["index fixes"]
+    assert (row["table"], row["index"], row["change"]) == ("payments", "ix_payments_created",
+                                                           "missing")
+
+
+def test_on_a_terminal_the_sql_is_printed_as_it_is_too(tmp_path):
+    url = sqlite_database(tmp_path)
+    code, output = run_on_a_terminal(
+        [sys.executable, str(REPO / "tools" / f"{TOOL}.py")], tool_env(url, tmp_path),
+        stderr=subprocess.DEVNULL)
+    assert code == 0
+    text = output.decode().replace("\r\n", "\n")
+    _only_sql(text)
+    assert "\x1b[" not in text  # no colours, no table borders
+
+
+def test_failures_print_nothing_on_stdout_and_exit_2_for_bad_input_1_for_the_database(tmp_path):
+    url = sqlite_database(tmp_path)
+    bad = run_cli(TOOL, "--large-table-mb", "0", env=tool_env(url, tmp_path))
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr.startswith("error: ")
+    sqlite_scratch = run_cli(TOOL, "--scratch-database", "ops_mine", env=tool_env(url, tmp_path))
+    assert (sqlite_scratch.returncode, sqlite_scratch.stdout) == (2, "")
+    assert "--scratch-database is for MySQL/MariaDB" in sqlite_scratch.stderr
+    down = run_cli(TOOL, env=tool_env("mysql+pymysql://root@127.0.0.1:1/ops", tmp_path))
+    assert (down.returncode, down.stdout) == (1, "")
+    assert "error: " in down.stderr

@@ -205,7 +205,7 @@ def fix_statements(fix: IndexFix, flavor: str) -> list[str]:
     if flavor != "sqlite":
         return [f"ALTER TABLE {quote(fix.table, 'mysql')} {alter_spec(fix, flavor)}, "
                 "ALGORITHM=INPLACE, LOCK=NONE;"]
-    if fix.expected.primary:
+    if _sqlite_table_part(fix.expected) or (fix.changed and _sqlite_table_part(fix.live)):
         return []
     index = fix.expected
     statements = [f"DROP INDEX IF EXISTS {quote(fix.live.name, 'sqlite')};"] if fix.changed else []
@@ -213,6 +213,12 @@ def fix_statements(fix: IndexFix, flavor: str) -> list[str]:
     statements.append(f"CREATE {unique}INDEX IF NOT EXISTS {quote(index.name, 'sqlite')} ON "
                       f"{quote(fix.table, 'sqlite')} ({index_parts(index, 'sqlite')});")
     return statements
+
+
+def _sqlite_table_part(index: Index) -> bool:
+    """SQLite's primary key and UNIQUE constraints belong to the table: no CREATE or DROP INDEX
+    adds or removes them, only rebuilding the table."""
+    return index.primary or index.name.startswith("sqlite_autoindex_")
 
 
 def drop_statement(redundant: RedundantIndex, flavor: str) -> str:
@@ -223,6 +229,8 @@ def drop_statement(redundant: RedundantIndex, flavor: str) -> str:
     else:
         drop = f"ALTER TABLE {quote(redundant.table, 'mysql')} DROP INDEX {quote(index.name, 'mysql')};"
     covering = f"{wide.name} ({', '.join(wide.columns)})"
+    if flavor == "sqlite" and _sqlite_table_part(index):
+        covering += "; a UNIQUE constraint of the table: only rebuilding the table drops it"
     return _comment(f"{drop}  -- covered by {covering}")
 
 
@@ -237,7 +245,9 @@ def _comment(text: str) -> str:
 
 def _megabytes(size: int) -> str:
     megabytes = size / MB
-    return f"{megabytes:,.0f} MB" if megabytes >= 10 else f"{megabytes:.1f} MB"
+    if megabytes >= 10:
+        return f"{megabytes:,.0f} MB"
+    return f"{megabytes:.1f} MB" if megabytes >= 0.1 else "under 0.1 MB"
 
 
 def size_line(table: Table, flavor: str) -> str:
@@ -254,9 +264,9 @@ def _risk_lines(fix: IndexFix, flavor: str) -> list[str]:
         lines = ["SQLite builds the index holding the database's write lock: writers wait "
                  "until it is done"]
     else:
-        lines = [f"online DDL: a metadata lock at its start and at its end; one long or idle "
-                 f"transaction on {table} stalls it there, and every later query on {table} "
-                 "queues behind it",
+        lines = ["online DDL: it takes a metadata lock at its start and at its end; one long "
+                 "or idle transaction on the table stalls it there, and every later query on "
+                 "the table queues behind it",
                  "replicas run it after the primary has finished: they lag by about its build "
                  "time"]
         if index.primary:
@@ -334,8 +344,8 @@ def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: st
         lines += ["", _comment(what), size_line(table, flavor)]
         statements = fix_statements(fix, flavor)
         if not statements:
-            lines.append(_comment("SQLite cannot add or change a primary key in place: the "
-                                  "table must be rebuilt"))
+            lines.append(_comment("SQLite cannot add or change a primary key or a UNIQUE "
+                                  "constraint in place: the table must be rebuilt"))
             continue
         lines += _risk_lines(fix, flavor)
         if flavor != "sqlite" and _is_large(table, large_table_mb):
@@ -379,8 +389,8 @@ def run(ctx, scratch_database: str | None = None,
         f"database: {ctx.db.display_url} ({ctx.db.caps.server_version}), read "
         f"{utcnow():%Y-%m-%d %H:%M:%S} UTC",
         f"review before running; nothing was applied. Then: {apply}",
-        f"{len(statements)} statements; {len(plan.missing_tables)} tables missing; "
-        f"{len(plan.redundant)} redundant indexes (commented out)",
+        f"statements: {len(statements)}; tables missing: {len(plan.missing_tables)}; "
+        f"redundant indexes (commented out): {len(plan.redundant)}",
     ]
     result.text = index_sql(plan, live, header=header, database=database,
                             large_table_mb=large_table_mb)
