@@ -353,13 +353,13 @@ def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: st
                                   "(--large-table-mb):"))
             lines += online_tool_lines(fix, live, database)
         lines += statements
+    if not plan.fixes and not plan.missing_tables:
+        lines += ["", _comment("nothing to add: the live database has every index schema.sql "
+                               "names")]
     if plan.redundant:
         lines += ["", _comment("Redundant indexes in the live database (pt-duplicate-key-checker's "
                                "rule), left commented out: dropping one is a decision of its own")]
         lines += [drop_statement(redundant, flavor) for redundant in plan.redundant]
-    if not plan.fixes and not plan.missing_tables:
-        lines += ["", _comment("nothing to add: the live database has every index schema.sql "
-                               "names")]
     return "\n".join(lines) + "\n"
 
 
