@@ -473,6 +473,48 @@ def test_failures_print_nothing_on_stdout_and_exit_2_for_bad_input_1_for_the_dat
     sqlite_scratch = run_cli(TOOL, "--scratch-database", "ops_mine", env=tool_env(url, tmp_path))
     assert (sqlite_scratch.returncode, sqlite_scratch.stdout) == (2, "")
     assert "--scratch-database is for MySQL/MariaDB" in sqlite_scratch.stderr
-    down = run_cli(TOOL, env=tool_env("mysql+pymysql://root@127.0.0.1:1/ops", tmp_path))
+    down_url = "mysql+pymysql://root@127.0.0.1:1/ops"
+    down = run_cli(TOOL, env=tool_env(down_url, tmp_path))
     assert (down.returncode, down.stdout) == (1, "")
     assert "error: " in down.stderr
+    # A bad scratch name is found before connecting: 2, although the server is down.
+    bad_name = run_cli(TOOL, "--scratch-database", "x;drop", env=tool_env(down_url, tmp_path))
+    assert (bad_name.returncode, bad_name.stdout) == (2, "")
+    assert "--scratch-database 'x;drop'" in bad_name.stderr
+
+
+def test_a_result_with_text_is_printed_as_it_is_and_one_without_as_before():
+    from io import StringIO
+
+    from ops_lib.render import render
+    from ops_lib.result import JobResult
+
+    document = JobResult("t", True, counts={"n": 1}, text="-- a file\nSELECT 1;\n")
+    for mode in ("plain", "terminal"):
+        out = StringIO()
+        render(document, mode, out)
+        assert out.getvalue() == "-- a file\nSELECT 1;\n"
+    out = StringIO()
+    render(document, "json", out)
+    assert json.loads(out.getvalue())["text"] == "-- a file\nSELECT 1;\n"
+    out = StringIO()
+    render(JobResult("t", True, counts={"n": 1}), "json", out)
+    assert "text" not in json.loads(out.getvalue())  # other tools' JSON keeps its keys
+
+
+def test_mariadb_a_missing_table_is_one_comment_and_a_named_scratch_database_is_dropped(
+        mariadb_live, tmp_path):
+    url = mariadb_live.url
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE audit_logs_archive")
+    scratch = unique_name("ops_ixprev_scratch")
+    done = _run_tool(url, tmp_path, "--scratch-database", scratch)
+    with engine.connect() as conn:
+        left = conn.exec_driver_sql("SELECT COUNT(*) FROM information_schema.SCHEMATA "
+                                    "WHERE SCHEMA_NAME = %s", (scratch,)).scalar_one()
+    engine.dispose()
+    assert left == 0
+    assert ("-- table audit_logs_archive is missing: python tools/manage_schema.py create"
+            in done.stdout.splitlines())
+    assert _statements(done.stdout) == []

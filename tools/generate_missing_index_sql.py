@@ -36,9 +36,11 @@ def main(scratch_database, large_table_mb, **options):
     risks above it; redundant live indexes follow, commented out. It changes nothing: review
     the file, then run it with the mariadb client. Logs go to stderr. Exit 0; 1 a database
     error; 2 bad input."""
+    from ops_lib import scratch_schema
     from ops_lib.jobs import index_preview  # here, not at the top: --help stays fast
 
     run_tool("generate_missing_index_sql", index_preview.run, options, lock=False,
+             validate=lambda settings: scratch_schema.check_scratch_name(scratch_database),
              scratch_database=scratch_database, large_table_mb=large_table_mb)
 
 
