@@ -11,7 +11,8 @@ medians of RUNS runs after one warm-up:
   tool is not on this branch, a process that prepares the scratch schema and reads both catalogs
   (`ops_lib.scratch_schema.expected_and_live`) stands in, and the table says so;
 - `python -c pass`, a bare interpreter's start-up, taken off the drift check's time for the
-  comparison the issue sets (the drift check less start-up, no slower than skeema).
+  comparison the issue sets (the drift check less start-up, no slower than skeema);
+- and each child's CPU seconds (user + system), which a busy machine changes less than wall time.
 
     python benchmarks/bench_schema_drift.py [--runs N] [--keep]
 
@@ -87,33 +88,39 @@ def write_skeema_folder(folder: Path) -> int:
     return tables
 
 
-def run_once(command: list[str], expected_exit: int | None, cwd: Path | None = None) -> float:
-    """Wall seconds of one run of `command`; its exit code checked."""
+def run_once(command: list[str], expected_exit: int | None,
+             cwd: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, the child's CPU seconds) of one run of `command`; its exit code checked."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
     env.update(OPS_LOCK_DIR=str(Path(tempfile.gettempdir()) / "ops-bench-locks"))
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    took = time.perf_counter() - started
-    if expected_exit is not None and done.returncode != expected_exit:
-        raise SystemExit(f"{' '.join(command[:3])} ... exited {done.returncode}, expected "
-                         f"{expected_exit}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return took
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        took = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        if expected_exit is not None and code != expected_exit:
+            output.seek(0)
+            raise SystemExit(f"{' '.join(command[:3])} ... exited {code}, expected "
+                             f"{expected_exit}:\n{output.read()[-4000:]}")
+    return took, usage.ru_utime + usage.ru_stime
 
 
-def medians(commands: dict[str, tuple]) -> dict[str, float]:
-    """Median seconds of each command (args of run_once), after one warm-up run each.
+def medians(commands: dict[str, tuple]) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each command (args of run_once), after one warm-up run each.
 
     The commands take turns, round by round, so a machine that gets busier or quieter during
     the benchmark weighs on all of them alike.
     """
     for args in commands.values():
         run_once(*args)
-    times: dict[str, list[float]] = {name: [] for name in commands}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(ARGS.runs):
         for name, args in commands.items():
             times[name].append(run_once(*args))
-    return {name: statistics.median(taken) for name, taken in times.items()}
+    return {name: (statistics.median(wall for wall, _ in taken),
+                   statistics.median(cpu for _, cpu in taken)) for name, taken in times.items()}
 
 
 def drift_command() -> tuple[list[str], bool]:
@@ -147,7 +154,8 @@ def main() -> None:
                 if skeema:
                     commands["skeema"] = ([skeema, "diff"], exit_code, Path(folder))
                 taken = medians(commands)
-                rows.append((case, taken.get("skeema"), taken["drift"], taken["start-up"]))
+                rows.append((case, taken.get("skeema", (None, None)), taken["drift"],
+                             taken["start-up"]))
     finally:
         if not ARGS.keep:
             drop_database(SERVER, DATABASE)
@@ -157,13 +165,17 @@ def main() -> None:
           f"{make_url(SERVER).render_as_string(hide_password=True)}; median of {ARGS.runs} runs "
           "(seconds); start-up = python -c pass")
     print(f"{'case':<20} {'skeema':>8} {what:>19} {'start-up':>9} "
-          f"{what + ' - start-up':>30} {'ratio':>7}")
-    for case, skeema_s, drift_s, startup in rows:
+          f"{what + ' - start-up':>30} {'ratio':>7}   {'CPU: skeema':>11} {what:>19}")
+    for case, (skeema_s, skeema_cpu), (drift_s, drift_cpu), (startup, _) in rows:
         net = drift_s - startup
         shown = f"{skeema_s:>8.3f}" if skeema_s is not None else f"{'-':>8}"
         ratio = f"{net / skeema_s:>7.2f}" if skeema_s else f"{'-':>7}"
-        print(f"{case:<20} {shown} {drift_s:>19.3f} {startup:>9.3f} {net:>30.3f} {ratio}")
-    print("ratio = (drift check - start-up) / skeema diff; below 1 is faster than skeema")
+        cpu = f"{skeema_cpu:>11.3f}" if skeema_cpu is not None else f"{'-':>11}"
+        print(f"{case:<20} {shown} {drift_s:>19.3f} {startup:>9.3f} {net:>30.3f} {ratio}   "
+              f"{cpu} {drift_cpu:>19.3f}")
+    print("ratio = (drift check - start-up) / skeema diff, wall; below 1 is faster than skeema. "
+          "CPU = the child's user + system seconds (the rest of the wall time is waiting, mostly "
+          "on the server's DDL)")
     if not skeema:
         print("note: skeema is not installed (Debian: apt-get install skeema); its column is "
               "skipped")

@@ -34,6 +34,7 @@ TOOLS: dict[str, ToolUse] = {
     "archive_hot_path_data": ToolUse(settings=frozenset({
         "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",
         "attendance_retention_days", "replica_database_url"})),
+    "check_schema_drift": ToolUse(),
     "cleanup_stale_devices": ToolUse(settings=frozenset({"stale_device_days"})),
     # The demo history is placed by the settings the other tools judge it by.
     "generate_synthetic_load": ToolUse(settings=frozenset({

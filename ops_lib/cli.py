@@ -359,12 +359,17 @@ def _show_failure(result: JobResult, options: dict[str, Any], exit_code: int,
 def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -> None:
     if debug:
         traceback.print_exception(cause or exc, file=sys.stderr)
-    click.echo(f"error: {exc}", err=True)
-    # Task Scheduler keeps no stderr: the failure line goes to --log-file too (redacted).
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (exc,), None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+    # One line per problem: a bad input file can have many, each with its row and field.
+    problems = getattr(exc, "problems", None) or [str(exc)]
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    # Task Scheduler keeps no stderr: the failure lines go to --log-file too (redacted).
+    for problem in problems:
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (problem,),
+                                None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
 
 
 class ToolCommand(click.Command):

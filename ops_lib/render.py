@@ -102,7 +102,7 @@ def render_terminal(result: JobResult, console: Console) -> None:
         table = Table(title=Text(section.title), title_justify="left")
         columns = section.column_names()
         for name in columns:
-            table.add_column(Text(name))
+            table.add_column(Text(section.labels.get(name, name)))
         ids = [is_id_column(section, name) for name in columns]
         for row in section.rows:
             table.add_row(*(Text(_cell(row.get(name), is_id))

@@ -34,6 +34,8 @@ class Section:
     columns: list[str] | None = None
     # Columns shown as plain digits although their names do not say id (`id`, `*_id`, `*_ids`).
     id_columns: tuple[str, ...] = ()
+    # Headings a table shows instead of a column's key (JSON and plain lines keep the keys).
+    labels: dict[str, str] = field(default_factory=dict)
 
     def column_names(self) -> list[str]:
         if self.columns:
@@ -68,8 +70,8 @@ class JobResult:
         self.counts[name] = self.counts.get(name, 0) + amount
 
     def section(self, title: str, rows: list[dict[str, Any]], columns: list[str] | None = None,
-                id_columns: tuple[str, ...] = ()):
-        self.sections.append(Section(title, rows, columns, id_columns))
+                id_columns: tuple[str, ...] = (), labels: dict[str, str] | None = None):
+        self.sections.append(Section(title, rows, columns, id_columns, labels or {}))
 
     def final_exit_code(self) -> int:
         if self.exit_code is not None:

@@ -143,7 +143,6 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
     databases older than `sweep_older_than` are swept. `lock_wait_timeout` caps the session's
     metadata-lock waits, seconds (skeema's 5 s). `now` (naive UTC) names the scratch.
     """
-    from pymysql.err import MySQLError
     from sqlalchemy.exc import DBAPIError
 
     from .db import describe_db_error
@@ -176,7 +175,7 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
             _check_stop(stop, scratch)
             try:
                 execute_statements(conn, [statement])
-            except (DBAPIError, MySQLError) as error:
+            except DBAPIError as error:
                 raise _load_failed(scratch, statement, describe_db_error(error)) from None
         log.debug("schema.sql loaded into the scratch database %s (%d statements)",
                   scratch, len(statements))
@@ -229,10 +228,12 @@ def _create_failed(error, scratch: str, operator_named: bool) -> OpsError:
 
     code = mysql_error_code(error)
     if code == MYSQL_DATABASE_EXISTS:
-        whose = ("it is not created by this run and is never loaded into or dropped"
-                 if operator_named else "a generated name met an existing database")
-        return BadInput(f"the scratch database {scratch} already exists ({whose}); if an "
-                        f"earlier run left it, drop it by hand: {drop_statement(scratch)};")
+        if operator_named and scratch_created_at(scratch) is None:
+            # Not a name of the generated pattern: it may be anyone's, never suggest dropping it
+            return BadInput(f"--scratch-database {scratch} already exists: name a database that "
+                            "does not exist (the check creates it and drops it afterwards)")
+        return BadInput(f"the scratch database {scratch} already exists (a generated name met an "
+                        f"existing database); if an earlier run left it: {drop_statement(scratch)};")
     if code == MYSQL_DATABASE_ACCESS_DENIED:
         return PreconditionFailed(
             f"cannot create the scratch database {scratch}: {describe_db_error(error)}; grant "

@@ -99,6 +99,7 @@ def test_the_toolkits_own_non_setting_variables_give_no_warning(db, tmp_path):
 # Which modules' code each tool runs, to check its declaration against what the code reads.
 TOOL_MODULES = {
     "archive_hot_path_data": ["jobs/archive_hot_path.py"],
+    "check_schema_drift": ["jobs/schema_drift.py", "schema_catalog.py", "scratch_schema.py"],
     "cleanup_stale_devices": ["jobs/stale_devices.py"],
     "generate_synthetic_load": ["jobs/synthetic_load.py", "jobs/synthetic_history.py"],
     "generate_missing_index_sql": ["jobs/index_preview.py", "scratch_schema.py",

@@ -1,10 +1,10 @@
 """The scratch schema the drift check loads schema.sql into: named, refused, dropped, swept.
 
-Tests that run in parallel (pytest-xdist) and other tools' tests sweep too: every run sweeps
-generated scratch databases older than an hour. So the "old" databases made here are younger
-than an hour and swept with a shorter `older_than`, and the two tests that sweep use windows
-that do not meet: the sweep test's old ones are 15 minutes old (swept past 10), the signal
-test's 30 minutes (swept past 20).
+Every run of the drift check or the index preview sweeps generated scratch databases older than
+an hour, on a server every test run (of every worktree) shares. So the "old" databases made here
+are younger than an hour, swept with a shorter `older_than`; and the two tests that sweep so take
+a server-wide named lock (`sweep_turn`), so that no copy of them, in this run or another, sweeps
+the other's old databases or waits on the metadata lock the other holds.
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ def test_an_existing_scratch_name_is_refused_and_left_as_it_was(server, live, ki
             pytest.fail("the with-block ran on a database that existed")
     message = str(raised.value)
     assert "\n" not in message and f"{name} already exists" in message
-    assert f"DROP DATABASE IF EXISTS `{name}`" in message
+    # A generated name is ours to drop; an operator's may be anyone's: no DROP suggested.
+    assert (f"DROP DATABASE IF EXISTS `{name}`" in message) == (kind == "generated")
     assert tables_of(server, name) == {"kept"}
     with server.connect() as conn:
         assert conn.exec_driver_sql(f"SELECT id FROM `{name}`.kept").scalars().all() == [7]
@@ -267,8 +268,20 @@ def test_a_drop_that_fails_is_a_warning_with_the_statement_and_the_first_error_g
                for w in warnings), warnings
 
 
+@pytest.fixture
+def sweep_turn(server):
+    """The turn to make old scratch databases and sweep them, one test on the server at a time."""
+    with server.connect() as conn:
+        got = conn.exec_driver_sql("SELECT GET_LOCK('ops_test_scratch_sweep', 600)").scalar()
+        assert got == 1, "another test run held the scratch sweep lock for 10 minutes"
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("SELECT RELEASE_LOCK('ops_test_scratch_sweep')")
+
+
 def test_the_sweep_drops_old_generated_scratches_only_and_a_locked_one_is_a_warning(
-        server, caplog):
+        server, sweep_turn, caplog):
     now = utcnow()
     old = create_database(server, named_at(now - dt.timedelta(minutes=15)))
     old_locked = create_database(server, named_at(now - dt.timedelta(minutes=15)), table=True)
@@ -296,7 +309,7 @@ def test_the_sweep_drops_old_generated_scratches_only_and_a_locked_one_is_a_warn
 
 
 def test_sigterm_while_sweeping_drops_the_new_scratch_the_sweep_finishes_and_says_interrupted(
-        server, live, tmp_path):
+        server, live, sweep_turn):
     old = create_database(server, named_at(utcnow() - dt.timedelta(minutes=30)), table=True)
     with server.connect() as holder:
         holder.exec_driver_sql("BEGIN")
@@ -310,6 +323,8 @@ def test_sigterm_while_sweeping_drops_the_new_scratch_the_sweep_finishes_and_say
             server.made.append(scratch)
             wait_for_drop_waiting_on_lock(server, process, scratch, old)
             assert existing(server, scratch, old) == {scratch, old}
+            # The sweep runs after the load: the new scratch holds all of schema.sql by now.
+            assert tables_of(server, scratch) == {s.table for s in schema_statements() if s.table}
             process.send_signal(signal.SIGTERM)
         finally:
             holder.exec_driver_sql("ROLLBACK")
@@ -445,3 +460,24 @@ def test_a_user_who_may_not_create_the_scratch_is_told_what_to_grant(server, liv
     message = str(raised.value)
     assert r"ALL ON `ops\_scratch\_%`.*" in message and "--scratch-database NAME" in message
     server.made.append(scratch_named_in(message))
+
+
+@pytest.mark.slow
+def test_the_scratch_ddl_stays_out_of_the_binary_log_so_a_replica_never_sees_it(replica_pair):
+    pair = replica_pair
+    live_db = unique_name("ops_test_live")
+    pair.primary.query(f"CREATE DATABASE `{live_db}`")
+    database = connect(pair.primary_url(live_db))
+    try:
+        with scratch_schema(database.engine, live_db) as name:
+            pair.wait_caught_up()  # the replica has applied all the primary logged so far
+            assert pair.primary.query(f"SHOW DATABASES LIKE '{name}'")
+            assert not pair.replica.query(f"SHOW DATABASES LIKE '{name}'")
+        events = pair.primary.query("SHOW BINLOG EVENTS IN "
+                                    f"'{pair.primary.query('SHOW MASTER STATUS')[0]['File']}'")
+        assert not [event for event in events if name in (event.get("Info") or "")]
+        assert not pair.primary.query(f"SHOW DATABASES LIKE '{name}'")
+    finally:
+        database.engine.dispose()
+        pair.primary.query(f"DROP DATABASE IF EXISTS `{live_db}`")
+        pair.wait_caught_up()
