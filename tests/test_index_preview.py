@@ -1,8 +1,8 @@
 """generate_missing_index_sql.py: the index SQL schema.sql asks for, and nothing else on stdout.
 
 Pure tests build catalogs by hand; the database tests break a real schema, apply the tool's
-stdout with the real `mariadb` client (or sqlite3) and check that it comes back, and that the
-tool itself ran no DDL.
+stdout with the real `mariadb` client (or sqlite3), check with the drift check's comparison that
+no difference is left, and that the tool itself ran no DDL.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine
@@ -22,10 +23,12 @@ from ops_lib.db import connect
 from ops_lib.jobs.index_preview import (
     IndexFix, fix_statements, index_sql, missing_indexes, plan_indexes, redundant_indexes,
 )
+from ops_lib.jobs.schema_drift import compare
 from ops_lib.schema_catalog import Catalog, ForeignKey, Index, IndexPart, Table, read_catalog
+from ops_lib.scratch_schema import expected_and_live
 from tests.conftest import (
-    IN_CI, REPO, MysqlScratch, assert_unchanged, require_mariadb, run_cli, run_on_a_terminal,
-    snapshot, sqlite_database, tool_env, unique_name,
+    IN_CI, REPO, MysqlScratch, assert_unchanged, job_context, require_mariadb, run_cli,
+    run_on_a_terminal, snapshot, sqlite_database, tool_env, unique_name,
 )
 
 MB = 1024 * 1024
@@ -282,9 +285,22 @@ def _catalog_of(url: str) -> Catalog:
         engine.dispose()
 
 
-def _indexes(catalog: Catalog) -> dict:
-    return {name: {index_name: index.definition() for index_name, index in table.indexes.items()}
-            for name, table in catalog.tables.items()}
+def _schema(url: str) -> Catalog:
+    """The live catalog without its size estimates, which move without any DDL."""
+    catalog = _catalog_of(url)
+    catalog.tables = {name: replace(table, approx_rows=None, approx_bytes=None)
+                      for name, table in catalog.tables.items()}
+    return catalog
+
+
+def _drift(url: str, tmp_path) -> list[str]:
+    """The drift check's differences between schema.sql and the database at `url`."""
+    ctx = job_context(url, tmp_path, dry_run=True)
+    try:
+        expected, live = expected_and_live(ctx)
+    finally:
+        ctx.db.engine.dispose()
+    return [drift.line() for drift in compare(expected, live)]
 
 
 def _run_tool(url: str, tmp_path, *args: str):
@@ -349,16 +365,16 @@ def _break_mariadb(url: str) -> None:
 def test_mariadb_the_printed_sql_applied_with_the_client_restores_every_index(mariadb_live,
                                                                                tmp_path):
     url = mariadb_live.url
-    built = _catalog_of(url)
     _break_mariadb(url)
-    broken = _catalog_of(url)
+    assert len(_drift(url, tmp_path)) == 4
+    broken = _schema(url)
     database = connect(url)
     rows_before = snapshot(database)
 
     done = _run_tool(url, tmp_path)
 
     # The tool ran no DDL: the live schema and its rows are as they were (but its ledger row).
-    assert _indexes(_catalog_of(url)) == _indexes(broken)
+    assert _schema(url) == broken
     assert_unchanged(rows_before, snapshot(database))
     database.engine.dispose()
     _only_sql(done.stdout)
@@ -377,27 +393,27 @@ def test_mariadb_the_printed_sql_applied_with_the_client_restores_every_index(ma
 
     _apply_with_the_mariadb_client(url, done.stdout)
 
-    assert _indexes(_catalog_of(url)) == _indexes(built)
+    assert _drift(url, tmp_path) == []
     again = _run_tool(url, tmp_path)
     assert _statements(again.stdout) == []
 
 
 def test_sqlite_the_printed_sql_applied_with_sqlite3_restores_every_index(tmp_path):
     url = sqlite_database(tmp_path)
-    built = _catalog_of(url)
     with sqlite3.connect(make_url(url).database) as conn:
         conn.executescript("""
             DROP INDEX ix_payments_created;
             DROP INDEX ix_audit_logs_created;
             DROP INDEX ix_records_institution_day;
             CREATE INDEX ix_records_institution_day ON attendance_records (attendance_date);""")
-    broken = _catalog_of(url)
+    assert len(_drift(url, tmp_path)) == 3
+    broken = _schema(url)
     database = connect(url)
     rows_before = snapshot(database)
 
     done = _run_tool(url, tmp_path)
 
-    assert _indexes(_catalog_of(url)) == _indexes(broken)
+    assert _schema(url) == broken
     assert_unchanged(rows_before, snapshot(database))
     database.engine.dispose()
     _only_sql(done.stdout)
@@ -410,7 +426,7 @@ def test_sqlite_the_printed_sql_applied_with_sqlite3_restores_every_index(tmp_pa
 
     _apply_with_sqlite3(url, done.stdout)
 
-    assert _indexes(_catalog_of(url)) == _indexes(built)
+    assert _drift(url, tmp_path) == []
     assert _statements(_run_tool(url, tmp_path).stdout) == []
 
 
