@@ -22,9 +22,8 @@ DEFAULT_LARGE_TABLE_MB = 1024
     "  mariadb --default-character-set=utf8mb4 DB < fix.sql",
 ])
 @click.option("--scratch-database", default=None, metavar="NAME",
-              help="Load schema.sql into this (new, empty) database instead of a scratch schema "
-                   "of a random name: for a user who may create only one named database. It is "
-                   "dropped afterwards.")
+              help="Load schema.sql into this database, which must not exist (for a user who "
+                   "may create only one named database); default: ops_scratch_<time>_<hex>.")
 @click.option("--large-table-mb", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_LARGE_TABLE_MB, show_default=True, metavar="MB",
               help="Above this size (information_schema's estimate) the comments advise "
