@@ -43,6 +43,7 @@ TOOLS: dict[str, ToolUse] = {
         "billing_grace_days", "reminder_offsets_days", "billing_currency",
         "worker_max_attempts"})),
     "generate_missing_index_sql": ToolUse(),
+    "import_ipemis_locations": ToolUse(settings=frozenset({"location_max_shrink_percent"})),
     "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
     "manage_schema": ToolUse(),
     # The thresholds, the schedule's optional jobs, and for --html the archive's retentions (its

@@ -264,7 +264,7 @@ def run_tool(
     except (Exception, KeyboardInterrupt) as exc:
         message, exit_code, status = describe_failure(exc)
         exit_code = exit_code_for(exit_code)
-        _fail_line(OpsError(message), debug, exc)
+        _fail_line(exc if isinstance(exc, OpsError) else OpsError(message), debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args, status)
         _show_failure(result, options, exit_code, pager)
         if status == "failed":
@@ -311,10 +311,12 @@ def _alert(settings: Settings, result: JobResult | None) -> None:
 def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str, Any]:
     from .settings import mask_url
 
-    # Every URL option (--database-url, --target-url) may hold a password.
+    # Every URL option (--database-url, --target-url) may hold a password, and so may a job's
+    # argument that is a URL (a SOURCE to download).
     shown = {k: mask_url(v) if k.endswith("_url") else v
              for k, v in options.items() if v not in (None, False)}
-    shown.update(job_args)
+    shown.update({k: mask_url(v) if isinstance(v, str) and "://" in v else v
+                  for k, v in job_args.items()})
     return shown
 
 

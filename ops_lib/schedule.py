@@ -36,6 +36,10 @@ class ScheduledJob:
     what: str  # the job in a few words, for the status page and the generated files
     optional: bool = False  # runs only where `optional_jobs` names it
     why_optional: str = ""
+    max_copies: int = 1  # copies that may run at once (more than 1 only where overlap is True)
+    # Heavy jobs start up to this late at random (systemd RandomizedDelaySec), so hosts sharing
+    # one database server do not all start them in the same second.
+    randomized_delay_seconds: int = 0
 
     @property
     def script(self) -> str:
@@ -97,6 +101,7 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
         "run_background_workers", "* * * * *", ("500", "--execute", "--max-runtime", "240",
                                                 "--quiet"),
         budget_seconds=240, overlap=True, catch_up=False, grace_seconds=5 * MINUTE,
+        max_copies=5,  # a run lasts up to its 4-minute budget: five minutes' runs at once
         what="drain the queues: scans, fan-out, push, roll-ups, snapshots, report emails"),
     ScheduledJob(
         "queue_health_summary", "*/15 * * * *", ("--alert", "--quiet"),
@@ -105,11 +110,13 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
     ScheduledJob(
         "run_billing_jobs", "10 1 * * *", ("--execute", "--quiet"),
         budget_seconds=HOUR, overlap=False, catch_up=True, grace_seconds=2 * HOUR,
+        randomized_delay_seconds=10 * MINUTE,
         what="invoices, reminders, grace-period restriction and restore"),
     ScheduledJob(
         "archive_hot_path_data", "30 2 * * *", ("1000", "--execute", "--max-runtime", "3600",
                                                 "--quiet"),
         budget_seconds=HOUR, overlap=False, catch_up=True, grace_seconds=2 * HOUR,
+        randomized_delay_seconds=10 * MINUTE,
         what="move old notifications, audit logs and payments to their archive tables"),
     ScheduledJob(
         "cleanup_stale_devices", "15 3 1 * *", ("5000", "--execute", "--quiet"),
@@ -119,6 +126,7 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
         "export_operational_warehouse_batch", "0 4 * * *",
         ("attendance_records", "--execute", "--quiet"),
         budget_seconds=HOUR, overlap=False, catch_up=True, grace_seconds=3 * HOUR,
+        randomized_delay_seconds=10 * MINUTE,
         what="export the next batch of attendance records to Parquet for analytics",
         optional=True, why_optional="only where a warehouse or analytics engine reads the files"),
     ScheduledJob(

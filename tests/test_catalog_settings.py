@@ -104,6 +104,7 @@ TOOL_MODULES = {
     "generate_synthetic_load": ["jobs/synthetic_load.py", "jobs/synthetic_history.py"],
     "generate_missing_index_sql": ["jobs/index_preview.py", "scratch_schema.py",
                                    "schema_catalog.py"],
+    "import_ipemis_locations": ["jobs/locations/*.py"],
     "manage_dead_letters": ["jobs/dead_letters.py"],
     "manage_schema": ["jobs/schema_admin.py"],
     "queue_health_summary": ["jobs/queue_health/*.py", "queue.py", "schedule.py"],
