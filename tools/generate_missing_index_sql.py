@@ -7,7 +7,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import click  # noqa: E402
 
-from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noqa: E402
+from ops_lib.cli import (  # noqa: E402
+    common_options,
+    run_tool,
+    scratch_database_option,
+    tool_command,
+    tool_main,
+)
 
 # Kept in step with ops_lib.jobs.index_preview.DEFAULT_LARGE_TABLE_MB (that module is not
 # imported here: --help stays fast); tests/test_index_preview.py checks they agree.
@@ -21,9 +27,7 @@ DEFAULT_LARGE_TABLE_MB = 1024
     "  python tools/generate_missing_index_sql.py > fix.sql",
     "  mariadb --default-character-set=utf8mb4 DB < fix.sql",
 ])
-@click.option("--scratch-database", default=None, metavar="NAME",
-              help="Load schema.sql into this database, which must not exist (for a user who "
-                   "may create only one named database); default: ops_scratch_<time>_<hex>.")
+@scratch_database_option
 @click.option("--large-table-mb", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_LARGE_TABLE_MB, show_default=True, metavar="MB",
               help="Above this size (information_schema's estimate) the comments advise "
