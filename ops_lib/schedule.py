@@ -152,6 +152,7 @@ MANUAL_ONLY: dict[str, str] = {
     "manage_schema": "creates or resets a schema: a person decides",
     "generate_synthetic_load": "fills a test database with made-up data",
     "manage_dead_letters": "a person decides which failed rows to retry or forget",
+    "manage_schedule": "writes this schedule's files and installs the crontab: a person does it",
 }
 
 BY_TOOL: dict[str, ScheduledJob] = {job.tool: job for job in SCHEDULE}
