@@ -14,8 +14,9 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
     "python tools/manage_schedule.py generate  # which generated files would change, as a diff",
     "python tools/manage_schedule.py generate --execute",
     "python tools/manage_schedule.py --check  # exit 1 and one line per problem",
-    "python tools/manage_schedule.py install-crontab  # the crontab block it would install",
-    "python tools/manage_schedule.py install-crontab --execute",
+    "python tools/manage_schedule.py install-crontab --crontab-file /etc/cron.d/ops-toolkit "
+    "--cron-user ops  # the block it would write there, as a diff",
+    "python tools/manage_schedule.py install-crontab --execute  # into this user's crontab",
 ])
 @click.argument("action", type=click.Choice(["generate", "install-crontab"]), required=False)
 @click.option("--check", is_flag=True,
