@@ -346,3 +346,28 @@ def test_the_crontab_runs_required_jobs_comments_optional_ones_and_names_manual_
 def test_the_optional_jobs_named_are_live_lines():
     text = schedule_files.crontab_text(optional_jobs=["check_schema_drift"])
     assert "\n0 6 1 * *" in text and "\n# 0 4 * * *" in text
+
+
+def test_generate_dry_run_changes_nothing_and_execute_repairs_every_file(tmp_path):
+    from types import SimpleNamespace
+
+    from ops_lib.jobs.schedule_admin import run
+
+    root = _copy_of_the_toolkit(tmp_path)
+    timer = root / "systemd" / "ops-run_billing_jobs.timer"
+    timer.write_text(timer.read_text().replace("01:10:00", "01:20:00"))
+    (root / "taskscheduler" / "service" / f"{SERVICE_TOOL}.xml").unlink()
+    (root / "systemd" / "ops-old_job.timer").write_text("[Timer]\n")
+    before = {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+    planned = run(SimpleNamespace(dry_run=True), "generate", False, root=root)
+    assert {(row["file"], row["change"]) for row in planned.sections[0].rows} == {
+        ("systemd/ops-old_job.timer", "stale"), ("systemd/ops-run_billing_jobs.timer", "changed"),
+        (f"taskscheduler/service/{SERVICE_TOOL}.xml", "new")}
+    assert any("-OnCalendar=*-*-* 01:20:00 UTC\n+OnCalendar=*-*-* 01:10:00 UTC" in note
+               for note in planned.notes)
+    assert {path: path.read_bytes() for path in root.rglob("*") if path.is_file()} == before
+
+    run(SimpleNamespace(dry_run=False), "generate", False, root=root)
+    assert file_changes(root) == [] and not (root / "systemd" / "ops-old_job.timer").exists()
+    assert [p.name for p in root.rglob(".*")] == []  # no temporary file left behind

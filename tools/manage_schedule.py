@@ -43,7 +43,7 @@ def main(action, check, crontab_file, remove, cron_user, env_file, python, **opt
 
     run_tool("manage_schedule", schedule_admin.run, options,
              validate=lambda _settings: schedule_admin.check_install_options(
-                 action, check, crontab_file, remove, cron_user),
+                 action, check, crontab_file, remove, cron_user, python, options["execute"]),
              action=action, check=check, crontab_file=crontab_file, remove=remove,
              cron_user=cron_user, env_file=env_file, python=python)
 

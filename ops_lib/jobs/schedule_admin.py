@@ -153,16 +153,19 @@ class CrontabFile:
 
 
 def check_install_options(action: str | None, check: bool, crontab_file: str | None,
-                          remove: bool, cron_user: str | None) -> list[str]:
+                          remove: bool, cron_user: str | None, python: str | None = None,
+                          execute: bool = False) -> list[str]:
     """Problems with the options, before anything connects."""
     problems = []
     if action is None and not check:
         problems.append("say what to do: generate, install-crontab, or --check")
     if check and action == "install-crontab":
         problems.append("--check checks the generated files: not with install-crontab")
+    if check and execute:
+        problems.append("--check changes nothing: leave out --execute")
     if action != "install-crontab":
         for given, name in ((crontab_file, "--crontab-file"), (remove, "--remove"),
-                            (cron_user, "--cron-user")):
+                            (cron_user, "--cron-user"), (python, "--python")):
             if given:
                 problems.append(f"{name} goes with install-crontab")
     if cron_user and not crontab_file:
