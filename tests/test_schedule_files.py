@@ -13,6 +13,7 @@ import datetime as dt
 import re
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def test_the_checked_in_files_are_what_the_schedule_generates():
 
 
 def _copy_of_the_toolkit(tmp_path: Path) -> Path:
+    tmp_path.mkdir(exist_ok=True)
     for pattern in ("crontab.example", "taskscheduler", "systemd"):
         source = REPO / pattern
         if source.is_dir():
@@ -98,10 +100,24 @@ def test_every_tool_is_scheduled_or_manual_only_and_every_expression_is_accepted
 
 
 def test_the_check_names_each_problem_on_its_own_line_with_exit_1(tmp_path):
-    done = run_cli("manage_schedule", "--check", env=tool_env(sqlite_database(tmp_path),
-                                                               tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == "SCHEDULE OK: no problems"
+    env = tool_env(sqlite_database(tmp_path), tmp_path)
+    done = run_cli("manage_schedule", "--check", env=env)
+    assert (done.returncode, done.stdout.splitlines()[0]) == (0, "SCHEDULE OK: no problems")
+    # A copy of the toolkit (a tool runs the ops_lib beside it) with two hand edits.
+    copy = _copy_of_the_toolkit(tmp_path / "toolkit")
+    shutil.copytree(REPO / "ops_lib", copy / "ops_lib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "tools" / "manage_schedule.py", copy / "tools")
+    (copy / "crontab.example").write_text("# mine\n")
+    (copy / "systemd" / "ops-scheduler.service").unlink()
+    done = subprocess.run([sys.executable, str(copy / "tools" / "manage_schedule.py"),
+                           "--check"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    fix = "; run: python tools/manage_schedule.py generate --execute"
+    assert done.stdout.splitlines()[0] == "SCHEDULE PROBLEMS: 2 problems"
+    assert [line for line in done.stdout.splitlines() if line.startswith("problems:")] == [
+        f'problems: problem="crontab.example differs from what the schedule generates{fix}"',
+        f'problems: problem="systemd/ops-scheduler.service is missing{fix}"']
     bad = dataclasses.replace(BY_TOOL["run_billing_jobs"], cron="*/7 * * * *")
     assert schedule_problems([bad]) == [
         "run_billing_jobs: cron '*/7 * * * *': every 7 minutes does not divide the hour: cron "
