@@ -42,6 +42,11 @@ class ScheduledJob:
     randomized_delay_seconds: int = 0
 
     @property
+    def time_limit_seconds(self) -> int:
+        """How long a run may last before its runner stops it: its budget plus its grace."""
+        return self.budget_seconds + self.grace_seconds
+
+    @property
     def script(self) -> str:
         return f"tools/{self.tool}.py"
 

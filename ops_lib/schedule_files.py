@@ -167,11 +167,6 @@ def schedule_problems(jobs: Iterable[ScheduledJob] = SCHEDULE,
     return problems
 
 
-def time_limit_seconds(job: ScheduledJob) -> int:
-    """How long a run may last before its runner stops it: its budget plus its grace."""
-    return job.budget_seconds + job.grace_seconds
-
-
 # --- cron -------------------------------------------------------------------------------------
 
 def _comment(text: str, indent: str = "") -> list[str]:
@@ -196,7 +191,7 @@ def cron_command(job: ScheduledJob, python: str = EXAMPLE_PYTHON) -> str:
     words = [python, f"tools/{job.tool}.py", *job.args]
     command = " ".join(shlex.quote(word) for word in words)
     line = (f"cd \"$OPS_HOME\" && set -a && . \"$ENV_FILE\" && set +a && "
-            f"timeout -k {KILL_AFTER_SECONDS} {time_limit_seconds(job)} {command}")
+            f"timeout -k {KILL_AFTER_SECONDS} {job.time_limit_seconds} {command}")
     return line.replace("%", "\\%")  # cron turns a bare % into a newline
 
 
@@ -365,7 +360,7 @@ def task_scheduler_xml(job: ScheduledJob) -> str:
     _add_trigger(triggers, shape)
     _settings(task, policy="Parallel" if job.max_copies > 1 else "IgnoreNew",
               start_when_available=job.catch_up,
-              time_limit=iso_duration(time_limit_seconds(job)), enabled=not job.optional)
+              time_limit=iso_duration(job.time_limit_seconds), enabled=not job.optional)
     _exec(task, job.tool, job.args)
     return _xml_text(task)
 
@@ -443,7 +438,7 @@ def _job_service(job: ScheduledJob, description: str) -> str:
             ("ExecStart", command.replace("%", "%%")),
             # A oneshot service's time limit is TimeoutStartSec (RuntimeMaxSec does not apply
             # to it): SIGTERM at budget plus grace, SIGKILL TimeoutStopSec later.
-            ("TimeoutStartSec", str(time_limit_seconds(job))),
+            ("TimeoutStartSec", str(job.time_limit_seconds)),
             ("TimeoutStopSec", str(KILL_AFTER_SECONDS)),
         ]),
     ], _unit_comments(f"Started by its timer, {job.in_words()}."))
