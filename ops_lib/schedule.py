@@ -1,11 +1,12 @@
 """The schedule: which tools run when, said once.
 
-Queue health judges every tool's freshness by it; `crontab.example`, the Task Scheduler XML, the
-systemd units and the scheduler service are generated from it (a later issue). The cadence is
-SPEC.md's (the platform's maintenance page): the workers every minute with overlapping runs,
-billing daily off-peak, the archive nightly, queue health every 15 minutes, stale devices monthly;
-the monthly checks and the nightly export are optional, enabled per host with the
-`optional_jobs` setting; a few support tools are never scheduled at all (`MANUAL_ONLY`).
+Queue health judges every tool's freshness by it; `crontab.example`, the Task Scheduler XML and the
+systemd units are generated from it (ops_lib/schedule_files.py, tools/manage_schedule.py), and the
+scheduler service runs it. The cadence is SPEC.md's (the platform's maintenance page): the workers
+every minute with overlapping runs, billing daily off-peak, the archive nightly, queue health every
+15 minutes, stale devices monthly; the monthly checks and the nightly export are optional, enabled
+per host with the `optional_jobs` setting; a few support tools are never scheduled at all
+(`MANUAL_ONLY`).
 
 Cron expressions are in UTC, five fields, and parsed by croniter (a well-kept parser, the one
 Airflow and Celery's users lean on), never by hand.

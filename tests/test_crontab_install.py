@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ops_lib.errors import BadInput
 from ops_lib.jobs.schedule_admin import with_block
 from ops_lib.schedule_files import BLOCK_BEGIN, BLOCK_END, crontab_block
 from tests.conftest import REPO, run_cli, sqlite_database, tool_env
@@ -152,3 +153,9 @@ def test_with_block_on_text():
     assert with_block(with_block("a\n", block), None) == "a\n"
     other = crontab_block(env_file="/x")
     assert with_block(with_block("a\n", block) + "b\n", other) == "a\n" + other + "b\n"
+
+
+def test_two_blocks_are_refused():
+    twice = with_block("", crontab_block()) + crontab_block()
+    with pytest.raises(BadInput, match="more than one ops-toolkit block"):
+        with_block(twice, None)
