@@ -94,8 +94,8 @@ def cron_shape(cron: str) -> CronShape:
         for mark, what in ((",", "a list"), ("-", "a range"), ("?", "'?'"), ("L", "'L'"),
                            ("W", "'W'"), ("#", "'#'")):
             if mark in value.upper():
-                raise ValueError(f"{what} in the {name} field: Task Scheduler and systemd "
-                                 f"cannot say it the way cron does")
+                raise ValueError(f"{what} in the {name} field: not one of the shapes every "
+                                 f"runner says the same way (docs/scheduling.md)")
         if value != "*" and not _NUMBER.fullmatch(value) and not (
                 name == "minute" and value.startswith("*/")):
             if "/" in value:
