@@ -46,6 +46,8 @@ TOOLS: dict[str, ToolUse] = {
     "import_ipemis_locations": ToolUse(settings=frozenset({"location_max_shrink_percent"})),
     "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
     "manage_schema": ToolUse(),
+    # install-crontab enables the optional jobs this host runs.
+    "manage_schedule": ToolUse(settings=frozenset({"optional_jobs"})),
     # The thresholds, the schedule's optional jobs, and for --html the archive's retentions (its
     # readiness table comes from the archive job's own plan).
     "queue_health_summary": ToolUse(settings=frozenset({

@@ -107,6 +107,7 @@ TOOL_MODULES = {
     "import_ipemis_locations": ["jobs/locations/*.py"],
     "manage_dead_letters": ["jobs/dead_letters.py"],
     "manage_schema": ["jobs/schema_admin.py"],
+    "manage_schedule": ["jobs/schedule_admin.py", "schedule_files.py"],
     "queue_health_summary": ["jobs/queue_health/*.py", "queue.py", "schedule.py"],
     "run_background_workers": ["jobs/workers/*.py", "push.py", "queue.py"],
     "run_billing_jobs": ["jobs/billing*.py", "jobs/billing/*.py"],
