@@ -498,17 +498,20 @@ def test_once_runs_what_is_due_now_waits_for_it_and_exits(rig, tmp_path):
         ("ok", False), ("ok", False)]
 
 
-def test_check_refuses_a_schedule_with_a_bad_cron_expression_or_a_missing_tool(rig, tmp_path):
+def test_check_refuses_a_bad_or_inexpressible_cron_expression_and_a_missing_tool(rig, tmp_path):
     env = service_env(tmp_path)
     schedule = rig.schedule_file([{"tool": "fine", "cron": "*/5 * * * *"},
-                                  {"tool": "typo", "cron": "61 * * * *"}])
+                                  {"tool": "typo", "cron": "61 * * * *"},
+                                  {"tool": "weekdays", "cron": "0 2 * * 1-5"}])
     (rig.tools / "fine.py").unlink()
     done = run_cli("run_scheduler", "--check", "--test-schedule", str(schedule), env=env)
     assert done.returncode == 2
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        "error: typo: cron '61 * * * *': not a valid five-field cron expression",
+        "error: weekdays: cron '0 2 * * 1-5': a range in the weekday field: not one of the "
+        "shapes every runner says the same way (docs/scheduling.md)",
         f"error: fine: {rig.tools / 'fine.py'} does not exist (a tool not built yet cannot be "
-        "scheduled)",
-        "error: typo: '61 * * * *' is not a five-field cron expression"]
+        "scheduled)"]
     real = run_cli("run_scheduler", "--check", "--json", env=env)
     assert real.returncode == 0, real.stderr
     assert [row["tool"] for row in json.loads(real.stdout)["sections"]["Jobs"]] == [

@@ -67,22 +67,15 @@ def load_test_schedule(path: str) -> tuple[list[ScheduledJob], str | None]:
 
 
 def schedule_problems(jobs: list[ScheduledJob], tools_dir: str | None = None) -> list[str]:
-    """What is wrong with the jobs the service would run: one line each.
-
-    Seam: schedgen's expressibility check (every runner can say the cron expression: cron, Task
-    Scheduler, systemd) belongs here once ops_lib/schedule_files.py is on main; until then each
-    expression is checked as croniter reads it.
-    """
-    from ..schedule import is_valid_cron
+    """What is wrong with the jobs the service would run: one line each. The schedule's own
+    rules (ops_lib/schedule_files.py: every expression one that cron, Task Scheduler and systemd
+    all say the same way; copies), and each job's script exists."""
+    from ..schedule_files import schedule_problems as runner_problems
     from ..settings import REPO_ROOT
 
     folder = Path(tools_dir) if tools_dir else REPO_ROOT / "tools"
-    problems = []
+    problems = runner_problems(jobs)
     for job in jobs:
-        if not is_valid_cron(job.cron):
-            problems.append(f"{job.tool}: {job.cron!r} is not a five-field cron expression")
-        if job.max_copies < 1 or (job.max_copies > 1 and not job.overlap):
-            problems.append(f"{job.tool}: max_copies {job.max_copies} needs overlap (and >= 1)")
         if not (folder / f"{job.tool}.py").exists():
             problems.append(f"{job.tool}: {folder / (job.tool + '.py')} does not exist "
                             "(a tool not built yet cannot be scheduled)")
