@@ -504,8 +504,10 @@ def test_check_refuses_a_bad_or_inexpressible_cron_expression_and_a_missing_tool
                                   {"tool": "typo", "cron": "61 * * * *"},
                                   {"tool": "weekdays", "cron": "0 2 * * 1-5"}])
     (rig.tools / "fine.py").unlink()
-    done = run_cli("run_scheduler", "--check", "--test-schedule", str(schedule), env=env)
+    nowhere = tool_env(f"sqlite:///{tmp_path / 'never' / 'ops.db'}", tmp_path)
+    done = run_cli("run_scheduler", "--check", "--test-schedule", str(schedule), env=nowhere)
     assert done.returncode == 2
+    assert not (tmp_path / "never").exists()  # found before connecting
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
         "error: typo: cron '61 * * * *': not a valid five-field cron expression",
         "error: weekdays: cron '0 2 * * 1-5': a range in the weekday field: not one of the "

@@ -52,7 +52,8 @@ def main(action, once, check, pid_file, state_file, kill_grace, test_schedule, *
     command = scheduler.service_command(os.path.abspath(__file__), sys.argv[1:], action or "",
                                         options.get("log_file") or os.environ.get("OPS_LOG_FILE"))
     run_tool("run_scheduler", scheduler.run, options, lock=False,
-             validate=lambda settings: scheduler.validate(action, check, once),
+             validate=lambda settings: scheduler.validate(action, check, once, settings,
+                                                          test_schedule),
              action=action, once=once, check=check, pid_file=pid_file, state_file=state_file,
              kill_grace=kill_grace, service_command=command, test_schedule=test_schedule)
 

@@ -103,10 +103,11 @@ def service_command(script: str, argv: list[str], action: str, log_file: str | N
     return [sys.executable, script, *words]
 
 
-def validate(action: str | None, check: bool, once: bool) -> list[str]:
-    """Option problems, found before connecting."""
+def validate(action: str | None, check: bool, once: bool, settings=None,
+             test_schedule: str | None = None) -> list[str]:
+    """Option problems, found before connecting; with --check, the schedule's problems."""
     if check:
-        return []
+        return schedule_problems(*_jobs(settings, test_schedule))
     if action is None:
         return [f"give an ACTION ({', '.join(ACTIONS)}) or --check"]
     if once and action != "run":
@@ -123,21 +124,13 @@ def run(ctx: RunContext, action: str | None, once: bool = False, check: bool = F
         kill_grace: float = DEFAULT_KILL_GRACE_SECONDS, service_command: list[str] | None = None,
         test_schedule: str | None = None) -> JobResult:
     """The scheduler's ACTION (see the module's docstring)."""
-    from ..errors import BadInput
     from ..result import JobResult
-    from ..schedule import active_jobs
 
     result = JobResult(ctx.tool, ctx.dry_run)
     pid_file = pid_file or default_pid_file()
     state_file = state_file or default_state_file()
-    if test_schedule:
-        jobs, tools_dir = load_test_schedule(test_schedule)
-    else:
-        jobs, tools_dir = active_jobs(ctx.settings.optional_jobs), None
-    if check:
-        problems = schedule_problems(jobs, tools_dir)
-        if problems:
-            raise BadInput(*problems)
+    jobs, tools_dir = _jobs(ctx.settings, test_schedule)
+    if check:  # its problems were found before connecting (validate)
         _jobs_section(result, jobs, {}, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
         result.stop_reason = f"schedule valid: {len(jobs)} jobs"
         return result
@@ -153,6 +146,15 @@ def run(ctx: RunContext, action: str | None, once: bool = False, check: bool = F
         _stop(result, pid_file, kill_grace)
         _start(result, pid_file, service_command, ctx.settings.database_url)
     return result
+
+
+def _jobs(settings, test_schedule: str | None) -> tuple[list[ScheduledJob], str | None]:
+    """The jobs this host runs (with the tools folder a test schedule names)."""
+    from ..schedule import active_jobs
+
+    if test_schedule:
+        return load_test_schedule(test_schedule)
+    return active_jobs(settings.optional_jobs), None
 
 
 def _serve(ctx, result, jobs, tools_dir, pid_file, state_file, kill_grace, once) -> None:
