@@ -215,8 +215,6 @@ def _status(result, jobs, pid_file, state_file) -> None:
 
 
 def _jobs_section(result, jobs, saved: dict, now: dt.datetime, running: bool = False) -> None:
-    from .service import timeout_seconds
-
     rows = []
     for job in jobs:
         job_state = saved.get(job.tool, {})
@@ -227,7 +225,7 @@ def _jobs_section(result, jobs, saved: dict, now: dt.datetime, running: bool = F
             "tool": job.tool,
             "schedule": job.in_words(),
             "policy": _policy(job),
-            "timeout": f"{timeout_seconds(job)}s",
+            "timeout": f"{job.time_limit_seconds}s",
             "last_slot": job_state.get("last_slot"),
             "last_run": last.get("started_at"),
             "outcome": last.get("outcome"),

@@ -50,11 +50,6 @@ def late_after_seconds(job: ScheduledJob, slot: dt.datetime) -> float:
     return min(max(job.interval_seconds(slot) / 2, 60.0), float(HOUR))
 
 
-def timeout_seconds(job: ScheduledJob) -> int:
-    """How long one run may go before it is stopped: its budget plus its grace."""
-    return job.budget_seconds + job.grace_seconds
-
-
 def _when(moment: dt.datetime | None) -> str | None:
     return moment.isoformat(sep=" ", timespec="seconds") if moment else None
 
@@ -320,7 +315,7 @@ class Scheduler:
             took = _duration(self.clock.monotonic() - child.started_tick)
             if child.why_stopped == "timeout":
                 how = "SIGKILL" if child.killed else "SIGTERM"
-                outcome = f"timed out after {_duration(timeout_seconds(child.job))}: stopped " \
+                outcome = f"timed out after {_duration(child.job.time_limit_seconds)}: stopped " \
                           f"by {how}"
                 self.tally.add("timed_out")
             elif child.why_stopped == "shutdown":
@@ -357,7 +352,7 @@ class Scheduler:
             if child.process.poll() is not None:
                 continue
             if child.terminated_at is None:
-                if now - child.started_tick > timeout_seconds(child.job):
+                if now - child.started_tick > child.job.time_limit_seconds:
                     log.warning("%s: slot %s (pid %d) still running after %s (budget %ds + "
                                 "grace %ds): SIGTERM", child.job.tool, _when(child.slot),
                                 child.pid, _duration(now - child.started_tick),
