@@ -7,6 +7,7 @@ import codecs
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -321,6 +322,32 @@ def test_a_duplicate_code_is_reported_with_both_rows(tmp_path):
         "unions.csv row 5: code '267215' is already at unions.csv row 3 (unions)"]
 
 
+@pytest.mark.parametrize("code", ["১০", "１０", "Straße", "ab c", "26.1", "é"])
+def test_a_code_outside_ascii_letters_digits_underscore_and_hyphen_is_a_problem(tmp_path, code):
+    """MariaDB's utf8mb4_unicode_ci key holds '১০' and '10', '１０' and '10', 'ß' and 'ss' for
+    one code: such a code would pass here and fail half-way through the import there."""
+    text = UNIONS_OF_SAVAR + f"{code},2672,Dhamsona,ধামসোনা\n267233,{code},Kaundia,কাউন্দিয়া\n"
+    assert problems_of(write(tmp_path / "unions.csv", text)) == [
+        f"unions.csv row 5: code {code!r} holds other characters than ASCII letters, digits, "
+        f"'_' and '-' (the database would match it to another code)",
+        f"unions.csv row 6: parent code {code!r} holds other characters than ASCII letters, "
+        f"digits, '_' and '-' (the database would match it to another code)"]
+
+
+def test_codes_differing_only_in_case_are_one_code(tmp_path):
+    text = ("level,code,parent_code,name,bn_name\n"
+            "division,DH,,Dhaka,ঢাকা\n"
+            "division,dh,,Dhaka Two,ঢাকা\n"
+            "district,Fe-1,dH,Feni,ফেনী\n")
+    assert problems_of(write(tmp_path / "bd.csv", text)) == [
+        "bd.csv row 3: code 'dh' is already at bd.csv row 2 as 'DH' (divisions; codes "
+        "differing only in case are one code)"]
+    # A parent named in another case is the same parent, as the database's key finds it.
+    text = text.replace("division,dh,", "division,CT,")
+    source = read_source(str(write(tmp_path / "ok.csv", text)))
+    assert [(row.code, row.parent_code) for row in source.rows["districts"]] == [("Fe-1", "dH")]
+
+
 def test_the_same_code_at_two_levels_is_no_duplicate(tmp_path):
     text = "level,code,parent_code,name,bn_name\ndivision,30,,Dhaka,ঢাকা\ndistrict,30,30,Feni,ফেনী\n"
     source = read_source(str(write(tmp_path / "bd.csv", text)))
@@ -502,14 +529,38 @@ def http_server(monkeypatch):
     server.close()
 
 
-def body(data: bytes, length: int | None = None, content_type: str = "text/csv"):
+EXACT = -1
+
+
+def body(data: bytes, length: int | None = EXACT, content_type: str = "text/csv"):
+    """An answer with `data`; Content-Length `length` (EXACT: the data's, None: no header)."""
     def answer(handler: BaseHTTPRequestHandler):
         handler.send_response(200)
         handler.send_header("Content-Type", content_type)
         if length is not None:
-            handler.send_header("Content-Length", str(length))
+            handler.send_header("Content-Length", str(len(data) if length == EXACT else length))
         handler.end_headers()
         handler.wfile.write(data)
+    return answer
+
+
+def chunked(data: bytes, content_type: str = "text/csv"):
+    """An answer with `data` in chunks of 100 bytes (Transfer-Encoding: chunked)."""
+    def answer(handler: BaseHTTPRequestHandler):
+        handler.protocol_version = "HTTP/1.1"
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        try:
+            for start in range(0, len(data), 100):
+                piece = data[start:start + 100]
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            handler.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):  # the reader stopped at its cap
+            pass
     return answer
 
 
@@ -523,10 +574,19 @@ def test_a_url_source_reads_a_good_file(http_server, tmp_path):
     assert source.rows["unions"][0].where == f"locations.json [{first_union}]"
 
 
-def test_a_url_without_a_content_length_and_named_after_a_level_reads(http_server):
-    http_server.routes["/unions.csv"] = body(UNIONS_OF_SAVAR.encode())
+def test_a_chunked_url_named_after_a_level_reads(http_server):
+    http_server.routes["/unions.csv"] = chunked(UNIONS_OF_SAVAR.encode())
     source = read_source(http_server.url("/unions.csv"))
     assert [row.code for row in source.rows["unions"]] == ["267211", "267215", "267227"]
+
+
+def test_a_url_without_a_length_is_refused_since_a_cut_body_would_look_whole(http_server):
+    """Without Content-Length or chunked encoding the body ends where the connection ends:
+    a dropped connection would pass as a complete file."""
+    http_server.routes["/unions.csv"] = body(UNIONS_OF_SAVAR.encode(), length=None)
+    assert problems_of(http_server.url("/unions.csv")) == [
+        f"{http_server.url('/unions.csv')}: the server gave no length (no Content-Length, not "
+        f"chunked), so a cut download cannot be told from a whole one: nothing read"]
 
 
 def test_a_url_password_is_sent_as_basic_auth_and_masked_in_every_message(http_server):
@@ -536,6 +596,29 @@ def test_a_url_password_is_sent_as_basic_auth_and_masked_in_every_message(http_s
     masked = http_server.url("/unions.csv", userinfo="ipemis:***@")
     assert problems == [f"{masked}: HTTP 403 Forbidden: nothing read"]
     assert http_server.seen_authorization == ["Basic aXBlbWlzOnMzY3JldA=="]  # ipemis:s3cret
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://ops:pw@data.example.org/bd/unions.csv?v=2&token=T0k&X-Amz-Signature=ab%2Fcd#top",
+     "https://ops:***@data.example.org/bd/unions.csv?v=2&token=***&X-Amz-Signature=***#top"),
+    ("http://h.example/a%20b/unions.csv?api_key=1&sig=2&Auth=3&client_secret=4&passwd=5&q=a%20b",
+     "http://h.example/a%20b/unions.csv?api_key=***&sig=***&Auth=***&client_secret=***&passwd=***"
+     "&q=a%20b"),
+    ("http://user@[::1]:8080/x//y?access%5Ftoken=z&empty=&flag",
+     "http://user@[::1]:8080/x//y?access%5Ftoken=***&empty=&flag"),
+    ("http://h.example/unions.csv?#", "http://h.example/unions.csv?#"),
+])
+def test_a_web_url_is_shown_with_its_secrets_masked_and_the_rest_as_given(url, shown):
+    from ops_lib.settings import mask_http_url
+
+    assert mask_http_url(url) == shown
+
+
+def test_a_token_in_the_query_string_stays_out_of_every_message(http_server):
+    http_server.routes["/unions.csv"] = lambda handler: handler.send_error(404)
+    url = http_server.url("/unions.csv?token=s3cret&v=2")
+    assert problems_of(url) == [
+        f"{http_server.url('/unions.csv?token=***&v=2')}: HTTP 404 Not Found: nothing read"]
 
 
 def test_a_redirect_does_not_carry_the_password_on(http_server):
@@ -560,8 +643,8 @@ def test_a_404_is_one_line(http_server):
 def test_a_server_that_stalls_before_answering_is_a_timeout(http_server):
     http_server.routes["/unions.csv"] = lambda handler: http_server.release.wait(60)
     assert problems_of(http_server.url("/unions.csv"), timeout=0.2) == [
-        f"{http_server.url('/unions.csv')}: stalled: nothing for 0.2 s (after 0 bytes): "
-        f"nothing read"]
+        f"{http_server.url('/unions.csv')}: not complete within the timeout of 0.2 s (after 0 "
+        f"bytes): nothing read"]
 
 
 def test_a_server_that_stalls_half_way_through_the_body_is_a_timeout(http_server):
@@ -577,13 +660,47 @@ def test_a_server_that_stalls_half_way_through_the_body_is_a_timeout(http_server
     # Almost always after the 40 bytes; a server thread scheduled late makes it 0 bytes (the
     # wait for the answer): either way nothing half-read comes back.
     assert len(problems) == 1 and re.fullmatch(
-        re.escape(f"{http_server.url('/unions.csv')}: stalled: nothing for 0.2 s (after ")
+        re.escape(f"{http_server.url('/unions.csv')}: not complete within the timeout of "
+                  f"0.2 s (after ")
         + r"(40|0) bytes\): nothing read", problems[0]), problems
+
+
+def test_a_server_trickling_bytes_forever_is_refused_at_the_deadline(http_server):
+    """Regression: the timeout was per socket wait, so a byte every 0.05 s never tripped a
+    0.5 s timeout. The server here sends a byte every 0.05 s for 40 s (far more than the
+    deadline, whatever the machine's speed) of a body it announces bigger still: only a
+    deadline over the whole download stops the read before the server does."""
+    tick = 0.05
+    sent = []
+
+    def trickle(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/csv")
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        handler.wfile.write(b"code,parent_code,name_en,name_bn\n")
+        for _ in range(800):  # 40 s of ticks; the test's end stops it sooner
+            if http_server.release.wait(tick):
+                return
+            handler.wfile.write(b"1")
+            handler.wfile.flush()
+            sent.append(1)
+
+    http_server.routes["/unions.csv"] = trickle
+    timeout = 0.5
+    started = time.monotonic()
+    problems = problems_of(http_server.url("/unions.csv"), timeout=timeout)
+    took = time.monotonic() - started
+    assert len(problems) == 1 and re.fullmatch(
+        re.escape(f"{http_server.url('/unions.csv')}: not complete within the timeout of 0.5 s "
+                  f"(after ") + r"\d+ bytes\): nothing read", problems[0]), problems
+    # Refused by the deadline, not by the server stopping: the server had 40 s of ticks left.
+    assert timeout <= took < 800 * tick, took
 
 
 def test_a_body_larger_than_the_cap_is_refused(http_server):
     data = UNIONS_OF_SAVAR.encode() * 20
-    http_server.routes["/unions.csv"] = body(data)  # no Content-Length: the cap counts
+    http_server.routes["/unions.csv"] = chunked(data)  # no Content-Length: the cap counts
     assert problems_of(http_server.url("/unions.csv"), max_bytes=1000) == [
         f"{http_server.url('/unions.csv')}: more than the size cap of 1,000 bytes"]
     http_server.routes["/big.csv"] = body(data, len(data))
