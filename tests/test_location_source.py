@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import shlex
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,7 @@ import pytest
 
 from ops_lib.errors import EXIT_USAGE, BadInput
 from ops_lib.jobs.locations.model import CODE_MAX, MAX_PROBLEMS_SHOWN, NAME_MAX
-from ops_lib.jobs.locations.source import read_source
+from ops_lib.jobs.locations.source import level_named, read_source
 from tests.location_data import WRITE_FORMATS, Place, by_level, hierarchy, write_source
 
 REPO = Path(__file__).resolve().parent.parent
@@ -544,8 +545,9 @@ def body(data: bytes, length: int | None = EXACT, content_type: str = "text/csv"
     return answer
 
 
-def chunked(data: bytes, content_type: str = "text/csv"):
-    """An answer with `data` in chunks of 100 bytes (Transfer-Encoding: chunked)."""
+def chunked(data: bytes, content_type: str = "text/csv", whole: bool = True):
+    """An answer with `data` in chunks of 100 bytes (Transfer-Encoding: chunked); not `whole`:
+    the connection closes before the last, empty chunk."""
     def answer(handler: BaseHTTPRequestHandler):
         handler.protocol_version = "HTTP/1.1"
         handler.send_response(200)
@@ -558,7 +560,8 @@ def chunked(data: bytes, content_type: str = "text/csv"):
             for start in range(0, len(data), 100):
                 piece = data[start:start + 100]
                 handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            handler.wfile.write(b"0\r\n\r\n")
+            if whole:
+                handler.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):  # the reader stopped at its cap
             pass
     return answer
@@ -578,6 +581,14 @@ def test_a_chunked_url_named_after_a_level_reads(http_server):
     http_server.routes["/unions.csv"] = chunked(UNIONS_OF_SAVAR.encode())
     source = read_source(http_server.url("/unions.csv"))
     assert [row.code for row in source.rows["unions"]] == ["267211", "267215", "267227"]
+
+
+def test_a_chunked_body_cut_before_its_last_chunk_is_a_short_read(http_server):
+    data = UNIONS_OF_SAVAR.encode()
+    http_server.routes["/unions.csv"] = chunked(data, whole=False)
+    assert problems_of(http_server.url("/unions.csv")) == [
+        f"{http_server.url('/unions.csv')}: short read: the connection closed after "
+        f"{len(data)} bytes"]
 
 
 def test_a_url_without_a_length_is_refused_since_a_cut_body_would_look_whole(http_server):
@@ -750,6 +761,41 @@ def test_the_documentation_links_examples_of_every_format():
     assert len(examples) >= 5, examples
     for link in examples:
         assert (REPO / "docs" / link).exists(), link
+
+
+def manual_file_sources() -> list[tuple[str, str | None]]:
+    """(file, --format) of each example in the tool's manual whose SOURCE is one file."""
+    text = (REPO / "docs" / "tools" / "import_ipemis_locations.md").read_text(encoding="utf-8")
+    found = []
+    for line in re.findall(r"^python tools/import_ipemis_locations\.py .*$", text, re.M):
+        words = shlex.split(line, comments=True)[2:]
+        source = next(word for word in words if not word.startswith("-"))
+        fmt = words[words.index("--format") + 1] if "--format" in words else None
+        if source.endswith((".csv", ".json")) and "://" not in source:
+            found.append((source, fmt))
+    return found
+
+
+def test_the_manual_has_examples_of_a_single_file_source():
+    assert manual_file_sources()
+
+
+@pytest.mark.parametrize("source, fmt", manual_file_sources())
+def test_each_single_file_example_of_the_manual_reads_when_named_as_shown(tmp_path, source, fmt):
+    """Regression: the manual showed `unions-2026-11.csv --format csv`, which a file of that
+    name fails ("its name does not say the level")."""
+    name = Path(source).name
+    kind = {"csv": "partial/unions.csv", "csv-combined": "locations-combined.csv",
+            "json": "locations.json"}[fmt or ("json" if name.endswith(".json") else
+                                              "csv" if level_named(Path(name).stem) else
+                                              "csv-combined")]
+    example = (REPO / "docs" / "examples" / "locations" / kind).read_bytes()
+    assert read_source(str(write_bytes(tmp_path / name, example)), fmt).levels()
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 @pytest.mark.parametrize("link", documented_examples())

@@ -2,7 +2,9 @@
 (`apply`, one transaction).
 
 Rules (docs/tools/import_ipemis_locations.md):
-- Rows are keyed by code per level, never by name. A row of the source is new (no row has its
+- Rows are keyed by code per level, never by name, compared without case (`code_key`) as the
+  database's unique key compares them; a source code in another case than the database's is a
+  problem. A row of the source is new (no row has its
   code), changed (English or Bengali name differs), moved (its parent differs), reactivated
   (its row is inactive) or unchanged; a row can be changed, moved and reactivated at once.
 - Missing: an active row the source lacks becomes inactive only when the source speaks for its
@@ -12,8 +14,12 @@ Rules (docs/tools/import_ipemis_locations.md):
   subtree along). Divisions have no parent: a source that lists two or more divisions is read as
   the country's full list; a source with one division is that division's subtree and
   deactivates no division. A level the source does not hold is not touched.
+- A parent is looked up in the source's level above when the source holds it (only there),
+  else in the database.
 - Shrink guard: a level that would deactivate more than `max_shrink_percent` of its active rows
-  in scope is refused (BadInput) unless `allow_shrink`.
+  in scope is refused (BadInput) unless `allow_shrink`. When the source lacks the level above,
+  its scope is the parents its rows name, which a cut file shrinks along with itself: then each
+  named parent that would lose more than that share of its active children is refused too.
 """
 
 from __future__ import annotations
