@@ -11,6 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,6 +19,9 @@ from ops_lib.errors import EXIT_USAGE, BadInput
 from ops_lib.jobs.locations.model import CODE_MAX, MAX_PROBLEMS_SHOWN, NAME_MAX
 from ops_lib.jobs.locations.source import level_named, read_source
 from tests.location_data import WRITE_FORMATS, Place, by_level, hierarchy, write_source
+
+if TYPE_CHECKING:
+    import ssl
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -493,8 +497,9 @@ def test_a_missing_source_is_one_line(tmp_path):
 class _Server:
     """A real HTTP server on 127.0.0.1; `routes` maps a path to what the handler does."""
 
-    def __init__(self):
+    def __init__(self, tls: "ssl.SSLContext | None" = None):
         self.routes: dict[str, object] = {}
+        self.scheme = "https" if tls else "http"
         self.release = threading.Event()  # a stalled answer waits for this
         self.seen_authorization: list[str | None] = []
         server = self
@@ -508,12 +513,14 @@ class _Server:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path: str, userinfo: str = "") -> str:
-        return f"http://{userinfo}127.0.0.1:{self.httpd.server_address[1]}{path}"
+        return f"{self.scheme}://{userinfo}127.0.0.1:{self.httpd.server_address[1]}{path}"
 
     def close(self):
         self.release.set()
@@ -531,6 +538,46 @@ def http_server(monkeypatch):
 
 
 EXACT = -1
+
+
+@pytest.fixture
+def https_server(monkeypatch, tmp_path):
+    """The same server over TLS, with a certificate for 127.0.0.1 that the download trusts
+    (SSL_CERT_FILE: the default context's certificate store)."""
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file = tmp_path / "cert.pem"
+    key_file = tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server = _Server(tls)
+    yield server
+    server.close()
 
 
 def body(data: bytes, length: int | None = EXACT, content_type: str = "text/csv"):
@@ -674,6 +721,16 @@ def test_a_server_that_stalls_half_way_through_the_body_is_a_timeout(http_server
         re.escape(f"{http_server.url('/unions.csv')}: not complete within the timeout of "
                   f"0.2 s (after ")
         + r"(40|0) bytes\): nothing read", problems[0]), problems
+
+
+def test_an_https_source_reads_and_its_deadline_holds_too(https_server):
+    https_server.routes["/unions.csv"] = body(UNIONS_OF_SAVAR.encode())
+    source = read_source(https_server.url("/unions.csv"))
+    assert [row.code for row in source.rows["unions"]] == ["267211", "267215", "267227"]
+    https_server.routes["/slow/unions.csv"] = lambda handler: https_server.release.wait(60)
+    assert problems_of(https_server.url("/slow/unions.csv"), timeout=0.2) == [
+        f"{https_server.url('/slow/unions.csv')}: not complete within the timeout of 0.2 s "
+        f"(after 0 bytes): nothing read"]
 
 
 def test_a_server_trickling_bytes_forever_is_refused_at_the_deadline(http_server):
