@@ -317,13 +317,19 @@ def _alert(settings: Settings, result: JobResult | None) -> None:
 
 
 def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str, Any]:
-    from .settings import mask_url
+    from .settings import mask_http_url, mask_url
 
     # Every URL option (--database-url, --target-url) may hold a password, and so may a job's
-    # argument that is a URL (a SOURCE to download).
+    # argument that is a URL: a web one (a SOURCE to download) also keeps tokens and
+    # signatures in its query string.
+    def masked(value: str) -> str:
+        if value.lower().startswith(("http://", "https://")):
+            return mask_http_url(value)
+        return mask_url(value)
+
     shown = {k: mask_url(v) if k.endswith("_url") else v
              for k, v in options.items() if v not in (None, False)}
-    shown.update({k: mask_url(v) if isinstance(v, str) and "://" in v else v
+    shown.update({k: masked(v) if isinstance(v, str) and "://" in v else v
                   for k, v in job_args.items()})
     return shown
 

@@ -378,6 +378,41 @@ def mask_url(url: str) -> str:
         return "<unparseable URL>"
 
 
+# Query parameters of a web URL whose value is a secret: their name holds one of these words,
+# in any case (`?token=`, `?api_key=`, `X-Amz-Signature=`, `?sig=`, `?auth=`, `?passwd=`).
+SECRET_QUERY_WORDS = ("token", "key", "secret", "signature", "sig", "password", "passwd", "pwd",
+                      "auth")
+
+
+def mask_http_url(url: str) -> str:
+    """An http(s) URL as it may be shown and stored: the userinfo password and the values of
+    secret-looking query parameters (SECRET_QUERY_WORDS) become `***`; everything else stays
+    exactly as given (its %-escapes, its #fragment)."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        has_password = urlsplit(url).password is not None
+    except ValueError:
+        return "<unparseable URL>"
+    # Cut by hand, not urlunsplit: that would drop an empty '?' or '#' the URL was given with.
+    rest, hash_mark, fragment = url.partition("#")
+    rest, question_mark, query = rest.partition("?")
+    scheme, slashes, rest = rest.partition("//") if "//" in rest else ("", "", rest)
+    netloc, slash, path = rest.partition("/")
+    if has_password:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = "&".join(_mask_parameter(item, unquote) for item in query.split("&"))
+    return (f"{scheme}{slashes}{netloc}{slash}{path}{question_mark}{query}"
+            f"{hash_mark}{fragment}")
+
+
+def _mask_parameter(item: str, unquote: Callable[[str], str]) -> str:
+    name, equals, value = item.partition("=")
+    secret = any(word in unquote(name).casefold() for word in SECRET_QUERY_WORDS)
+    return f"{name}=***" if secret and equals and value else item
+
+
 def _config_file(env: Mapping[str, str]) -> Path | None:
     explicit = env.get("OPS_CONFIG")
     if explicit:
