@@ -87,11 +87,14 @@ def test_a_monitor_that_hangs_does_not_hold_the_run(tmp_path, smtp, pings):
     the run ends on its own, with the server still blocked, and says so."""
     release = threading.Event()
     arrived: list[str] = []
+    both_arrived = threading.Condition()
     answering = pings.server.RequestHandlerClass
 
     class Hanging(answering):
         def do_POST(self):  # noqa: N802 - http.server's hook
-            arrived.append(self.path)
+            with both_arrived:
+                arrived.append(self.path)
+                both_arrived.notify_all()
             release.wait()
             super().do_POST()
 
@@ -101,7 +104,9 @@ def test_a_monitor_that_hangs_does_not_hold_the_run(tmp_path, smtp, pings):
                                           OPS_ALERT_TIMEOUT_SECONDS="1"))
         assert not release.is_set()  # the run ended while the monitor was still blocked
         assert done.returncode == 1, done.stderr  # the job's own exit code, not the alert's
-        assert arrived[0] == f"{BASE}/start"
+        with both_arrived:  # the server reads them in its own time: wait for it, not a clock
+            both_arrived.wait_for(lambda: len(arrived) == 2, timeout=60)
+        assert sorted(arrived) == [f"{BASE}/fail", f"{BASE}/start"]  # order: the test above
         assert len(smtp.messages) == 1  # the mail went out although the pings hung
         [warning] = _ping_warnings(done.stderr)
         assert "monitoring ping start failed" in warning and "1 s" in warning
