@@ -227,3 +227,17 @@ def test_logrotate_copytruncate_under_writers_that_keep_the_file_open(tmp_path):
     for process, _ in writers:
         assert first_half[process.pid] == list(range(200))
         assert second_half[process.pid] == list(range(200, 400))
+
+
+def test_the_log_format_comes_from_the_environment_too_and_a_bad_one_is_one_line(tmp_path):
+    url = sqlite_database(tmp_path)
+    log_file = tmp_path / "toolkit.log"
+    done = run_cli("cleanup_stale_devices", "--log-file", str(log_file),
+                   env=tool_env(url, tmp_path, OPS_LOG_FORMAT="json"))
+    assert done.returncode == 0, done.stderr
+    assert all(json.loads(line)["tool"] == "cleanup_stale_devices"
+               for line in log_file.read_text(encoding="utf-8").splitlines())
+    bad = run_cli("cleanup_stale_devices", env=tool_env(url, tmp_path, OPS_LOG_FORMAT="xml"))
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "error: OPS_LOG_FORMAT log_format: expected one of text, json, got 'xml'"]
