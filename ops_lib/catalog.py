@@ -42,9 +42,12 @@ TOOLS: dict[str, ToolUse] = {
         "attendance_retention_days", "dead_letter_retention_days", "invoice_due_days",
         "billing_grace_days", "reminder_offsets_days", "billing_currency",
         "worker_max_attempts"})),
+    "generate_missing_index_sql": ToolUse(),
     "import_ipemis_locations": ToolUse(settings=frozenset({"location_max_shrink_percent"})),
     "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
     "manage_schema": ToolUse(),
+    # install-crontab enables the optional jobs this host runs.
+    "manage_schedule": ToolUse(settings=frozenset({"optional_jobs"})),
     # The thresholds, the schedule's optional jobs, and for --html the archive's retentions (its
     # readiness table comes from the archive job's own plan).
     "queue_health_summary": ToolUse(settings=frozenset({

@@ -38,6 +38,14 @@ EXIT_INTERRUPTED = 130
 Job = Callable[..., JobResult]
 
 
+def scratch_database_option(function: Callable) -> Callable:
+    """--scratch-database NAME, for the tools that load schema.sql into a scratch schema."""
+    return click.option(
+        "--scratch-database", default=None, metavar="NAME",
+        help="Load schema.sql into this database, which must not exist (for a user who may "
+             "create only one named database); default: ops_scratch_<time>_<hex>.")(function)
+
+
 def common_options(writes: bool = True) -> Callable:
     """The options every tool takes, defined once; `--execute` only for tools that write."""
 

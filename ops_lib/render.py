@@ -137,7 +137,9 @@ def render_json(result: JobResult) -> str:
 def render(result: JobResult, mode: str, stream: TextIO | None = None) -> None:
     """Write the result to stdout (or `stream`) in one of the three modes."""
     stream = stream or sys.stdout
-    if mode == "json":
+    if mode != "json" and result.text is not None:
+        stream.write(result.text)  # the document alone: `tool > file` keeps nothing else
+    elif mode == "json":
         stream.write(render_json(result))
     elif mode == "terminal":
         from rich.console import Console

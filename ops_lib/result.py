@@ -62,6 +62,9 @@ class JobResult:
     exit_code: int | None = None  # set by health checks (0/1/2/3); otherwise from status
     # A check's one-line status (Nagios style, perfdata after a `|`): the first line on stdout.
     headline: str | None = None
+    # A result that is a document of its own (the index preview's SQL file): printed verbatim,
+    # alone, by every mode but --json, where it is the "text" key.
+    text: str | None = None
 
     def add(self, name: str, amount: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + amount
@@ -90,4 +93,5 @@ class JobResult:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "error": self.error,
             **({"headline": self.headline} if self.headline else {}),
+            **({"text": self.text} if self.text is not None else {}),
         }

@@ -1,11 +1,12 @@
 """The schedule: which tools run when, said once.
 
-Queue health judges every tool's freshness by it; `crontab.example`, the Task Scheduler XML, the
-systemd units and the scheduler service are generated from it (a later issue). The cadence is
-SPEC.md's (the platform's maintenance page): the workers every minute with overlapping runs,
-billing daily off-peak, the archive nightly, queue health every 15 minutes, stale devices monthly;
-the monthly checks and the nightly export are optional, enabled per host with the
-`optional_jobs` setting; a few support tools are never scheduled at all (`MANUAL_ONLY`).
+Queue health judges every tool's freshness by it; `crontab.example`, the Task Scheduler XML and the
+systemd units are generated from it (ops_lib/schedule_files.py, tools/manage_schedule.py), and the
+scheduler service runs it. The cadence is SPEC.md's (the platform's maintenance page): the workers
+every minute with overlapping runs, billing daily off-peak, the archive nightly, queue health every
+15 minutes, stale devices monthly; the monthly checks and the nightly export are optional, enabled
+per host with the `optional_jobs` setting; a few support tools are never scheduled at all
+(`MANUAL_ONLY`).
 
 Cron expressions are in UTC, five fields, and parsed by croniter (a well-kept parser, the one
 Airflow and Celery's users lean on), never by hand.
@@ -40,6 +41,11 @@ class ScheduledJob:
     # Heavy jobs start up to this late at random (systemd RandomizedDelaySec), so hosts sharing
     # one database server do not all start them in the same second.
     randomized_delay_seconds: int = 0
+
+    @property
+    def time_limit_seconds(self) -> int:
+        """How long a run may last before its runner stops it: its budget plus its grace."""
+        return self.budget_seconds + self.grace_seconds
 
     @property
     def script(self) -> str:
@@ -152,6 +158,7 @@ MANUAL_ONLY: dict[str, str] = {
     "manage_schema": "creates or resets a schema: a person decides",
     "generate_synthetic_load": "fills a test database with made-up data",
     "manage_dead_letters": "a person decides which failed rows to retry or forget",
+    "manage_schedule": "writes this schedule's files and installs the crontab: a person does it",
 }
 
 BY_TOOL: dict[str, ScheduledJob] = {job.tool: job for job in SCHEDULE}

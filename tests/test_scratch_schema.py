@@ -26,6 +26,7 @@ from ops_lib.db import connect
 from ops_lib.errors import BadInput, JobFailed, PreconditionFailed
 from ops_lib.runtime import StopSignal
 from ops_lib.schema_sql import Statement, schema_statements
+from ops_lib.jobs.schema_admin import create_scratch_database
 from ops_lib.scratch_schema import (
     GENERATED_NAME,
     SCRATCH_PREFIX,
@@ -369,8 +370,11 @@ def comparable(catalog) -> dict:
 
 
 def test_on_mariadb_expected_is_read_from_a_scratch_that_is_gone_afterwards(
-        mariadb_url, tmp_path, caplog, server):
-    ctx = job_context(mariadb_url, tmp_path)
+        tmp_path, caplog, server):
+    # A database of its own, built from schema.sql: the session's shared one is other tests'.
+    name = unique_name("ops_test_expected_live")
+    server.made.append(name)
+    ctx = job_context(create_scratch_database(MYSQL_SERVER_URL, name), tmp_path)
     try:
         with caplog.at_level(logging.DEBUG, logger="ops"):
             expected, live = expected_and_live(ctx)

@@ -7,16 +7,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import click  # noqa: E402
 
-from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noqa: E402
+from ops_lib.cli import (  # noqa: E402
+    common_options,
+    run_tool,
+    scratch_database_option,
+    tool_command,
+    tool_main,
+)
 
 
 @tool_command(examples=[
     "python tools/check_schema_drift.py  # every difference, one line each; exit 1 on drift",
     "python tools/check_schema_drift.py --ignore-extra-tables  # a database shared with other apps",
 ])
-@click.option("--scratch-database", default=None, metavar="NAME",
-              help="Load schema.sql into this database, which must not exist (for a user who "
-                   "may create only one named database); default: ops_scratch_<time>_<hex>.")
+@scratch_database_option
 @click.option("--ignore-extra-tables", is_flag=True,
               help="Do not report tables schema.sql does not have (other applications' tables).")
 @common_options(writes=False)
