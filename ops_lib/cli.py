@@ -14,16 +14,16 @@ import functools
 import logging
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
-# Only click, the standard library and these two stdlib-only modules load with a tool: `--help`
+# Only click, the standard library and these stdlib-only modules load with a tool: `--help`
 # and usage errors never import SQLAlchemy, rich or the drivers (see `run_tool`).
 from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, OpsError
+from .logfile import LOG_FORMATS, AppendFileHandler, JsonFormatter, text_formatter
 from .result import LOCK_HELD, JobResult
 
 if TYPE_CHECKING:
@@ -57,7 +57,11 @@ def common_options(writes: bool = True) -> Callable:
                          default=None, metavar="SECONDS",
                          help="Stop claiming new work when this budget is near; finish cleanly."),
             click.option("--log-file", type=click.Path(dir_okay=False), default=None,
-                         help="Also append log lines here (env OPS_LOG_FILE)."),
+                         help="Also append log lines here; {date} in it is replaced by the "
+                              "UTC date (env OPS_LOG_FILE)."),
+            click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+                         help="Log lines as text (default) or one JSON object a line "
+                              "(env OPS_LOG_FORMAT)."),
             click.option("--quiet", is_flag=True, help="Log warnings and errors only."),
             click.option("--debug", is_flag=True,
                          help="Log debug lines and show tracebacks of failures."),
@@ -85,23 +89,26 @@ class _RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             message = record.getMessage()
+            if record.exc_info and not record.exc_text:  # a traceback's text may hold one too
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
             for secret in self.secrets:
                 message = message.replace(secret, "***")
+                if record.exc_text:
+                    record.exc_text = record.exc_text.replace(secret, "***")
             record.msg, record.args = message, None
         return True
 
 
 def configure_logging(tool: str, quiet: bool, debug: bool, log_file: str | None,
-                      secrets: list[str]) -> None:
+                      secrets: list[str], *, log_format: str = "text",
+                      run_id: str | None = None) -> None:
+    """Log to stderr and, with `log_file`, append to it (ops_lib/logfile.py: safe with several
+    processes on one file); `log_format` "json" writes one JSON object a line with `run_id`."""
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    formatter = logging.Formatter(
-        f"%(asctime)s %(levelname)s {tool}[%(process)d] %(message)s", "%Y-%m-%dT%H:%M:%SZ"
-    )
-    formatter.converter = time.gmtime
+    formatter = JsonFormatter(tool, run_id) if log_format == "json" else text_formatter(tool)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        handlers.append(AppendFileHandler(log_file))
     redact = _RedactSecrets(secrets)
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -189,7 +196,8 @@ def run_tool(
 
     uses = settings_used(tool)  # a bad value of another setting only warns (ops_lib/catalog.py)
     try:
-        flags = {"database_url": options.get("database_url"), "log_file": options.get("log_file")}
+        flags = {"database_url": options.get("database_url"), "log_file": options.get("log_file"),
+                 "log_format": options.get("log_format")}
         flags.update({setting: options.get(option)
                       for option, setting in (setting_flags or {}).items()})
         settings = load_settings(flags, uses=uses)
@@ -202,9 +210,11 @@ def run_tool(
                                 error=str(exc)), options, exit_code_for(exc.exit_code), pager)
         sys.exit(exit_code_for(exc.exit_code))
 
+    run_id = new_run_id()
     try:
         configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
-                          _secret_values(settings))
+                          _secret_values(settings), log_format=settings.log_format,
+                          run_id=run_id)
     except OSError as exc:  # an unusable --log-file is bad input, not a traceback
         problem = BadInput(f"log file {settings.log_file}: {exc.strerror or exc}")
         _fail_line(problem, debug, exc)
@@ -215,7 +225,6 @@ def run_tool(
     for warning in settings.warnings:
         log.warning("%s", warning)
     mode = choose_mode(options.get("json_output", False))
-    run_id = new_run_id()
     result: JobResult | None = None
     stop = StopSignal()
     held_lock = None
@@ -384,7 +393,7 @@ def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -
         record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (problem,),
                                 None)
         for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler):
+            if isinstance(handler, AppendFileHandler):
                 handler.handle(record)
 
 

@@ -115,6 +115,15 @@ def _optional_database_url(value: Any) -> str | None:
     return _parse_database_url(value) if str(value).strip() else None
 
 
+def _log_format(value: Any) -> str:
+    from .logfile import LOG_FORMATS
+
+    text = str(value).strip().lower()
+    if text not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return text
+
+
 def _parse_clock(value: Any) -> str:
     text = str(value).strip()
     dt.datetime.strptime(text, "%H:%M")
@@ -214,7 +223,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("database_url", DEFAULT_DATABASE_URL, _parse_database_url,
                 "SQLAlchemy URL of the platform database", secret=True),
         Setting("log_file", None, _optional_str,
-                "also append log lines to this file (Task Scheduler captures no output)"),
+                "also append log lines to this file (Task Scheduler captures no output); "
+                "{date} in it is replaced by the UTC date, a file a day"),
+        Setting("log_format", "text", _log_format,
+                "text lines, or json: one JSON object a line with the run id"),
         Setting("outbox_dir", str(DEFAULT_VAR_DIR / "outbox"), _parse_str,
                 "folder for .eml / push JSON lines when SMTP / Firebase is not configured"),
         Setting("lock_dir", str(DEFAULT_VAR_DIR / "locks"), _parse_str,
