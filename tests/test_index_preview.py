@@ -104,6 +104,20 @@ def test_an_equal_index_under_a_name_the_server_made_up_is_not_missing():
     assert [fix.expected.name for fix in fixes] == ["ix_b"]
 
 
+def test_a_live_index_under_a_name_schema_sql_uses_is_changed_and_the_unnamed_one_missing():
+    # The drift check's case (test_schema_drift): both tools pair the same way.
+    expected = _catalog(_table("t", PK, _index("idx_a", "a"), _index("b", "b", generated=True)))
+    live = _catalog(_table("t", PK, _index("idx_a", "b")))
+    fixes, _ = missing_indexes(expected, live)
+    assert [(fix.expected.name, fix.live and fix.live.name) for fix in fixes] == \
+        [("b", None), ("idx_a", "idx_a")]
+    assert _statements(_sql(expected, live)) == [
+        "ALTER TABLE `t` ADD INDEX IF NOT EXISTS `b` (`b`), ALGORITHM=INPLACE, LOCK=NONE;",
+        "ALTER TABLE `t` DROP INDEX `idx_a`, ADD INDEX `idx_a` (`a`), ALGORITHM=INPLACE, "
+        "LOCK=NONE;"]
+    assert [d.object for d in compare(expected, live)] == ["index t.b", "index t.idx_a"]
+
+
 def test_a_table_missing_from_the_live_database_is_one_comment_and_no_statement():
     expected = _catalog(_table("t", PK, _index("ix_a", "a")), _table("u", PK))
     live = _catalog(_table("u", PK))

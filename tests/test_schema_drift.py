@@ -147,6 +147,20 @@ def test_generated_foreign_key_names_pair_by_definition():
     assert compare(_catalog(want), _catalog(live)) == []
 
 
+def test_a_live_index_under_a_name_schema_sql_uses_is_that_index_changed_not_a_twin():
+    # schema.sql: idx_a (a) and an unnamed index on b (the server names it `b`); live: only
+    # idx_a, on b. idx_a is schema.sql's name: it is idx_a changed, and `b` is missing.
+    def table(*indexes: Index) -> Table:
+        return Table("t", indexes={index.name: index for index in indexes})
+
+    expected = table(Index("idx_a", (IndexPart("a"),), False),
+                     Index("b", (IndexPart("b"),), False, generated_name=True))
+    live = table(Index("idx_a", (IndexPart("b"),), False))
+    assert _lines(compare(_catalog(expected), _catalog(live))) == [
+        "index t.b: schema.sql has INDEX (`b`); live database has none",
+        "index t.idx_a: schema.sql has INDEX (`a`); live database has INDEX (`b`)"]
+
+
 def test_two_named_indexes_of_the_same_definition_are_a_rename_not_the_same_index():
     live = _students()
     index = live.indexes.pop("ix_students_name")
@@ -231,18 +245,26 @@ def test_differences_are_ordered_by_table_then_object():
     assert headline([], 28) == "no schema drift: 28 tables match schema.sql"
 
 
-def test_a_dropped_sqlite_foreign_key_is_one_line_though_the_next_is_renumbered():
-    # SQLite keeps no key names: the catalog numbers them, so dropping the first renumbers the
-    # second; the definition, not the number, says which one is gone.
-    def keyed(*keys: ForeignKey) -> Table:
-        return Table("pairs", columns={}, foreign_keys={key.name: key for key in keys})
+def test_a_dropped_sqlite_foreign_key_is_one_line_named_by_its_columns():
+    # SQLite keeps no key names: the catalog names them by table and columns, so dropping the
+    # first key renames no other (a number would move to the next key).
+    def catalog_of(*keys: str) -> Catalog:
+        engine = create_engine("sqlite://")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE a (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE TABLE b (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql(f"CREATE TABLE pairs (a_id INT, b_id INT{''.join(keys)})")
+            catalog = read_catalog(conn)
+        engine.dispose()
+        return catalog
 
-    first = ForeignKey("fk_pairs_0", ("a_id",), "a", ("id",), generated_name=True)
-    second = ForeignKey("fk_pairs_1", ("b_id",), "b", ("id",), generated_name=True)
-    renumbered = ForeignKey("fk_pairs_0", ("b_id",), "b", ("id",), generated_name=True)
-    assert [(d.kind, d.object) for d in compare(_catalog(keyed(first, second)),
-                                                 _catalog(keyed(renumbered)))] == \
-        [(MISSING, "foreign key pairs.fk_pairs_0")]
+    both = catalog_of(", FOREIGN KEY (a_id) REFERENCES a (id)",
+                      ", FOREIGN KEY (b_id) REFERENCES b (id)")
+    assert sorted(both.tables["pairs"].foreign_keys) == ["fk_pairs_a_id", "fk_pairs_b_id"]
+    assert all(key.generated_name for key in both.tables["pairs"].foreign_keys.values())
+    without_first = catalog_of(", FOREIGN KEY (b_id) REFERENCES b (id)")
+    assert [(d.kind, d.object) for d in compare(both, without_first)] == \
+        [(MISSING, "foreign key pairs.fk_pairs_a_id")]
 
 
 # --- the tool, on SQLite and MariaDB ---------------------------------------------------------
@@ -376,9 +398,9 @@ DRIFTS = [
      ("edit", "notification_devices",
       ", \n\tCONSTRAINT fk_devices_guardian FOREIGN KEY(guardian_id) REFERENCES guardians (id)",
       ""),
-     # SQLite keeps no key names: the catalog numbers a table's keys.
+     # SQLite keeps no key names: the catalog names a key by its table and columns.
      (MISSING, "foreign key notification_devices.{fk_devices_guardian|"
-               "fk_notification_devices_0}")),
+               "fk_notification_devices_guardian_id}")),
     ("add an extra table", ["CREATE TABLE wp_options (id INT PRIMARY KEY)"],
      ["CREATE TABLE wp_options (id INT PRIMARY KEY)"], (EXTRA, "table wp_options")),
     # MariaDB only: SQLite has no charsets, so this kind cannot be made there.

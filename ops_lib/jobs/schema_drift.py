@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterable, TypeVar
+from typing import Iterable
 
 from ..errors import EXIT_OK
 from ..result import JobResult
 from ..runtime import RunContext
-from ..schema_catalog import Catalog, Column, ForeignKey, Index, Table, normalise_rule
+from ..schema_catalog import Catalog, Column, Named, Table, pair_by_name
 from ..scratch_schema import ScratchInterrupted, expected_and_live
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
@@ -91,53 +91,23 @@ def _compare_table(want: Table, have: Table) -> Iterable[tuple[str, str, Drift]]
         shown_old, shown_new = _column_texts(old, want, new, have)
         yield "column", column, Drift(kind, f"column {name}.{column}", shown_old, shown_new)
 
-    for index_name, old, new in _differing(want.indexes, have.indexes):
+    for old, new in _differing(want.indexes, have.indexes):
         index = old or new
         what = "primary key" if index.primary else "index"
         label = f"primary key {name}" if index.primary else f"index {name}.{index.name}"
-        yield what, index_name, Drift(_kind(old, new), label, old and old.describe(),
+        yield what, index.name, Drift(_kind(old, new), label, old and old.describe(),
                                       new and new.describe())
-    for key_name, old, new in _differing(want.foreign_keys, have.foreign_keys):
-        yield "foreign key", key_name, Drift(_kind(old, new),
-                                             f"foreign key {name}.{(old or new).name}",
+    for old, new in _differing(want.foreign_keys, have.foreign_keys):
+        key = old or new
+        yield "foreign key", key.name, Drift(_kind(old, new), f"foreign key {name}.{key.name}",
                                              old and old.describe(), new and new.describe())
 
 
-Named = TypeVar("Named", Index, ForeignKey)
-
-
 def _differing(want: dict[str, Named], have: dict[str, Named]
-               ) -> list[tuple[str, Named | None, Named | None]]:
-    """Indexes (or foreign keys) of both sides that differ, paired, sorted by name. The same name
-    and definition is the same one; so is the same definition where either name is the server's
-    own (schema.sql named none, so the name says nothing, and SQLite numbers its keys: a dropped
-    key renumbers the next); the same name otherwise is a changed one."""
-    want_left, have_left = dict(want), dict(have)
-    for name in sorted(want.keys() & have.keys()):
-        if _same(want[name], have[name]):
-            del want_left[name], have_left[name]
-    for name, old in sorted(want_left.items()):
-        twin = next((new for new in sorted(have_left.values(), key=lambda new: new.name)
-                     if _same(new, old)
-                     and (old.generated_name or new.generated_name)), None)
-        if twin is not None:
-            del want_left[name], have_left[twin.name]
-    pairs = [(name, old, have_left.pop(name, None)) for name, old in want_left.items()]
-    pairs.extend((name, None, new) for name, new in have_left.items())
-    return sorted(pairs, key=lambda pair: pair[0])
-
-
-def _same(one: Index | ForeignKey, other: Index | ForeignKey) -> bool:
-    """Equal definitions; a foreign key's rules as the catalog normalises them (NO ACTION is
-    RESTRICT), so a hand-made catalog compares as a read one does."""
-    return _definition(one) == _definition(other)
-
-
-def _definition(item: Index | ForeignKey) -> tuple:
-    if isinstance(item, ForeignKey):
-        return (item.columns, item.referenced_table, item.referenced_columns,
-                normalise_rule(item.on_delete), normalise_rule(item.on_update))
-    return item.definition()
+               ) -> list[tuple[Named | None, Named | None]]:
+    """The pairs (schema_catalog.pair_by_name) whose two sides differ."""
+    return [(old, new) for old, new in pair_by_name(want, have)
+            if old is None or new is None or old.definition() != new.definition()]
 
 
 def _kind(old: object | None, new: object | None) -> str:
