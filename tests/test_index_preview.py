@@ -24,7 +24,9 @@ from ops_lib.jobs.index_preview import (
     IndexFix, fix_statements, index_sql, missing_indexes, plan_indexes, redundant_indexes,
 )
 from ops_lib.jobs.schema_drift import compare
-from ops_lib.schema_catalog import Catalog, ForeignKey, Index, IndexPart, Table, read_catalog
+from ops_lib.schema_catalog import (
+    Catalog, Column, ForeignKey, Index, IndexPart, Table, read_catalog,
+)
 from ops_lib.scratch_schema import expected_and_live
 from tests.conftest import (
     IN_CI, REPO, MysqlScratch, assert_unchanged, job_context, require_mariadb, run_cli,
@@ -48,8 +50,12 @@ def _index(name: str, *columns: str, unique: bool = False, generated: bool = Fal
 
 
 def _table(name: str, *indexes: Index, rows: int | None = 10, size: int | None = MB,
-           foreign_keys: tuple[ForeignKey, ...] = ()) -> Table:
-    return Table(name, indexes={index.name: index for index in indexes},
+           foreign_keys: tuple[ForeignKey, ...] = (), lacking: tuple[str, ...] = (),
+           columns: tuple[str, ...] = ()) -> Table:
+    """A table with its indexes, `columns` and every column its indexes name but `lacking`."""
+    names = [*columns, *(part.column for index in indexes for part in index.parts)]
+    columns = {name: Column(name, "int", True) for name in names if name not in lacking}
+    return Table(name, columns=columns, indexes={index.name: index for index in indexes},
                  foreign_keys={key.name: key for key in foreign_keys},
                  approx_rows=rows, approx_bytes=size)
 
@@ -69,6 +75,7 @@ def _sql(expected: Catalog, live: Catalog, **options) -> str:
 
 
 PK = _index("PRIMARY", "id", unique=True)
+COLUMNS = ("id", "a", "b", "c", "d", "s", "p")  # a live table that has every column
 
 
 # -- which indexes are missing --------------------------------------------------------------
@@ -88,7 +95,7 @@ def test_an_index_the_live_table_lacks_or_has_with_other_columns_is_a_fix_and_no
 
 def test_a_missing_primary_key_is_a_fix():
     expected = _catalog(_table("t", PK))
-    live = _catalog(_table("t"))
+    live = _catalog(_table("t", columns=("id",)))
     [fix] = missing_indexes(expected, live)[0]
     assert fix.expected.primary and not fix.changed
     assert fix_statements(fix, "mariadb") == [
@@ -107,7 +114,7 @@ def test_an_equal_index_under_a_name_the_server_made_up_is_not_missing():
 def test_a_live_index_under_a_name_schema_sql_uses_is_changed_and_the_unnamed_one_missing():
     # The drift check's case (test_schema_drift): both tools pair the same way.
     expected = _catalog(_table("t", PK, _index("idx_a", "a"), _index("b", "b", generated=True)))
-    live = _catalog(_table("t", PK, _index("idx_a", "b")))
+    live = _catalog(_table("t", PK, _index("idx_a", "b"), columns=("a",)))
     fixes, _ = missing_indexes(expected, live)
     assert [(fix.expected.name, fix.live and fix.live.name) for fix in fixes] == \
         [("b", None), ("idx_a", "idx_a")]
@@ -116,6 +123,21 @@ def test_a_live_index_under_a_name_schema_sql_uses_is_changed_and_the_unnamed_on
         "ALTER TABLE `t` DROP INDEX `idx_a`, ADD INDEX `idx_a` (`a`), ALGORITHM=INPLACE, "
         "LOCK=NONE;"]
     assert [d.object for d in compare(expected, live)] == ["index t.b", "index t.idx_a"]
+
+
+def test_an_index_on_a_column_the_live_table_lacks_is_a_comment_and_no_statement():
+    # The client stops at the first error: an ADD INDEX on a dropped column would leave the
+    # file half applied. The other index is still added.
+    expected = _catalog(_table("t", PK, _index("ix_gone", "a", "gone"), _index("ix_b", "b")))
+    live = _catalog(_table("t", PK, columns=("a", "b")))
+    sql = _sql(expected, live)
+    assert _statements(sql) == [
+        "ALTER TABLE `t` ADD INDEX IF NOT EXISTS `ix_b` (`b`), ALGORITHM=INPLACE, LOCK=NONE;"]
+    assert ("-- no statement: t has no column gone; the columns come first: see python "
+            "tools/check_schema_drift.py and docs/upgrading.md") in sql.splitlines()
+    fixes, _ = missing_indexes(expected, live)
+    assert [fix_statements(fix, "sqlite") for fix in fixes] == [
+        ['CREATE INDEX IF NOT EXISTS "ix_b" ON "t" ("b");'], []]
 
 
 def test_a_table_missing_from_the_live_database_is_one_comment_and_no_statement():
@@ -170,7 +192,7 @@ def test_odd_names_are_quoted_with_their_quote_character_doubled():
 
 def test_a_line_break_in_a_name_cannot_end_a_comment_and_start_a_statement():
     index = _index("ix\nDROP TABLE t; --", "a")
-    text = _sql(_catalog(_table("t", index)), _catalog(_table("t")))
+    text = _sql(_catalog(_table("t", index)), _catalog(_table("t", columns=("a",))))
     # The only lines outside comments are the statement's own (the name stays inside its quotes).
     [statement] = fix_statements(IndexFix("t", index), "mariadb")
     assert "\n".join(_statements(text)) == statement
@@ -180,7 +202,8 @@ def test_a_line_break_in_a_name_cannot_end_a_comment_and_start_a_statement():
 def test_each_statement_has_the_table_size_and_the_online_ddl_note_above_it():
     expected = _catalog(_table("attendance_records", _index("ix_a", "a"),
                                _index("uq_b", "b", unique=True)))
-    live = _catalog(_table("attendance_records", rows=1_204_000, size=850 * MB))
+    live = _catalog(_table("attendance_records", rows=1_204_000, size=850 * MB,
+                           columns=COLUMNS))
     text = _sql(expected, live)
     lines = text.splitlines()
     assert ("-- attendance_records: about 1,204,000 rows, 850 MB (approximate: "
@@ -193,8 +216,8 @@ def test_each_statement_has_the_table_size_and_the_online_ddl_note_above_it():
 
 def test_a_table_over_the_threshold_gets_the_online_schema_change_command_lines():
     expected = _catalog(_table("big", PK, _index("ix_a", "a")), _table("small", _index("ix_s", "s")))
-    live = _catalog(_table("big", PK, rows=5_000_000, size=2048 * MB),
-                    _table("small", size=100 * MB))
+    live = _catalog(_table("big", PK, rows=5_000_000, size=2048 * MB, columns=COLUMNS),
+                    _table("small", size=100 * MB, columns=COLUMNS))
     text = _sql(expected, live, large_table_mb=1024)
     assert ("--   pt-online-schema-change --alter 'ADD INDEX `ix_a` (`a`)' D=ops,t=big --dry-run"
             in text.splitlines())
@@ -210,8 +233,8 @@ def test_a_large_table_with_foreign_keys_is_pointed_at_pt_osc_not_gh_ost():
     key = ForeignKey("fk_parent", ("parent_id",), "parent", ("id",))
     expected = _catalog(_table("child", _index("ix_a", "a"), foreign_keys=(key,)),
                         _table("parent", _index("ix_p", "p")))
-    live = _catalog(_table("child", size=4096 * MB, foreign_keys=(key,)),
-                    _table("parent", size=4096 * MB))
+    live = _catalog(_table("child", size=4096 * MB, foreign_keys=(key,), columns=COLUMNS),
+                    _table("parent", size=4096 * MB, columns=COLUMNS))
     text = _sql(expected, live)
     assert "gh-ost --database" not in text
     assert text.count("gh-ost does not support") == 2

@@ -31,6 +31,9 @@ class IndexFix:
     table: str
     expected: Index
     live: Index | None = None  # the live index of the same name, when its definition differs
+    # Columns the index needs that the live table lacks (a dropped or renamed column): no ADD
+    # INDEX can work, and the client would stop at it with the file half applied.
+    lacking_columns: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -68,14 +71,14 @@ def missing_indexes(expected: Catalog, live: Catalog) -> tuple[list[IndexFix], l
     for name in sorted(expected.tables):
         if name in missing_tables:
             continue
+        columns = live.tables[name].columns
         for wanted, present in pair_by_name(expected.tables[name].indexes,
                                             live.tables[name].indexes):
-            if wanted is None:
+            if wanted is None or (present is not None
+                                  and present.definition() == wanted.definition()):
                 continue
-            if present is None:
-                fixes.append(IndexFix(name, wanted))
-            elif present.definition() != wanted.definition():
-                fixes.append(IndexFix(name, wanted, present))
+            lacking = tuple(column for column in wanted.columns if column not in columns)
+            fixes.append(IndexFix(name, wanted, present, lacking))
     return fixes, missing_tables
 
 
@@ -192,8 +195,10 @@ def alter_spec(fix: IndexFix, flavor: str) -> str:
 
 
 def fix_statements(fix: IndexFix, flavor: str) -> list[str]:
-    """The statements that give the live table the index schema.sql names ([] where SQLite
-    cannot: a primary key is part of its table)."""
+    """The statements that give the live table the index schema.sql names ([] where the table
+    lacks a column of it, or SQLite cannot: a primary key is part of its table)."""
+    if fix.lacking_columns:
+        return []
     if flavor != "sqlite":
         return [f"ALTER TABLE {quote(fix.table, 'mysql')} {alter_spec(fix, flavor)}, "
                 "ALGORITHM=INPLACE, LOCK=NONE;"]
@@ -335,6 +340,12 @@ def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: st
                      f"{fix.expected.describe()}")
         lines += ["", _comment(what), size_line(table, flavor)]
         statements = fix_statements(fix, flavor)
+        if fix.lacking_columns:
+            lines.append(_comment(
+                f"no statement: {fix.table} has no column {', '.join(fix.lacking_columns)}; "
+                "the columns come first: see python tools/check_schema_drift.py and "
+                "docs/upgrading.md"))
+            continue
         if not statements:
             lines.append(_comment("SQLite cannot add or change a primary key or a UNIQUE "
                                   "constraint in place: the table must be rebuilt"))
