@@ -23,7 +23,7 @@ import click
 
 # Only click, the standard library and these two stdlib-only modules load with a tool: `--help`
 # and usage errors never import SQLAlchemy, rich or the drivers (see `run_tool`).
-from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, OpsError
+from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, Interrupted, OpsError
 from .result import LOCK_HELD, JobResult
 
 if TYPE_CHECKING:
@@ -146,6 +146,16 @@ def read_table_settings(db: Database) -> dict[str, str]:
     return db.run(read, write=False, what="settings")
 
 
+def tool_exit_code(code: int, failed_exit: int = EXIT_FAILED,
+                   bad_input_exit: int = EXIT_USAGE) -> int:
+    """A generic exit code as a tool with its own failed and bad-input exits says it. A check
+    that sets its failed exit promises it for every run that did not finish: a second Ctrl-C
+    (130) too."""
+    interrupted = EXIT_INTERRUPTED if failed_exit == EXIT_FAILED else failed_exit
+    return {EXIT_FAILED: failed_exit, EXIT_USAGE: bad_input_exit,
+            EXIT_INTERRUPTED: interrupted}.get(code, code)
+
+
 def run_tool(
     tool: str,
     job: Job,
@@ -172,7 +182,7 @@ def run_tool(
     """
 
     def exit_code_for(code: int) -> int:
-        return {EXIT_FAILED: failed_exit, EXIT_USAGE: bad_input_exit}.get(code, code)
+        return tool_exit_code(code, failed_exit, bad_input_exit)
 
     # Imported here, not at the top: a tool's `--help` and usage errors stay free of them.
     from . import alerts
@@ -298,6 +308,8 @@ def describe_failure(exc: BaseException) -> tuple[str, int, str]:
 
     from .db import describe_db_error
 
+    if isinstance(exc, Interrupted):  # a shutdown, not a failure: no failure alert
+        return str(exc), exc.exit_code, "interrupted"
     if isinstance(exc, OpsError):
         return str(exc), exc.exit_code, "failed"
     if isinstance(exc, DBAPIError):

@@ -26,7 +26,7 @@ import secrets
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from .errors import BadInput, JobFailed, OpsError, PreconditionFailed
+from .errors import BadInput, Interrupted, JobFailed, OpsError, PreconditionFailed
 from .timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ MYSQL_DATABASE_ACCESS_DENIED = 1044
 _log = logging.getLogger("ops")
 
 
-class ScratchInterrupted(OpsError):
+class ScratchInterrupted(Interrupted):
     """A stop signal arrived while the scratch database was being prepared (it is dropped)."""
 
 

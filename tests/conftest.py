@@ -9,9 +9,12 @@ from __future__ import annotations
 import itertools
 import os
 import pty
+import re
 import subprocess
 import sys
+import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -275,3 +278,50 @@ def run_on_a_terminal(command: list[str], env: dict, stderr=None) -> tuple[int, 
         chunks.append(chunk)
     os.close(leader)
     return process.wait(timeout=60), b"".join(chunks)
+
+
+# Scratch databases (ops_lib/scratch_schema.py): shared by its tests and the tools' signal tests.
+
+def named_at(when) -> str:
+    """A generated scratch name for a database created at `when` (naive UTC)."""
+    from ops_lib.scratch_schema import SCRATCH_PREFIX
+
+    return f"{SCRATCH_PREFIX}{when:%Y%m%d%H%M%S}_{uuid.uuid4().hex[:6]}"
+
+
+@contextmanager
+def scratch_sweep_turn(server):
+    """The turn to make old scratch databases and sweep them, one test on the server at a time
+    (a server-wide lock: another test's sweep would drop or wait on this test's databases)."""
+    with server.connect() as conn:
+        got = conn.exec_driver_sql("SELECT GET_LOCK('ops_test_scratch_sweep', 600)").scalar()
+        assert got == 1, "another test run held the scratch sweep lock for 10 minutes"
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("SELECT RELEASE_LOCK('ops_test_scratch_sweep')")
+
+
+def loaded_scratch(process: subprocess.Popen) -> str:
+    """The scratch's name, from the process's log line once schema.sql is loaded."""
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        match = re.search(r"schema.sql loaded into the scratch database (\S+)", line)
+        if match:
+            return match.group(1)
+    process.wait()
+    pytest.fail(f"the process exited {process.returncode} before loading: {''.join(seen)}")
+
+
+def wait_for_drop_waiting_on_lock(server, process, scratch: str, old: str) -> None:
+    """Until the process's session (in its scratch) waits for the metadata lock to drop `old`."""
+    deadline = time.monotonic() + 120  # a hang guard, not a speed assumption
+    with server.connect() as conn:
+        while not conn.execute(text(
+                "SELECT 1 FROM information_schema.PROCESSLIST WHERE DB = :scratch "
+                "AND INFO = :drop AND STATE LIKE '%metadata lock%'"),
+                {"scratch": scratch, "drop": f"DROP DATABASE IF EXISTS `{old}`"}).first():
+            assert process.poll() is None, "the process exited before its sweep waited"
+            assert time.monotonic() < deadline, "the sweep never waited on the lock"
+            time.sleep(0.02)

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import signal
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from ops_lib.cli import EXIT_INTERRUPTED, describe_failure, tool_exit_code
 from ops_lib.db import connect
-from ops_lib.jobs.schema_drift import CHANGED, EXTRA, MISSING, Drift, compare, headline
+from ops_lib.errors import EXIT_FAILED, Interrupted, JobFailed
+from ops_lib.jobs.schema_drift import (CHANGED, EXIT_NOT_CHECKED, EXTRA, MISSING, Drift, compare,
+                                       headline)
 from ops_lib.schema import metadata
 from ops_lib.schema_catalog import (Catalog, Column, ForeignKey, Index, IndexPart, Table,
                                     read_catalog)
+from ops_lib.scratch_schema import ScratchInterrupted
+from ops_lib.timeutil import utcnow
 from tests.conftest import (MYSQL_SERVER_URL, MysqlScratch, assert_unchanged, job_context,
-                            require_mariadb, run_cli, snapshot, sqlite_database, tool_env,
-                            unique_name)
+                            loaded_scratch, named_at, require_mariadb, run_cli,
+                            scratch_sweep_turn, snapshot, sqlite_database, start_cli, tool_env,
+                            unique_name, wait_for_drop_waiting_on_lock)
 
 
 # --- compare(): pure, on hand-made catalogs -------------------------------------------------
@@ -505,17 +513,30 @@ def test_on_a_terminal_the_table_says_schema_sql_and_live_database(tmp_path):
     assert "expected" not in header and "actual" not in header
 
 
-def test_a_stop_signal_before_the_comparison_is_an_interrupted_run_exit_2_not_no_drift(
-        tmp_path):
+def test_a_stop_signal_before_the_comparison_is_interrupted_not_no_drift(tmp_path):
     from ops_lib.jobs import schema_drift
 
     ctx = job_context(sqlite_database(tmp_path), tmp_path, dry_run=True)
     ctx.stop.set("SIGTERM")
-    result = schema_drift.run(ctx)
-    ctx.db.engine.dispose()
-    assert (result.status, result.final_exit_code()) == ("interrupted", 2)
-    assert result.stop_reason == "interrupted by SIGTERM before comparing"
-    assert result.sections == [] and result.headline is None
+    try:
+        with pytest.raises(Interrupted, match="^interrupted by SIGTERM before comparing$"):
+            schema_drift.run(ctx)
+    finally:
+        ctx.db.engine.dispose()
+
+
+def test_an_interrupted_run_is_recorded_as_interrupted_and_exits_as_the_tool_says():
+    # describe_failure: no "failed" (no failure alert for a shutdown); the drift check's 2 for
+    # any run that did not check, a second Ctrl-C (130) included; a tool without its own
+    # failed exit keeps 1 and 130.
+    assert describe_failure(ScratchInterrupted("stopped")) == ("stopped", EXIT_FAILED,
+                                                               "interrupted")
+    assert describe_failure(KeyboardInterrupt())[1:] == (EXIT_INTERRUPTED, "interrupted")
+    assert describe_failure(JobFailed("broken"))[1:] == (EXIT_FAILED, "failed")
+    drift = {"failed_exit": EXIT_NOT_CHECKED, "bad_input_exit": EXIT_NOT_CHECKED}
+    assert [tool_exit_code(code, **drift) for code in (EXIT_FAILED, EXIT_INTERRUPTED, 0, 1)] \
+        == [2, 2, 0, 2]
+    assert [tool_exit_code(code) for code in (EXIT_FAILED, EXIT_INTERRUPTED, 2)] == [1, 130, 2]
 
 
 def _databases(like: str) -> set[str]:
@@ -570,19 +591,58 @@ def test_a_bad_scratch_name_is_refused_before_connecting(tmp_path):
                            "'$' or '-'\n")
 
 
+@pytest.mark.parametrize("tool, exit_code", [
+    ("check_schema_drift", EXIT_NOT_CHECKED), ("generate_missing_index_sql", EXIT_FAILED)])
+def test_sigterm_while_the_sweep_waits_is_an_interrupted_run_with_no_scratch_left(
+        mariadb_live, tmp_path, tool, exit_code):
+    """The real tool, stopped while its sweep waits on a metadata lock this test holds on an old
+    generated scratch: exit 2 for the drift check (1 for the preview), the ledger says
+    interrupted, and neither scratch is left."""
+    server = create_engine(MYSQL_SERVER_URL, isolation_level="AUTOCOMMIT")
+    old = named_at(utcnow() - dt.timedelta(hours=2))  # past the tool's hour: swept
+    try:
+        with scratch_sweep_turn(server), server.connect() as holder:
+            holder.exec_driver_sql(f"CREATE DATABASE `{old}`")
+            holder.exec_driver_sql(f"CREATE TABLE `{old}`.kept (id INT)")
+            holder.exec_driver_sql("BEGIN")
+            holder.exec_driver_sql(f"SELECT * FROM `{old}`.kept")  # the sweep's DROP waits
+            process = start_cli(tool, "--debug", env=tool_env(mariadb_live, tmp_path))
+            try:
+                scratch = loaded_scratch(process)
+                wait_for_drop_waiting_on_lock(server, process, scratch, old)
+                process.send_signal(signal.SIGTERM)
+            finally:
+                holder.exec_driver_sql("ROLLBACK")
+                out, err = process.communicate(timeout=120)
+        assert process.returncode == exit_code, err
+        assert f"error: interrupted by SIGTERM while preparing the scratch database {scratch}" \
+            in err
+        assert _databases(scratch) == set()
+        engine = create_engine(mariadb_live)
+        with engine.connect() as conn:
+            statuses = conn.execute(text("SELECT status FROM ops_job_runs WHERE tool = :tool"),
+                                    {"tool": tool}).scalars().all()
+        engine.dispose()
+        assert statuses == ["interrupted"]
+    finally:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{old}`")
+        server.dispose()
+
+
 def test_a_stop_signal_while_preparing_the_scratch_is_an_interrupted_run_with_no_scratch_left(
         mariadb_live, tmp_path):
-    """On MariaDB the stop arrives while the scratch is loaded: the run is interrupted (exit 2,
-    no failure alert for a shutdown) and the scratch is dropped."""
+    """On MariaDB the stop arrives while the scratch is loaded: the job stops with
+    ScratchInterrupted (run_tool: interrupted, exit 2) and the scratch is dropped."""
     from ops_lib.jobs import schema_drift
 
     name = unique_name("ops_drift_stopped")
     ctx = job_context(mariadb_live, tmp_path, dry_run=True)
     ctx.stop.set("SIGTERM")
-    result = schema_drift.run(ctx, scratch_database=name)
-    ctx.db.engine.dispose()
-    assert (result.status, result.final_exit_code()) == ("interrupted", 2)
-    assert result.stop_reason.startswith(
-        f"interrupted by SIGTERM while preparing the scratch database {name}")
-    assert result.sections == [] and result.headline is None
+    try:
+        with pytest.raises(ScratchInterrupted, match=f"^interrupted by SIGTERM while preparing "
+                                                     f"the scratch database {name}"):
+            schema_drift.run(ctx, scratch_database=name)
+    finally:
+        ctx.db.engine.dispose()
     assert _databases(name) == set()

@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -43,6 +42,7 @@ from ops_lib.scratch_schema import (
 from ops_lib.timeutil import utcnow
 
 from tests.conftest import (
+    loaded_scratch, named_at, scratch_sweep_turn, wait_for_drop_waiting_on_lock,
     MYSQL_SERVER_URL,
     REPO,
     job_context,
@@ -53,11 +53,6 @@ from tests.conftest import (
 
 PROCESS = REPO / "tests" / "scratch_schema_process.py"
 NOW = dt.datetime(2026, 11, 28, 8, 15, 0)
-
-
-def named_at(when: dt.datetime) -> str:
-    """A generated scratch name for a database created at `when`."""
-    return f"{SCRATCH_PREFIX}{when:%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
 
 
 # Names, no database.
@@ -271,14 +266,8 @@ def test_a_drop_that_fails_is_a_warning_with_the_statement_and_the_first_error_g
 
 @pytest.fixture
 def sweep_turn(server):
-    """The turn to make old scratch databases and sweep them, one test on the server at a time."""
-    with server.connect() as conn:
-        got = conn.exec_driver_sql("SELECT GET_LOCK('ops_test_scratch_sweep', 600)").scalar()
-        assert got == 1, "another test run held the scratch sweep lock for 10 minutes"
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql("SELECT RELEASE_LOCK('ops_test_scratch_sweep')")
+    with scratch_sweep_turn(server):
+        yield
 
 
 def test_the_sweep_drops_old_generated_scratches_only_and_a_locked_one_is_a_warning(
@@ -334,31 +323,6 @@ def test_sigterm_while_sweeping_drops_the_new_scratch_the_sweep_finishes_and_say
     assert out == ""  # the with-block never ran
     assert f"error: interrupted by SIGTERM while preparing the scratch database {scratch}" in err
     assert existing(server, scratch, old) == set()
-
-
-def loaded_scratch(process: subprocess.Popen) -> str:
-    """The scratch's name, from the process's log line once schema.sql is loaded."""
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        match = re.search(r"schema.sql loaded into the scratch database (\S+)", line)
-        if match:
-            return match.group(1)
-    process.wait()
-    pytest.fail(f"the process exited {process.returncode} before loading: {''.join(seen)}")
-
-
-def wait_for_drop_waiting_on_lock(server, process, scratch: str, old: str) -> None:
-    """Until the process's session (in its scratch) waits for the metadata lock to drop `old`."""
-    deadline = time.monotonic() + 120  # a hang guard, not a speed assumption
-    with server.connect() as conn:
-        while not conn.execute(text(
-                "SELECT 1 FROM information_schema.PROCESSLIST WHERE DB = :scratch "
-                "AND INFO = :drop AND STATE LIKE '%metadata lock%'"),
-                {"scratch": scratch, "drop": f"DROP DATABASE IF EXISTS `{old}`"}).first():
-            assert process.poll() is None, "the process exited before its sweep waited"
-            assert time.monotonic() < deadline, "the sweep never waited on the lock"
-            time.sleep(0.02)
 
 
 # expected_and_live: what the drift check and index preview call.

@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
-from ..errors import EXIT_OK
+from ..errors import EXIT_OK, Interrupted
 from ..result import JobResult
 from ..runtime import RunContext
 from ..schema_catalog import Catalog, Column, Named, Table, pair_by_name
-from ..scratch_schema import ScratchInterrupted, expected_and_live
+from ..scratch_schema import expected_and_live
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 EXIT_DRIFT = 1
@@ -163,13 +163,12 @@ def run(ctx: RunContext, scratch_database: str | None = None,
     """Load schema.sql into a scratch schema, read both catalogs, list every difference."""
     result = JobResult(ctx.tool, ctx.dry_run)
     started = time.perf_counter()
-    try:
-        expected, live = expected_and_live(ctx, scratch_database)
-    except ScratchInterrupted as stopped:  # the scratch is dropped; nothing was compared
-        return _interrupted(result, str(stopped))
+    # A stop signal while the scratch is prepared raises ScratchInterrupted (an Interrupted):
+    # run_tool records the run as interrupted and exits EXIT_NOT_CHECKED, never 0.
+    expected, live = expected_and_live(ctx, scratch_database)
     result.timings["read"] = time.perf_counter() - started
     if ctx.stop.is_set():
-        return _interrupted(result, f"interrupted by {ctx.stop.signal_name} before comparing")
+        raise Interrupted(f"interrupted by {ctx.stop.signal_name} before comparing")
     drifts = compare(expected, live, ignore_extra_tables=ignore_extra_tables)
     result.section(SECTION, [drift.to_dict() for drift in drifts],
                    columns=["kind", "object", "expected", "actual"],
@@ -190,11 +189,3 @@ def run(ctx: RunContext, scratch_database: str | None = None,
                         f"{live.flavor} {live.server_version}")
     return result
 
-
-def _interrupted(result: JobResult, why: str) -> JobResult:
-    """A stop signal before the comparison: an unfinished check says nothing about drift, so
-    exit 2, never 0; recorded as interrupted (no failure alert for a shutdown)."""
-    result.status = "interrupted"
-    result.stop_reason = why
-    result.exit_code = EXIT_NOT_CHECKED
-    return result
