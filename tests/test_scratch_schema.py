@@ -214,13 +214,16 @@ def test_a_live_database_that_does_not_exist_is_a_precondition_and_creates_nothi
 def test_a_failed_statement_stops_the_load_names_its_line_and_the_scratch_is_dropped(
         server, live):
     statements = [Statement("CREATE TABLE first_one (id INT PRIMARY KEY)", 1, "first_one"),
-                  Statement("CREATE TABLE broken (id INT PRIMARY KEY,", 3, "broken"),
+                  Statement("CREATE TABLE broken (id INT PRIMARY KEY,\n  name INT,,\n"
+                            "  other INT\n)", 3, "broken"),
                   Statement("CREATE TABLE never_made (id INT PRIMARY KEY)", 5, "never_made")]
     with pytest.raises(JobFailed) as raised:
         with scratch_schema(live.engine, live_name(live), statements=statements):
             pytest.fail("the with-block ran after a failed load")
     message = str(raised.value)
     assert "schema.sql line 3" in message and "CREATE TABLE of broken" in message
+    # The server's "near '...'" quotes the multi-line statement: still one line, spaces kept.
+    assert "\n" not in message and "near ' other INT )'" in message, message
     name = scratch_named_in(message)
     server.made.append(name)
     assert GENERATED_NAME.fullmatch(name)
