@@ -280,7 +280,8 @@ def test_of_two_duplicates_the_one_schema_sql_names_is_kept():
     assert (redundant.index.name, redundant.covered_by.name) == ("a_copy", "z_ix_a")
 
 
-def test_an_index_backing_a_foreign_key_is_redundant_only_to_one_that_backs_it_too():
+def test_an_index_backing_a_foreign_key_is_redundant_to_a_wider_one_starting_with_its_columns():
+    # The wider index backs the key too: the leftmost-prefix rule needs no foreign-key rule.
     key = ForeignKey("fk_parent", ("parent_id",), "parent", ("id",))
     backed = _catalog(_table("t", PK, _index("ix_parent", "parent_id"),
                              _index("ix_name_parent", "name", "parent_id"), foreign_keys=(key,)))

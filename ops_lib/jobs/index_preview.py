@@ -97,20 +97,12 @@ def _leftmost_prefix(narrow: tuple, wide: tuple) -> bool:
     return len(narrow) <= len(wide) and all(_part_covers(w, n) for n, w in zip(narrow, wide))
 
 
-def _backs(index: Index, columns: tuple[str, ...]) -> bool:
-    """InnoDB can use `index` for a foreign key on `columns`: they are its leftmost columns,
-    whole (a prefix-length part cannot back a foreign key)."""
-    parts = index.parts[:len(columns)]
-    return (len(parts) == len(columns) and index.columns[:len(columns)] == columns
-            and all(part.prefix is None for part in parts))
-
-
 def _keep_rank(index: Index, named_in_schema: set[str]) -> tuple:
     """Of two equal indexes, the one to keep sorts first: schema.sql's, then a named one."""
     return (index.name not in named_in_schema, index.generated_name, index.name)
 
 
-def _covers(wide: Index, narrow: Index, table: Table, named_in_schema: set[str]) -> bool:
+def _covers(wide: Index, narrow: Index, named_in_schema: set[str]) -> bool:
     """`narrow` is redundant because of `wide` (pt-duplicate-key-checker's rule)."""
     if narrow.primary or wide is narrow or not _leftmost_prefix(narrow.parts, wide.parts):
         return False
@@ -119,9 +111,8 @@ def _covers(wide: Index, narrow: Index, table: Table, named_in_schema: set[str])
     if wide.definition() == narrow.definition() \
             and _keep_rank(narrow, named_in_schema) < _keep_rank(wide, named_in_schema):
         return False  # duplicates: exactly one of them is kept
-    for key in table.foreign_keys.values():
-        if _backs(narrow, key.columns) and not _backs(wide, key.columns):
-            return False
+    # No foreign-key rule is needed: an index backing a key has the key's whole columns first,
+    # and a covering index starts with the same whole columns (_part_covers), so backs it too.
     return True
 
 
@@ -130,8 +121,8 @@ def redundant_indexes(live: Catalog, expected: Catalog | None = None) -> list[Re
     duplicate of one (one of the duplicates is kept: schema.sql's, else a named one).
 
     Never the primary key; never a UNIQUE index because of a non-unique or a longer one (its
-    constraint would go); never an index that backs a foreign key unless the covering index backs
-    it too. The covering index named is the longest.
+    constraint would go). An index backing a foreign key is only ever covered by one that backs
+    it too (the leftmost-prefix rule implies it). The covering index named is the longest.
     """
     found = []
     for name in sorted(live.tables):
@@ -140,7 +131,7 @@ def redundant_indexes(live: Catalog, expected: Catalog | None = None) -> list[Re
         named_in_schema = set(schema_table.indexes) if schema_table else set()
         indexes = sorted(table.indexes.values(), key=lambda index: index.name)
         for narrow in indexes:
-            covering = [wide for wide in indexes if _covers(wide, narrow, table, named_in_schema)]
+            covering = [wide for wide in indexes if _covers(wide, narrow, named_in_schema)]
             if covering:
                 widest = max(covering, key=lambda wide: (len(wide.parts), wide.primary,
                                                          wide.unique, wide.name))
