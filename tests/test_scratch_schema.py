@@ -28,6 +28,7 @@ from ops_lib.schema_sql import Statement, schema_statements
 from ops_lib.jobs.schema_admin import create_scratch_database
 from ops_lib.scratch_schema import (
     GENERATED_NAME,
+    SCRATCH_MARKER,
     SCRATCH_PREFIX,
     STALE_AFTER,
     ScratchInterrupted,
@@ -156,7 +157,7 @@ def test_schema_sql_is_loaded_with_the_live_collation_and_dropped_after_a_normal
     with scratch_schema(live.engine, live_name(live)) as name:
         server.made.append(name)
         assert GENERATED_NAME.fullmatch(name)
-        assert tables_of(server, name) == created_tables
+        assert tables_of(server, name) == created_tables | {SCRATCH_MARKER}
         with server.connect() as conn:
             assert conn.execute(text(
                 "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
@@ -177,6 +178,22 @@ def test_an_operator_named_scratch_is_used_and_dropped(server, live):
     with scratch_schema(live.engine, live_name(live), name=name) as used:
         assert used == name and existing(server, name) == {name}
     assert existing(server, name) == set()
+
+
+def test_an_operator_named_scratch_a_killed_run_left_is_dropped_and_created_again(
+        server, live, caplog):
+    # kill -9 leaves the operator's scratch, marked as ours: the next run must not be blocked.
+    name = create_database(server, unique_name("drift_scratch"), table=True)
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE `{name}`.{SCRATCH_MARKER} (created_at DATETIME)")
+    with caplog.at_level(logging.WARNING, logger="ops"):
+        with scratch_schema(live.engine, live_name(live), name=name) as used:
+            assert used == name
+            assert "kept" not in tables_of(server, name)
+            assert {SCRATCH_MARKER, "ops_job_runs"} <= tables_of(server, name)
+    assert existing(server, name) == set()
+    assert any(f"--scratch-database {name} is a scratch an earlier run left" in r.getMessage()
+               for r in caplog.records), caplog.records
 
 
 @pytest.mark.parametrize("kind", ["operator", "generated"])
@@ -317,7 +334,8 @@ def test_sigterm_while_sweeping_drops_the_new_scratch_the_sweep_finishes_and_say
             wait_for_drop_waiting_on_lock(server, process, scratch, old)
             assert existing(server, scratch, old) == {scratch, old}
             # The sweep runs after the load: the new scratch holds all of schema.sql by now.
-            assert tables_of(server, scratch) == {s.table for s in schema_statements() if s.table}
+            assert tables_of(server, scratch) == \
+                {s.table for s in schema_statements() if s.table} | {SCRATCH_MARKER}
             process.send_signal(signal.SIGTERM)
         finally:
             holder.exec_driver_sql("ROLLBACK")
