@@ -57,10 +57,11 @@ def _created_table(tokens) -> str | None:
 
 def execute_statements(conn, statements: list[Statement]) -> None:
     """Run each statement as the server reads it: a `%` in it is text, not a placeholder."""
-    # Drivers of the format paramstyles (PyMySQL, mysqlclient) read `%` even with no parameters.
-    escape = conn.dialect.paramstyle in ("format", "pyformat")
+    # no_parameters: SQLAlchemy calls cursor.execute(sql) with no arguments, so no driver
+    # (PyMySQL's format paramstyle included) reads `%` as a placeholder. Per call: a
+    # Connection's execution_options() would change the connection itself.
     for statement in statements:
-        conn.exec_driver_sql(statement.text.replace("%", "%%") if escape else statement.text)
+        conn.exec_driver_sql(statement.text, execution_options={"no_parameters": True})
 
 
 @lru_cache(maxsize=4)
