@@ -214,6 +214,14 @@ def test_each_statement_has_the_table_size_and_the_online_ddl_note_above_it():
     assert len(_statements(text)) == 2
 
 
+def test_a_mysql_table_without_an_estimate_does_not_say_sqlite():
+    expected = _catalog(_table("t", PK, _index("ix_a", "a")))
+    live = _catalog(_table("t", PK, rows=None, size=None, columns=COLUMNS))
+    assert "-- t: size not known (information_schema.TABLES has no estimate for it)" in \
+        _sql(expected, live).splitlines()
+    assert "SQLite" not in _sql(expected, live)
+
+
 def test_a_table_over_the_threshold_gets_the_online_schema_change_command_lines():
     expected = _catalog(_table("big", PK, _index("ix_a", "a")), _table("small", _index("ix_s", "s")))
     live = _catalog(_table("big", PK, rows=5_000_000, size=2048 * MB, columns=COLUMNS),
@@ -227,6 +235,19 @@ def test_a_table_over_the_threshold_gets_the_online_schema_change_command_lines(
     assert "t=small" not in text and "--table=small" not in text
     # A lower threshold takes in the small table too.
     assert "t=small" in _sql(expected, live, large_table_mb=50)
+
+
+def test_the_online_tool_lines_name_the_server_and_no_dsn_is_made_of_a_name_with_a_comma():
+    expected = _catalog(_table("big", PK, _index("ix_a", "a")), _table("b,=x", _index("ix_b", "b")))
+    live = _catalog(_table("big", PK, size=2048 * MB, columns=COLUMNS),
+                    _table("b,=x", size=2048 * MB, columns=COLUMNS))
+    text = _sql(expected, live, server=("db1.example", 3307))
+    assert "h=db1.example,P=3307,D=ops,t=big --dry-run" in text
+    assert "gh-ost --host=db1.example --port=3307 --database=ops --table=big" in text
+    # pt-osc splits its DSN on `,` and `=`: no line for that table, and the reason.
+    assert "t=b,=x" not in text
+    assert "no pt-online-schema-change line: its DSN cannot hold a name with ',' or '='" in text
+    assert "gh-ost --host=db1.example --port=3307 --database=ops --table=b,=x" in text
 
 
 def test_a_large_table_with_foreign_keys_is_pointed_at_pt_osc_not_gh_ost():

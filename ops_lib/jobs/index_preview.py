@@ -239,8 +239,11 @@ def _megabytes(size: int) -> str:
 
 
 def size_line(table: Table, flavor: str) -> str:
-    if flavor == "sqlite" or table.approx_rows is None:
+    if flavor == "sqlite":
         return _comment(f"{table.name}: size not read (SQLite keeps no estimate)")
+    if table.approx_rows is None:
+        return _comment(f"{table.name}: size not known (information_schema.TABLES has no "
+                        "estimate for it)")
     size = f", {_megabytes(table.approx_bytes)}" if table.approx_bytes is not None else ""
     return _comment(f"{table.name}: about {table.approx_rows:,} rows{size} "
                     "(approximate: information_schema)")
@@ -278,18 +281,26 @@ def _is_referenced(table: str, live: Catalog) -> bool:
                for key in other.foreign_keys.values())
 
 
-def online_tool_lines(fix: IndexFix, live: Catalog, database: str) -> list[str]:
+def online_tool_lines(fix: IndexFix, live: Catalog, database: str,
+                      server: tuple[str, int] | None = None) -> list[str]:
     """The advice for a large table: the same change by pt-online-schema-change (and gh-ost,
-    which does not support foreign keys, where the table has none), as full command lines."""
+    which does not support foreign keys, where the table has none), as full command lines.
+    `server` (host, port) goes into both command lines."""
     spec = alter_spec(fix, "mysql")  # the tools send their own ALTER: no MariaDB-only words
-    dsn = shlex.quote(f"D={database},t={fix.table}")
-    pt_osc = f"pt-online-schema-change --alter {shlex.quote(spec)} {dsn}"
-    if _is_referenced(fix.table, live):  # other tables' keys point at it
-        pt_osc += " --alter-foreign-keys-method=auto"
+    values = ([f"h={server[0]}", f"P={server[1]}"] if server else []) + \
+        [f"D={database}", f"t={fix.table}"]
     lines = ["instead of this ALTER, an online schema-change tool copies the table in small "
-             "chunks and can pause for load and replica lag (both do nothing without --execute):",
-             f"  {pt_osc} --dry-run",
-             f"  {pt_osc} --execute"]
+             "chunks and can pause for load and replica lag (both do nothing without --execute):"]
+    if any(mark in value[2:] for value in values for mark in ",="):
+        # A DSN is key=value pairs split on `,`: no quoting can put these characters in a name.
+        lines.append("  (no pt-online-schema-change line: its DSN cannot hold a name with ',' "
+                     "or '=')")
+    else:
+        pt_osc = f"pt-online-schema-change --alter {shlex.quote(spec)} " \
+                 f"{shlex.quote(','.join(values))}"
+        if _is_referenced(fix.table, live):  # other tables' keys point at it
+            pt_osc += " --alter-foreign-keys-method=auto"
+        lines += [f"  {pt_osc} --dry-run", f"  {pt_osc} --execute"]
     if fix.expected.unique and not fix.expected.primary:
         lines.append("  (pt-online-schema-change refuses a new UNIQUE index "
                      "(--check-unique-key-change): its copy would silently drop repeated rows; "
@@ -297,8 +308,9 @@ def online_tool_lines(fix: IndexFix, live: Catalog, database: str) -> list[str]:
     if _has_foreign_keys(fix.table, live):
         lines.append(f"  (not gh-ost: {fix.table} has foreign keys, which gh-ost does not support)")
     else:
-        gh_ost = (f"gh-ost --database={shlex.quote(database)} --table={shlex.quote(fix.table)} "
-                  f"--alter={shlex.quote(spec)}")
+        where = (f"--host={shlex.quote(server[0])} --port={server[1]} " if server else "")
+        gh_ost = (f"gh-ost {where}--database={shlex.quote(database)} "
+                  f"--table={shlex.quote(fix.table)} --alter={shlex.quote(spec)}")
         lines.append(f"  or: {gh_ost}   (then again with --execute)")
         if live.flavor == "mariadb":
             lines.append("  (gh-ost is not tested on MariaDB: prefer pt-online-schema-change)")
@@ -316,7 +328,8 @@ def plan_indexes(expected: Catalog, live: Catalog) -> IndexPlan:
 
 
 def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: str,
-              large_table_mb: float = DEFAULT_LARGE_TABLE_MB) -> str:
+              large_table_mb: float = DEFAULT_LARGE_TABLE_MB,
+              server: tuple[str, int] | None = None) -> str:
     """The file: `header` lines (comments), then per table its size, and per index the risks,
     the large-table advice and the statement; then the redundant indexes, commented out."""
     flavor = live.flavor
@@ -345,7 +358,7 @@ def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: st
         if flavor != "sqlite" and _is_large(table, large_table_mb):
             lines.append(_comment(f"{fix.table} is over {large_table_mb:,g} MB "
                                   "(--large-table-mb):"))
-            lines += online_tool_lines(fix, live, database)
+            lines += online_tool_lines(fix, live, database, server)
         lines += statements
     if not plan.fixes and not plan.missing_tables:
         lines += ["", _comment("nothing to add: the live database has every index schema.sql "
@@ -371,12 +384,14 @@ def run(ctx, scratch_database: str | None = None,
     result = JobResult(ctx.tool, ctx.dry_run, stop_reason=DONE)
     expected, live = expected_and_live(ctx, scratch_database=scratch_database)
     plan = plan_indexes(expected, live)
-    database = make_url(ctx.db.url).database or ""
+    url = make_url(ctx.db.url)
+    database = url.database or ""
+    server = (url.host or "localhost", url.port or 3306) if live.flavor != "sqlite" else None
     statements = [statement for fix in plan.fixes for statement in fix_statements(fix, live.flavor)]
     if live.flavor == "sqlite":
-        apply = f"sqlite3 {database} < fix.sql"
+        apply = f"sqlite3 {shlex.quote(database)} < fix.sql"
     else:
-        apply = f"mariadb --default-character-set=utf8mb4 {database} < fix.sql"
+        apply = f"mariadb --default-character-set=utf8mb4 {shlex.quote(database)} < fix.sql"
     header = [
         f"{ctx.tool} run={ctx.run_id} dry_run=yes: the indexes schema.sql names that the "
         "live database lacks or has with other columns",
@@ -387,7 +402,7 @@ def run(ctx, scratch_database: str | None = None,
         f"redundant indexes (commented out): {len(plan.redundant)}",
     ]
     result.text = index_sql(plan, live, header=header, database=database,
-                            large_table_mb=large_table_mb)
+                            large_table_mb=large_table_mb, server=server)
     result.statements = statements
     result.counts = {"missing_indexes": sum(not fix.changed for fix in plan.fixes),
                      "changed_indexes": sum(fix.changed for fix in plan.fixes),
