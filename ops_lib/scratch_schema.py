@@ -45,8 +45,10 @@ STALE_AFTER = dt.timedelta(hours=1)
 # holds it is a scratch a killed run left, dropped by the next run; one without it is refused.
 SCRATCH_MARKER = "_ops_scratch"
 LOCK_WAIT_TIMEOUT_SECONDS = 5  # skeema's cap on its workspace sessions
-# Letters, digits, `_`, `$` and `-`: a name that needs no escaping anywhere (shell, SQL, LIKE).
 SCRATCH_GRANT_PATTERN = SCRATCH_PREFIX.replace("_", "\\_") + "%"  # ops\_scratch\_%, for GRANT and LIKE
+# An operator's --scratch-database: letters, digits, `_`, `$` and `-`, never a backquote, so it
+# goes into `...` in SQL as it is. Not safe everywhere: `$` expands in an unquoted shell word
+# and `_` is a LIKE wildcard, so it is quoted for a shell and compared with =, never LIKE.
 OPERATOR_NAME = re.compile(r"[A-Za-z0-9_$-]{1,64}")
 
 MYSQL_ACCESS_DENIED_FOR_VARIABLE = 1227  # SET sql_log_bin without SUPER / BINLOG ADMIN
