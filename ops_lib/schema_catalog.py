@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 from sqlalchemy import Connection, text
 
@@ -66,9 +66,12 @@ class IndexPart:
     prefix: int | None = None  # SUB_PART: index only the first N characters
     descending: bool = False
 
-    def describe(self) -> str:
-        text = f"`{self.column}`" + (f"({self.prefix})" if self.prefix else "")
-        return text + (" DESC" if self.descending else "")
+    def describe(self, quote: Callable[[str], str] | None = None) -> str:
+        """`b`(10) DESC; `quote` quotes the name (default: MySQL's backquotes, one doubled).
+        The one way a part is written, in drift lines and in the index preview's SQL."""
+        name = quote(self.column) if quote else "`" + self.column.replace("`", "``") + "`"
+        return name + (f"({self.prefix})" if self.prefix else "") + \
+            (" DESC" if self.descending else "")
 
 
 @dataclass(frozen=True)

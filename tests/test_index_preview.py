@@ -313,11 +313,12 @@ def test_an_index_backing_a_foreign_key_is_redundant_to_a_wider_one_starting_wit
     assert (redundant.index.name, redundant.covered_by.name) == ("ix_parent", "ix_parent_name")
 
 
-def test_the_tool_defaults_to_the_jobs_large_table_size():
+def test_the_tools_help_states_the_jobs_large_table_size(tmp_path):
     from ops_lib.jobs.index_preview import DEFAULT_LARGE_TABLE_MB
-    from tools.generate_missing_index_sql import DEFAULT_LARGE_TABLE_MB as TOOL_DEFAULT
 
-    assert TOOL_DEFAULT == DEFAULT_LARGE_TABLE_MB
+    shown = run_cli("generate_missing_index_sql", "--help", env=tool_env("sqlite://", tmp_path))
+    assert shown.returncode == 0
+    assert f"[default: {DEFAULT_LARGE_TABLE_MB}]" in " ".join(shown.stdout.split())
 
 
 # -- the tool on real databases -------------------------------------------------------------

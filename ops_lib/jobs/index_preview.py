@@ -155,12 +155,9 @@ def quote(name: str, dialect: str) -> str:
 
 
 def index_parts(index: Index, dialect: str) -> str:
-    """`a`, `b`(10) DESC: the parenthesised list of an index's parts, quoted."""
-    return ", ".join(
-        quote(part.column, dialect)
-        + (f"({part.prefix})" if part.prefix and dialect == "mysql" else "")
-        + (" DESC" if part.descending else "")
-        for part in index.parts)
+    """`a`, `b`(10) DESC: an index's parts as IndexPart.describe writes them, quoted for the
+    dialect (SQLite's catalog has no prefix lengths)."""
+    return ", ".join(part.describe(lambda name: quote(name, dialect)) for part in index.parts)
 
 
 def _add_clause(index: Index, if_not_exists: bool) -> str:
@@ -374,8 +371,9 @@ def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: st
 
 
 def run(ctx, scratch_database: str | None = None,
-        large_table_mb: float = DEFAULT_LARGE_TABLE_MB) -> JobResult:
-    """Read schema.sql (in a scratch schema) and the live database; print the index SQL."""
+        large_table_mb: float | None = None) -> JobResult:
+    """Read schema.sql (in a scratch schema) and the live database; print the index SQL.
+    `large_table_mb` None: DEFAULT_LARGE_TABLE_MB."""
     from sqlalchemy.engine import make_url
 
     from ..scratch_schema import expected_and_live
@@ -402,7 +400,8 @@ def run(ctx, scratch_database: str | None = None,
         f"redundant indexes (commented out): {len(plan.redundant)}",
     ]
     result.text = index_sql(plan, live, header=header, database=database,
-                            large_table_mb=large_table_mb, server=server)
+                            large_table_mb=large_table_mb or DEFAULT_LARGE_TABLE_MB,
+                            server=server)
     result.statements = statements
     result.counts = {"missing_indexes": sum(not fix.changed for fix in plan.fixes),
                      "changed_indexes": sum(fix.changed for fix in plan.fixes),

@@ -87,9 +87,9 @@ def _compare_table(want: Table, have: Table) -> Iterable[tuple[str, str, Drift]]
         old, new = want.columns.get(column), have.columns.get(column)
         if old == new:
             continue
-        kind = MISSING if new is None else EXTRA if old is None else CHANGED
         shown_old, shown_new = _column_texts(old, want, new, have)
-        yield "column", column, Drift(kind, f"column {name}.{column}", shown_old, shown_new)
+        yield "column", column, Drift(_kind(old, new), f"column {name}.{column}", shown_old,
+                                      shown_new)
 
     for old, new in _differing(want.indexes, have.indexes):
         index = old or new
