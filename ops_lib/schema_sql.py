@@ -4,6 +4,10 @@ The split uses sqlglot's MySQL tokenizer, not its parser: the tokenizer knows My
 (strings, backquoted names, `--`, `#` and `/* */` comments), so a `;` inside a DEFAULT, a COMMENT
 or a name never ends a statement, while the parser still misreads some MySQL DDL (generated
 columns, named primary keys). The server itself reads each statement.
+
+Not supported: MySQL's versioned comments (`/*!40101 SET NAMES utf8 */`, `/*!80016 ... */`),
+which the client runs as SQL; the tokenizer drops them as comments, so schema.sql must not rely
+on one (write the statement itself).
 """
 
 from __future__ import annotations
