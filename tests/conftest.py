@@ -325,3 +325,32 @@ def wait_for_drop_waiting_on_lock(server, process, scratch: str, old: str) -> No
             assert process.poll() is None, "the process exited before its sweep waited"
             assert time.monotonic() < deadline, "the sweep never waited on the lock"
             time.sleep(0.02)
+
+
+def catalog_of(url: str):
+    """The normalised catalog (ops_lib/schema_catalog.py) of the database at `url`."""
+    from ops_lib.schema_catalog import read_catalog
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return read_catalog(conn)
+    finally:
+        engine.dispose()
+
+
+def schema_state(url: str) -> dict:
+    """What any DDL would change: each table's definition (size estimates are no part of a
+    Table's equality) and, on MySQL/MariaDB, its CREATE_TIME, which even a no-op rebuild moves."""
+    catalog = catalog_of(url)
+    times: dict = {}
+    if catalog.dialect == "mysql":
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                times = dict(conn.execute(text(
+                    "SELECT TABLE_NAME, CREATE_TIME FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = DATABASE()")).all())
+        finally:
+            engine.dispose()
+    return {name: (table, times.get(name)) for name, table in catalog.tables.items()}

@@ -13,7 +13,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine
@@ -25,10 +24,11 @@ from ops_lib.jobs.index_preview import (
 )
 from ops_lib.jobs.schema_drift import compare
 from ops_lib.schema_catalog import (
-    Catalog, Column, ForeignKey, Index, IndexPart, Table, read_catalog,
+    Catalog, Column, ForeignKey, Index, IndexPart, Table,
 )
 from ops_lib.scratch_schema import expected_and_live
 from tests.conftest import (
+    schema_state,
     IN_CI, REPO, MysqlScratch, assert_unchanged, job_context, require_mariadb, run_cli,
     run_on_a_terminal, snapshot, sqlite_database, tool_env, unique_name,
 )
@@ -336,23 +336,6 @@ def mariadb_live():
     scratch.drop()
 
 
-def _catalog_of(url: str) -> Catalog:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return read_catalog(conn)
-    finally:
-        engine.dispose()
-
-
-def _schema(url: str) -> Catalog:
-    """The live catalog without its size estimates, which move without any DDL."""
-    catalog = _catalog_of(url)
-    catalog.tables = {name: replace(table, approx_rows=None, approx_bytes=None)
-                      for name, table in catalog.tables.items()}
-    return catalog
-
-
 def _drift(url: str, tmp_path) -> list[str]:
     """The drift check's differences between schema.sql and the database at `url`."""
     ctx = job_context(url, tmp_path, dry_run=True)
@@ -370,7 +353,8 @@ def _run_tool(url: str, tmp_path, *args: str):
 
 
 def _only_sql(stdout: str) -> None:
-    """Every line is a comment, a blank or part of a statement: nothing a client would reject."""
+    """stdout is the SQL file: it opens with the header's comment lines, ends with a newline.
+    (That the client runs every line is checked by applying it with the mariadb client.)"""
     assert stdout.startswith(f"-- {TOOL} run=") and stdout.endswith("\n")
     assert "review before running; nothing was applied" in stdout.splitlines()[2]
 
@@ -427,14 +411,14 @@ def test_mariadb_the_printed_sql_applied_with_the_client_restores_every_index(ma
     url = mariadb_live.url
     _break_mariadb(url)
     assert len(_drift(url, tmp_path)) == 4
-    broken = _schema(url)
+    broken = schema_state(url)
     database = connect(url)
     rows_before = snapshot(database)
 
     done = _run_tool(url, tmp_path)
 
     # The tool ran no DDL: the live schema and its rows are as they were (but its ledger row).
-    assert _schema(url) == broken
+    assert schema_state(url) == broken
     assert_unchanged(rows_before, snapshot(database))
     database.engine.dispose()
     _only_sql(done.stdout)
@@ -467,13 +451,13 @@ def test_sqlite_the_printed_sql_applied_with_sqlite3_restores_every_index(tmp_pa
             DROP INDEX ix_records_institution_day;
             CREATE INDEX ix_records_institution_day ON attendance_records (attendance_date);""")
     assert len(_drift(url, tmp_path)) == 3
-    broken = _schema(url)
+    broken = schema_state(url)
     database = connect(url)
     rows_before = snapshot(database)
 
     done = _run_tool(url, tmp_path)
 
-    assert _schema(url) == broken
+    assert schema_state(url) == broken
     assert_unchanged(rows_before, snapshot(database))
     database.engine.dispose()
     _only_sql(done.stdout)
