@@ -8,8 +8,6 @@ no difference is left, and that the tool itself ran no DDL.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -28,9 +26,9 @@ from ops_lib.schema_catalog import (
 )
 from ops_lib.scratch_schema import expected_and_live
 from tests.conftest import (
-    schema_state,
-    IN_CI, REPO, MysqlScratch, assert_unchanged, job_context, require_mariadb, run_cli,
-    run_on_a_terminal, snapshot, sqlite_database, tool_env, unique_name,
+    REPO, MysqlScratch, assert_unchanged, job_context, require_mariadb, run_cli,
+    run_mariadb_client, run_on_a_terminal, schema_state, snapshot, sqlite_database, tool_env,
+    unique_name,
 )
 
 MB = 1024 * 1024
@@ -360,18 +358,7 @@ def _only_sql(stdout: str) -> None:
 
 
 def _apply_with_the_mariadb_client(url: str, sql: str) -> None:
-    client = shutil.which("mariadb") or shutil.which("mysql")
-    if client is None:
-        if IN_CI:  # .ci/run installs MariaDB, and so its client
-            pytest.fail("no mysql command-line client in CI")
-        pytest.skip("no mysql command-line client on this machine")
-    server = make_url(url)
-    command = [client, "--default-character-set=utf8mb4", "--protocol=TCP",
-               f"--host={server.host or '127.0.0.1'}", f"--port={server.port or 3306}",
-               f"--user={server.username or 'root'}", server.database]
-    env = {**os.environ, "MYSQL_PWD": server.password or ""}
-    applied = subprocess.run(command, input=sql.encode(), capture_output=True, env=env,
-                             timeout=60)
+    applied = run_mariadb_client(url, sql.encode())
     assert applied.returncode == 0, applied.stderr.decode()
 
 

@@ -20,10 +20,10 @@ from ops_lib.schema_catalog import (Catalog, Column, ForeignKey, Index, IndexPar
                                     read_catalog)
 from ops_lib.scratch_schema import ScratchInterrupted
 from ops_lib.timeutil import utcnow
-from tests.conftest import (MYSQL_SERVER_URL, MysqlScratch, assert_unchanged, job_context,
-                            loaded_scratch, named_at, require_mariadb, run_cli,
-                            scratch_sweep_turn, snapshot, sqlite_database, start_cli, tool_env,
-                            unique_name, wait_for_drop_waiting_on_lock, catalog_of, schema_state)
+from tests.conftest import (MYSQL_SERVER_URL, MysqlScratch, assert_unchanged, catalog_of,
+                            job_context, loaded_scratch, named_at, require_mariadb, run_cli,
+                            schema_state, scratch_sweep_turn, snapshot, sqlite_database,
+                            start_cli, tool_env, unique_name, wait_for_drop_waiting_on_lock)
 
 
 # --- compare(): pure, on hand-made catalogs -------------------------------------------------
