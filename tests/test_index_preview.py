@@ -565,3 +565,10 @@ def test_mariadb_a_missing_table_is_one_comment_and_a_named_scratch_database_is_
     assert ("-- table audit_logs_archive is missing: python tools/manage_schema.py create"
             in done.stdout.splitlines())
     assert _statements(done.stdout) == []
+
+
+def test_the_headers_apply_command_quotes_the_database_for_the_shell(tmp_path):
+    url = sqlite_database(tmp_path, "my ops; db.sqlite")
+    done = _run_tool(url, tmp_path)
+    path = str(tmp_path / "my ops; db.sqlite")
+    assert f"Then: sqlite3 '{path}' < fix.sql" in done.stdout.splitlines()[2]
