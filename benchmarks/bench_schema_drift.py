@@ -7,9 +7,7 @@ medians of RUNS runs after one warm-up:
 
 - `skeema diff` (Debian's `skeema` package; its column is skipped with a note where it is not
   installed), expected exit 0 with no difference and 1 with one dropped column;
-- `python tools/check_schema_drift.py --database-url URL` the same two ways (0 and 1); while the
-  tool is not on this branch, a process that prepares the scratch schema and reads both catalogs
-  (`ops_lib.scratch_schema.expected_and_live`) stands in, and the table says so;
+- `python tools/check_schema_drift.py --database-url URL` the same two ways (0 and 1);
 - `python -c pass`, a bare interpreter's start-up, taken off the drift check's time for the
   comparison the issue sets (the drift check less start-up, no slower than skeema);
 - and each child's CPU seconds (user + system), which a busy machine changes less than wall time.
