@@ -117,6 +117,16 @@ def _parse_int_list(value: Any) -> tuple[int, ...]:
     return tuple(_parse_int(part) for part in str(value).split(",") if part.strip())
 
 
+EXPORT_DRIVERS = ("auto", "mysqlclient", "pymysql")
+
+
+def _parse_export_driver(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in EXPORT_DRIVERS:
+        raise ValueError(f"expected one of {', '.join(EXPORT_DRIVERS)}, got {value!r}")
+    return text
+
+
 def _optional_job_list(value: Any) -> tuple[str, ...]:
     from .schedule import SCHEDULE
 
@@ -254,6 +264,15 @@ SETTINGS: dict[str, Setting] = {
                 "SQLAlchemy URL of the copy shadow_reporting_validation compares with the "
                 "primary: a read replica or a warehouse copy (none: replica_database_url)",
                 secret=True),
+        # Warehouse export (ops_lib/jobs/warehouse_export).
+        Setting("export_dir", str(DEFAULT_VAR_DIR / "exports"), _parse_str,
+                "folder of the warehouse export's files, one sub-folder per table"),
+        Setting("export_lag_seconds", 300, _non_negative_int,
+                "the export leaves rows changed in the last N seconds for its next run (a "
+                "transaction stamps updated_at before it commits; covers clock skew too)"),
+        Setting("export_driver", "auto", _parse_export_driver,
+                "how the export reads MySQL/MariaDB: auto (mysqlclient when installed, the "
+                "[fast] extra, else PyMySQL), mysqlclient, or pymysql"),
         # Billing.
         Setting("invoice_due_days", 10, _non_negative_int, "due date = issue date + days", True),
         Setting("billing_grace_days", 7, _non_negative_int,

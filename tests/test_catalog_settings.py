@@ -100,6 +100,7 @@ def test_the_toolkits_own_non_setting_variables_give_no_warning(db, tmp_path):
 TOOL_MODULES = {
     "archive_hot_path_data": ["jobs/archive_hot_path.py"],
     "cleanup_stale_devices": ["jobs/stale_devices.py"],
+    "export_operational_warehouse_batch": ["jobs/warehouse_export/*.py"],
     "generate_synthetic_load": ["jobs/synthetic_load.py", "jobs/synthetic_history.py"],
     "manage_dead_letters": ["jobs/dead_letters.py"],
     "manage_schema": ["jobs/schema_admin.py"],
