@@ -37,7 +37,7 @@ TOOLS: dict[str, ToolUse] = {
     "cleanup_stale_devices": ToolUse(settings=frozenset({"stale_device_days"})),
     # The demo history is placed by the settings the other tools judge it by.
     "export_operational_warehouse_batch": ToolUse(settings=frozenset({
-        "export_dir", "export_lag_seconds", "export_driver"})),
+        "export_dir", "export_lag_seconds", "export_reader"})),
     "generate_synthetic_load": ToolUse(settings=frozenset({
         "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",
         "attendance_retention_days", "dead_letter_retention_days", "invoice_due_days",

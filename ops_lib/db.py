@@ -259,33 +259,10 @@ PYMYSQL_CONVERSIONS = {**converters.conversions, dt.datetime: _escape_datetime,
                        dt.date: _escape_date}
 
 
-def mysqlclient_available() -> bool:
-    """Whether the `mysqlclient` C driver (the optional `[fast]` extra) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("MySQLdb") is not None
-
-
-def _mysqlclient_conversions() -> dict:
-    """mysqlclient's conversions with DATETIME and DATE parsed by the standard library's C
-    `fromisoformat`: its own Python parser took 5x longer than reading the rows (1M records)."""
-    from MySQLdb.constants import FIELD_TYPE
-    from MySQLdb.converters import conversions
-
-    return {**conversions, FIELD_TYPE.DATETIME: dt.datetime.fromisoformat,
-            FIELD_TYPE.TIMESTAMP: dt.datetime.fromisoformat, FIELD_TYPE.DATE: dt.date.fromisoformat}
-
-
-def _mysql_engine(url: str, driver: str = "pymysql") -> Engine:
+def _mysql_engine(url: str) -> Engine:
     parsed = make_url(url)
-    base = parsed.drivername.split("+")[0]
-    if driver == "mysqlclient":
-        parsed = parsed.set(drivername=f"{base}+mysqldb")
-        conversions = _mysqlclient_conversions()
-    else:
-        if parsed.drivername in ("mysql", "mariadb"):
-            parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
-        conversions = PYMYSQL_CONVERSIONS
+    if parsed.drivername in ("mysql", "mariadb"):
+        parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
     query = dict(parsed.query)
     query.setdefault("charset", "utf8mb4")
     parsed = parsed.set(query=query)
@@ -296,7 +273,7 @@ def _mysql_engine(url: str, driver: str = "pymysql") -> Engine:
         # Queue workers read what others committed after they waited for a row lock.
         isolation_level="READ COMMITTED",
         connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10,
-                      "conv": conversions},
+                      "conv": PYMYSQL_CONVERSIONS},
     )
 
     @event.listens_for(engine, "connect")
@@ -323,16 +300,13 @@ def _detect(engine: Engine) -> Capabilities:
     return Capabilities("mysql", version, is_mariadb, skip_locked=skip_locked, named_locks=True)
 
 
-def connect(url: str, create: bool = False, plan_create: bool = False,
-            driver: str = "pymysql") -> Database:
+def connect(url: str, create: bool = False, plan_create: bool = False) -> Database:
     """Open the database, check it answers, and detect what it can do.
 
     An SQLite file must exist unless `create` (only `manage_schema.py create --execute` creates
     one): a mistyped path fails with one line instead of leaving folders and an empty file behind.
     `plan_create` (the dry run of `create`) stands an empty in-memory database in for a missing
     file, so the plan lists every table `--execute` would create there, and nothing is written.
-    `driver` "mysqlclient" reads MySQL/MariaDB through the C driver (the `[fast]` extra)
-    instead of PyMySQL; SQLite ignores it.
     """
     backend = make_url(url).get_backend_name()
     file = sqlite_file(url) if backend == "sqlite" else None
@@ -344,7 +318,7 @@ def connect(url: str, create: bool = False, plan_create: bool = False,
         engine_url = "sqlite://"
     try:
         engine = (_sqlite_engine(engine_url, create) if backend == "sqlite"
-                  else _mysql_engine(url, driver))
+                  else _mysql_engine(url))
     except OSError as exc:  # the SQLite file's folder cannot be created
         raise DatabaseUnavailable(
             f"cannot use the database at {mask_url(url)}: {exc.strerror or exc}: {exc.filename}"

@@ -117,13 +117,13 @@ def _parse_int_list(value: Any) -> tuple[int, ...]:
     return tuple(_parse_int(part) for part in str(value).split(",") if part.strip())
 
 
-EXPORT_DRIVERS = ("auto", "mysqlclient", "pymysql")
+EXPORT_READERS = ("auto", "connectorx", "pymysql")
 
 
-def _parse_export_driver(value: Any) -> str:
+def _parse_export_reader(value: Any) -> str:
     text = str(value).strip().lower()
-    if text not in EXPORT_DRIVERS:
-        raise ValueError(f"expected one of {', '.join(EXPORT_DRIVERS)}, got {value!r}")
+    if text not in EXPORT_READERS:
+        raise ValueError(f"expected one of {', '.join(EXPORT_READERS)}, got {value!r}")
     return text
 
 
@@ -270,9 +270,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("export_lag_seconds", 300, _non_negative_int,
                 "the export leaves rows changed in the last N seconds for its next run (a "
                 "transaction stamps updated_at before it commits; covers clock skew too)"),
-        Setting("export_driver", "auto", _parse_export_driver,
-                "how the export reads MySQL/MariaDB: auto (mysqlclient when installed, the "
-                "[fast] extra, else PyMySQL), mysqlclient, or pymysql"),
+        Setting("export_reader", "auto", _parse_export_reader,
+                "how the export reads MySQL/MariaDB rows: auto (connectorx when installed, the "
+                "[fast] extra, else PyMySQL), connectorx, or pymysql"),
         # Billing.
         Setting("invoice_due_days", 10, _non_negative_int, "due date = issue date + days", True),
         Setting("billing_grace_days", 7, _non_negative_int,

@@ -16,16 +16,32 @@ order, and the next run goes on from its last row.
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from ...db import connect
 from ...result import DONE, JobResult, dry_run_reason
 from ...runtime import RunContext
-from .reader import choose_driver, count, cursor_of, partition_counts, stream_window
+from .reader import (
+    choose_reader,
+    count,
+    cursor_of,
+    last_row,
+    partition_counts,
+    prefetched,
+    stream_window,
+    stream_window_arrow,
+)
 from .tables import EXPORTS, Export
 from .window import Watermark, Window, read_watermark, save_watermark, take_window
 
+READERS = {
+    "sqlite": "SQLite, in the export's snapshot",
+    "pymysql": "PyMySQL, in the export's snapshot (export_reader; connectorx reads 3x faster: "
+               "pip install 'ops-toolkit[fast]')",
+    "connectorx": "connectorx, Arrow batches on its own connections (the window is settled "
+                  "below its bound: the same rows)",
+}
 MAX_ROWS_PER_FILE = 1_000_000
 ROW_GROUP_ROWS = 128_000
 
@@ -48,26 +64,21 @@ def run(ctx: RunContext, table: str, fmt: str = "parquet", partition_by: str = "
     export = EXPORTS[table]
     result = JobResult(ctx.tool, ctx.dry_run)
     folder = table_folder(ctx, export)
-    driver = choose_driver(ctx.settings.export_driver) if ctx.db.caps.is_mysql else "sqlite"
-    reader_db = connect(ctx.db.url, driver=driver) if driver == "mysqlclient" else ctx.db
-    try:
-        with reader_db.snapshot() as conn:
-            start = read_watermark(conn, export)
-            window = take_window(conn, reader_db.caps, start, ctx.settings.export_lag_seconds,
-                                 full_refresh)
-            _describe(result, export, window, start, folder, fmt, partition_by, driver)
-            if ctx.dry_run:
-                _plan(result, conn, export, window, partition_by, fmt)
-                return result
-            _execute(ctx, result, conn, export, window, folder, fmt, partition_by)
-    finally:
-        if reader_db is not ctx.db:
-            reader_db.engine.dispose()
+    reader = choose_reader(ctx.settings.export_reader, ctx.db.caps.is_mysql)
+    with ctx.db.snapshot() as conn:
+        start = read_watermark(conn, export)
+        window = take_window(conn, ctx.db.caps, start, ctx.settings.export_lag_seconds,
+                             full_refresh)
+        _describe(result, export, window, start, folder, fmt, partition_by, reader)
+        if ctx.dry_run:
+            _plan(result, conn, export, window, partition_by, fmt)
+            return result
+        _execute(ctx, result, conn, export, window, folder, fmt, partition_by, reader)
     return result
 
 
 def _describe(result: JobResult, export: Export, window: Window, start: Watermark,
-              folder: Path, fmt: str, partition_by: str, driver: str) -> None:
+              folder: Path, fmt: str, partition_by: str, reader: str) -> None:
     result.section("Export", [
         {"Item": "table", "Value": export.name},
         {"Item": "cursor", "Value": export.describe_cursor()},
@@ -80,7 +91,7 @@ def _describe(result: JobResult, export: Export, window: Window, start: Watermar
         {"Item": "archived rows", "Value": export.archived_how},
         {"Item": "format", "Value": f"{fmt}, partitioned by {export.partition} ({partition_by})"},
         {"Item": "output folder", "Value": str(folder)},
-        {"Item": "reader", "Value": driver},
+        {"Item": "reader", "Value": READERS[reader]},
     ], columns=["Item", "Value"])
     if window.full_refresh:
         result.notes.append(f"--full-refresh: starts over from the beginning (the watermark at "
@@ -110,7 +121,7 @@ def _plan(result: JobResult, conn, export: Export, window: Window, partition_by:
 
 
 def _execute(ctx: RunContext, result: JobResult, conn, export: Export, window: Window,
-             folder: Path, fmt: str, partition_by: str) -> None:
+             folder: Path, fmt: str, partition_by: str, reader: str) -> None:
     from .files import BatchWriter, published_batches, sweep_partial_batches
 
     swept = sweep_partial_batches(folder)
@@ -128,18 +139,30 @@ def _execute(ctx: RunContext, result: JobResult, conn, export: Export, window: W
     writer = BatchWriter(folder, export.table, export.columns, run_id=ctx.run_id, fmt=fmt,
                          partition_column=export.partition, partition_by=partition_by,
                          max_rows_per_file=MAX_ROWS_PER_FILE, row_group_rows=ROW_GROUP_ROWS)
+    if reader == "connectorx":
+        chunks = prefetched(stream_window_arrow(ctx.db.url, ctx.db.engine.dialect, export,
+                                                window))
+        write, last_of = writer.write_arrow, last_row
+    else:
+        chunks = stream_window(conn, export, window)
+        write, last_of = writer.write, (lambda chunk: chunk[-1])
     written, last = 0, None
     try:
-        with ctx.progress(f"exporting {export.name}", total) as advance:
-            for chunk in stream_window(conn, export, window):
-                writer.write(chunk)
+        with ctx.progress(f"exporting {export.name}", total) as advance, closing(chunks):
+            for chunk in chunks:
+                write(chunk)
                 written += len(chunk)
-                last = chunk[-1]
+                last = last_of(chunk)
                 advance(len(chunk))
                 reason = ctx.why_stop()
                 if reason:
                     result.stop_reason = reason
                     break
+        if not written:  # every row of the window changed or went since the count
+            writer.abort()
+            result.counts["rows"] = 0
+            result.notes.append("nothing to export: the window's rows changed since counted")
+            return
         mark = cursor_of(last, positions, ctx.run_id)
         manifest = writer.commit({
             "cursor": [c.name for c in export.cursor_columns],
@@ -148,6 +171,7 @@ def _execute(ctx: RunContext, result: JobResult, conn, export: Export, window: W
             "bound": window.bound.isoformat(),
             "lag_seconds": window.lag_seconds,
             "full_refresh": window.full_refresh,
+            "reader": reader,
             "supersedes": supersedes,
         })
     except BaseException:

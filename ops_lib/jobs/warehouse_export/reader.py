@@ -1,36 +1,47 @@
 """The rows of a window, streamed from the server in chunks: memory stays flat however many.
 
-The statement walks the cursor's index in keyset order, `ORDER BY time, key...`, so a run that
-stops early (budget, signal) has exported a prefix of the window and its last row is the next
-watermark. The server streams the rows (SQLAlchemy `stream_results`: PyMySQL's and mysqlclient's
-unbuffered cursors); the reader takes them `chunk_rows` at a time.
+Two readers, chosen by the `export_reader` setting (`auto`: connectorx when installed):
+- PyMySQL (and SQLite) through SQLAlchemy, inside the export's own snapshot, from an unbuffered
+  server-side cursor (`stream_results`), `chunk_rows` DB-API rows at a time;
+- connectorx (the optional `[fast]` extra), which reads the server's rows straight into Arrow
+  record batches in Rust: about 3x faster end to end (benchmarks/bench_warehouse_export.py). It
+  opens connections of its own, so it reads in a later snapshot than the one the window was
+  taken in; that gives the same rows because every row with a time before the window's bound
+  was committed when the bound was taken (window.py), and a row changed since carries a newer
+  time, outside this window and inside the next run's.
 
-Reading speed is the driver's (benchmarks/bench_warehouse_export.py): mysqlclient, the C driver
-of the optional `[fast]` extra, with DATETIME parsed by `datetime.fromisoformat`, is several
-times faster than PyMySQL, which stays the fallback (`export_driver`).
+Both walk the window in keyset order, `ORDER BY time, key...`, a page of `page_rows` per
+statement, each page after the last row of the one before: a run that stops early has exported
+a prefix of the window, whose last row is the next watermark, and leaves at most the rest of one
+page unread (an unbuffered cursor drains it when it closes).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import importlib.util
+import queue
+import threading
 from dataclasses import replace
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Connection, func, literal_column, select, union_all
+from sqlalchemy.engine import make_url
 
-from ...db import mysqlclient_available
 from .tables import Export
 from .window import Watermark, Window
 
-CHUNK_ROWS = 10_000
-PAGE_ROWS = 200_000
+CHUNK_ROWS = 10_000  # DB-API rows handed to the writer at a time
+ARROW_BATCH_ROWS = 50_000  # rows of one connectorx record batch
+PAGE_ROWS = 200_000  # rows of one statement
 
 
-def choose_driver(setting: str) -> str:
-    """The driver the export reads MySQL/MariaDB with: the `export_driver` setting, `auto`
-    being mysqlclient when it is installed."""
+def choose_reader(setting: str, is_mysql: bool) -> str:
+    """"connectorx" or "pymysql" on MySQL/MariaDB ("auto": connectorx when it is installed);
+    "sqlite" on SQLite."""
+    if not is_mysql:
+        return "sqlite"
     if setting == "auto":
-        return "mysqlclient" if mysqlclient_available() else "pymysql"
+        return "connectorx" if importlib.util.find_spec("connectorx") else "pymysql"
     return setting
 
 
@@ -87,6 +98,45 @@ def cursor_of(row: Sequence, positions: list[int], run_id: str | None = None) ->
     return Watermark(row[positions[0]], tuple(row[p] for p in positions[1:]), run_id)
 
 
+def last_row(batch) -> tuple:
+    """The last row of an Arrow record batch, as Python values."""
+    return tuple(column[len(batch) - 1].as_py() for column in batch.columns)
+
+
+def connectorx_url(url: str) -> str:
+    """connectorx's connection string for an SQLAlchemy MySQL URL (driver and options off)."""
+    parsed = make_url(url)
+    return parsed.set(drivername="mysql", query={}).render_as_string(hide_password=False)
+
+
+def stream_window_arrow(url: str, dialect: Any, export: Export, window: Window,
+                        page_rows: int = PAGE_ROWS, batch_rows: int = ARROW_BATCH_ROWS
+                        ) -> Iterator[Any]:
+    """Every row of the window as Arrow record batches, in keyset order, read by connectorx on
+    connections of its own (see the module's docstring for why that gives the same rows)."""
+    import connectorx
+
+    positions = [export.columns.index(c.name) for c in export.cursor_columns]
+    source = connectorx_url(url)
+    start = window.start
+    while True:
+        statement = rows_statement(export, replace(window, start=start), page_rows)
+        sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        batches = connectorx.read_sql(source, sql, return_type="arrow_stream",
+                                      batch_size=batch_rows,
+                                      pre_execution_query="SET time_zone = '+00:00'")
+        read, last = 0, None
+        for batch in batches:
+            if not len(batch):
+                continue
+            read += len(batch)
+            last = batch
+            yield batch
+        if read < page_rows:
+            return
+        start = cursor_of(last_row(last), positions)
+
+
 def count(conn: Connection, export: Export, window: Window) -> int:
     return sum(conn.execute(select(func.count()).select_from(source.subquery())).scalar_one()
                for source in _sources(export, window))
@@ -126,8 +176,45 @@ def stream(conn: Connection, statement, chunk_rows: int = CHUNK_ROWS
         result.close()
 
 
-def as_partition_value(value) -> dt.date | None:
-    """A partition column's value as a date (a date-time's day)."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    return value
+_END = object()
+
+
+def prefetched(chunks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """`chunks`, read ahead by `depth` in a thread of their own: the next batch comes off the
+    wire (connectorx and Arrow release the GIL) while the writer encodes this one. Memory holds
+    at most `depth` + 2 chunks; an error in the reading thread is raised here; closing this
+    generator stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    thread = threading.Thread(target=read, name="export-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
