@@ -51,10 +51,13 @@ def table_folder(ctx: RunContext, export: Export) -> Path:
 
 
 def unconfirmed_batches(published: list[dict[str, Any]], start: Watermark) -> list[str]:
-    """Run ids of published batches that start where this run starts and never moved the
-    watermark (their run died after publishing): this run's batch supersedes them."""
-    return [m["run_id"] for m in published
-            if m.get("watermark_from") == start.as_dict() and m["run_id"] != start.last_run_id]
+    """Run ids of the batches published after the last one that moved the watermark and from
+    the same watermark as this run: their runs died after publishing, and this run's batch
+    holds their rows again (it supersedes them)."""
+    run_ids = [m["run_id"] for m in published]
+    if start.last_run_id in run_ids:
+        published = published[run_ids.index(start.last_run_id) + 1:]
+    return [m["run_id"] for m in published if m.get("watermark_from") == start.as_dict()]
 
 
 def run(ctx: RunContext, table: str, fmt: str = "parquet", partition_by: str = "month",

@@ -145,13 +145,16 @@ def take_window(conn: Connection, caps: Capabilities, start: Watermark, lag_seco
         now = conn.execute(select(func.utc_timestamp())).scalar_one()
     else:
         now = utcnow()
-    window = Window(start=Watermark() if full_refresh else start,
+    window = Window(start=Watermark(last_run_id=start.last_run_id) if full_refresh else start,
                     bound=now - dt.timedelta(seconds=lag_seconds), now=now,
                     lag_seconds=lag_seconds, full_refresh=full_refresh)
     if caps.is_mysql:
         oldest, note = oldest_open_transaction(conn)
         if oldest is None and note:
             window.notes.append(note)
+        # A second before it: trx_started and a row's stamp are whole seconds, truncated
+        # apart (a statement that began at .999 may start its transaction in the next second).
+        oldest = oldest - dt.timedelta(seconds=1) if oldest is not None else None
         if oldest is not None and oldest < window.bound:
             window.bound = oldest
             window.held_back_by = note
