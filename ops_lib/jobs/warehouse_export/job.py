@@ -110,7 +110,7 @@ def _plan(result: JobResult, conn, export: Export, window: Window, partition_by:
     total = sum(parts.values())
     files = plan_files(parts, fmt=fmt, partition_column=export.partition,
                        partition_by=partition_by, max_rows_per_file=MAX_ROWS_PER_FILE)
-    result.section("Files --execute would write (in a new batch folder)",
+    result.section("Files to write",
                    [{"File": f["file"], "Rows": f["rows"]} for f in files],
                    columns=["File", "Rows"])
     result.counts["rows"] = total
