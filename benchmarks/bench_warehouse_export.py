@@ -5,13 +5,13 @@ Fills `attendance_records` of a scratch MariaDB database with ROWS narrow record
 - `mariadb --batch -e 'SELECT <the export's columns> FROM attendance_records' > file`, the
   command-line client writing tab-separated text: the yardstick;
 - the tool itself, `attendance_records --full-refresh --execute` to Parquet, as a process (start-up,
-  ledger, snapshot, counting, reading, writing, fsync, manifest), once per reader: mysqlclient
+  ledger, snapshot, counting, reading, writing, fsync, manifest), once per reader: connectorx
   (the `[fast]` extra, the default when installed) and PyMySQL (the fallback).
 It prints rows/s, peak RSS of the process (os.wait4) and the ratio to the client's rate. Memory is
 flat when the 2,000,000-row peak is within 10 % of the 1,000,000-row one.
 
     python benchmarks/bench_warehouse_export.py [--rows 1000000 2000000] [--runs 1]
-        [--readers mysqlclient pymysql] [--format parquet]
+        [--readers connectorx pymysql] [--format parquet]
 
 The server is OPS_BENCH_MYSQL_URL (default root@127.0.0.1:3306).
 """
@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 2_000_000])
     parser.add_argument("--runs", type=int, default=1, help="runs of each; the best counts")
-    parser.add_argument("--readers", nargs="+", default=["mysqlclient", "pymysql"])
+    parser.add_argument("--readers", nargs="+", default=["connectorx", "pymysql"])
     parser.add_argument("--format", default="parquet", choices=["parquet", "csv", "jsonl"])
     args = parser.parse_args()
 

@@ -459,3 +459,31 @@ def test_runs_killed_at_random_moments_leave_nothing_half_done_and_the_next_comp
     assert json.loads(watermark_row(db).watermark_key) == [6000]
     print(f"{killed} of 12 random runs killed before they ended")
     db.engine.dispose()
+
+
+def test_a_stopped_run_publishes_a_prefix_of_the_window_and_the_next_run_goes_on(tmp_path):
+    from tests.conftest import sqlite_database
+
+    url = sqlite_database(tmp_path)
+    db = connect(url)
+    base = utcnow() - dt.timedelta(days=1)
+    with db.begin() as conn:
+        seed_students(conn, 25_000)
+        # Many rows share each second: the next run must go on inside the second it stopped in.
+        conn.execute(insert(attendance_records), [record(i, base + (i // 7) * SECOND)
+                                                  for i in range(1, 25_001)])
+    ctx = job_context(url, tmp_path, OPS_EXPORT_DIR=str(tmp_path / "exports"),
+                      OPS_EXPORT_LAG_SECONDS="0")
+    ctx.stop.set("SIGTERM")  # as if it came while the first chunk was being written
+    stopped = job.run(ctx, "attendance_records")
+    assert stopped.stop_reason == "interrupted by SIGTERM"
+    assert stopped.counts["rows"] == 10_000
+    assert any("15000 rows of the window left" in note for note in stopped.notes)
+    mark = watermark_row(db)
+    assert (mark.watermark_at, json.loads(mark.watermark_key)) == (base + 1428 * SECOND,
+                                                                   [10_000])
+    rest = export(url, tmp_path)
+    assert rest.counts["rows"] == 15_000
+    source = source_rows(db)
+    assert [row[0] for row in read_back(table_folder(tmp_path))] == sorted(source)
+    db.engine.dispose()
