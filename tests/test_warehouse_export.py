@@ -487,3 +487,18 @@ def test_a_stopped_run_publishes_a_prefix_of_the_window_and_the_next_run_goes_on
     source = source_rows(db)
     assert [row[0] for row in read_back(table_folder(tmp_path))] == sorted(source)
     db.engine.dispose()
+
+
+def test_a_database_without_the_watermark_table_is_told_how_to_upgrade(tmp_path):
+    from tests.conftest import sqlite_database
+
+    url = sqlite_database(tmp_path)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE ops_export_watermarks"))
+    engine.dispose()
+    done = run_cli(TOOL, "attendance_records", env=_env(url, tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: table ops_export_watermarks is missing: this database predates the warehouse "
+        "export; apply docs/upgrading.md's 'Warehouse export' statements")

@@ -20,8 +20,12 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import inspect
+
+from ...errors import PreconditionFailed
 from ...result import DONE, JobResult, dry_run_reason
 from ...runtime import RunContext
+from ...schema import ops_export_watermarks
 from .reader import (
     choose_reader,
     count,
@@ -69,6 +73,10 @@ def run(ctx: RunContext, table: str, fmt: str = "parquet", partition_by: str = "
     folder = table_folder(ctx, export)
     reader = choose_reader(ctx.settings.export_reader, ctx.db.caps.is_mysql)
     with ctx.db.snapshot() as conn:
+        if not inspect(conn).has_table(ops_export_watermarks.name):
+            raise PreconditionFailed(
+                f"table {ops_export_watermarks.name} is missing: this database predates the "
+                "warehouse export; apply docs/upgrading.md's 'Warehouse export' statements")
         start = read_watermark(conn, export)
         window = take_window(conn, ctx.db.caps, start, ctx.settings.export_lag_seconds,
                              full_refresh)
