@@ -502,3 +502,39 @@ def test_a_database_without_the_watermark_table_is_told_how_to_upgrade(tmp_path)
     assert done.stderr.strip().splitlines()[-1] == (
         "error: table ops_export_watermarks is missing: this database predates the warehouse "
         "export; apply docs/upgrading.md's 'Warehouse export' statements")
+
+
+@pytest.mark.mariadb
+def test_pages_walk_a_composite_key_in_order_each_row_once_with_both_readers(mariadb_url):
+    """attendance_rollups' cursor is (updated_at, institution_id, attendance_date, class_name);
+    pages of 7 rows cut through rows sharing an updated_at: each row comes exactly once."""
+    from ops_lib.jobs.warehouse_export.reader import last_row, stream_window, stream_window_arrow
+    from ops_lib.jobs.warehouse_export.tables import EXPORTS
+    from ops_lib.jobs.warehouse_export.window import Watermark, take_window
+    from ops_lib.schema import attendance_rollups
+
+    db = connect(mariadb_url)
+    base = utcnow() - dt.timedelta(days=1)
+    rows = [{"institution_id": 1 + i % 3, "attendance_date": dt.date(2026, 11, 1 + i % 5),
+             "class_name": f"Class {chr(65 + i % 4)}'s", "present_count": i,
+             "updated_at": base + (i // 6) * SECOND} for i in range(60)]
+    unique = {(r["institution_id"], r["attendance_date"], r["class_name"]): r for r in rows}
+    with db.begin() as conn:
+        conn.execute(insert(attendance_rollups), list(unique.values()))
+    export_ = EXPORTS["attendance_rollups"]
+    expected = sorted((r["updated_at"], *key) for key, r in unique.items())
+    with db.snapshot() as conn:
+        window = take_window(conn, db.caps, Watermark(), 0)
+        by_rows = [(r[-1], r[0], r[1], r[2]) for chunk in
+                   stream_window(conn, export_, window, page_rows=7, chunk_rows=3) for r in chunk]
+    assert by_rows == expected
+    names = export_.columns
+    by_arrow = []
+    for batch in stream_window_arrow(db.url, db.engine.dialect, export_, window, page_rows=7,
+                                     batch_rows=3):
+        for i in range(len(batch)):
+            row = dict(zip(names, last_row(batch.slice(0, i + 1))))
+            by_arrow.append((row["updated_at"], row["institution_id"], row["attendance_date"],
+                             row["class_name"]))
+    assert by_arrow == expected
+    db.engine.dispose()
