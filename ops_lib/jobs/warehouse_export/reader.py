@@ -142,7 +142,7 @@ def count(conn: Connection, export: Export, window: Window) -> int:
                for source in _sources(export, window))
 
 
-def partition_key(conn: Connection, column, by: str):
+def partition_value(conn: Connection, column, by: str):
     """The partition value of `column` as text: 'YYYY-MM' by month, 'YYYY-MM-DD' by day."""
     if conn.dialect.name == "mysql":
         return func.date_format(column, "%Y-%m" if by == "month" else "%Y-%m-%d")
@@ -155,7 +155,7 @@ def partition_counts(conn: Connection, export: Export, window: Window,
     counts: dict[str, int] = {}
     for source in _sources(export, window):
         rows = source.subquery()
-        key = partition_key(conn, rows.c[export.partition], by).label("part")
+        key = partition_value(conn, rows.c[export.partition], by).label("part")
         for part, number in conn.execute(select(key, func.count()).group_by(literal_column("part"))):
             counts[part] = counts.get(part, 0) + number
     return dict(sorted(counts.items()))

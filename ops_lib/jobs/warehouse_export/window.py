@@ -117,10 +117,6 @@ class Window:
             conditions.append(after(columns, (self.start.at, *self.start.key)))
         return and_(*conditions)
 
-    def describe(self, export: Export) -> str:
-        return (f"{', '.join(c.name for c in export.cursor_columns)} after {self.start}; "
-                f"{export.cursor} before {self.bound.isoformat(' ')}")
-
 
 def oldest_open_transaction(conn: Connection) -> tuple[dt.datetime | None, str | None]:
     """The start of the oldest transaction open on the server besides this one, and what to
