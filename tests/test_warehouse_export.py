@@ -112,7 +112,7 @@ def mariadb_reader(request, mariadb_url):
     return mariadb_url, request.param
 
 
-# --- the window ---------------------------------------------------------------------------------
+# --- the window ----------------------------------------------------------------------------------
 
 
 def test_keyset_after_is_the_tuple_order():
@@ -185,21 +185,24 @@ def test_a_row_of_a_transaction_open_during_the_previous_run_is_not_lost(mariadb
     """Airbyte's loss: a transaction stamps a row, a run reads past the stamp before it commits,
     and the row falls below the watermark for good. The bound stays below open transactions."""
     url, reader = mariadb_reader
-    engine = connect(url).engine  # READ COMMITTED, as the platform's writers: no gap locks
+    engine = connect(url).engine  # READ COMMITTED, as the platform's writers
+    # Ids of this test's own: the rows an earlier test deleted may wait for InnoDB's purge, and
+    # inserting the same keys again takes locks on them that make the two writers wait.
+    k = random.randrange(1, 10**6) * 100
     old = utcnow() - dt.timedelta(hours=1)
     with engine.begin() as conn:
         seed_students(conn, 10)
-        conn.execute(insert(attendance_records), [record(i, old + i * SECOND)
+        conn.execute(insert(attendance_records), [record(k + i, old + i * SECOND, student_id=i)
                                                   for i in range(1, 4)])
     late = engine.connect()  # the second connection: a transaction that commits late
     try:
         late.begin()
         late.execute(text("INSERT INTO attendance_records (id, institution_id, student_id, "
                           "attendance_date, first_scan_at, last_scan_at, updated_at) VALUES "
-                          "(9, 1, 9, '2026-11-01', UTC_TIMESTAMP(), UTC_TIMESTAMP(), "
+                          f"({k + 9}, 1, 9, '2026-11-01', UTC_TIMESTAMP(), UTC_TIMESTAMP(), "
                           "UTC_TIMESTAMP())"))
-        stamped = late.execute(text("SELECT updated_at FROM attendance_records WHERE id = 9")
-                               ).scalar_one()
+        stamped = late.execute(text("SELECT updated_at FROM attendance_records WHERE id = :id"),
+                               {"id": k + 9}).scalar_one()
 
         def server_clock_after(moment: dt.datetime) -> None:
             while True:  # the server clock always moves on: wait for it, not for a sleep
@@ -211,19 +214,20 @@ def test_a_row_of_a_transaction_open_during_the_previous_run_is_not_lost(mariadb
         # Another writer commits a row stamped after the open transaction's row.
         server_clock_after(stamped)
         with engine.begin() as conn:
-            conn.execute(insert(attendance_records), [record(4, stamped + SECOND)])
+            conn.execute(insert(attendance_records), [record(k + 4, stamped + SECOND,
+                                                             student_id=4)])
         server_clock_after(stamped + SECOND)
         first = export(url, tmp_path, reader)
         assert any("held back" in note for note in first.notes), first.notes
         exported = {row[0] for row in read_back(table_folder(tmp_path))}
-        assert exported == {1, 2, 3}  # row 4 waits: its time is past the bound
+        assert exported == {k + 1, k + 2, k + 3}  # row 4 waits: its time is past the bound
         late.commit()
         late.close()
         # The next run exports both. Other tests' transactions on this server may hold its bound
         # back too: then it says so, and a later run takes them (never a silent gap).
         while True:
             second = export(url, tmp_path, reader)
-            if {row[0] for row in read_back(table_folder(tmp_path))} == {1, 2, 3, 4, 9}:
+            if {row[0] - k for row in read_back(table_folder(tmp_path))} == {1, 2, 3, 4, 9}:
                 break
             assert any("held back" in note for note in second.notes), second.notes
     finally:
@@ -231,7 +235,7 @@ def test_a_row_of_a_transaction_open_during_the_previous_run_is_not_lost(mariadb
     engine.dispose()
 
 
-# --- the files -------------------------------------------------------------------------------------
+# --- the files -----------------------------------------------------------------------------------
 
 
 @pytest.mark.mariadb
@@ -296,7 +300,7 @@ def test_audit_logs_are_read_with_their_archive_by_created_at(tmp_path):
     db.engine.dispose()
 
 
-# --- the tool -------------------------------------------------------------------------------------
+# --- the tool ------------------------------------------------------------------------------------
 
 
 def _env(url: str, tmp_path: Path, **extra: str) -> dict:
@@ -375,7 +379,7 @@ def test_the_dry_run_names_the_cursor_the_window_and_the_files(db, db_url, tmp_p
     assert "files=5" in out and "rows=5" in out
 
 
-# --- killed runs ----------------------------------------------------------------------------------
+# --- killed runs ---------------------------------------------------------------------------------
 
 
 def _check_nothing_half_done_is_readable(folder: Path) -> list[dict]:

@@ -156,7 +156,8 @@ def partition_counts(conn: Connection, export: Export, window: Window,
     for source in _sources(export, window):
         rows = source.subquery()
         key = partition_value(conn, rows.c[export.partition], by).label("part")
-        for part, number in conn.execute(select(key, func.count()).group_by(literal_column("part"))):
+        per_part = select(key, func.count()).group_by(literal_column("part"))
+        for part, number in conn.execute(per_part):
             counts[part] = counts.get(part, 0) + number
     return dict(sorted(counts.items()))
 
