@@ -31,10 +31,10 @@ SECOND = dt.timedelta(seconds=1)
 COLUMNS = [c.name for c in attendance_records.columns]
 
 
-def seed_students(conn, count: int) -> None:
+def seed_students(conn, count: int, first: int = 1) -> None:
     conn.execute(insert(institutions), [{"id": 1, "name": "School", "code": "S1"}])
     conn.execute(insert(students), [{"id": i, "institution_id": 1, "name": f"Student {i}",
-                                     "card_uid": f"C{i}"} for i in range(1, count + 1)])
+                                     "card_uid": f"C{i}"} for i in range(first, first + count)])
 
 
 def record(id_: int, updated_at: dt.datetime, **extra) -> dict:
@@ -186,20 +186,22 @@ def test_a_row_of_a_transaction_open_during_the_previous_run_is_not_lost(mariadb
     and the row falls below the watermark for good. The bound stays below open transactions."""
     url, reader = mariadb_reader
     engine = connect(url).engine  # READ COMMITTED, as the platform's writers
-    # Ids of this test's own: the rows an earlier test deleted may wait for InnoDB's purge, and
-    # inserting the same keys again takes locks on them that make the two writers wait.
+    # Keys of this test's own (ids, and students for the unique student-day): the rows an
+    # earlier test deleted may still wait for InnoDB's purge, and inserting one of their keys
+    # again locks the gap before it, which made the two writers wait for each other.
     k = random.randrange(1, 10**6) * 100
     old = utcnow() - dt.timedelta(hours=1)
     with engine.begin() as conn:
-        seed_students(conn, 10)
-        conn.execute(insert(attendance_records), [record(k + i, old + i * SECOND, student_id=i)
+        seed_students(conn, 10, first=k + 1)
+        conn.execute(insert(attendance_records), [record(k + i, old + i * SECOND,
+                                                         student_id=k + i)
                                                   for i in range(1, 4)])
     late = engine.connect()  # the second connection: a transaction that commits late
     try:
         late.begin()
         late.execute(text("INSERT INTO attendance_records (id, institution_id, student_id, "
                           "attendance_date, first_scan_at, last_scan_at, updated_at) VALUES "
-                          f"({k + 9}, 1, 9, '2026-11-01', UTC_TIMESTAMP(), UTC_TIMESTAMP(), "
+                          f"({k + 9}, 1, {k + 9}, '2026-11-01', UTC_TIMESTAMP(), UTC_TIMESTAMP(), "
                           "UTC_TIMESTAMP())"))
         stamped = late.execute(text("SELECT updated_at FROM attendance_records WHERE id = :id"),
                                {"id": k + 9}).scalar_one()
@@ -215,7 +217,7 @@ def test_a_row_of_a_transaction_open_during_the_previous_run_is_not_lost(mariadb
         server_clock_after(stamped)
         with engine.begin() as conn:
             conn.execute(insert(attendance_records), [record(k + 4, stamped + SECOND,
-                                                             student_id=4)])
+                                                             student_id=k + 4)])
         server_clock_after(stamped + SECOND)
         first = export(url, tmp_path, reader)
         assert any("held back" in note for note in first.notes), first.notes
