@@ -34,17 +34,22 @@ TOOLS: dict[str, ToolUse] = {
     "archive_hot_path_data": ToolUse(settings=frozenset({
         "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",
         "attendance_retention_days", "replica_database_url"})),
+    "check_schema_drift": ToolUse(),
     "cleanup_stale_devices": ToolUse(settings=frozenset({"stale_device_days"})),
-    # The demo history is placed by the settings the other tools judge it by.
     "export_operational_warehouse_batch": ToolUse(settings=frozenset({
         "export_dir", "export_lag_seconds", "export_reader"})),
+    # The demo history is placed by the settings the other tools judge it by.
     "generate_synthetic_load": ToolUse(settings=frozenset({
         "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",
         "attendance_retention_days", "dead_letter_retention_days", "invoice_due_days",
         "billing_grace_days", "reminder_offsets_days", "billing_currency",
         "worker_max_attempts"})),
+    "generate_missing_index_sql": ToolUse(),
+    "import_ipemis_locations": ToolUse(settings=frozenset({"location_max_shrink_percent"})),
     "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
     "manage_schema": ToolUse(),
+    # install-crontab enables the optional jobs this host runs.
+    "manage_schedule": ToolUse(settings=frozenset({"optional_jobs"})),
     # The thresholds, the schedule's optional jobs, and for --html the archive's retentions (its
     # readiness table comes from the archive job's own plan).
     "queue_health_summary": ToolUse(settings=frozenset({

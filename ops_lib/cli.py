@@ -38,6 +38,14 @@ EXIT_INTERRUPTED = 130
 Job = Callable[..., JobResult]
 
 
+def scratch_database_option(function: Callable) -> Callable:
+    """--scratch-database NAME, for the tools that load schema.sql into a scratch schema."""
+    return click.option(
+        "--scratch-database", default=None, metavar="NAME",
+        help="Load schema.sql into this database, which must not exist (for a user who may "
+             "create only one named database); default: ops_scratch_<time>_<hex>.")(function)
+
+
 def common_options(writes: bool = True) -> Callable:
     """The options every tool takes, defined once; `--execute` only for tools that write."""
 
@@ -264,7 +272,7 @@ def run_tool(
     except (Exception, KeyboardInterrupt) as exc:
         message, exit_code, status = describe_failure(exc)
         exit_code = exit_code_for(exit_code)
-        _fail_line(OpsError(message), debug, exc)
+        _fail_line(exc if isinstance(exc, OpsError) else OpsError(message), debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args, status)
         _show_failure(result, options, exit_code, pager)
         if status == "failed":
@@ -311,10 +319,12 @@ def _alert(settings: Settings, result: JobResult | None) -> None:
 def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str, Any]:
     from .settings import mask_url
 
-    # Every URL option (--database-url, --target-url) may hold a password.
+    # Every URL option (--database-url, --target-url) may hold a password, and so may a job's
+    # argument that is a URL (a SOURCE to download).
     shown = {k: mask_url(v) if k.endswith("_url") else v
              for k, v in options.items() if v not in (None, False)}
-    shown.update(job_args)
+    shown.update({k: mask_url(v) if isinstance(v, str) and "://" in v else v
+                  for k, v in job_args.items()})
     return shown
 
 
@@ -359,12 +369,17 @@ def _show_failure(result: JobResult, options: dict[str, Any], exit_code: int,
 def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -> None:
     if debug:
         traceback.print_exception(cause or exc, file=sys.stderr)
-    click.echo(f"error: {exc}", err=True)
-    # Task Scheduler keeps no stderr: the failure line goes to --log-file too (redacted).
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (exc,), None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+    # One line per problem: a bad input file can have many, each with its row and field.
+    problems = getattr(exc, "problems", None) or [str(exc)]
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    # Task Scheduler keeps no stderr: the failure lines go to --log-file too (redacted).
+    for problem in problems:
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (problem,),
+                                None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
 
 
 class ToolCommand(click.Command):

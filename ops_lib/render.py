@@ -102,7 +102,7 @@ def render_terminal(result: JobResult, console: Console) -> None:
         table = Table(title=Text(section.title), title_justify="left")
         columns = section.column_names()
         for name in columns:
-            table.add_column(Text(name))
+            table.add_column(Text(section.labels.get(name, name)))
         ids = [is_id_column(section, name) for name in columns]
         for row in section.rows:
             table.add_row(*(Text(_cell(row.get(name), is_id))
@@ -137,7 +137,9 @@ def render_json(result: JobResult) -> str:
 def render(result: JobResult, mode: str, stream: TextIO | None = None) -> None:
     """Write the result to stdout (or `stream`) in one of the three modes."""
     stream = stream or sys.stdout
-    if mode == "json":
+    if mode != "json" and result.text is not None:
+        stream.write(result.text)  # the document alone: `tool > file` keeps nothing else
+    elif mode == "json":
         stream.write(render_json(result))
     elif mode == "terminal":
         from rich.console import Console

@@ -34,6 +34,8 @@ class Section:
     columns: list[str] | None = None
     # Columns shown as plain digits although their names do not say id (`id`, `*_id`, `*_ids`).
     id_columns: tuple[str, ...] = ()
+    # Headings a table shows instead of a column's key (JSON and plain lines keep the keys).
+    labels: dict[str, str] = field(default_factory=dict)
 
     def column_names(self) -> list[str]:
         if self.columns:
@@ -60,13 +62,16 @@ class JobResult:
     exit_code: int | None = None  # set by health checks (0/1/2/3); otherwise from status
     # A check's one-line status (Nagios style, perfdata after a `|`): the first line on stdout.
     headline: str | None = None
+    # A result that is a document of its own (the index preview's SQL file): printed verbatim,
+    # alone, by every mode but --json, where it is the "text" key.
+    text: str | None = None
 
     def add(self, name: str, amount: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + amount
 
     def section(self, title: str, rows: list[dict[str, Any]], columns: list[str] | None = None,
-                id_columns: tuple[str, ...] = ()):
-        self.sections.append(Section(title, rows, columns, id_columns))
+                id_columns: tuple[str, ...] = (), labels: dict[str, str] | None = None):
+        self.sections.append(Section(title, rows, columns, id_columns, labels or {}))
 
     def final_exit_code(self) -> int:
         if self.exit_code is not None:
@@ -88,4 +93,5 @@ class JobResult:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "error": self.error,
             **({"headline": self.headline} if self.headline else {}),
+            **({"text": self.text} if self.text is not None else {}),
         }

@@ -1,11 +1,12 @@
 """The schedule: which tools run when, said once.
 
-Queue health judges every tool's freshness by it; `crontab.example`, the Task Scheduler XML, the
-systemd units and the scheduler service are generated from it (a later issue). The cadence is
-SPEC.md's (the platform's maintenance page): the workers every minute with overlapping runs,
-billing daily off-peak, the archive nightly, queue health every 15 minutes, stale devices monthly;
-the monthly checks and the nightly export are optional, enabled per host with the
-`optional_jobs` setting; a few support tools are never scheduled at all (`MANUAL_ONLY`).
+Queue health judges every tool's freshness by it; `crontab.example`, the Task Scheduler XML and the
+systemd units are generated from it (ops_lib/schedule_files.py, tools/manage_schedule.py), and the
+scheduler service runs it. The cadence is SPEC.md's (the platform's maintenance page): the workers
+every minute with overlapping runs, billing daily off-peak, the archive nightly, queue health every
+15 minutes, stale devices monthly; the monthly checks and the nightly export are optional, enabled
+per host with the `optional_jobs` setting; a few support tools are never scheduled at all
+(`MANUAL_ONLY`).
 
 Cron expressions are in UTC, five fields, and parsed by croniter (a well-kept parser, the one
 Airflow and Celery's users lean on), never by hand.
@@ -36,6 +37,15 @@ class ScheduledJob:
     what: str  # the job in a few words, for the status page and the generated files
     optional: bool = False  # runs only where `optional_jobs` names it
     why_optional: str = ""
+    max_copies: int = 1  # copies that may run at once (more than 1 only where overlap is True)
+    # Heavy jobs start up to this late at random (systemd RandomizedDelaySec), so hosts sharing
+    # one database server do not all start them in the same second.
+    randomized_delay_seconds: int = 0
+
+    @property
+    def time_limit_seconds(self) -> int:
+        """How long a run may last before its runner stops it: its budget plus its grace."""
+        return self.budget_seconds + self.grace_seconds
 
     @property
     def script(self) -> str:
@@ -97,6 +107,7 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
         "run_background_workers", "* * * * *", ("500", "--execute", "--max-runtime", "240",
                                                 "--quiet"),
         budget_seconds=240, overlap=True, catch_up=False, grace_seconds=5 * MINUTE,
+        max_copies=5,  # a run lasts up to its 4-minute budget: five minutes' runs at once
         what="drain the queues: scans, fan-out, push, roll-ups, snapshots, report emails"),
     ScheduledJob(
         "queue_health_summary", "*/15 * * * *", ("--alert", "--quiet"),
@@ -105,11 +116,13 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
     ScheduledJob(
         "run_billing_jobs", "10 1 * * *", ("--execute", "--quiet"),
         budget_seconds=HOUR, overlap=False, catch_up=True, grace_seconds=2 * HOUR,
+        randomized_delay_seconds=10 * MINUTE,
         what="invoices, reminders, grace-period restriction and restore"),
     ScheduledJob(
         "archive_hot_path_data", "30 2 * * *", ("1000", "--execute", "--max-runtime", "3600",
                                                 "--quiet"),
         budget_seconds=HOUR, overlap=False, catch_up=True, grace_seconds=2 * HOUR,
+        randomized_delay_seconds=10 * MINUTE,
         what="move old notifications, audit logs and payments to their archive tables"),
     ScheduledJob(
         "cleanup_stale_devices", "15 3 1 * *", ("5000", "--execute", "--quiet"),
@@ -119,6 +132,7 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
         "export_operational_warehouse_batch", "0 4 * * *",
         ("attendance_records", "--execute", "--quiet"),
         budget_seconds=HOUR, overlap=False, catch_up=True, grace_seconds=3 * HOUR,
+        randomized_delay_seconds=10 * MINUTE,
         what="export the next batch of attendance records to Parquet for analytics",
         optional=True, why_optional="only where a warehouse or analytics engine reads the files"),
     ScheduledJob(
@@ -144,6 +158,7 @@ MANUAL_ONLY: dict[str, str] = {
     "manage_schema": "creates or resets a schema: a person decides",
     "generate_synthetic_load": "fills a test database with made-up data",
     "manage_dead_letters": "a person decides which failed rows to retry or forget",
+    "manage_schedule": "writes this schedule's files and installs the crontab: a person does it",
 }
 
 BY_TOOL: dict[str, ScheduledJob] = {job.tool: job for job in SCHEDULE}

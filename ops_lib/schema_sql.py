@@ -56,13 +56,11 @@ def _created_table(tokens) -> str | None:
 
 
 def execute_statements(conn, statements: list[Statement]) -> None:
-    """Run each statement as the server reads it: no parameters, so a `%` is not a placeholder."""
-    cursor = conn.connection.cursor()  # the DB-API cursor: SQLAlchemy would format `%`
-    try:
-        for statement in statements:
-            cursor.execute(statement.text)
-    finally:
-        cursor.close()
+    """Run each statement as the server reads it: a `%` in it is text, not a placeholder."""
+    # Drivers of the format paramstyles (PyMySQL, mysqlclient) read `%` even with no parameters.
+    escape = conn.dialect.paramstyle in ("format", "pyformat")
+    for statement in statements:
+        conn.exec_driver_sql(statement.text.replace("%", "%%") if escape else statement.text)
 
 
 @lru_cache(maxsize=4)

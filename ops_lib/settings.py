@@ -71,6 +71,16 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _percent(value: Any) -> float:
+    try:
+        number = float(str(value).strip().removesuffix("%"))
+    except ValueError:
+        raise ValueError(f"expected a percentage from 0 to 100, got {value!r}") from None
+    if not 0 <= number <= 100:
+        raise ValueError(f"expected a percentage from 0 to 100, got {value!r}")
+    return number
+
+
 def _parse_str(value: Any) -> str:
     return str(value)
 
@@ -282,6 +292,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("billing_currency", "BDT", _parse_str, "currency of attendee invoices", True),
         Setting("billing_batch_size", 2000, _positive_int,
                 "rows per billing transaction (invoices issued, statuses, reminders)", True),
+        # Reference data.
+        Setting("location_max_shrink_percent", 5, _percent,
+                "import_ipemis_locations refuses a source that would deactivate more than this "
+                "share of a level's active rows in its scope (--allow-shrink overrides)", True),
         # The schedule (ops_lib/schedule.py).
         Setting("optional_jobs", (), _optional_job_list,
                 "optional jobs of the schedule this host runs (comma-separated tool names); "

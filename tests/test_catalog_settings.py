@@ -99,11 +99,16 @@ def test_the_toolkits_own_non_setting_variables_give_no_warning(db, tmp_path):
 # Which modules' code each tool runs, to check its declaration against what the code reads.
 TOOL_MODULES = {
     "archive_hot_path_data": ["jobs/archive_hot_path.py"],
+    "check_schema_drift": ["jobs/schema_drift.py", "schema_catalog.py", "scratch_schema.py"],
     "cleanup_stale_devices": ["jobs/stale_devices.py"],
     "export_operational_warehouse_batch": ["jobs/warehouse_export/*.py"],
     "generate_synthetic_load": ["jobs/synthetic_load.py", "jobs/synthetic_history.py"],
+    "generate_missing_index_sql": ["jobs/index_preview.py", "scratch_schema.py",
+                                   "schema_catalog.py"],
+    "import_ipemis_locations": ["jobs/locations/*.py"],
     "manage_dead_letters": ["jobs/dead_letters.py"],
     "manage_schema": ["jobs/schema_admin.py"],
+    "manage_schedule": ["jobs/schedule_admin.py", "schedule_files.py"],
     "queue_health_summary": ["jobs/queue_health/*.py", "queue.py", "schedule.py"],
     "run_background_workers": ["jobs/workers/*.py", "push.py", "queue.py"],
     "run_billing_jobs": ["jobs/billing*.py", "jobs/billing/*.py"],

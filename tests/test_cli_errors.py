@@ -77,10 +77,13 @@ def test_bad_settings_are_all_reported_at_once_with_exit_2(tmp_path):
                    OPS_WORKER_MAX_ATTEMPTS="abc", OPS_SMTP_PORT="-5")
     done = run_cli("run_background_workers", "1", env=env)  # a tool that uses all three
     assert done.returncode == 2
-    line = assert_one_error_line(done.stderr)
-    assert "OPS_DATABASE_URL database_url: not an SQLAlchemy URL" in line
-    assert "OPS_WORKER_MAX_ATTEMPTS worker_max_attempts: expected a whole number, got 'abc'" in line
-    assert "OPS_SMTP_PORT smtp_port: must be more than 0, got -5" in line
+    lines = sorted(done.stderr.strip().splitlines())  # one line per problem, all of them
+    assert lines == [
+        "error: OPS_DATABASE_URL database_url: not an SQLAlchemy URL "
+        "(dialect+driver://user:pass@host/db)",
+        "error: OPS_SMTP_PORT smtp_port: must be more than 0, got -5",
+        "error: OPS_WORKER_MAX_ATTEMPTS worker_max_attempts: expected a whole number, got 'abc'",
+    ]
     assert PASSWORD not in done.stdout + done.stderr
 
 

@@ -466,11 +466,11 @@ def test_counts_stop_at_the_cap_and_say_so(db_url, rows):
     assert (exact.due, exact.dead, exact.capped) == (5, 4, set())
 
 
-def test_bad_threshold_names_are_one_line_and_unknown(db_url, tmp_path):
+def test_bad_threshold_names_are_one_line_each_and_unknown(db_url, tmp_path):
     done = check(db_url, tmp_path, OPS_HEALTH_QUEUE_DEPTH_WARNING="scan=10",
                  OPS_HEALTH_GRACE_SECONDS="run_biling_jobs=60")
     assert done.returncode == 3 and done.stdout.startswith("QUEUES UNKNOWN: ")
-    assert done.stderr.count("error:") == 1
+    assert done.stderr.count("error:") == 2  # one line per problem, all of them
     assert "unknown queue 'scan'; did you mean scans?" in done.stderr
     assert "unknown tool 'run_biling_jobs'; did you mean run_billing_jobs?" in done.stderr
 

@@ -1,7 +1,9 @@
 """schema.sql and the library's metadata (ops_lib/schema.py) describe the same schema.
 
 schema.sql is loaded into one scratch MariaDB database, `metadata.create_all` builds another, and
-SQLAlchemy's inspector reflects both: every table, column, type, default, key and index must agree.
+both catalogs are read and compared the way check_schema_drift.py compares a live database with
+schema.sql (ops_lib/schema_catalog.py, ops_lib/jobs/schema_drift.py): every table, column, type,
+default, key, index and foreign key, and every table's engine and charset, must agree.
 """
 
 from __future__ import annotations
@@ -12,46 +14,26 @@ import shutil
 import subprocess
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, insert, inspect, select
+from sqlalchemy import Engine, create_engine, func, insert, select
 from sqlalchemy.engine import make_url
 
 from ops_lib import schema as s
 from ops_lib.jobs.schema_admin import SCHEMA_SQL, create_schema
+from ops_lib.jobs.schema_drift import compare
 from ops_lib.schema import metadata
+from ops_lib.schema_catalog import PRIMARY, Catalog, read_catalog
 from tests.conftest import IN_CI, MYSQL_SERVER_URL, MysqlScratch, require_mariadb, unique_name
 
 pytestmark = pytest.mark.mariadb
 
 
-def describe(engine: Engine) -> dict:
-    """Everything the inspector sees, in a form two databases can be compared on."""
-    inspector = inspect(engine)
-    tables = {}
-    for name in sorted(inspector.get_table_names()):
-        tables[name] = {
-            "columns": [
-                {
-                    "name": c["name"],
-                    "type": c["type"].compile(dialect=engine.dialect),
-                    "nullable": c["nullable"],
-                    "default": c["default"],
-                    "autoincrement": c.get("autoincrement"),
-                }
-                for c in inspector.get_columns(name)
-            ],
-            "primary_key": inspector.get_pk_constraint(name)["constrained_columns"],
-            "unique": sorted((u["name"], tuple(u["column_names"]))
-                             for u in inspector.get_unique_constraints(name)),
-            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
-                              for i in inspector.get_indexes(name)),
-            "foreign_keys": sorted(
-                (f["name"], tuple(f["constrained_columns"]), f["referred_table"],
-                 tuple(f["referred_columns"]))
-                for f in inspector.get_foreign_keys(name)
-            ),
-            "options": inspector.get_table_options(name),
-        }
-    return tables
+def catalog_of(engine: Engine) -> Catalog:
+    with engine.connect() as conn:
+        return read_catalog(conn)
+
+
+def differences(expected: Catalog, actual: Catalog) -> list[str]:
+    return [drift.line() for drift in compare(expected, actual)]
 
 
 @pytest.fixture(scope="module")
@@ -83,78 +65,85 @@ def from_metadata():
 
 
 @pytest.fixture(scope="module")
-def described(from_schema_sql, from_metadata):
-    return describe(from_schema_sql), describe(from_metadata)
+def catalogs(from_schema_sql, from_metadata) -> tuple[Catalog, Catalog]:
+    return catalog_of(from_schema_sql), catalog_of(from_metadata)
 
 
-def test_schema_sql_and_metadata_have_the_same_tables(described):
-    sql, meta = described
-    assert sorted(sql) == sorted(meta) == sorted(metadata.tables)
+def test_schema_sql_and_metadata_have_the_same_tables(catalogs):
+    sql, meta = catalogs
+    assert sorted(sql.tables) == sorted(meta.tables) == sorted(metadata.tables)
 
 
-ASPECTS = ["columns", "primary_key", "unique", "indexes", "foreign_keys", "options"]
+def test_schema_sql_and_metadata_agree_on_every_table(catalogs):
+    """Columns (type, nullability, default, ON UPDATE, auto_increment, collation), primary
+    keys, unique and plain indexes (parts, order, prefixes), foreign keys (columns, target,
+    rules), engine and charset: the drift check's comparison finds nothing."""
+    sql, meta = catalogs
+    assert differences(sql, meta) == []
 
 
-@pytest.mark.parametrize("aspect", ASPECTS)
-def test_schema_sql_and_metadata_agree_on_every_table(described, aspect):
-    sql, meta = described
-    differences = {
-        table: {"schema.sql": sql[table][aspect], "metadata": meta[table][aspect]}
-        for table in sql
-        if sql[table][aspect] != meta[table][aspect]
-    }
-    assert differences == {}
+def test_the_catalogs_compared_hold_every_column_index_and_key(catalogs):
+    """The comparison above is not vacuous: both sides were read in full."""
+    for catalog in catalogs:
+        for table in metadata.tables.values():
+            read = catalog.tables[table.name]
+            assert list(read.columns) == [c.name for c in table.columns], table.name
+            assert {i.name for i in table.indexes} <= set(read.indexes), table.name
+            assert len(read.foreign_keys) == len(table.foreign_key_constraints), table.name
 
 
-def test_schema_sql_column_types_are_the_expected_mysql_types(described):
-    sql, _ = described
-    types = {(t, c["name"]): c["type"] for t, d in sql.items() for c in d["columns"]}
-    assert types[("institutions", "id")] == "BIGINT(20)"
-    assert types[("institutions", "is_active")] == "TINYINT(1)"
-    assert types[("attendance_scan_queue", "scanned_at")] == "DATETIME"
-    assert types[("attendance_records", "attendance_date")] == "DATE"
-    assert types[("invoices", "amount_minor")] == "BIGINT(20)"
-    assert types[("divisions", "name_bn")] == "VARCHAR(150)"
+def test_schema_sql_column_types_are_the_expected_mysql_types(catalogs):
+    sql, _ = catalogs
+    types = {(t, c): column.type for t, table in sql.tables.items()
+             for c, column in table.columns.items()}
+    assert types[("institutions", "id")] == "bigint"
+    assert types[("institutions", "is_active")] == "tinyint(1)"
+    assert types[("attendance_scan_queue", "scanned_at")] == "datetime"
+    assert types[("attendance_records", "attendance_date")] == "date"
+    assert types[("invoices", "amount_minor")] == "bigint"
+    assert types[("divisions", "name_bn")] == "varchar(150)"
     # Money is never a float or a decimal anywhere.
     assert not [k for k, v in types.items()
-                if any(word in v for word in ("FLOAT", "DOUBLE", "DECIMAL", "REAL"))]
+                if any(word in v for word in ("float", "double", "decimal", "real"))]
 
 
-def test_every_table_is_innodb_utf8mb4(described):
-    sql, _ = described
-    for table, d in sql.items():
-        assert d["options"]["mysql_engine"] == "InnoDB", table
-        assert d["options"]["mysql_default charset"] == "utf8mb4", table
+def test_every_table_is_innodb_utf8mb4(catalogs):
+    sql, _ = catalogs
+    for name, table in sql.tables.items():
+        assert table.engine == "InnoDB", name
+        assert table.charset == "utf8mb4", name
 
 
-def test_every_table_has_a_primary_key(described):
-    sql, meta = described
-    assert [t for t, d in sql.items() if not d["primary_key"]] == []
-    assert [t for t, d in meta.items() if not d["primary_key"]] == []
+def test_every_table_has_a_primary_key(catalogs):
+    sql, meta = catalogs
+    assert [t for t, table in sql.tables.items() if PRIMARY not in table.indexes] == []
+    assert [t for t, table in meta.tables.items() if PRIMARY not in table.indexes] == []
     assert [t.name for t in metadata.sorted_tables if not t.primary_key.columns] == []
 
 
 def test_schema_sql_loads_twice_without_error(from_schema_sql):
-    before = describe(from_schema_sql)
+    before = catalog_of(from_schema_sql)
     with from_schema_sql.begin() as conn:
         create_schema(conn, is_mysql=True)
-    assert describe(from_schema_sql) == before
+    assert differences(before, catalog_of(from_schema_sql)) == []
 
 
-def test_sqlite_schema_has_the_same_tables_and_columns_as_schema_sql(described, tmp_path):
-    sql, _ = described
+def test_sqlite_schema_has_the_same_tables_and_columns_as_schema_sql(catalogs, tmp_path):
+    sql, _ = catalogs
     engine = create_engine(f"sqlite:///{tmp_path / 'schema.db'}")
     metadata.create_all(engine)
-    lite = describe(engine)
+    lite = catalog_of(engine)
     engine.dispose()
-    assert sorted(lite) == sorted(sql)
-    for table in sql:
-        assert [(c["name"], c["nullable"]) for c in lite[table]["columns"]] == \
-            [(c["name"], c["nullable"]) for c in sql[table]["columns"]], table
-        assert lite[table]["primary_key"] == sql[table]["primary_key"], table
-        assert {name for name, *_ in lite[table]["indexes"]} <= \
-            {name for name, *_ in sql[table]["indexes"]}, table
-        assert lite[table]["foreign_keys"] == sql[table]["foreign_keys"], table
+    assert sorted(lite.tables) == sorted(sql.tables)
+    for name, table in sql.tables.items():
+        ours = lite.tables[name]
+        assert [(c.name, c.nullable) for c in ours.columns.values()] == \
+            [(c.name, c.nullable) for c in table.columns.values()], name
+        assert ours.indexes[PRIMARY].columns == table.indexes[PRIMARY].columns, name
+        assert {i for i, index in ours.indexes.items() if not index.generated_name} <= \
+            set(table.indexes), name
+        assert sorted(key.definition() for key in ours.foreign_keys.values()) == \
+            sorted(key.definition() for key in table.foreign_keys.values()), name
 
 
 # SPEC.md's fixed columns, table by table: what the web app may name and nothing more.
@@ -299,7 +288,7 @@ def test_schema_sql_loads_with_the_mysql_client_as_its_header_says(from_schema_s
                                     timeout=60)
         assert loaded.returncode == 0, loaded.stderr.decode()
         engine = create_engine(scratch.url)
-        assert describe(engine) == describe(from_schema_sql)
+        assert differences(catalog_of(from_schema_sql), catalog_of(engine)) == []
         engine.dispose()
     finally:
         scratch.drop()

@@ -41,7 +41,7 @@ from .window import Watermark, Window, read_watermark, save_watermark, take_wind
 
 READERS = {
     "sqlite": "SQLite, in the export's snapshot",
-    "pymysql": "PyMySQL, in the export's snapshot (export_reader; connectorx reads 3x faster: "
+    "pymysql": "PyMySQL, in the export's snapshot (export_reader; connectorx reads 7-10x faster: "
                "pip install 'ops-toolkit[fast]')",
     "connectorx": "connectorx, Arrow batches on its own connections (the window is settled "
                   "below its bound: the same rows)",

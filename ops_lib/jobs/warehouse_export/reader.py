@@ -4,7 +4,7 @@ Two readers, chosen by the `export_reader` setting (`auto`: connectorx when inst
 - PyMySQL (and SQLite) through SQLAlchemy, inside the export's own snapshot, from an unbuffered
   server-side cursor (`stream_results`), `chunk_rows` DB-API rows at a time;
 - connectorx (the optional `[fast]` extra), which reads the server's rows straight into Arrow
-  record batches in Rust: about 3x faster end to end (benchmarks/bench_warehouse_export.py). It
+  record batches in Rust: 7-10x faster end to end (benchmarks/bench_warehouse_export.py). It
   opens connections of its own, so it reads in a later snapshot than the one the window was
   taken in; that gives the same rows because every row with a time before the window's bound
   was committed when the bound was taken (window.py), and a row changed since carries a newer
