@@ -22,8 +22,12 @@ import click
 
 # Only click, the standard library and these stdlib-only modules load with a tool: `--help`
 # and usage errors never import SQLAlchemy, rich or the drivers (see `run_tool`).
+<<<<<<< HEAD
 from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, OpsError
 from .logfile import LOG_FORMATS, AppendFileHandler, JsonFormatter, text_formatter
+=======
+from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, Interrupted, OpsError
+>>>>>>> h-fix12
 from .result import LOCK_HELD, JobResult
 
 if TYPE_CHECKING:
@@ -42,8 +46,9 @@ def scratch_database_option(function: Callable) -> Callable:
     """--scratch-database NAME, for the tools that load schema.sql into a scratch schema."""
     return click.option(
         "--scratch-database", default=None, metavar="NAME",
-        help="Load schema.sql into this database, which must not exist (for a user who may "
-             "create only one named database); default: ops_scratch_<time>_<hex>.")(function)
+        help="Load schema.sql into this database, which must not exist unless an earlier run of "
+             "these checks left it (for a user who may create only one named database); "
+             "default: ops_scratch_<time>_<hex>.")(function)
 
 
 def common_options(writes: bool = True) -> Callable:
@@ -153,6 +158,16 @@ def read_table_settings(db: Database) -> dict[str, str]:
     return db.run(read, write=False, what="settings")
 
 
+def tool_exit_code(code: int, failed_exit: int = EXIT_FAILED,
+                   bad_input_exit: int = EXIT_USAGE) -> int:
+    """A generic exit code as a tool with its own failed and bad-input exits says it. A check
+    that sets its failed exit promises it for every run that did not finish: a second Ctrl-C
+    (130) too."""
+    interrupted = EXIT_INTERRUPTED if failed_exit == EXIT_FAILED else failed_exit
+    return {EXIT_FAILED: failed_exit, EXIT_USAGE: bad_input_exit,
+            EXIT_INTERRUPTED: interrupted}.get(code, code)
+
+
 def run_tool(
     tool: str,
     job: Job,
@@ -179,7 +194,7 @@ def run_tool(
     """
 
     def exit_code_for(code: int) -> int:
-        return {EXIT_FAILED: failed_exit, EXIT_USAGE: bad_input_exit}.get(code, code)
+        return tool_exit_code(code, failed_exit, bad_input_exit)
 
     # Imported here, not at the top: a tool's `--help` and usage errors stay free of them.
     from . import alerts
@@ -307,6 +322,8 @@ def describe_failure(exc: BaseException) -> tuple[str, int, str]:
 
     from .db import describe_db_error
 
+    if isinstance(exc, Interrupted):  # a shutdown, not a failure: no failure alert
+        return str(exc), exc.exit_code, "interrupted"
     if isinstance(exc, OpsError):
         return str(exc), exc.exit_code, "failed"
     if isinstance(exc, DBAPIError):
