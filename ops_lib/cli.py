@@ -22,12 +22,8 @@ import click
 
 # Only click, the standard library and these stdlib-only modules load with a tool: `--help`
 # and usage errors never import SQLAlchemy, rich or the drivers (see `run_tool`).
-<<<<<<< HEAD
-from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, OpsError
-from .logfile import LOG_FORMATS, AppendFileHandler, JsonFormatter, text_formatter
-=======
 from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, Interrupted, OpsError
->>>>>>> h-fix12
+from .logfile import LOG_FORMATS, AppendFileHandler, JsonFormatter, text_formatter
 from .result import LOCK_HELD, JobResult
 
 if TYPE_CHECKING:
