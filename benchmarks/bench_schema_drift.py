@@ -44,19 +44,6 @@ SERVER = os.environ.get("OPS_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3
 DATABASE = "ops_bench_schema_drift"
 DRIFT_TOOL = REPO / "tools" / "check_schema_drift.py"
 DROPPED = ("attendance_scan_queue", "device_serial")  # in no index and no foreign key
-# What stands in for the drift check while tools/check_schema_drift.py is not on this branch.
-STAND_IN = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from ops_lib.db import connect
-from ops_lib.ledger import new_run_id
-from ops_lib.runtime import Budget, RunContext, StopSignal
-from ops_lib.scratch_schema import expected_and_live
-from ops_lib.settings import load_settings
-ctx = RunContext(db=connect(sys.argv[2]), settings=load_settings(env={}), run_id=new_run_id(),
-                 tool="check_schema_drift", dry_run=True, budget=Budget(None), stop=StopSignal())
-expected_and_live(ctx)
-"""
 
 
 def url() -> str:
@@ -123,13 +110,6 @@ def medians(commands: dict[str, tuple]) -> dict[str, tuple[float, float]]:
                    statistics.median(cpu for _, cpu in taken)) for name, taken in times.items()}
 
 
-def drift_command() -> tuple[list[str], bool]:
-    """(the drift check's command, True when it is the tool itself)."""
-    if DRIFT_TOOL.is_file():
-        return [sys.executable, str(DRIFT_TOOL), "--database-url", url()], True
-    return [sys.executable, "-c", STAND_IN, str(REPO), url()], False
-
-
 def main() -> None:
     global ARGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -137,7 +117,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     ARGS = parser.parse_args()
     skeema = shutil.which("skeema")
-    drift, is_tool = drift_command()
+    drift = [sys.executable, str(DRIFT_TOOL), "--database-url", url()]
     create_scratch_database(SERVER, DATABASE)
     try:
         with tempfile.TemporaryDirectory(prefix="ops-bench-skeema-") as folder:
@@ -150,7 +130,7 @@ def main() -> None:
                         conn.exec_driver_sql(f"ALTER TABLE {DROPPED[0]} DROP COLUMN {DROPPED[1]}")
                     engine.dispose()
                 commands = {"start-up": ([sys.executable, "-c", "pass"], 0),
-                            "drift": (drift, exit_code if is_tool else 0)}
+                            "drift": (drift, exit_code)}
                 if skeema:
                     commands["skeema"] = ([skeema, "diff"], exit_code, Path(folder))
                 taken = medians(commands)
@@ -160,7 +140,7 @@ def main() -> None:
         if not ARGS.keep:
             drop_database(SERVER, DATABASE)
 
-    what = "drift check" if is_tool else "scratch + catalogs"
+    what = "drift check"
     print(f"\nschema drift on the full schema ({tables} tables), MariaDB at "
           f"{make_url(SERVER).render_as_string(hide_password=True)}; median of {ARGS.runs} runs "
           "(seconds); start-up = python -c pass")
@@ -179,10 +159,6 @@ def main() -> None:
     if not skeema:
         print("note: skeema is not installed (Debian: apt-get install skeema); its column is "
               "skipped")
-    if not is_tool:
-        print(f"note: {DRIFT_TOOL.relative_to(REPO)} is not on this branch: a process that "
-              "prepares the scratch schema and reads both catalogs (expected_and_live) stands "
-              "in, without the comparison; both cases exit 0")
 
 
 ARGS: argparse.Namespace

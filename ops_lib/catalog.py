@@ -13,7 +13,7 @@ from dataclasses import dataclass
 # Every tool connects, logs, takes its run lock and may send a failure alert (by SMTP or to the
 # outbox), so these are used by all of them.
 EVERY_TOOL = frozenset({
-    "database_url", "log_file", "lock_dir", "outbox_dir",
+    "database_url", "log_file", "log_format", "lock_dir", "outbox_dir",
     "alert_email", "alert_ping_url", "alert_timeout_seconds",
     "smtp_host", "smtp_port", "smtp_user", "smtp_password", "smtp_starttls", "smtp_from",
     "smtp_timeout_seconds",
@@ -62,6 +62,8 @@ TOOLS: dict[str, ToolUse] = {
         "worker_lease_seconds", "worker_max_attempts", "worker_backoff_seconds",
         "worker_backoff_cap_seconds", "scan_late_after", "push_batch_size",
         "firebase_credentials", "firebase_project_id", "fcm_endpoint"})),
+    # The schedule's optional jobs decide which jobs the service runs.
+    "run_scheduler": ToolUse(settings=frozenset({"optional_jobs"})),
     "run_billing_jobs": ToolUse(settings=frozenset({
         "invoice_due_days", "billing_grace_days", "reminder_offsets_days", "billing_currency",
         "billing_batch_size"})),

@@ -14,16 +14,16 @@ import functools
 import logging
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
-# Only click, the standard library and these two stdlib-only modules load with a tool: `--help`
+# Only click, the standard library and these stdlib-only modules load with a tool: `--help`
 # and usage errors never import SQLAlchemy, rich or the drivers (see `run_tool`).
-from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, OpsError
+from .errors import EXIT_FAILED, EXIT_UNKNOWN, EXIT_USAGE, BadInput, Interrupted, OpsError
+from .logfile import LOG_FORMATS, AppendFileHandler, JsonFormatter, text_formatter
 from .result import LOCK_HELD, JobResult
 
 if TYPE_CHECKING:
@@ -42,8 +42,9 @@ def scratch_database_option(function: Callable) -> Callable:
     """--scratch-database NAME, for the tools that load schema.sql into a scratch schema."""
     return click.option(
         "--scratch-database", default=None, metavar="NAME",
-        help="Load schema.sql into this database, which must not exist (for a user who may "
-             "create only one named database); default: ops_scratch_<time>_<hex>.")(function)
+        help="Load schema.sql into this database, which must not exist unless an earlier run of "
+             "these checks left it (for a user who may create only one named database); "
+             "default: ops_scratch_<time>_<hex>.")(function)
 
 
 def common_options(writes: bool = True) -> Callable:
@@ -57,7 +58,11 @@ def common_options(writes: bool = True) -> Callable:
                          default=None, metavar="SECONDS",
                          help="Stop claiming new work when this budget is near; finish cleanly."),
             click.option("--log-file", type=click.Path(dir_okay=False), default=None,
-                         help="Also append log lines here (env OPS_LOG_FILE)."),
+                         help="Also append log lines here; {date} in it is replaced by the "
+                              "UTC date (env OPS_LOG_FILE)."),
+            click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+                         help="Log lines as text (default) or one JSON object a line "
+                              "(env OPS_LOG_FORMAT)."),
             click.option("--quiet", is_flag=True, help="Log warnings and errors only."),
             click.option("--debug", is_flag=True,
                          help="Log debug lines and show tracebacks of failures."),
@@ -85,23 +90,26 @@ class _RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             message = record.getMessage()
+            if record.exc_info and not record.exc_text:  # a traceback's text may hold one too
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
             for secret in self.secrets:
                 message = message.replace(secret, "***")
+                if record.exc_text:
+                    record.exc_text = record.exc_text.replace(secret, "***")
             record.msg, record.args = message, None
         return True
 
 
 def configure_logging(tool: str, quiet: bool, debug: bool, log_file: str | None,
-                      secrets: list[str]) -> None:
+                      secrets: list[str], *, log_format: str = "text",
+                      run_id: str | None = None) -> None:
+    """Log to stderr and, with `log_file`, append to it (ops_lib/logfile.py: safe with several
+    processes on one file); `log_format` "json" writes one JSON object a line with `run_id`."""
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    formatter = logging.Formatter(
-        f"%(asctime)s %(levelname)s {tool}[%(process)d] %(message)s", "%Y-%m-%dT%H:%M:%SZ"
-    )
-    formatter.converter = time.gmtime
+    formatter = JsonFormatter(tool, run_id) if log_format == "json" else text_formatter(tool)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        handlers.append(AppendFileHandler(log_file))
     redact = _RedactSecrets(secrets)
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -146,6 +154,16 @@ def read_table_settings(db: Database) -> dict[str, str]:
     return db.run(read, write=False, what="settings")
 
 
+def tool_exit_code(code: int, failed_exit: int = EXIT_FAILED,
+                   bad_input_exit: int = EXIT_USAGE) -> int:
+    """A generic exit code as a tool with its own failed and bad-input exits says it. A check
+    that sets its failed exit promises it for every run that did not finish: a second Ctrl-C
+    (130) too."""
+    interrupted = EXIT_INTERRUPTED if failed_exit == EXIT_FAILED else failed_exit
+    return {EXIT_FAILED: failed_exit, EXIT_USAGE: bad_input_exit,
+            EXIT_INTERRUPTED: interrupted}.get(code, code)
+
+
 def run_tool(
     tool: str,
     job: Job,
@@ -172,7 +190,7 @@ def run_tool(
     """
 
     def exit_code_for(code: int) -> int:
-        return {EXIT_FAILED: failed_exit, EXIT_USAGE: bad_input_exit}.get(code, code)
+        return tool_exit_code(code, failed_exit, bad_input_exit)
 
     # Imported here, not at the top: a tool's `--help` and usage errors stay free of them.
     from . import alerts
@@ -189,7 +207,8 @@ def run_tool(
 
     uses = settings_used(tool)  # a bad value of another setting only warns (ops_lib/catalog.py)
     try:
-        flags = {"database_url": options.get("database_url"), "log_file": options.get("log_file")}
+        flags = {"database_url": options.get("database_url"), "log_file": options.get("log_file"),
+                 "log_format": options.get("log_format")}
         flags.update({setting: options.get(option)
                       for option, setting in (setting_flags or {}).items()})
         settings = load_settings(flags, uses=uses)
@@ -202,9 +221,11 @@ def run_tool(
                                 error=str(exc)), options, exit_code_for(exc.exit_code), pager)
         sys.exit(exit_code_for(exc.exit_code))
 
+    run_id = new_run_id()
     try:
         configure_logging(tool, options.get("quiet", False), debug, settings.log_file,
-                          _secret_values(settings))
+                          _secret_values(settings), log_format=settings.log_format,
+                          run_id=run_id)
     except OSError as exc:  # an unusable --log-file is bad input, not a traceback
         problem = BadInput(f"log file {settings.log_file}: {exc.strerror or exc}")
         _fail_line(problem, debug, exc)
@@ -215,7 +236,6 @@ def run_tool(
     for warning in settings.warnings:
         log.warning("%s", warning)
     mode = choose_mode(options.get("json_output", False))
-    run_id = new_run_id()
     result: JobResult | None = None
     stop = StopSignal()
     held_lock = None
@@ -298,6 +318,8 @@ def describe_failure(exc: BaseException) -> tuple[str, int, str]:
 
     from .db import describe_db_error
 
+    if isinstance(exc, Interrupted):  # a shutdown, not a failure: no failure alert
+        return str(exc), exc.exit_code, "interrupted"
     if isinstance(exc, OpsError):
         return str(exc), exc.exit_code, "failed"
     if isinstance(exc, DBAPIError):
@@ -317,13 +339,19 @@ def _alert(settings: Settings, result: JobResult | None) -> None:
 
 
 def _ledger_args(options: dict[str, Any], job_args: dict[str, Any]) -> dict[str, Any]:
-    from .settings import mask_url
+    from .settings import mask_http_url, mask_url
 
     # Every URL option (--database-url, --target-url) may hold a password, and so may a job's
-    # argument that is a URL (a SOURCE to download).
+    # argument that is a URL: a web one (a SOURCE to download) also keeps tokens and
+    # signatures in its query string.
+    def masked(value: str) -> str:
+        if value.lower().startswith(("http://", "https://")):
+            return mask_http_url(value)
+        return mask_url(value)
+
     shown = {k: mask_url(v) if k.endswith("_url") else v
              for k, v in options.items() if v not in (None, False)}
-    shown.update({k: mask_url(v) if isinstance(v, str) and "://" in v else v
+    shown.update({k: masked(v) if isinstance(v, str) and "://" in v else v
                   for k, v in job_args.items()})
     return shown
 
@@ -378,7 +406,7 @@ def _fail_line(exc: OpsError, debug: bool, cause: BaseException | None = None) -
         record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (problem,),
                                 None)
         for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler):
+            if isinstance(handler, AppendFileHandler):
                 handler.handle(record)
 
 

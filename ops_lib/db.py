@@ -196,8 +196,9 @@ def describe_db_error(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     args = getattr(orig, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
-        return f"({args[0]}) {args[1]}"
-    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+        # The server quotes the statement after "near": its line breaks would break the line.
+        return " ".join(f"({args[0]}) {args[1]}".split())
+    return " ".join(str(orig).splitlines()[0].split()) if str(orig) else type(orig).__name__
 
 
 def sqlite_file(url: str | URL) -> Path | None:

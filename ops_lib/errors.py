@@ -43,3 +43,9 @@ class PreconditionFailed(OpsError):
 
 class JobFailed(OpsError):
     """A job stopped on a permanent error; the run is recorded as failed."""
+
+
+class Interrupted(OpsError):
+    """A stop signal (SIGTERM, Ctrl-C) ended the run before it finished: recorded as
+    interrupted, not failed (no failure alert for a shutdown); the exit is the tool's failed
+    exit (a check that did not finish must not read as a pass)."""

@@ -131,3 +131,14 @@ class RunLedger:
     def _update(self, **values) -> int:
         statement = update(ops_job_runs).where(ops_job_runs.c.run_id == self.run_id).values(**values)
         return self.db.run(lambda conn: conn.execute(statement).rowcount, what="ledger")
+
+
+def close_killed_run(db: Database, tool: str, pid: int, reason: str) -> int:
+    """Close the running row of `tool`'s process `pid` on this host as abandoned: a run killed
+    by SIGKILL (the scheduler service's timeout or stop) cannot close its own row."""
+    r = ops_job_runs
+    statement = update(r).where(
+        r.c.tool == tool, r.c.pid == pid, r.c.host == socket.gethostname()[:255],
+        r.c.status == "running").values(status="abandoned", finished_at=utcnow(),
+                                          stop_reason=reason[:255])
+    return db.run(lambda conn: conn.execute(statement).rowcount, what="ledger")

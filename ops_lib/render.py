@@ -49,6 +49,18 @@ def _cell(value: Any, is_id: bool = False) -> str:
     return str(value)
 
 
+def more_count(count: int, noun: str) -> str:
+    """'1 more problem', '3 more problems': what a list cut short leaves out (`noun` singular)."""
+    return f"{count} more {noun}{'' if count == 1 else 's'}"
+
+
+def at_most(lines: list[str], limit: int, noun: str) -> list[str]:
+    """At most `limit` lines, then one line counting the rest: '... and 3 more problems'."""
+    if len(lines) <= limit:
+        return list(lines)
+    return [*lines[:limit], f"... and {more_count(len(lines) - limit, noun)}"]
+
+
 def _plain_value(value: Any) -> str:
     if isinstance(value, dict):
         text = " ".join(f"{k}={v}" for k, v in value.items()) or "-"

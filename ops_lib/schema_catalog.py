@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 from sqlalchemy import Connection, text
 
@@ -65,9 +66,12 @@ class IndexPart:
     prefix: int | None = None  # SUB_PART: index only the first N characters
     descending: bool = False
 
-    def describe(self) -> str:
-        text = f"`{self.column}`" + (f"({self.prefix})" if self.prefix else "")
-        return text + (" DESC" if self.descending else "")
+    def describe(self, quote: Callable[[str], str] | None = None) -> str:
+        """`b`(10) DESC; `quote` quotes the name (default: MySQL's backquotes, one doubled).
+        The one way a part is written, in drift lines and in the index preview's SQL."""
+        name = quote(self.column) if quote else "`" + self.column.replace("`", "``") + "`"
+        return name + (f"({self.prefix})" if self.prefix else "") + \
+            (" DESC" if self.descending else "")
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,10 @@ class ForeignKey:
     generated_name: bool = False  # the server named it (`<table>_ibfk_<n>`)
 
     def definition(self) -> tuple:
+        """What the key is, its name aside; its rules as the catalog normalises them (a
+        hand-made key saying NO ACTION equals a read one)."""
         return (self.columns, self.referenced_table, self.referenced_columns,
-                self.on_delete, self.on_update)
+                normalise_rule(self.on_delete), normalise_rule(self.on_update))
 
     def describe(self) -> str:
         return (f"({', '.join(self.columns)}) REFERENCES {self.referenced_table} "
@@ -134,6 +140,37 @@ class Catalog:
     flavor: str  # "mariadb", "mysql" or "sqlite"
     server_version: str
     tables: dict[str, Table] = field(default_factory=dict)
+
+
+Named = TypeVar("Named", Index, ForeignKey)
+
+
+def pair_by_name(expected: dict[str, Named], live: dict[str, Named]
+                 ) -> list[tuple[Named | None, Named | None]]:
+    """Each index (or foreign key) of schema.sql with the live one that stands for it, sorted by
+    name: (expected, live), (expected, None) where the live table lacks it, (None, live) for an
+    extra one. The drift check and the index preview both pair this way.
+
+    The same name is the same item (changed if the definitions differ). An expected item whose
+    name the live table lacks is the live item of the same definition whose name schema.sql does
+    not use, where either name is the server's own (schema.sql named none, or the live one was
+    created without a name): such a name says nothing. A live name schema.sql uses is never taken
+    for another item: it is that item, changed.
+    """
+    pairs: list[tuple[Named | None, Named | None]] = []
+    unclaimed = {name: item for name, item in live.items() if name not in expected}
+    for name, item in sorted(expected.items()):
+        if name in live:
+            pairs.append((item, live[name]))
+            continue
+        twin = next((other for _, other in sorted(unclaimed.items())
+                     if other.definition() == item.definition()
+                     and (other.generated_name or item.generated_name)), None)
+        if twin is not None:
+            del unclaimed[twin.name]
+        pairs.append((item, twin))
+    pairs.extend((None, item) for _, item in sorted(unclaimed.items()))
+    return sorted(pairs, key=lambda pair: (pair[0] or pair[1]).name)
 
 
 def _quoted(value: str) -> str:
@@ -373,13 +410,25 @@ def _read_sqlite(conn: Connection) -> Catalog:
         catalog.tables[table_name].indexes[name] = Index(
             name, tuple(index_parts), unique[(table_name, name)],
             generated_name=name.startswith("sqlite_autoindex_"))
-    # SQLite keeps no foreign key names: each is named by its table and columns, as generated.
-    _add_foreign_keys(catalog, [
-        {**row, "name": f"fk_{row['table_name']}_{row['fk_id']}"} for row in _rows(conn, f"""
+    # SQLite keeps no foreign key names: each is named by its table and columns (as stable as
+    # the key: dropping another key renames none), marked generated.
+    rows = _rows(conn, f"""
             SELECT m.name AS table_name, f.id AS fk_id, f."from" AS column_name,
                    f."table" AS referenced_table, f."to" AS referenced_column,
                    f.on_delete AS on_delete, f.on_update AS on_update
             FROM ({tables}) m JOIN pragma_foreign_key_list(m.name) f
-            ORDER BY m.name, f.id, f.seq""")],
-        lambda table, _name, _columns: True)
+            ORDER BY m.name, f.id, f.seq""")
+    columns_of: dict[tuple[str, int], list[str]] = {}
+    for row in rows:
+        columns_of.setdefault((row["table_name"], row["fk_id"]), []).append(row["column_name"])
+    names: dict[tuple[str, int], str] = {}
+    for (table_name, fk_id), columns in columns_of.items():
+        name = base = "_".join(["fk", table_name, *columns])
+        number = 2
+        while name in names.values():  # two keys on the same columns
+            name, number = f"{base}_{number}", number + 1
+        names[(table_name, fk_id)] = name
+    _add_foreign_keys(catalog, [{**row, "name": names[(row["table_name"], row["fk_id"])]}
+                                for row in rows],
+                      lambda table, _name, _columns: True)
     return catalog

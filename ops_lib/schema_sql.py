@@ -4,6 +4,10 @@ The split uses sqlglot's MySQL tokenizer, not its parser: the tokenizer knows My
 (strings, backquoted names, `--`, `#` and `/* */` comments), so a `;` inside a DEFAULT, a COMMENT
 or a name never ends a statement, while the parser still misreads some MySQL DDL (generated
 columns, named primary keys). The server itself reads each statement.
+
+Not supported: MySQL's versioned comments (`/*!40101 SET NAMES utf8 */`, `/*!80016 ... */`),
+which the client runs as SQL; the tokenizer drops them as comments, so schema.sql must not rely
+on one (write the statement itself).
 """
 
 from __future__ import annotations
@@ -57,10 +61,11 @@ def _created_table(tokens) -> str | None:
 
 def execute_statements(conn, statements: list[Statement]) -> None:
     """Run each statement as the server reads it: a `%` in it is text, not a placeholder."""
-    # Drivers of the format paramstyles (PyMySQL, mysqlclient) read `%` even with no parameters.
-    escape = conn.dialect.paramstyle in ("format", "pyformat")
+    # no_parameters: SQLAlchemy calls cursor.execute(sql) with no arguments, so no driver
+    # (PyMySQL's format paramstyle included) reads `%` as a placeholder. Per call: a
+    # Connection's execution_options() would change the connection itself.
     for statement in statements:
-        conn.exec_driver_sql(statement.text.replace("%", "%%") if escape else statement.text)
+        conn.exec_driver_sql(statement.text, execution_options={"no_parameters": True})
 
 
 @lru_cache(maxsize=4)

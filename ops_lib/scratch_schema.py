@@ -9,7 +9,8 @@ database:
   every run and a later run can tell its age from the name; an operator who may create only one
   named database gives that name instead (`--scratch-database NAME`);
 - is never one that exists already (CREATE DATABASE, not IF NOT EXISTS: nothing of someone
-  else's is loaded into or dropped);
+  else's is loaded into or dropped), except an operator-named one that holds the marker table
+  `_ops_scratch` every scratch gets first: a scratch a killed run left, dropped and created again;
 - is created with the live database's default charset and collation, its DDL kept out of the
   binary log where the user may (skeema's --temp-schema-binlog=auto), its session's
   lock_wait_timeout capped (a metadata lock held elsewhere fails the run instead of stalling it);
@@ -26,7 +27,7 @@ import secrets
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from .errors import BadInput, JobFailed, OpsError, PreconditionFailed
+from .errors import BadInput, Interrupted, JobFailed, OpsError, PreconditionFailed
 from .timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -40,9 +41,14 @@ SCRATCH_PREFIX = "ops_scratch_"
 NAME_TIME_FORMAT = "%Y%m%d%H%M%S"
 GENERATED_NAME = re.compile(re.escape(SCRATCH_PREFIX) + r"(\d{14})_[0-9a-f]{6}")
 STALE_AFTER = dt.timedelta(hours=1)
+# The table every scratch gets first, with its creation time: an operator-named database that
+# holds it is a scratch a killed run left, dropped by the next run; one without it is refused.
+SCRATCH_MARKER = "_ops_scratch"
 LOCK_WAIT_TIMEOUT_SECONDS = 5  # skeema's cap on its workspace sessions
-# Letters, digits, `_`, `$` and `-`: a name that needs no escaping anywhere (shell, SQL, LIKE).
 SCRATCH_GRANT_PATTERN = SCRATCH_PREFIX.replace("_", "\\_") + "%"  # ops\_scratch\_%, for GRANT and LIKE
+# An operator's --scratch-database: letters, digits, `_`, `$` and `-`, never a backquote, so it
+# goes into `...` in SQL as it is. Not safe everywhere: `$` expands in an unquoted shell word
+# and `_` is a LIKE wildcard, so it is quoted for a shell and compared with =, never LIKE.
 OPERATOR_NAME = re.compile(r"[A-Za-z0-9_$-]{1,64}")
 
 MYSQL_ACCESS_DENIED_FOR_VARIABLE = 1227  # SET sql_log_bin without SUPER / BINLOG ADMIN
@@ -52,7 +58,7 @@ MYSQL_DATABASE_ACCESS_DENIED = 1044
 _log = logging.getLogger("ops")
 
 
-class ScratchInterrupted(OpsError):
+class ScratchInterrupted(Interrupted):
     """A stop signal arrived while the scratch database was being prepared (it is dropped)."""
 
 
@@ -143,6 +149,7 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
     databases older than `sweep_older_than` are swept. `lock_wait_timeout` caps the session's
     metadata-lock waits, seconds (skeema's 5 s). `now` (naive UTC) names the scratch.
     """
+    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     from .db import describe_db_error
@@ -164,12 +171,21 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
     try:
         charset, collation = _default_charset(conn, live_schema)
         _prepare_session(conn, lock_wait_timeout, log)
+        create = f"CREATE DATABASE `{scratch}` CHARACTER SET {charset} COLLATE {collation}"
         try:
-            conn.exec_driver_sql(
-                f"CREATE DATABASE `{scratch}` CHARACTER SET {charset} COLLATE {collation}")
+            conn.exec_driver_sql(create)
         except DBAPIError as error:
-            raise _create_failed(error, scratch, name is not None) from None
+            if not (name is not None and _is_our_leftover(conn, error, scratch)):
+                raise _create_failed(error, scratch, name is not None) from None
+            log.warning("--scratch-database %s is a scratch an earlier run left (it holds %s): "
+                        "dropped and created again", scratch, SCRATCH_MARKER)
+            conn.exec_driver_sql(drop_statement(scratch))
+            conn.exec_driver_sql(create)
         created = True
+        # First thing in it: the mark that says a later run may drop it (a run killed with -9
+        # leaves an operator-named scratch no sweep touches).
+        conn.exec_driver_sql(f"CREATE TABLE `{scratch}`.{SCRATCH_MARKER} (created_at DATETIME)")
+        conn.execute(text(f"INSERT INTO `{scratch}`.{SCRATCH_MARKER} VALUES (:now)"), {"now": now})
         conn.exec_driver_sql(f"USE `{scratch}`")
         for statement in statements:
             _check_stop(stop, scratch)
@@ -194,6 +210,20 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
             # Closed, not pooled: the session's USE, sql_log_bin and lock_wait_timeout stay here.
             conn.invalidate()
             conn.close()
+
+
+def _is_our_leftover(conn: Connection, error, scratch: str) -> bool:
+    """The database exists and holds our marker table: a scratch a killed run left."""
+    from sqlalchemy import text
+
+    from .db import mysql_error_code
+
+    if mysql_error_code(error) != MYSQL_DATABASE_EXISTS:
+        return False
+    return conn.execute(text(
+        "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = :scratch "
+        "AND TABLE_NAME = :marker"), {"scratch": scratch, "marker": SCRATCH_MARKER}).first() \
+        is not None
 
 
 def _prepare_session(conn: Connection, lock_wait_timeout: int, log: logging.Logger) -> None:
@@ -299,4 +329,6 @@ def expected_and_live(ctx: RunContext, scratch_database: str | None = None
     with scratch_schema(ctx.db.engine, live_schema, name=scratch_database, stop=ctx.stop,
                         log=ctx.log) as scratch:
         with ctx.db.engine.connect() as conn:
-            return read_catalog(conn, scratch), read_catalog(conn, live_schema)
+            expected = read_catalog(conn, scratch)
+            expected.tables.pop(SCRATCH_MARKER, None)  # ours, not schema.sql's
+            return expected, read_catalog(conn, live_schema)

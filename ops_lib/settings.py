@@ -115,6 +115,15 @@ def _optional_database_url(value: Any) -> str | None:
     return _parse_database_url(value) if str(value).strip() else None
 
 
+def _log_format(value: Any) -> str:
+    from .logfile import LOG_FORMATS
+
+    text = str(value).strip().lower()
+    if text not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return text
+
+
 def _parse_clock(value: Any) -> str:
     text = str(value).strip()
     dt.datetime.strptime(text, "%H:%M")
@@ -224,7 +233,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("database_url", DEFAULT_DATABASE_URL, _parse_database_url,
                 "SQLAlchemy URL of the platform database", secret=True),
         Setting("log_file", None, _optional_str,
-                "also append log lines to this file (Task Scheduler captures no output)"),
+                "also append log lines to this file (Task Scheduler captures no output); "
+                "{date} in it is replaced by the UTC date, a file a day"),
+        Setting("log_format", "text", _log_format,
+                "text lines, or json: one JSON object a line with the run id"),
         Setting("outbox_dir", str(DEFAULT_VAR_DIR / "outbox"), _parse_str,
                 "folder for .eml / push JSON lines when SMTP / Firebase is not configured"),
         Setting("lock_dir", str(DEFAULT_VAR_DIR / "locks"), _parse_str,
@@ -395,6 +407,41 @@ def mask_url(url: str) -> str:
         return parsed.update_query_dict(secret).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable URL>"
+
+
+# Query parameters of a web URL whose value is a secret: their name holds one of these words,
+# in any case (`?token=`, `?api_key=`, `X-Amz-Signature=`, `?sig=`, `?auth=`, `?passwd=`).
+SECRET_QUERY_WORDS = ("token", "key", "secret", "signature", "sig", "password", "passwd", "pwd",
+                      "auth")
+
+
+def mask_http_url(url: str) -> str:
+    """An http(s) URL as it may be shown and stored: the userinfo password and the values of
+    secret-looking query parameters (SECRET_QUERY_WORDS) become `***`; everything else stays
+    exactly as given (its %-escapes, its #fragment)."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        has_password = urlsplit(url).password is not None
+    except ValueError:
+        return "<unparseable URL>"
+    # Cut by hand, not urlunsplit: that would drop an empty '?' or '#' the URL was given with.
+    rest, hash_mark, fragment = url.partition("#")
+    rest, question_mark, query = rest.partition("?")
+    scheme, slashes, rest = rest.partition("//") if "//" in rest else ("", "", rest)
+    netloc, slash, path = rest.partition("/")
+    if has_password:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = "&".join(_mask_parameter(item, unquote) for item in query.split("&"))
+    return (f"{scheme}{slashes}{netloc}{slash}{path}{question_mark}{query}"
+            f"{hash_mark}{fragment}")
+
+
+def _mask_parameter(item: str, unquote: Callable[[str], str]) -> str:
+    name, equals, value = item.partition("=")
+    secret = any(word in unquote(name).casefold() for word in SECRET_QUERY_WORDS)
+    return f"{name}=***" if secret and equals and value else item
 
 
 def _config_file(env: Mapping[str, str]) -> Path | None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import itertools
 import os
 import pty
+import re
 import subprocess
 import sys
+import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -275,3 +278,99 @@ def run_on_a_terminal(command: list[str], env: dict, stderr=None) -> tuple[int, 
         chunks.append(chunk)
     os.close(leader)
     return process.wait(timeout=60), b"".join(chunks)
+
+
+# Scratch databases (ops_lib/scratch_schema.py): shared by its tests and the tools' signal tests.
+
+def named_at(when) -> str:
+    """A generated scratch name for a database created at `when` (naive UTC)."""
+    from ops_lib.scratch_schema import SCRATCH_PREFIX
+
+    return f"{SCRATCH_PREFIX}{when:%Y%m%d%H%M%S}_{uuid.uuid4().hex[:6]}"
+
+
+@contextmanager
+def scratch_sweep_turn(server):
+    """The turn to make old scratch databases and sweep them, one test on the server at a time
+    (a server-wide lock: another test's sweep would drop or wait on this test's databases)."""
+    with server.connect() as conn:
+        got = conn.exec_driver_sql("SELECT GET_LOCK('ops_test_scratch_sweep', 600)").scalar()
+        assert got == 1, "another test run held the scratch sweep lock for 10 minutes"
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("SELECT RELEASE_LOCK('ops_test_scratch_sweep')")
+
+
+def loaded_scratch(process: subprocess.Popen) -> str:
+    """The scratch's name, from the process's log line once schema.sql is loaded."""
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        match = re.search(r"schema.sql loaded into the scratch database (\S+)", line)
+        if match:
+            return match.group(1)
+    process.wait()
+    pytest.fail(f"the process exited {process.returncode} before loading: {''.join(seen)}")
+
+
+def wait_for_drop_waiting_on_lock(server, process, scratch: str, old: str) -> None:
+    """Until the process's session (in its scratch) waits for the metadata lock to drop `old`."""
+    deadline = time.monotonic() + 120  # a hang guard, not a speed assumption
+    with server.connect() as conn:
+        while not conn.execute(text(
+                "SELECT 1 FROM information_schema.PROCESSLIST WHERE DB = :scratch "
+                "AND INFO = :drop AND STATE LIKE '%metadata lock%'"),
+                {"scratch": scratch, "drop": f"DROP DATABASE IF EXISTS `{old}`"}).first():
+            assert process.poll() is None, "the process exited before its sweep waited"
+            assert time.monotonic() < deadline, "the sweep never waited on the lock"
+            time.sleep(0.02)
+
+
+def catalog_of(url: str):
+    """The normalised catalog (ops_lib/schema_catalog.py) of the database at `url`."""
+    from ops_lib.schema_catalog import read_catalog
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return read_catalog(conn)
+    finally:
+        engine.dispose()
+
+
+def schema_state(url: str) -> dict:
+    """What any DDL would change: each table's definition (size estimates are no part of a
+    Table's equality) and, on MySQL/MariaDB, its CREATE_TIME, which even a no-op rebuild moves."""
+    catalog = catalog_of(url)
+    times: dict = {}
+    if catalog.dialect == "mysql":
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                times = dict(conn.execute(text(
+                    "SELECT TABLE_NAME, CREATE_TIME FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = DATABASE()")).all())
+        finally:
+            engine.dispose()
+    return {name: (table, times.get(name)) for name, table in catalog.tables.items()}
+
+
+def run_mariadb_client(url: str, sql: bytes) -> subprocess.CompletedProcess:
+    """`mariadb --default-character-set=utf8mb4 DB < file`, as the docs tell an operator, on the
+    database of `url`; `sql` is the file. No client: a skip here, a failure in CI."""
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client is None:
+        if IN_CI:  # .ci/run installs MariaDB, and so its client
+            pytest.fail("no mysql command-line client in CI")
+        pytest.skip("no mysql command-line client on this machine")
+    server = make_url(url)
+    command = [client, "--default-character-set=utf8mb4", "--protocol=TCP",
+               f"--host={server.host or '127.0.0.1'}", f"--port={server.port or 3306}",
+               f"--user={server.username or 'root'}", server.database]
+    env = {**os.environ, "MYSQL_PWD": server.password or ""}
+    return subprocess.run(command, input=sql, capture_output=True, env=env, timeout=60)

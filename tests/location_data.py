@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-LEVELS = ("divisions", "districts", "upazilas", "unions")
+from ops_lib.jobs.locations.model import LEVELS
+
 WRITE_FORMATS = ("csv", "csv-combined", "json", "json-object")
 
 

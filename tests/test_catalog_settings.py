@@ -112,6 +112,7 @@ TOOL_MODULES = {
     "queue_health_summary": ["jobs/queue_health/*.py", "queue.py", "schedule.py"],
     "run_background_workers": ["jobs/workers/*.py", "push.py", "queue.py"],
     "run_billing_jobs": ["jobs/billing*.py", "jobs/billing/*.py"],
+    "run_scheduler": ["scheduler/*.py", "schedule.py", "schedule_files.py"],
     "shadow_reporting_validation": ["jobs/reporting_validation.py"],
 }
 EVERY_TOOL_MODULES = ["cli.py", "alerts.py", "mail.py", "locks.py", "ledger.py", "db.py"]

@@ -38,6 +38,45 @@ def test_every_setting_is_in_the_configuration_reference():
     assert missing == []
 
 
+def _default_as_documented(default) -> str | None:
+    """A setting's default as the reference's table shows it (None: the page words it)."""
+    from ops_lib.settings import REPO_ROOT
+
+    if isinstance(default, tuple):
+        return f"`{','.join(map(str, default))}`" if default else "(none)"
+    if isinstance(default, dict):
+        return f"`{','.join(f'{k}={v}' for k, v in default.items())}`" if default else None
+    return f"`{str(default).replace(str(REPO_ROOT), '<repo>')}`"
+
+
+def test_the_settings_table_gives_each_settings_default_source_and_meaning():
+    """One row per setting, `| name | default | table | what it is |`, its default the code's."""
+    text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rows = {match.group(1): match.groups()[1:] for match in re.finditer(
+        r"^\| `([a-z_]+)` \| (.*?) \| (.*?) \| (.*) \|$", text, re.M)}
+    wrong = []
+    for name, setting in SETTINGS.items():
+        if name not in rows:
+            wrong.append(f"{name}: no row")
+            continue
+        default, table, meaning = rows[name]
+        expected = _default_as_documented(setting.default)
+        if expected is not None and default != expected or not default.strip():
+            wrong.append(f"{name}: default {default!r}, the code's is {expected!r}")
+        if (table.strip() == "yes") != setting.from_table:
+            wrong.append(f"{name}: table column {table!r}, from_table={setting.from_table}")
+        if not meaning.strip():
+            wrong.append(f"{name}: no meaning")
+    assert wrong == []
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_page_shows_a_sample_of_its_output(tool):
+    text = (REPO / "docs" / "tools" / f"{tool}.md").read_text(encoding="utf-8")
+    found = re.search(r"^## Sample output.*\n(?:.*\n)*?```", text, re.M)
+    assert found, f"docs/tools/{tool}.md has no '## Sample output' section with a code block"
+
+
 def test_the_readme_lists_every_tool():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert [t for t in TOOLS if f"{t}.py" not in text] == []

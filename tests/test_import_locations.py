@@ -3,6 +3,7 @@ the shrink guard, and bad sources that leave the four tables as they were."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from dataclasses import astuple
@@ -73,11 +74,11 @@ def without(rows, *codes):
     return [row for row in rows if row[1] not in codes]
 
 
-def import_rows(db, rows, max_shrink_percent=5, allow_shrink=False):
+def import_rows(db, rows, max_shrink_percent=5, allow_shrink=False, now=None):
     with db.begin() as conn:
         planned = plan(conn, location_source(rows), max_shrink_percent,
                        allow_shrink=allow_shrink)
-        return planned, apply(conn, planned)
+        return planned, apply(conn, planned, now=now)
 
 
 def plan_rows(db, rows, max_shrink_percent=5, allow_shrink=False):
@@ -126,10 +127,8 @@ def test_a_first_import_inserts_every_level_with_its_parents_and_a_second_change
 
 
 def test_a_rename_a_new_union_a_moved_union_and_a_removed_union_show_in_the_diff_and_apply(db):
-    import_rows(db, EVERYTHING)
-    with db.engine.connect() as conn:
-        stamps = dict(conn.execute(select(TABLES["unions"].c.code,
-                                          TABLES["unions"].c.updated_at)).all())
+    first, second = dt.datetime(2026, 10, 1, 2, 0, 0), dt.datetime(2026, 11, 1, 2, 0, 0)
+    import_rows(db, EVERYTHING, now=first)
     rows = replaced(EVERYTHING, "10040901", name_en="Arpangashia", name_bn="আড়পাঙ্গাশিয়া")
     rows = replaced(rows, "30260201", parent="302638")  # moved to Keraniganj
     rows = without(rows, "30263804")  # removed
@@ -158,7 +157,7 @@ def test_a_rename_a_new_union_a_moved_union_and_a_removed_union_show_in_the_diff
     assert "--execute would insert 1, update 2 and deactivate 1 rows, in one transaction" \
         in result.notes
 
-    _, written = import_rows(db, rows, max_shrink_percent=10)
+    _, written = import_rows(db, rows, max_shrink_percent=10, now=second)
     assert written["unions"] == {"inserted": 1, "updated": 2, "deactivated": 1}
     after = stored(db, "unions")
     assert after["10040901"] == ("100409", "Arpangashia", "আড়পাঙ্গাশিয়া", True)
@@ -168,8 +167,11 @@ def test_a_rename_a_new_union_a_moved_union_and_a_removed_union_show_in_the_diff
     with db.engine.connect() as conn:
         now = dict(conn.execute(select(TABLES["unions"].c.code,
                                        TABLES["unions"].c.updated_at)).all())
-    touched = {code for code in stamps if now[code] != stamps[code]}
-    assert touched <= {"10040901", "30260201", "30263804"}
+    # Exactly the rows written carry the second import's time; every other keeps the first's.
+    assert {code for code, stamp in now.items() if stamp == second} == {
+        "10040901", "30260201", "30263804", "30263805"}
+    assert {code for code, stamp in now.items() if stamp == first} == \
+        {row[1] for row in UNIONS} - {"10040901", "30260201", "30263804"}
 
     back = plan_rows(db, rows + [UNIONS[-2]])  # the removed union comes back
     assert [u.row.code for u in back.levels["unions"].reactivated] == ["30263804"]
@@ -275,12 +277,111 @@ def test_a_truncated_unions_level_is_refused_and_passes_with_allow_shrink(db):
     assert written["unions"]["deactivated"] == 8
 
 
-def test_a_share_at_the_limit_passes_and_one_row_more_is_refused(db):
+def test_a_unions_file_cut_short_is_refused_by_the_guard_of_the_upazila_it_cuts(db):
+    """Regression: with the upazilas not in the source, the scope is the upazilas the rows
+    name, so a unions file cut after 2,000 of 4,720 rows put only the cut upazila's unions in
+    scope ("11 of 2011"): under 5 %, and they were deactivated. Each upazila the rows name is
+    now guarded on its own."""
+    places = hierarchy()
+    import_rows(db, [astuple(place) for place in places])
+    before = snapshot(db)
+    unions = [place for place in places if place.level == "unions"]
+    cut = unions[:2000]
+    upazila = cut[-1].parent_code
+    under = [place for place in unions if place.parent_code == upazila]
+    kept = [place for place in cut if place.parent_code == upazila]
+    assert 0 < len(kept) < len(under)  # the file really is cut inside an upazila
+    gone = len(under) - len(kept)
+    with pytest.raises(BadInput) as refused:
+        plan_rows(db, [astuple(place) for place in cut])
+    assert refused.value.problems == [
+        f"unions under upazila {upazila!r}: {gone} of {len(under)} active rows would become "
+        f"inactive ({100 * gone / len(under):.1f}%, more than "
+        f"location_max_shrink_percent=5%); the source does not hold the upazilas, so each "
+        f"upazila its rows name is guarded on its own: is the source cut short? If the rows "
+        f"are really gone, run again with --allow-shrink"]
+    assert snapshot(db) == before
+    _, written = import_rows(db, [astuple(place) for place in cut], allow_shrink=True)
+    assert written["unions"]["deactivated"] == gone
+
+
+def test_a_share_exactly_at_the_limit_passes_and_one_row_more_is_refused(db):
+    twenty = HIERARCHY + [("unions", f"303330{n:02d}", "303330", f"Union {n}", None)
+                          for n in range(1, 21)]
+    import_rows(db, twenty)
+    one_gone = without(twenty, "30333020")  # 1 of 20: exactly 5 %
+    assert plan_rows(db, one_gone, max_shrink_percent=5).writes() == 1
+    with pytest.raises(BadInput) as refused:  # 2 of 20: 10 %
+        plan_rows(db, without(one_gone, "30333019"), max_shrink_percent=5)
+    assert refused.value.problems[0].startswith(
+        "unions: 2 of 20 active rows (under the upazilas in the source) would become inactive "
+        "(10.0%, more than location_max_shrink_percent=5%)")
+
+
+def test_a_parent_only_in_the_database_is_refused_when_the_source_holds_its_level(db):
+    """The source's upazilas decide which upazilas a union may name, not the database."""
     import_rows(db, EVERYTHING)
-    one_gone = without(EVERYTHING, "30333001")
-    assert plan_rows(db, one_gone, max_shrink_percent=100 / 13 + 0.01).writes() == 1
-    with pytest.raises(BadInput, match="unions: 1 of 13"):
-        plan_rows(db, one_gone, max_shrink_percent=100 / 13 - 0.01)
+    rows = [row for row in HIERARCHY if row[1] != "303330"] + [UNIONS[-1]]  # Pubail's upazila
+    with pytest.raises(BadInput) as refused:
+        plan_rows(db, rows, allow_shrink=True)
+    assert refused.value.problems == [
+        "unions.csv row 2: parent upazila '303330' is not in the source, which holds the "
+        "upazilas"]
+
+
+def test_codes_are_matched_without_case_as_the_database_key_does(db):
+    import_rows(db, [("divisions", "DH", None, "Dhaka", "ঢাকা"),
+                     ("divisions", "CT", None, "Chattogram", "চট্টগ্রাম")])
+    # A district naming its division in another case finds it, as the unique key would.
+    _, written = import_rows(db, [("districts", "fe", "ct", "Feni", "ফেনী")])
+    assert written["districts"]["inserted"] == 1
+    assert stored(db, "districts")["fe"][0] == "CT"
+    assert plan_rows(db, [("districts", "fe", "CT", "Feni", "ফেনী")]).writes() == 0
+    before = snapshot(db)
+    # A row whose code differs from the database's only in case would be a second row to
+    # Python and the same row to MariaDB: refused, nothing written.
+    with pytest.raises(BadInput) as refused:
+        plan_rows(db, [("divisions", "dh", None, "Dhaka", "ঢাকা"),
+                       ("divisions", "CT", None, "Chattogram", "চট্টগ্রাম")])
+    assert refused.value.problems == [
+        "divisions.csv row 2: code 'dh' is 'DH' in the database: codes differing only in case "
+        "are one code there; write it as 'DH'"]
+    assert snapshot(db) == before
+
+
+def test_a_source_with_codes_differing_only_in_case_is_exit_2_on_every_database(
+        db, db_url, tmp_path):
+    """Regression: on MariaDB 'DH' and 'dh' failed half-way with IntegrityError 1062 (exit 1);
+    SQLite took both."""
+    import_rows(db, EVERYTHING)
+    before = snapshot(db)
+    twice = run_tool(db_url, tmp_path, EVERYTHING + [("divisions", "dh", None, "Dhaka", "ঢাকা"),
+                                                     ("divisions", "DH", None, "Dhaka", "ঢাকা")],
+                     "--execute")
+    assert twice.returncode == 2, twice.stderr
+    assert twice.stderr.strip().splitlines()[-1] == (
+        "error: divisions.csv row 5: code 'DH' is already at divisions.csv row 4 as 'dh' "
+        "(divisions; codes differing only in case are one code)")
+    assert_unchanged(before, snapshot(db))
+    import_rows(db, [("districts", "Ab", "10", "Ab", None)], max_shrink_percent=100)
+    before = snapshot(db)
+    other_case = run_tool(db_url, tmp_path, [("districts", "aB", "10", "Ab", None)], "--execute")
+    assert other_case.returncode == 2, other_case.stderr
+    assert other_case.stderr.strip().splitlines()[-1] == (
+        "error: districts.csv row 2: code 'aB' is 'Ab' in the database: codes differing only "
+        "in case are one code there; write it as 'Ab'")
+    assert_unchanged(before, snapshot(db))
+
+
+def test_the_dry_run_shows_a_sample_of_the_unchanged_rows(db):
+    import_rows(db, EVERYTHING)
+    result = JobResult("import_ipemis_locations", dry_run=True)
+    describe(result, plan_rows(db, EVERYTHING), None, percent=5, percent_source="default")
+    sections = {s.title: s.rows for s in result.sections}
+    assert sections["unions unchanged"] == [
+        {"code": code, "name_en": name, "where": f"unions.csv row {n}"}
+        for n, (_, code, _, name, _) in enumerate(UNIONS[:3], start=2)]
+    assert sections["divisions unchanged"][0]["code"] == "10"
 
 
 def test_bengali_names_read_back_byte_for_byte(db):
@@ -469,7 +570,7 @@ def test_a_name_with_stray_spaces_is_stored_trimmed_and_reported(db, db_url, tmp
     assert "counts: " in done.stdout and " warnings=2" in done.stdout
 
 
-def test_a_url_source_imports_and_its_password_stays_out_of_the_output_and_the_ledger(
+def test_a_url_source_imports_and_its_password_and_token_stay_out_of_the_output_and_ledger(
         db, db_url, tmp_path):
     body = write_rows(tmp_path / "source", EVERYTHING, "csv-combined").read_bytes()
 
@@ -487,7 +588,8 @@ def test_a_url_source_imports_and_its_password_stays_out_of_the_output_and_the_l
     server = ThreadingHTTPServer(("127.0.0.1", 0), OneFile)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://ops:S3cretPw@127.0.0.1:{server.server_port}/locations.csv"
+        url = (f"http://ops:S3cretPw@127.0.0.1:{server.server_port}/locations.csv"
+               f"?month=2026%2011&api_token=T0kenS3cret")
         done = run_cli(TOOL, url, "--execute", env=tool_env(db_url, tmp_path))
     finally:
         server.shutdown()
@@ -497,9 +599,11 @@ def test_a_url_source_imports_and_its_password_stays_out_of_the_output_and_the_l
     with db.engine.connect() as conn:
         [args] = conn.execute(select(ops_job_runs.c.args)
                               .where(ops_job_runs.c.tool == TOOL)).scalars().all()
-    assert json.loads(args)["source"] == \
-        f"http://ops:***@127.0.0.1:{server.server_port}/locations.csv"
-    assert "S3cretPw" not in done.stdout + done.stderr + args
+    # The secrets masked, the rest as given (not re-encoded).
+    assert json.loads(args)["source"] == (f"http://ops:***@127.0.0.1:{server.server_port}"
+                                          f"/locations.csv?month=2026%2011&api_token=***")
+    for secret in ("S3cretPw", "T0kenS3cret"):
+        assert secret not in done.stdout + done.stderr + args
 
 
 def test_the_dry_run_says_which_header_each_field_was_read_from(db, db_url, tmp_path):

@@ -8,12 +8,9 @@ no difference is left, and that the tool itself ran no DDL.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine
@@ -24,11 +21,14 @@ from ops_lib.jobs.index_preview import (
     IndexFix, fix_statements, index_sql, missing_indexes, plan_indexes, redundant_indexes,
 )
 from ops_lib.jobs.schema_drift import compare
-from ops_lib.schema_catalog import Catalog, ForeignKey, Index, IndexPart, Table, read_catalog
+from ops_lib.schema_catalog import (
+    Catalog, Column, ForeignKey, Index, IndexPart, Table,
+)
 from ops_lib.scratch_schema import expected_and_live
 from tests.conftest import (
-    IN_CI, REPO, MysqlScratch, assert_unchanged, job_context, require_mariadb, run_cli,
-    run_on_a_terminal, snapshot, sqlite_database, tool_env, unique_name,
+    REPO, MysqlScratch, assert_unchanged, job_context, require_mariadb, run_cli,
+    run_mariadb_client, run_on_a_terminal, schema_state, snapshot, sqlite_database, tool_env,
+    unique_name,
 )
 
 MB = 1024 * 1024
@@ -48,8 +48,12 @@ def _index(name: str, *columns: str, unique: bool = False, generated: bool = Fal
 
 
 def _table(name: str, *indexes: Index, rows: int | None = 10, size: int | None = MB,
-           foreign_keys: tuple[ForeignKey, ...] = ()) -> Table:
-    return Table(name, indexes={index.name: index for index in indexes},
+           foreign_keys: tuple[ForeignKey, ...] = (), lacking: tuple[str, ...] = (),
+           columns: tuple[str, ...] = ()) -> Table:
+    """A table with its indexes, `columns` and every column its indexes name but `lacking`."""
+    names = [*columns, *(part.column for index in indexes for part in index.parts)]
+    columns = {name: Column(name, "int", True) for name in names if name not in lacking}
+    return Table(name, columns=columns, indexes={index.name: index for index in indexes},
                  foreign_keys={key.name: key for key in foreign_keys},
                  approx_rows=rows, approx_bytes=size)
 
@@ -69,6 +73,7 @@ def _sql(expected: Catalog, live: Catalog, **options) -> str:
 
 
 PK = _index("PRIMARY", "id", unique=True)
+COLUMNS = ("id", "a", "b", "c", "d", "s", "p")  # a live table that has every column
 
 
 # -- which indexes are missing --------------------------------------------------------------
@@ -88,7 +93,7 @@ def test_an_index_the_live_table_lacks_or_has_with_other_columns_is_a_fix_and_no
 
 def test_a_missing_primary_key_is_a_fix():
     expected = _catalog(_table("t", PK))
-    live = _catalog(_table("t"))
+    live = _catalog(_table("t", columns=("id",)))
     [fix] = missing_indexes(expected, live)[0]
     assert fix.expected.primary and not fix.changed
     assert fix_statements(fix, "mariadb") == [
@@ -102,6 +107,35 @@ def test_an_equal_index_under_a_name_the_server_made_up_is_not_missing():
     fixes, _ = missing_indexes(expected, live)
     # ix_b is named by schema.sql and by the live database differently: neither was made up.
     assert [fix.expected.name for fix in fixes] == ["ix_b"]
+
+
+def test_a_live_index_under_a_name_schema_sql_uses_is_changed_and_the_unnamed_one_missing():
+    # The drift check's case (test_schema_drift): both tools pair the same way.
+    expected = _catalog(_table("t", PK, _index("idx_a", "a"), _index("b", "b", generated=True)))
+    live = _catalog(_table("t", PK, _index("idx_a", "b"), columns=("a",)))
+    fixes, _ = missing_indexes(expected, live)
+    assert [(fix.expected.name, fix.live and fix.live.name) for fix in fixes] == \
+        [("b", None), ("idx_a", "idx_a")]
+    assert _statements(_sql(expected, live)) == [
+        "ALTER TABLE `t` ADD INDEX IF NOT EXISTS `b` (`b`), ALGORITHM=INPLACE, LOCK=NONE;",
+        "ALTER TABLE `t` DROP INDEX `idx_a`, ADD INDEX `idx_a` (`a`), ALGORITHM=INPLACE, "
+        "LOCK=NONE;"]
+    assert [d.object for d in compare(expected, live)] == ["index t.b", "index t.idx_a"]
+
+
+def test_an_index_on_a_column_the_live_table_lacks_is_a_comment_and_no_statement():
+    # The client stops at the first error: an ADD INDEX on a dropped column would leave the
+    # file half applied. The other index is still added.
+    expected = _catalog(_table("t", PK, _index("ix_gone", "a", "gone"), _index("ix_b", "b")))
+    live = _catalog(_table("t", PK, columns=("a", "b")))
+    sql = _sql(expected, live)
+    assert _statements(sql) == [
+        "ALTER TABLE `t` ADD INDEX IF NOT EXISTS `ix_b` (`b`), ALGORITHM=INPLACE, LOCK=NONE;"]
+    assert ("-- no statement: t has no column gone; the columns come first: see python "
+            "tools/check_schema_drift.py and docs/upgrading.md") in sql.splitlines()
+    fixes, _ = missing_indexes(expected, live)
+    assert [fix_statements(fix, "sqlite") for fix in fixes] == [
+        ['CREATE INDEX IF NOT EXISTS "ix_b" ON "t" ("b");'], []]
 
 
 def test_a_table_missing_from_the_live_database_is_one_comment_and_no_statement():
@@ -156,7 +190,7 @@ def test_odd_names_are_quoted_with_their_quote_character_doubled():
 
 def test_a_line_break_in_a_name_cannot_end_a_comment_and_start_a_statement():
     index = _index("ix\nDROP TABLE t; --", "a")
-    text = _sql(_catalog(_table("t", index)), _catalog(_table("t")))
+    text = _sql(_catalog(_table("t", index)), _catalog(_table("t", columns=("a",))))
     # The only lines outside comments are the statement's own (the name stays inside its quotes).
     [statement] = fix_statements(IndexFix("t", index), "mariadb")
     assert "\n".join(_statements(text)) == statement
@@ -166,7 +200,8 @@ def test_a_line_break_in_a_name_cannot_end_a_comment_and_start_a_statement():
 def test_each_statement_has_the_table_size_and_the_online_ddl_note_above_it():
     expected = _catalog(_table("attendance_records", _index("ix_a", "a"),
                                _index("uq_b", "b", unique=True)))
-    live = _catalog(_table("attendance_records", rows=1_204_000, size=850 * MB))
+    live = _catalog(_table("attendance_records", rows=1_204_000, size=850 * MB,
+                           columns=COLUMNS))
     text = _sql(expected, live)
     lines = text.splitlines()
     assert ("-- attendance_records: about 1,204,000 rows, 850 MB (approximate: "
@@ -177,10 +212,18 @@ def test_each_statement_has_the_table_size_and_the_online_ddl_note_above_it():
     assert len(_statements(text)) == 2
 
 
+def test_a_mysql_table_without_an_estimate_does_not_say_sqlite():
+    expected = _catalog(_table("t", PK, _index("ix_a", "a")))
+    live = _catalog(_table("t", PK, rows=None, size=None, columns=COLUMNS))
+    assert "-- t: size not known (information_schema.TABLES has no estimate for it)" in \
+        _sql(expected, live).splitlines()
+    assert "SQLite" not in _sql(expected, live)
+
+
 def test_a_table_over_the_threshold_gets_the_online_schema_change_command_lines():
     expected = _catalog(_table("big", PK, _index("ix_a", "a")), _table("small", _index("ix_s", "s")))
-    live = _catalog(_table("big", PK, rows=5_000_000, size=2048 * MB),
-                    _table("small", size=100 * MB))
+    live = _catalog(_table("big", PK, rows=5_000_000, size=2048 * MB, columns=COLUMNS),
+                    _table("small", size=100 * MB, columns=COLUMNS))
     text = _sql(expected, live, large_table_mb=1024)
     assert ("--   pt-online-schema-change --alter 'ADD INDEX `ix_a` (`a`)' D=ops,t=big --dry-run"
             in text.splitlines())
@@ -192,12 +235,25 @@ def test_a_table_over_the_threshold_gets_the_online_schema_change_command_lines(
     assert "t=small" in _sql(expected, live, large_table_mb=50)
 
 
+def test_the_online_tool_lines_name_the_server_and_no_dsn_is_made_of_a_name_with_a_comma():
+    expected = _catalog(_table("big", PK, _index("ix_a", "a")), _table("b,=x", _index("ix_b", "b")))
+    live = _catalog(_table("big", PK, size=2048 * MB, columns=COLUMNS),
+                    _table("b,=x", size=2048 * MB, columns=COLUMNS))
+    text = _sql(expected, live, server=("db1.example", 3307))
+    assert "h=db1.example,P=3307,D=ops,t=big --dry-run" in text
+    assert "gh-ost --host=db1.example --port=3307 --database=ops --table=big" in text
+    # pt-osc splits its DSN on `,` and `=`: no line for that table, and the reason.
+    assert "t=b,=x" not in text
+    assert "no pt-online-schema-change line: its DSN cannot hold a name with ',' or '='" in text
+    assert "gh-ost --host=db1.example --port=3307 --database=ops --table=b,=x" in text
+
+
 def test_a_large_table_with_foreign_keys_is_pointed_at_pt_osc_not_gh_ost():
     key = ForeignKey("fk_parent", ("parent_id",), "parent", ("id",))
     expected = _catalog(_table("child", _index("ix_a", "a"), foreign_keys=(key,)),
                         _table("parent", _index("ix_p", "p")))
-    live = _catalog(_table("child", size=4096 * MB, foreign_keys=(key,)),
-                    _table("parent", size=4096 * MB))
+    live = _catalog(_table("child", size=4096 * MB, foreign_keys=(key,), columns=COLUMNS),
+                    _table("parent", size=4096 * MB, columns=COLUMNS))
     text = _sql(expected, live)
     assert "gh-ost --database" not in text
     assert text.count("gh-ost does not support") == 2
@@ -243,7 +299,8 @@ def test_of_two_duplicates_the_one_schema_sql_names_is_kept():
     assert (redundant.index.name, redundant.covered_by.name) == ("a_copy", "z_ix_a")
 
 
-def test_an_index_backing_a_foreign_key_is_redundant_only_to_one_that_backs_it_too():
+def test_an_index_backing_a_foreign_key_is_redundant_to_a_wider_one_starting_with_its_columns():
+    # The wider index backs the key too: the leftmost-prefix rule needs no foreign-key rule.
     key = ForeignKey("fk_parent", ("parent_id",), "parent", ("id",))
     backed = _catalog(_table("t", PK, _index("ix_parent", "parent_id"),
                              _index("ix_name_parent", "name", "parent_id"), foreign_keys=(key,)))
@@ -254,11 +311,12 @@ def test_an_index_backing_a_foreign_key_is_redundant_only_to_one_that_backs_it_t
     assert (redundant.index.name, redundant.covered_by.name) == ("ix_parent", "ix_parent_name")
 
 
-def test_the_tool_defaults_to_the_jobs_large_table_size():
+def test_the_tools_help_states_the_jobs_large_table_size(tmp_path):
     from ops_lib.jobs.index_preview import DEFAULT_LARGE_TABLE_MB
-    from tools.generate_missing_index_sql import DEFAULT_LARGE_TABLE_MB as TOOL_DEFAULT
 
-    assert TOOL_DEFAULT == DEFAULT_LARGE_TABLE_MB
+    shown = run_cli("generate_missing_index_sql", "--help", env=tool_env("sqlite://", tmp_path))
+    assert shown.returncode == 0
+    assert f"[default: {DEFAULT_LARGE_TABLE_MB}]" in " ".join(shown.stdout.split())
 
 
 # -- the tool on real databases -------------------------------------------------------------
@@ -274,23 +332,6 @@ def mariadb_live():
     scratch.create()
     yield scratch
     scratch.drop()
-
-
-def _catalog_of(url: str) -> Catalog:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return read_catalog(conn)
-    finally:
-        engine.dispose()
-
-
-def _schema(url: str) -> Catalog:
-    """The live catalog without its size estimates, which move without any DDL."""
-    catalog = _catalog_of(url)
-    catalog.tables = {name: replace(table, approx_rows=None, approx_bytes=None)
-                      for name, table in catalog.tables.items()}
-    return catalog
 
 
 def _drift(url: str, tmp_path) -> list[str]:
@@ -310,24 +351,14 @@ def _run_tool(url: str, tmp_path, *args: str):
 
 
 def _only_sql(stdout: str) -> None:
-    """Every line is a comment, a blank or part of a statement: nothing a client would reject."""
+    """stdout is the SQL file: it opens with the header's comment lines, ends with a newline.
+    (That the client runs every line is checked by applying it with the mariadb client.)"""
     assert stdout.startswith(f"-- {TOOL} run=") and stdout.endswith("\n")
     assert "review before running; nothing was applied" in stdout.splitlines()[2]
 
 
 def _apply_with_the_mariadb_client(url: str, sql: str) -> None:
-    client = shutil.which("mariadb") or shutil.which("mysql")
-    if client is None:
-        if IN_CI:  # .ci/run installs MariaDB, and so its client
-            pytest.fail("no mysql command-line client in CI")
-        pytest.skip("no mysql command-line client on this machine")
-    server = make_url(url)
-    command = [client, "--default-character-set=utf8mb4", "--protocol=TCP",
-               f"--host={server.host or '127.0.0.1'}", f"--port={server.port or 3306}",
-               f"--user={server.username or 'root'}", server.database]
-    env = {**os.environ, "MYSQL_PWD": server.password or ""}
-    applied = subprocess.run(command, input=sql.encode(), capture_output=True, env=env,
-                             timeout=60)
+    applied = run_mariadb_client(url, sql.encode())
     assert applied.returncode == 0, applied.stderr.decode()
 
 
@@ -367,14 +398,14 @@ def test_mariadb_the_printed_sql_applied_with_the_client_restores_every_index(ma
     url = mariadb_live.url
     _break_mariadb(url)
     assert len(_drift(url, tmp_path)) == 4
-    broken = _schema(url)
+    broken = schema_state(url)
     database = connect(url)
     rows_before = snapshot(database)
 
     done = _run_tool(url, tmp_path)
 
     # The tool ran no DDL: the live schema and its rows are as they were (but its ledger row).
-    assert _schema(url) == broken
+    assert schema_state(url) == broken
     assert_unchanged(rows_before, snapshot(database))
     database.engine.dispose()
     _only_sql(done.stdout)
@@ -407,13 +438,13 @@ def test_sqlite_the_printed_sql_applied_with_sqlite3_restores_every_index(tmp_pa
             DROP INDEX ix_records_institution_day;
             CREATE INDEX ix_records_institution_day ON attendance_records (attendance_date);""")
     assert len(_drift(url, tmp_path)) == 3
-    broken = _schema(url)
+    broken = schema_state(url)
     database = connect(url)
     rows_before = snapshot(database)
 
     done = _run_tool(url, tmp_path)
 
-    assert _schema(url) == broken
+    assert schema_state(url) == broken
     assert_unchanged(rows_before, snapshot(database))
     database.engine.dispose()
     _only_sql(done.stdout)
@@ -534,3 +565,10 @@ def test_mariadb_a_missing_table_is_one_comment_and_a_named_scratch_database_is_
     assert ("-- table audit_logs_archive is missing: python tools/manage_schema.py create"
             in done.stdout.splitlines())
     assert _statements(done.stdout) == []
+
+
+def test_the_headers_apply_command_quotes_the_database_for_the_shell(tmp_path):
+    url = sqlite_database(tmp_path, "my ops; db.sqlite")
+    done = _run_tool(url, tmp_path)
+    path = str(tmp_path / "my ops; db.sqlite")
+    assert f"Then: sqlite3 '{path}' < fix.sql" in done.stdout.splitlines()[2]

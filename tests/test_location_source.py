@@ -6,16 +6,22 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import shlex
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ops_lib.errors import EXIT_USAGE, BadInput
 from ops_lib.jobs.locations.model import CODE_MAX, MAX_PROBLEMS_SHOWN, NAME_MAX
-from ops_lib.jobs.locations.source import read_source
+from ops_lib.jobs.locations.source import level_named, read_source
 from tests.location_data import WRITE_FORMATS, Place, by_level, hierarchy, write_source
+
+if TYPE_CHECKING:
+    import ssl
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -321,6 +327,32 @@ def test_a_duplicate_code_is_reported_with_both_rows(tmp_path):
         "unions.csv row 5: code '267215' is already at unions.csv row 3 (unions)"]
 
 
+@pytest.mark.parametrize("code", ["১০", "１０", "Straße", "ab c", "26.1", "é"])
+def test_a_code_outside_ascii_letters_digits_underscore_and_hyphen_is_a_problem(tmp_path, code):
+    """MariaDB's utf8mb4_unicode_ci key holds '১০' and '10', '１０' and '10', 'ß' and 'ss' for
+    one code: such a code would pass here and fail half-way through the import there."""
+    text = UNIONS_OF_SAVAR + f"{code},2672,Dhamsona,ধামসোনা\n267233,{code},Kaundia,কাউন্দিয়া\n"
+    assert problems_of(write(tmp_path / "unions.csv", text)) == [
+        f"unions.csv row 5: code {code!r} holds other characters than ASCII letters, digits, "
+        f"'_' and '-' (the database would match it to another code)",
+        f"unions.csv row 6: parent code {code!r} holds other characters than ASCII letters, "
+        f"digits, '_' and '-' (the database would match it to another code)"]
+
+
+def test_codes_differing_only_in_case_are_one_code(tmp_path):
+    text = ("level,code,parent_code,name,bn_name\n"
+            "division,DH,,Dhaka,ঢাকা\n"
+            "division,dh,,Dhaka Two,ঢাকা\n"
+            "district,Fe-1,dH,Feni,ফেনী\n")
+    assert problems_of(write(tmp_path / "bd.csv", text)) == [
+        "bd.csv row 3: code 'dh' is already at bd.csv row 2 as 'DH' (divisions; codes "
+        "differing only in case are one code)"]
+    # A parent named in another case is the same parent, as the database's key finds it.
+    text = text.replace("division,dh,", "division,CT,")
+    source = read_source(str(write(tmp_path / "ok.csv", text)))
+    assert [(row.code, row.parent_code) for row in source.rows["districts"]] == [("Fe-1", "dH")]
+
+
 def test_the_same_code_at_two_levels_is_no_duplicate(tmp_path):
     text = "level,code,parent_code,name,bn_name\ndivision,30,,Dhaka,ঢাকা\ndistrict,30,30,Feni,ফেনী\n"
     source = read_source(str(write(tmp_path / "bd.csv", text)))
@@ -465,8 +497,9 @@ def test_a_missing_source_is_one_line(tmp_path):
 class _Server:
     """A real HTTP server on 127.0.0.1; `routes` maps a path to what the handler does."""
 
-    def __init__(self):
+    def __init__(self, tls: "ssl.SSLContext | None" = None):
         self.routes: dict[str, object] = {}
+        self.scheme = "https" if tls else "http"
         self.release = threading.Event()  # a stalled answer waits for this
         self.seen_authorization: list[str | None] = []
         server = self
@@ -480,12 +513,14 @@ class _Server:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path: str, userinfo: str = "") -> str:
-        return f"http://{userinfo}127.0.0.1:{self.httpd.server_address[1]}{path}"
+        return f"{self.scheme}://{userinfo}127.0.0.1:{self.httpd.server_address[1]}{path}"
 
     def close(self):
         self.release.set()
@@ -502,14 +537,80 @@ def http_server(monkeypatch):
     server.close()
 
 
-def body(data: bytes, length: int | None = None, content_type: str = "text/csv"):
+EXACT = -1
+
+
+@pytest.fixture
+def https_server(monkeypatch, tmp_path):
+    """The same server over TLS, with a certificate for 127.0.0.1 that the download trusts
+    (SSL_CERT_FILE: the default context's certificate store)."""
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file = tmp_path / "cert.pem"
+    key_file = tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server = _Server(tls)
+    yield server
+    server.close()
+
+
+def body(data: bytes, length: int | None = EXACT, content_type: str = "text/csv"):
+    """An answer with `data`; Content-Length `length` (EXACT: the data's, None: no header)."""
     def answer(handler: BaseHTTPRequestHandler):
         handler.send_response(200)
         handler.send_header("Content-Type", content_type)
         if length is not None:
-            handler.send_header("Content-Length", str(length))
+            handler.send_header("Content-Length", str(len(data) if length == EXACT else length))
         handler.end_headers()
         handler.wfile.write(data)
+    return answer
+
+
+def chunked(data: bytes, content_type: str = "text/csv", whole: bool = True):
+    """An answer with `data` in chunks of 100 bytes (Transfer-Encoding: chunked); not `whole`:
+    the connection closes before the last, empty chunk."""
+    def answer(handler: BaseHTTPRequestHandler):
+        handler.protocol_version = "HTTP/1.1"
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        try:
+            for start in range(0, len(data), 100):
+                piece = data[start:start + 100]
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            if whole:
+                handler.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):  # the reader stopped at its cap
+            pass
     return answer
 
 
@@ -523,10 +624,27 @@ def test_a_url_source_reads_a_good_file(http_server, tmp_path):
     assert source.rows["unions"][0].where == f"locations.json [{first_union}]"
 
 
-def test_a_url_without_a_content_length_and_named_after_a_level_reads(http_server):
-    http_server.routes["/unions.csv"] = body(UNIONS_OF_SAVAR.encode())
+def test_a_chunked_url_named_after_a_level_reads(http_server):
+    http_server.routes["/unions.csv"] = chunked(UNIONS_OF_SAVAR.encode())
     source = read_source(http_server.url("/unions.csv"))
     assert [row.code for row in source.rows["unions"]] == ["267211", "267215", "267227"]
+
+
+def test_a_chunked_body_cut_before_its_last_chunk_is_a_short_read(http_server):
+    data = UNIONS_OF_SAVAR.encode()
+    http_server.routes["/unions.csv"] = chunked(data, whole=False)
+    assert problems_of(http_server.url("/unions.csv")) == [
+        f"{http_server.url('/unions.csv')}: short read: the connection closed after "
+        f"{len(data)} bytes"]
+
+
+def test_a_url_without_a_length_is_refused_since_a_cut_body_would_look_whole(http_server):
+    """Without Content-Length or chunked encoding the body ends where the connection ends:
+    a dropped connection would pass as a complete file."""
+    http_server.routes["/unions.csv"] = body(UNIONS_OF_SAVAR.encode(), length=None)
+    assert problems_of(http_server.url("/unions.csv")) == [
+        f"{http_server.url('/unions.csv')}: the server gave no length (no Content-Length, not "
+        f"chunked), so a cut download cannot be told from a whole one: nothing read"]
 
 
 def test_a_url_password_is_sent_as_basic_auth_and_masked_in_every_message(http_server):
@@ -536,6 +654,29 @@ def test_a_url_password_is_sent_as_basic_auth_and_masked_in_every_message(http_s
     masked = http_server.url("/unions.csv", userinfo="ipemis:***@")
     assert problems == [f"{masked}: HTTP 403 Forbidden: nothing read"]
     assert http_server.seen_authorization == ["Basic aXBlbWlzOnMzY3JldA=="]  # ipemis:s3cret
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://ops:pw@data.example.org/bd/unions.csv?v=2&token=T0k&X-Amz-Signature=ab%2Fcd#top",
+     "https://ops:***@data.example.org/bd/unions.csv?v=2&token=***&X-Amz-Signature=***#top"),
+    ("http://h.example/a%20b/unions.csv?api_key=1&sig=2&Auth=3&client_secret=4&passwd=5&q=a%20b",
+     "http://h.example/a%20b/unions.csv?api_key=***&sig=***&Auth=***&client_secret=***&passwd=***"
+     "&q=a%20b"),
+    ("http://user@[::1]:8080/x//y?access%5Ftoken=z&empty=&flag",
+     "http://user@[::1]:8080/x//y?access%5Ftoken=***&empty=&flag"),
+    ("http://h.example/unions.csv?#", "http://h.example/unions.csv?#"),
+])
+def test_a_web_url_is_shown_with_its_secrets_masked_and_the_rest_as_given(url, shown):
+    from ops_lib.settings import mask_http_url
+
+    assert mask_http_url(url) == shown
+
+
+def test_a_token_in_the_query_string_stays_out_of_every_message(http_server):
+    http_server.routes["/unions.csv"] = lambda handler: handler.send_error(404)
+    url = http_server.url("/unions.csv?token=s3cret&v=2")
+    assert problems_of(url) == [
+        f"{http_server.url('/unions.csv?token=***&v=2')}: HTTP 404 Not Found: nothing read"]
 
 
 def test_a_redirect_does_not_carry_the_password_on(http_server):
@@ -560,8 +701,8 @@ def test_a_404_is_one_line(http_server):
 def test_a_server_that_stalls_before_answering_is_a_timeout(http_server):
     http_server.routes["/unions.csv"] = lambda handler: http_server.release.wait(60)
     assert problems_of(http_server.url("/unions.csv"), timeout=0.2) == [
-        f"{http_server.url('/unions.csv')}: stalled: nothing for 0.2 s (after 0 bytes): "
-        f"nothing read"]
+        f"{http_server.url('/unions.csv')}: not complete within the timeout of 0.2 s (after 0 "
+        f"bytes): nothing read"]
 
 
 def test_a_server_that_stalls_half_way_through_the_body_is_a_timeout(http_server):
@@ -577,13 +718,57 @@ def test_a_server_that_stalls_half_way_through_the_body_is_a_timeout(http_server
     # Almost always after the 40 bytes; a server thread scheduled late makes it 0 bytes (the
     # wait for the answer): either way nothing half-read comes back.
     assert len(problems) == 1 and re.fullmatch(
-        re.escape(f"{http_server.url('/unions.csv')}: stalled: nothing for 0.2 s (after ")
+        re.escape(f"{http_server.url('/unions.csv')}: not complete within the timeout of "
+                  f"0.2 s (after ")
         + r"(40|0) bytes\): nothing read", problems[0]), problems
+
+
+def test_an_https_source_reads_and_its_deadline_holds_too(https_server):
+    https_server.routes["/unions.csv"] = body(UNIONS_OF_SAVAR.encode())
+    source = read_source(https_server.url("/unions.csv"))
+    assert [row.code for row in source.rows["unions"]] == ["267211", "267215", "267227"]
+    https_server.routes["/slow/unions.csv"] = lambda handler: https_server.release.wait(60)
+    assert problems_of(https_server.url("/slow/unions.csv"), timeout=0.2) == [
+        f"{https_server.url('/slow/unions.csv')}: not complete within the timeout of 0.2 s "
+        f"(after 0 bytes): nothing read"]
+
+
+def test_a_server_trickling_bytes_forever_is_refused_at_the_deadline(http_server):
+    """Regression: the timeout was per socket wait, so a byte every 0.05 s never tripped a
+    0.5 s timeout. The server here sends a byte every 0.05 s for 40 s (far more than the
+    deadline, whatever the machine's speed) of a body it announces bigger still: only a
+    deadline over the whole download stops the read before the server does."""
+    tick = 0.05
+    sent = []
+
+    def trickle(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/csv")
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        handler.wfile.write(b"code,parent_code,name_en,name_bn\n")
+        for _ in range(800):  # 40 s of ticks; the test's end stops it sooner
+            if http_server.release.wait(tick):
+                return
+            handler.wfile.write(b"1")
+            handler.wfile.flush()
+            sent.append(1)
+
+    http_server.routes["/unions.csv"] = trickle
+    timeout = 0.5
+    started = time.monotonic()
+    problems = problems_of(http_server.url("/unions.csv"), timeout=timeout)
+    took = time.monotonic() - started
+    assert len(problems) == 1 and re.fullmatch(
+        re.escape(f"{http_server.url('/unions.csv')}: not complete within the timeout of 0.5 s "
+                  f"(after ") + r"\d+ bytes\): nothing read", problems[0]), problems
+    # Refused by the deadline, not by the server stopping: the server had 40 s of ticks left.
+    assert timeout <= took < 800 * tick, took
 
 
 def test_a_body_larger_than_the_cap_is_refused(http_server):
     data = UNIONS_OF_SAVAR.encode() * 20
-    http_server.routes["/unions.csv"] = body(data)  # no Content-Length: the cap counts
+    http_server.routes["/unions.csv"] = chunked(data)  # no Content-Length: the cap counts
     assert problems_of(http_server.url("/unions.csv"), max_bytes=1000) == [
         f"{http_server.url('/unions.csv')}: more than the size cap of 1,000 bytes"]
     http_server.routes["/big.csv"] = body(data, len(data))
@@ -633,6 +818,41 @@ def test_the_documentation_links_examples_of_every_format():
     assert len(examples) >= 5, examples
     for link in examples:
         assert (REPO / "docs" / link).exists(), link
+
+
+def manual_file_sources() -> list[tuple[str, str | None]]:
+    """(file, --format) of each example in the tool's manual whose SOURCE is one file."""
+    text = (REPO / "docs" / "tools" / "import_ipemis_locations.md").read_text(encoding="utf-8")
+    found = []
+    for line in re.findall(r"^python tools/import_ipemis_locations\.py .*$", text, re.M):
+        words = shlex.split(line, comments=True)[2:]
+        source = next(word for word in words if not word.startswith("-"))
+        fmt = words[words.index("--format") + 1] if "--format" in words else None
+        if source.endswith((".csv", ".json")) and "://" not in source:
+            found.append((source, fmt))
+    return found
+
+
+def test_the_manual_has_examples_of_a_single_file_source():
+    assert manual_file_sources()
+
+
+@pytest.mark.parametrize("source, fmt", manual_file_sources())
+def test_each_single_file_example_of_the_manual_reads_when_named_as_shown(tmp_path, source, fmt):
+    """Regression: the manual showed `unions-2026-11.csv --format csv`, which a file of that
+    name fails ("its name does not say the level")."""
+    name = Path(source).name
+    kind = {"csv": "partial/unions.csv", "csv-combined": "locations-combined.csv",
+            "json": "locations.json"}[fmt or ("json" if name.endswith(".json") else
+                                              "csv" if level_named(Path(name).stem) else
+                                              "csv-combined")]
+    example = (REPO / "docs" / "examples" / "locations" / kind).read_bytes()
+    assert read_source(str(write_bytes(tmp_path / name, example)), fmt).levels()
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 @pytest.mark.parametrize("link", documented_examples())

@@ -9,20 +9,17 @@ default, key, index and foreign key, and every table's engine and charset, must 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import subprocess
 
 import pytest
 from sqlalchemy import Engine, create_engine, func, insert, select
-from sqlalchemy.engine import make_url
 
 from ops_lib import schema as s
 from ops_lib.jobs.schema_admin import SCHEMA_SQL, create_schema
 from ops_lib.jobs.schema_drift import compare
 from ops_lib.schema import metadata
 from ops_lib.schema_catalog import PRIMARY, Catalog, read_catalog
-from tests.conftest import IN_CI, MYSQL_SERVER_URL, MysqlScratch, require_mariadb, unique_name
+from tests.conftest import (MYSQL_SERVER_URL, MysqlScratch, require_mariadb,
+                            run_mariadb_client, unique_name)
 
 pytestmark = pytest.mark.mariadb
 
@@ -268,24 +265,12 @@ def test_a_writer_relying_on_spec_defaults_gets_them(db):
 
 def test_schema_sql_loads_with_the_mysql_client_as_its_header_says(from_schema_sql):
     """`mysql --default-character-set=utf8mb4 DB < schema.sql` gives the same schema."""
-    client = shutil.which("mariadb") or shutil.which("mysql")
-    if client is None:
-        if IN_CI:  # .ci/run makes sure MariaDB, and so its client, is installed
-            pytest.fail("no mysql command-line client in CI")
-        pytest.skip("no mysql command-line client on this machine")
     scratch = MysqlScratch(unique_name("ops_schema_client"))
-    server = make_url(MYSQL_SERVER_URL)
     with create_engine(MYSQL_SERVER_URL).begin() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE `{scratch.name}` CHARACTER SET utf8mb4 "
                              "COLLATE utf8mb4_unicode_ci")
     try:
-        command = [client, "--default-character-set=utf8mb4", "--protocol=TCP",
-                   f"--host={server.host or '127.0.0.1'}", f"--port={server.port or 3306}",
-                   f"--user={server.username or 'root'}", scratch.name]
-        env = {**os.environ, "MYSQL_PWD": server.password or ""}
-        with open(SCHEMA_SQL, "rb") as source:
-            loaded = subprocess.run(command, stdin=source, capture_output=True, env=env,
-                                    timeout=60)
+        loaded = run_mariadb_client(scratch.url, SCHEMA_SQL.read_bytes())
         assert loaded.returncode == 0, loaded.stderr.decode()
         engine = create_engine(scratch.url)
         assert differences(catalog_of(from_schema_sql), catalog_of(engine)) == []

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import signal
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from ops_lib.cli import EXIT_INTERRUPTED, describe_failure, tool_exit_code
 from ops_lib.db import connect
-from ops_lib.jobs.schema_drift import CHANGED, EXTRA, MISSING, Drift, compare, headline
+from ops_lib.errors import EXIT_FAILED, Interrupted, JobFailed
+from ops_lib.jobs.schema_drift import (CHANGED, EXIT_NOT_CHECKED, EXTRA, MISSING, Drift, compare,
+                                       headline)
 from ops_lib.schema import metadata
 from ops_lib.schema_catalog import (Catalog, Column, ForeignKey, Index, IndexPart, Table,
                                     read_catalog)
-from tests.conftest import (MYSQL_SERVER_URL, MysqlScratch, assert_unchanged, job_context,
-                            require_mariadb, run_cli, snapshot, sqlite_database, tool_env,
-                            unique_name)
+from ops_lib.scratch_schema import ScratchInterrupted
+from ops_lib.timeutil import utcnow
+from tests.conftest import (MYSQL_SERVER_URL, MysqlScratch, assert_unchanged, catalog_of,
+                            job_context, loaded_scratch, named_at, require_mariadb, run_cli,
+                            schema_state, scratch_sweep_turn, snapshot, sqlite_database,
+                            start_cli, tool_env, unique_name, wait_for_drop_waiting_on_lock)
 
 
 # --- compare(): pure, on hand-made catalogs -------------------------------------------------
@@ -147,6 +155,20 @@ def test_generated_foreign_key_names_pair_by_definition():
     assert compare(_catalog(want), _catalog(live)) == []
 
 
+def test_a_live_index_under_a_name_schema_sql_uses_is_that_index_changed_not_a_twin():
+    # schema.sql: idx_a (a) and an unnamed index on b (the server names it `b`); live: only
+    # idx_a, on b. idx_a is schema.sql's name: it is idx_a changed, and `b` is missing.
+    def table(*indexes: Index) -> Table:
+        return Table("t", indexes={index.name: index for index in indexes})
+
+    expected = table(Index("idx_a", (IndexPart("a"),), False),
+                     Index("b", (IndexPart("b"),), False, generated_name=True))
+    live = table(Index("idx_a", (IndexPart("b"),), False))
+    assert _lines(compare(_catalog(expected), _catalog(live))) == [
+        "index t.b: schema.sql has INDEX (`b`); live database has none",
+        "index t.idx_a: schema.sql has INDEX (`a`); live database has INDEX (`b`)"]
+
+
 def test_two_named_indexes_of_the_same_definition_are_a_rename_not_the_same_index():
     live = _students()
     index = live.indexes.pop("ix_students_name")
@@ -163,10 +185,10 @@ def test_generated_names_do_not_pair_indexes_of_different_definitions():
         (MISSING, "index students.name"), (EXTRA, "index students.name_2")]
 
 
-def test_the_order_of_indexes_and_keys_is_not_drift_but_the_order_of_columns_is():
+def test_the_order_of_an_index_s_columns_is_drift():
+    # (The order tables, columns and keys are created in is not: test_schema_catalog reads
+    # tables made in other orders as equal.)
     live = _students()
-    live.indexes = dict(reversed(live.indexes.items()))
-    assert compare(_catalog(_students()), _catalog(live)) == []
     live.indexes["ix_students_name"] = Index(
         "ix_students_name", (IndexPart("name", 20), IndexPart("institution_id")), False)
     assert _lines(compare(_catalog(_students()), _catalog(live))) == [
@@ -231,18 +253,26 @@ def test_differences_are_ordered_by_table_then_object():
     assert headline([], 28) == "no schema drift: 28 tables match schema.sql"
 
 
-def test_a_dropped_sqlite_foreign_key_is_one_line_though_the_next_is_renumbered():
-    # SQLite keeps no key names: the catalog numbers them, so dropping the first renumbers the
-    # second; the definition, not the number, says which one is gone.
-    def keyed(*keys: ForeignKey) -> Table:
-        return Table("pairs", columns={}, foreign_keys={key.name: key for key in keys})
+def test_a_dropped_sqlite_foreign_key_is_one_line_named_by_its_columns():
+    # SQLite keeps no key names: the catalog names them by table and columns, so dropping the
+    # first key renames no other (a number would move to the next key).
+    def read_with(*keys: str) -> Catalog:
+        engine = create_engine("sqlite://")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE a (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE TABLE b (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql(f"CREATE TABLE pairs (a_id INT, b_id INT{''.join(keys)})")
+            catalog = read_catalog(conn)
+        engine.dispose()
+        return catalog
 
-    first = ForeignKey("fk_pairs_0", ("a_id",), "a", ("id",), generated_name=True)
-    second = ForeignKey("fk_pairs_1", ("b_id",), "b", ("id",), generated_name=True)
-    renumbered = ForeignKey("fk_pairs_0", ("b_id",), "b", ("id",), generated_name=True)
-    assert [(d.kind, d.object) for d in compare(_catalog(keyed(first, second)),
-                                                 _catalog(keyed(renumbered)))] == \
-        [(MISSING, "foreign key pairs.fk_pairs_0")]
+    both = read_with(", FOREIGN KEY (a_id) REFERENCES a (id)",
+                     ", FOREIGN KEY (b_id) REFERENCES b (id)")
+    assert sorted(both.tables["pairs"].foreign_keys) == ["fk_pairs_a_id", "fk_pairs_b_id"]
+    assert all(key.generated_name for key in both.tables["pairs"].foreign_keys.values())
+    without_first = read_with(", FOREIGN KEY (b_id) REFERENCES b (id)")
+    assert [(d.kind, d.object) for d in compare(both, without_first)] == \
+        [(MISSING, "foreign key pairs.fk_pairs_a_id")]
 
 
 # --- the tool, on SQLite and MariaDB ---------------------------------------------------------
@@ -313,25 +343,10 @@ def _sqlite_edit_table(url: str, table: str, old: str, new: str) -> None:
         engine.dispose()
 
 
-def _catalog_of(url: str) -> Catalog:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return read_catalog(conn)
-    finally:
-        engine.dispose()
-
-
-def _schema_of(catalog: Catalog) -> dict:
-    """What DDL would change, the row estimates aside (the ledger row moves them)."""
-    return {name: (t.columns, t.indexes, t.foreign_keys, t.engine, t.charset, t.collation)
-            for name, t in catalog.tables.items()}
-
-
 def test_a_database_built_from_schema_sql_has_no_drift_and_the_check_changes_nothing(
         live_url, tmp_path):
     database = connect(live_url)
-    before, schema_before = snapshot(database), _schema_of(_catalog_of(live_url))
+    before, schema_before = snapshot(database), schema_state(live_url)
     done = _run(live_url, tmp_path)
     assert done.returncode == 0, done.stderr
     tables = len(metadata.tables)
@@ -341,7 +356,7 @@ def test_a_database_built_from_schema_sql_has_no_drift_and_the_check_changes_not
     assert "differences:" not in done.stdout
     code, result = _json_run(live_url, tmp_path)
     assert (code, result["exit_code"], result["sections"]["Differences"]) == (0, 0, [])
-    assert _schema_of(_catalog_of(live_url)) == schema_before
+    assert schema_state(live_url) == schema_before
     assert_unchanged(before, snapshot(database), runs=2)  # only the two runs' ledger rows
     database.engine.dispose()
 
@@ -376,9 +391,9 @@ DRIFTS = [
      ("edit", "notification_devices",
       ", \n\tCONSTRAINT fk_devices_guardian FOREIGN KEY(guardian_id) REFERENCES guardians (id)",
       ""),
-     # SQLite keeps no key names: the catalog numbers a table's keys.
+     # SQLite keeps no key names: the catalog names a key by its table and columns.
      (MISSING, "foreign key notification_devices.{fk_devices_guardian|"
-               "fk_notification_devices_0}")),
+               "fk_notification_devices_guardian_id}")),
     ("add an extra table", ["CREATE TABLE wp_options (id INT PRIMARY KEY)"],
      ["CREATE TABLE wp_options (id INT PRIMARY KEY)"], (EXTRA, "table wp_options")),
     # MariaDB only: SQLite has no charsets, so this kind cannot be made there.
@@ -409,7 +424,7 @@ def test_each_kind_of_drift_is_reported_exactly_once_and_nothing_else(
     else:
         _ddl(url, *change)
     kind, name = expected[0], _object_named(dialect, expected[1])
-    schema_before = _schema_of(_catalog_of(url))
+    schema_before = schema_state(url)
 
     code, result = _json_run(url, tmp_path)
     assert (code, result["exit_code"]) == (1, 1), result
@@ -427,7 +442,7 @@ def test_each_kind_of_drift_is_reported_exactly_once_and_nothing_else(
     [line] = [line for line in done.stdout.splitlines() if line.startswith("differences:")]
     assert f'object="{name}"' in line and f"kind={kind}" in line
     assert [line for line in done.stdout.splitlines() if table in line] == [line]
-    assert _schema_of(_catalog_of(url)) == schema_before  # the check ran no DDL
+    assert schema_state(url) == schema_before  # the check ran no DDL
 
 
 def test_ignore_extra_tables_hides_another_applications_table_but_not_other_drift(
@@ -483,17 +498,30 @@ def test_on_a_terminal_the_table_says_schema_sql_and_live_database(tmp_path):
     assert "expected" not in header and "actual" not in header
 
 
-def test_a_stop_signal_before_the_comparison_is_an_interrupted_run_exit_2_not_no_drift(
-        tmp_path):
+def test_a_stop_signal_before_the_comparison_is_interrupted_not_no_drift(tmp_path):
     from ops_lib.jobs import schema_drift
 
     ctx = job_context(sqlite_database(tmp_path), tmp_path, dry_run=True)
     ctx.stop.set("SIGTERM")
-    result = schema_drift.run(ctx)
-    ctx.db.engine.dispose()
-    assert (result.status, result.final_exit_code()) == ("interrupted", 2)
-    assert result.stop_reason == "interrupted by SIGTERM before comparing"
-    assert result.sections == [] and result.headline is None
+    try:
+        with pytest.raises(Interrupted, match="^interrupted by SIGTERM before comparing$"):
+            schema_drift.run(ctx)
+    finally:
+        ctx.db.engine.dispose()
+
+
+def test_an_interrupted_run_is_recorded_as_interrupted_and_exits_as_the_tool_says():
+    # describe_failure: no "failed" (no failure alert for a shutdown); the drift check's 2 for
+    # any run that did not check, a second Ctrl-C (130) included; a tool without its own
+    # failed exit keeps 1 and 130.
+    assert describe_failure(ScratchInterrupted("stopped")) == ("stopped", EXIT_FAILED,
+                                                               "interrupted")
+    assert describe_failure(KeyboardInterrupt())[1:] == (EXIT_INTERRUPTED, "interrupted")
+    assert describe_failure(JobFailed("broken"))[1:] == (EXIT_FAILED, "failed")
+    drift = {"failed_exit": EXIT_NOT_CHECKED, "bad_input_exit": EXIT_NOT_CHECKED}
+    assert [tool_exit_code(code, **drift) for code in (EXIT_FAILED, EXIT_INTERRUPTED, 0, 1)] \
+        == [2, 2, 0, 2]
+    assert [tool_exit_code(code) for code in (EXIT_FAILED, EXIT_INTERRUPTED, 2)] == [1, 130, 2]
 
 
 def _databases(like: str) -> set[str]:
@@ -536,7 +564,7 @@ def test_an_existing_scratch_name_is_bad_input_exit_2_and_left_as_it_was(
         assert f"error: --scratch-database {name} already exists" in done.stderr
         assert "DROP" not in done.stderr
         assert _databases(name) == {name}
-        assert set(_catalog_of(f"{MYSQL_SERVER_URL}/{name}").tables) == {"kept"}
+        assert set(catalog_of(f"{MYSQL_SERVER_URL}/{name}").tables) == {"kept"}
     finally:
         _ddl(MYSQL_SERVER_URL, f"DROP DATABASE `{name}`")
 
@@ -548,19 +576,58 @@ def test_a_bad_scratch_name_is_refused_before_connecting(tmp_path):
                            "'$' or '-'\n")
 
 
+@pytest.mark.parametrize("tool, exit_code", [
+    ("check_schema_drift", EXIT_NOT_CHECKED), ("generate_missing_index_sql", EXIT_FAILED)])
+def test_sigterm_while_the_sweep_waits_is_an_interrupted_run_with_no_scratch_left(
+        mariadb_live, tmp_path, tool, exit_code):
+    """The real tool, stopped while its sweep waits on a metadata lock this test holds on an old
+    generated scratch: exit 2 for the drift check (1 for the preview), the ledger says
+    interrupted, and neither scratch is left."""
+    server = create_engine(MYSQL_SERVER_URL, isolation_level="AUTOCOMMIT")
+    old = named_at(utcnow() - dt.timedelta(hours=2))  # past the tool's hour: swept
+    try:
+        with scratch_sweep_turn(server), server.connect() as holder:
+            holder.exec_driver_sql(f"CREATE DATABASE `{old}`")
+            holder.exec_driver_sql(f"CREATE TABLE `{old}`.kept (id INT)")
+            holder.exec_driver_sql("BEGIN")
+            holder.exec_driver_sql(f"SELECT * FROM `{old}`.kept")  # the sweep's DROP waits
+            process = start_cli(tool, "--debug", env=tool_env(mariadb_live, tmp_path))
+            try:
+                scratch = loaded_scratch(process)
+                wait_for_drop_waiting_on_lock(server, process, scratch, old)
+                process.send_signal(signal.SIGTERM)
+            finally:
+                holder.exec_driver_sql("ROLLBACK")
+                out, err = process.communicate(timeout=120)
+        assert process.returncode == exit_code, err
+        assert f"error: interrupted by SIGTERM while preparing the scratch database {scratch}" \
+            in err
+        assert _databases(scratch) == set()
+        engine = create_engine(mariadb_live)
+        with engine.connect() as conn:
+            statuses = conn.execute(text("SELECT status FROM ops_job_runs WHERE tool = :tool"),
+                                    {"tool": tool}).scalars().all()
+        engine.dispose()
+        assert statuses == ["interrupted"]
+    finally:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{old}`")
+        server.dispose()
+
+
 def test_a_stop_signal_while_preparing_the_scratch_is_an_interrupted_run_with_no_scratch_left(
         mariadb_live, tmp_path):
-    """On MariaDB the stop arrives while the scratch is loaded: the run is interrupted (exit 2,
-    no failure alert for a shutdown) and the scratch is dropped."""
+    """On MariaDB the stop arrives while the scratch is loaded: the job stops with
+    ScratchInterrupted (run_tool: interrupted, exit 2) and the scratch is dropped."""
     from ops_lib.jobs import schema_drift
 
     name = unique_name("ops_drift_stopped")
     ctx = job_context(mariadb_live, tmp_path, dry_run=True)
     ctx.stop.set("SIGTERM")
-    result = schema_drift.run(ctx, scratch_database=name)
-    ctx.db.engine.dispose()
-    assert (result.status, result.final_exit_code()) == ("interrupted", 2)
-    assert result.stop_reason.startswith(
-        f"interrupted by SIGTERM while preparing the scratch database {name}")
-    assert result.sections == [] and result.headline is None
+    try:
+        with pytest.raises(ScratchInterrupted, match=f"^interrupted by SIGTERM while preparing "
+                                                     f"the scratch database {name}"):
+            schema_drift.run(ctx, scratch_database=name)
+    finally:
+        ctx.db.engine.dispose()
     assert _databases(name) == set()

@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -29,6 +28,7 @@ from ops_lib.schema_sql import Statement, schema_statements
 from ops_lib.jobs.schema_admin import create_scratch_database
 from ops_lib.scratch_schema import (
     GENERATED_NAME,
+    SCRATCH_MARKER,
     SCRATCH_PREFIX,
     STALE_AFTER,
     ScratchInterrupted,
@@ -43,6 +43,7 @@ from ops_lib.scratch_schema import (
 from ops_lib.timeutil import utcnow
 
 from tests.conftest import (
+    loaded_scratch, named_at, scratch_sweep_turn, wait_for_drop_waiting_on_lock,
     MYSQL_SERVER_URL,
     REPO,
     job_context,
@@ -53,11 +54,6 @@ from tests.conftest import (
 
 PROCESS = REPO / "tests" / "scratch_schema_process.py"
 NOW = dt.datetime(2026, 11, 28, 8, 15, 0)
-
-
-def named_at(when: dt.datetime) -> str:
-    """A generated scratch name for a database created at `when`."""
-    return f"{SCRATCH_PREFIX}{when:%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
 
 
 # Names, no database.
@@ -161,7 +157,7 @@ def test_schema_sql_is_loaded_with_the_live_collation_and_dropped_after_a_normal
     with scratch_schema(live.engine, live_name(live)) as name:
         server.made.append(name)
         assert GENERATED_NAME.fullmatch(name)
-        assert tables_of(server, name) == created_tables
+        assert tables_of(server, name) == created_tables | {SCRATCH_MARKER}
         with server.connect() as conn:
             assert conn.execute(text(
                 "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
@@ -182,6 +178,22 @@ def test_an_operator_named_scratch_is_used_and_dropped(server, live):
     with scratch_schema(live.engine, live_name(live), name=name) as used:
         assert used == name and existing(server, name) == {name}
     assert existing(server, name) == set()
+
+
+def test_an_operator_named_scratch_a_killed_run_left_is_dropped_and_created_again(
+        server, live, caplog):
+    # kill -9 leaves the operator's scratch, marked as ours: the next run must not be blocked.
+    name = create_database(server, unique_name("drift_scratch"), table=True)
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE `{name}`.{SCRATCH_MARKER} (created_at DATETIME)")
+    with caplog.at_level(logging.WARNING, logger="ops"):
+        with scratch_schema(live.engine, live_name(live), name=name) as used:
+            assert used == name
+            assert "kept" not in tables_of(server, name)
+            assert {SCRATCH_MARKER, "ops_job_runs"} <= tables_of(server, name)
+    assert existing(server, name) == set()
+    assert any(f"--scratch-database {name} is a scratch an earlier run left" in r.getMessage()
+               for r in caplog.records), caplog.records
 
 
 @pytest.mark.parametrize("kind", ["operator", "generated"])
@@ -219,13 +231,16 @@ def test_a_live_database_that_does_not_exist_is_a_precondition_and_creates_nothi
 def test_a_failed_statement_stops_the_load_names_its_line_and_the_scratch_is_dropped(
         server, live):
     statements = [Statement("CREATE TABLE first_one (id INT PRIMARY KEY)", 1, "first_one"),
-                  Statement("CREATE TABLE broken (id INT PRIMARY KEY,", 3, "broken"),
+                  Statement("CREATE TABLE broken (id INT PRIMARY KEY,\n  name INT,,\n"
+                            "  other INT\n)", 3, "broken"),
                   Statement("CREATE TABLE never_made (id INT PRIMARY KEY)", 5, "never_made")]
     with pytest.raises(JobFailed) as raised:
         with scratch_schema(live.engine, live_name(live), statements=statements):
             pytest.fail("the with-block ran after a failed load")
     message = str(raised.value)
     assert "schema.sql line 3" in message and "CREATE TABLE of broken" in message
+    # The server's "near '...'" quotes the multi-line statement: still one line, spaces kept.
+    assert "\n" not in message and "near ' other INT )'" in message, message
     name = scratch_named_in(message)
     server.made.append(name)
     assert GENERATED_NAME.fullmatch(name)
@@ -271,14 +286,8 @@ def test_a_drop_that_fails_is_a_warning_with_the_statement_and_the_first_error_g
 
 @pytest.fixture
 def sweep_turn(server):
-    """The turn to make old scratch databases and sweep them, one test on the server at a time."""
-    with server.connect() as conn:
-        got = conn.exec_driver_sql("SELECT GET_LOCK('ops_test_scratch_sweep', 600)").scalar()
-        assert got == 1, "another test run held the scratch sweep lock for 10 minutes"
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql("SELECT RELEASE_LOCK('ops_test_scratch_sweep')")
+    with scratch_sweep_turn(server):
+        yield
 
 
 def test_the_sweep_drops_old_generated_scratches_only_and_a_locked_one_is_a_warning(
@@ -325,7 +334,8 @@ def test_sigterm_while_sweeping_drops_the_new_scratch_the_sweep_finishes_and_say
             wait_for_drop_waiting_on_lock(server, process, scratch, old)
             assert existing(server, scratch, old) == {scratch, old}
             # The sweep runs after the load: the new scratch holds all of schema.sql by now.
-            assert tables_of(server, scratch) == {s.table for s in schema_statements() if s.table}
+            assert tables_of(server, scratch) == \
+                {s.table for s in schema_statements() if s.table} | {SCRATCH_MARKER}
             process.send_signal(signal.SIGTERM)
         finally:
             holder.exec_driver_sql("ROLLBACK")
@@ -336,38 +346,7 @@ def test_sigterm_while_sweeping_drops_the_new_scratch_the_sweep_finishes_and_say
     assert existing(server, scratch, old) == set()
 
 
-def loaded_scratch(process: subprocess.Popen) -> str:
-    """The scratch's name, from the process's log line once schema.sql is loaded."""
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        match = re.search(r"schema.sql loaded into the scratch database (\S+)", line)
-        if match:
-            return match.group(1)
-    process.wait()
-    pytest.fail(f"the process exited {process.returncode} before loading: {''.join(seen)}")
-
-
-def wait_for_drop_waiting_on_lock(server, process, scratch: str, old: str) -> None:
-    """Until the process's session (in its scratch) waits for the metadata lock to drop `old`."""
-    deadline = time.monotonic() + 120  # a hang guard, not a speed assumption
-    with server.connect() as conn:
-        while not conn.execute(text(
-                "SELECT 1 FROM information_schema.PROCESSLIST WHERE DB = :scratch "
-                "AND INFO = :drop AND STATE LIKE '%metadata lock%'"),
-                {"scratch": scratch, "drop": f"DROP DATABASE IF EXISTS `{old}`"}).first():
-            assert process.poll() is None, "the process exited before its sweep waited"
-            assert time.monotonic() < deadline, "the sweep never waited on the lock"
-            time.sleep(0.02)
-
-
 # expected_and_live: what the drift check and index preview call.
-
-def comparable(catalog) -> dict:
-    """Each table's definition, without information_schema's size estimates."""
-    return {name: (table.columns, table.indexes, table.foreign_keys, table.engine,
-                   table.charset, table.collation) for name, table in catalog.tables.items()}
-
 
 def test_on_mariadb_expected_is_read_from_a_scratch_that_is_gone_afterwards(
         tmp_path, caplog, server):
@@ -386,7 +365,7 @@ def test_on_mariadb_expected_is_read_from_a_scratch_that_is_gone_afterwards(
     assert existing(server, scratch) == set()
     assert set(expected.tables) == {s.table for s in schema_statements() if s.table}
     # A live database built from schema.sql reads as the scratch does, table by table.
-    assert comparable(expected) == comparable(live)
+    assert expected.tables == live.tables  # size estimates are no part of a Table's equality
 
 
 def test_on_mariadb_an_operator_named_scratch_is_used_and_dropped(mariadb_url, tmp_path, server):
@@ -406,7 +385,7 @@ def test_on_sqlite_expected_is_built_in_memory_and_a_scratch_database_is_refused
     try:
         expected, live = expected_and_live(ctx)
         assert (expected.dialect, live.dialect) == ("sqlite", "sqlite")
-        assert comparable(expected) == comparable(live)
+        assert expected.tables == live.tables
         with pytest.raises(BadInput, match="--scratch-database is for MySQL/MariaDB"):
             expected_and_live(ctx, scratch_database="drift_scratch")
     finally:

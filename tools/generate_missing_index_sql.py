@@ -15,10 +15,6 @@ from ops_lib.cli import (  # noqa: E402
     tool_main,
 )
 
-# Kept in step with ops_lib.jobs.index_preview.DEFAULT_LARGE_TABLE_MB (that module is not
-# imported here: --help stays fast); tests/test_index_preview.py checks they agree.
-DEFAULT_LARGE_TABLE_MB = 1024
-
 
 @tool_command(examples=[
     "python tools/generate_missing_index_sql.py  # the SQL on screen; nothing is applied",
@@ -28,10 +24,11 @@ DEFAULT_LARGE_TABLE_MB = 1024
     "  mariadb --default-character-set=utf8mb4 DB < fix.sql",
 ])
 @scratch_database_option
-@click.option("--large-table-mb", type=click.FloatRange(min=0, min_open=True),
-              default=DEFAULT_LARGE_TABLE_MB, show_default=True, metavar="MB",
+# No click default: the job's DEFAULT_LARGE_TABLE_MB applies (that module is not imported here:
+# --help stays fast); tests/test_index_preview.py checks the help states it.
+@click.option("--large-table-mb", type=click.FloatRange(min=0, min_open=True), metavar="MB",
               help="Above this size (information_schema's estimate) the comments advise "
-                   "pt-online-schema-change or gh-ost instead of the ALTER.")
+                   "pt-online-schema-change or gh-ost instead of the ALTER. [default: 1024]")
 @common_options(writes=False)
 def main(scratch_database, large_table_mb, **options):
     """Print, as SQL on stdout and nothing else, the indexes schema.sql names that the live

@@ -22,8 +22,8 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 @click.option("--format", "fmt", type=click.Choice(["csv", "csv-combined", "json"]),
               default=None, help="The source's format, where it cannot be told from the file.")
 @click.option("--allow-shrink", is_flag=True,
-              help="Deactivate rows even when a level loses more than "
-                   "location_max_shrink_percent (default 5%) of its active rows.")
+              help="Deactivate rows even when a level loses more than the setting "
+                   "location_max_shrink_percent of its active rows (the dry run shows it).")
 @common_options(writes=True)
 def main(source, fmt, allow_shrink, **options):
     """Refresh the location hierarchy from SOURCE: a file, a folder of one file per level, or

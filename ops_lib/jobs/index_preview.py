@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..result import DONE, JobResult
-from ..schema_catalog import Catalog, Index, Table
+from ..schema_catalog import Catalog, Index, Table, pair_by_name
 
 # Above this size (data and indexes, information_schema's estimate) the comments advise an online
 # schema-change tool: an in-place build reads the whole table (12 MB took 0.2 s on the test
@@ -31,6 +31,9 @@ class IndexFix:
     table: str
     expected: Index
     live: Index | None = None  # the live index of the same name, when its definition differs
+    # Columns the index needs that the live table lacks (a dropped or renamed column): no ADD
+    # INDEX can work, and the client would stop at it with the file half applied.
+    lacking_columns: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -59,31 +62,23 @@ class IndexPlan:
 def missing_indexes(expected: Catalog, live: Catalog) -> tuple[list[IndexFix], list[str]]:
     """(index fixes, tables missing from the live database), both in name order.
 
-    Indexes match by name. An expected index no live one of its name matches is still present
-    when an unmatched live index has the same definition and either of the two names was made up
-    by the server (schema.sql named none, or the live one was created without a name).
+    Expected and live indexes are paired as the drift check pairs them
+    (schema_catalog.pair_by_name): an expected index with no live one is missing, one paired
+    with a live index of another definition is changed.
     """
     fixes: list[IndexFix] = []
     missing_tables = sorted(name for name in expected.tables if name not in live.tables)
     for name in sorted(expected.tables):
         if name in missing_tables:
             continue
-        wanted, present = expected.tables[name].indexes, live.tables[name].indexes
-        unmatched_live = [index for index_name, index in sorted(present.items())
-                          if index_name not in wanted]
-        for index_name, index in sorted(wanted.items()):
-            found = present.get(index_name)
-            if found is not None:
-                if found.definition() != index.definition():
-                    fixes.append(IndexFix(name, index, found))
+        columns = live.tables[name].columns
+        for wanted, present in pair_by_name(expected.tables[name].indexes,
+                                            live.tables[name].indexes):
+            if wanted is None or (present is not None
+                                  and present.definition() == wanted.definition()):
                 continue
-            twin = next((other for other in unmatched_live
-                         if other.definition() == index.definition()
-                         and (other.generated_name or index.generated_name)), None)
-            if twin is not None:
-                unmatched_live.remove(twin)  # one live index stands for one expected index
-                continue
-            fixes.append(IndexFix(name, index))
+            lacking = tuple(column for column in wanted.columns if column not in columns)
+            fixes.append(IndexFix(name, wanted, present, lacking))
     return fixes, missing_tables
 
 
@@ -102,20 +97,12 @@ def _leftmost_prefix(narrow: tuple, wide: tuple) -> bool:
     return len(narrow) <= len(wide) and all(_part_covers(w, n) for n, w in zip(narrow, wide))
 
 
-def _backs(index: Index, columns: tuple[str, ...]) -> bool:
-    """InnoDB can use `index` for a foreign key on `columns`: they are its leftmost columns,
-    whole (a prefix-length part cannot back a foreign key)."""
-    parts = index.parts[:len(columns)]
-    return (len(parts) == len(columns) and index.columns[:len(columns)] == columns
-            and all(part.prefix is None for part in parts))
-
-
 def _keep_rank(index: Index, named_in_schema: set[str]) -> tuple:
     """Of two equal indexes, the one to keep sorts first: schema.sql's, then a named one."""
     return (index.name not in named_in_schema, index.generated_name, index.name)
 
 
-def _covers(wide: Index, narrow: Index, table: Table, named_in_schema: set[str]) -> bool:
+def _covers(wide: Index, narrow: Index, named_in_schema: set[str]) -> bool:
     """`narrow` is redundant because of `wide` (pt-duplicate-key-checker's rule)."""
     if narrow.primary or wide is narrow or not _leftmost_prefix(narrow.parts, wide.parts):
         return False
@@ -124,9 +111,8 @@ def _covers(wide: Index, narrow: Index, table: Table, named_in_schema: set[str])
     if wide.definition() == narrow.definition() \
             and _keep_rank(narrow, named_in_schema) < _keep_rank(wide, named_in_schema):
         return False  # duplicates: exactly one of them is kept
-    for key in table.foreign_keys.values():
-        if _backs(narrow, key.columns) and not _backs(wide, key.columns):
-            return False
+    # No foreign-key rule is needed: an index backing a key has the key's whole columns first,
+    # and a covering index starts with the same whole columns (_part_covers), so backs it too.
     return True
 
 
@@ -135,8 +121,8 @@ def redundant_indexes(live: Catalog, expected: Catalog | None = None) -> list[Re
     duplicate of one (one of the duplicates is kept: schema.sql's, else a named one).
 
     Never the primary key; never a UNIQUE index because of a non-unique or a longer one (its
-    constraint would go); never an index that backs a foreign key unless the covering index backs
-    it too. The covering index named is the longest.
+    constraint would go). An index backing a foreign key is only ever covered by one that backs
+    it too (the leftmost-prefix rule implies it). The covering index named is the longest.
     """
     found = []
     for name in sorted(live.tables):
@@ -145,7 +131,7 @@ def redundant_indexes(live: Catalog, expected: Catalog | None = None) -> list[Re
         named_in_schema = set(schema_table.indexes) if schema_table else set()
         indexes = sorted(table.indexes.values(), key=lambda index: index.name)
         for narrow in indexes:
-            covering = [wide for wide in indexes if _covers(wide, narrow, table, named_in_schema)]
+            covering = [wide for wide in indexes if _covers(wide, narrow, named_in_schema)]
             if covering:
                 widest = max(covering, key=lambda wide: (len(wide.parts), wide.primary,
                                                          wide.unique, wide.name))
@@ -169,12 +155,9 @@ def quote(name: str, dialect: str) -> str:
 
 
 def index_parts(index: Index, dialect: str) -> str:
-    """`a`, `b`(10) DESC: the parenthesised list of an index's parts, quoted."""
-    return ", ".join(
-        quote(part.column, dialect)
-        + (f"({part.prefix})" if part.prefix and dialect == "mysql" else "")
-        + (" DESC" if part.descending else "")
-        for part in index.parts)
+    """`a`, `b`(10) DESC: an index's parts as IndexPart.describe writes them, quoted for the
+    dialect (SQLite's catalog has no prefix lengths)."""
+    return ", ".join(part.describe(lambda name: quote(name, dialect)) for part in index.parts)
 
 
 def _add_clause(index: Index, if_not_exists: bool) -> str:
@@ -200,8 +183,10 @@ def alter_spec(fix: IndexFix, flavor: str) -> str:
 
 
 def fix_statements(fix: IndexFix, flavor: str) -> list[str]:
-    """The statements that give the live table the index schema.sql names ([] where SQLite
-    cannot: a primary key is part of its table)."""
+    """The statements that give the live table the index schema.sql names ([] where the table
+    lacks a column of it, or SQLite cannot: a primary key is part of its table)."""
+    if fix.lacking_columns:
+        return []
     if flavor != "sqlite":
         return [f"ALTER TABLE {quote(fix.table, 'mysql')} {alter_spec(fix, flavor)}, "
                 "ALGORITHM=INPLACE, LOCK=NONE;"]
@@ -251,8 +236,11 @@ def _megabytes(size: int) -> str:
 
 
 def size_line(table: Table, flavor: str) -> str:
-    if flavor == "sqlite" or table.approx_rows is None:
+    if flavor == "sqlite":
         return _comment(f"{table.name}: size not read (SQLite keeps no estimate)")
+    if table.approx_rows is None:
+        return _comment(f"{table.name}: size not known (information_schema.TABLES has no "
+                        "estimate for it)")
     size = f", {_megabytes(table.approx_bytes)}" if table.approx_bytes is not None else ""
     return _comment(f"{table.name}: about {table.approx_rows:,} rows{size} "
                     "(approximate: information_schema)")
@@ -290,18 +278,26 @@ def _is_referenced(table: str, live: Catalog) -> bool:
                for key in other.foreign_keys.values())
 
 
-def online_tool_lines(fix: IndexFix, live: Catalog, database: str) -> list[str]:
+def online_tool_lines(fix: IndexFix, live: Catalog, database: str,
+                      server: tuple[str, int] | None = None) -> list[str]:
     """The advice for a large table: the same change by pt-online-schema-change (and gh-ost,
-    which does not support foreign keys, where the table has none), as full command lines."""
+    which does not support foreign keys, where the table has none), as full command lines.
+    `server` (host, port) goes into both command lines."""
     spec = alter_spec(fix, "mysql")  # the tools send their own ALTER: no MariaDB-only words
-    dsn = shlex.quote(f"D={database},t={fix.table}")
-    pt_osc = f"pt-online-schema-change --alter {shlex.quote(spec)} {dsn}"
-    if _is_referenced(fix.table, live):  # other tables' keys point at it
-        pt_osc += " --alter-foreign-keys-method=auto"
+    values = ([f"h={server[0]}", f"P={server[1]}"] if server else []) + \
+        [f"D={database}", f"t={fix.table}"]
     lines = ["instead of this ALTER, an online schema-change tool copies the table in small "
-             "chunks and can pause for load and replica lag (both do nothing without --execute):",
-             f"  {pt_osc} --dry-run",
-             f"  {pt_osc} --execute"]
+             "chunks and can pause for load and replica lag (both do nothing without --execute):"]
+    if any(mark in value[2:] for value in values for mark in ",="):
+        # A DSN is key=value pairs split on `,`: no quoting can put these characters in a name.
+        lines.append("  (no pt-online-schema-change line: its DSN cannot hold a name with ',' "
+                     "or '=')")
+    else:
+        pt_osc = f"pt-online-schema-change --alter {shlex.quote(spec)} " \
+                 f"{shlex.quote(','.join(values))}"
+        if _is_referenced(fix.table, live):  # other tables' keys point at it
+            pt_osc += " --alter-foreign-keys-method=auto"
+        lines += [f"  {pt_osc} --dry-run", f"  {pt_osc} --execute"]
     if fix.expected.unique and not fix.expected.primary:
         lines.append("  (pt-online-schema-change refuses a new UNIQUE index "
                      "(--check-unique-key-change): its copy would silently drop repeated rows; "
@@ -309,8 +305,9 @@ def online_tool_lines(fix: IndexFix, live: Catalog, database: str) -> list[str]:
     if _has_foreign_keys(fix.table, live):
         lines.append(f"  (not gh-ost: {fix.table} has foreign keys, which gh-ost does not support)")
     else:
-        gh_ost = (f"gh-ost --database={shlex.quote(database)} --table={shlex.quote(fix.table)} "
-                  f"--alter={shlex.quote(spec)}")
+        where = (f"--host={shlex.quote(server[0])} --port={server[1]} " if server else "")
+        gh_ost = (f"gh-ost {where}--database={shlex.quote(database)} "
+                  f"--table={shlex.quote(fix.table)} --alter={shlex.quote(spec)}")
         lines.append(f"  or: {gh_ost}   (then again with --execute)")
         if live.flavor == "mariadb":
             lines.append("  (gh-ost is not tested on MariaDB: prefer pt-online-schema-change)")
@@ -328,7 +325,8 @@ def plan_indexes(expected: Catalog, live: Catalog) -> IndexPlan:
 
 
 def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: str,
-              large_table_mb: float = DEFAULT_LARGE_TABLE_MB) -> str:
+              large_table_mb: float = DEFAULT_LARGE_TABLE_MB,
+              server: tuple[str, int] | None = None) -> str:
     """The file: `header` lines (comments), then per table its size, and per index the risks,
     the large-table advice and the statement; then the redundant indexes, commented out."""
     flavor = live.flavor
@@ -343,6 +341,12 @@ def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: st
                      f"{fix.expected.describe()}")
         lines += ["", _comment(what), size_line(table, flavor)]
         statements = fix_statements(fix, flavor)
+        if fix.lacking_columns:
+            lines.append(_comment(
+                f"no statement: {fix.table} has no column {', '.join(fix.lacking_columns)}; "
+                "the columns come first: see python tools/check_schema_drift.py and "
+                "docs/upgrading.md"))
+            continue
         if not statements:
             lines.append(_comment("SQLite cannot add or change a primary key or a UNIQUE "
                                   "constraint in place: the table must be rebuilt"))
@@ -351,7 +355,7 @@ def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: st
         if flavor != "sqlite" and _is_large(table, large_table_mb):
             lines.append(_comment(f"{fix.table} is over {large_table_mb:,g} MB "
                                   "(--large-table-mb):"))
-            lines += online_tool_lines(fix, live, database)
+            lines += online_tool_lines(fix, live, database, server)
         lines += statements
     if not plan.fixes and not plan.missing_tables:
         lines += ["", _comment("nothing to add: the live database has every index schema.sql "
@@ -367,8 +371,9 @@ def index_sql(plan: IndexPlan, live: Catalog, *, header: list[str], database: st
 
 
 def run(ctx, scratch_database: str | None = None,
-        large_table_mb: float = DEFAULT_LARGE_TABLE_MB) -> JobResult:
-    """Read schema.sql (in a scratch schema) and the live database; print the index SQL."""
+        large_table_mb: float | None = None) -> JobResult:
+    """Read schema.sql (in a scratch schema) and the live database; print the index SQL.
+    `large_table_mb` None: DEFAULT_LARGE_TABLE_MB."""
     from sqlalchemy.engine import make_url
 
     from ..scratch_schema import expected_and_live
@@ -377,12 +382,14 @@ def run(ctx, scratch_database: str | None = None,
     result = JobResult(ctx.tool, ctx.dry_run, stop_reason=DONE)
     expected, live = expected_and_live(ctx, scratch_database=scratch_database)
     plan = plan_indexes(expected, live)
-    database = make_url(ctx.db.url).database or ""
+    url = make_url(ctx.db.url)
+    database = url.database or ""
+    server = (url.host or "localhost", url.port or 3306) if live.flavor != "sqlite" else None
     statements = [statement for fix in plan.fixes for statement in fix_statements(fix, live.flavor)]
     if live.flavor == "sqlite":
-        apply = f"sqlite3 {database} < fix.sql"
+        apply = f"sqlite3 {shlex.quote(database)} < fix.sql"
     else:
-        apply = f"mariadb --default-character-set=utf8mb4 {database} < fix.sql"
+        apply = f"mariadb --default-character-set=utf8mb4 {shlex.quote(database)} < fix.sql"
     header = [
         f"{ctx.tool} run={ctx.run_id} dry_run=yes: the indexes schema.sql names that the "
         "live database lacks or has with other columns",
@@ -393,7 +400,8 @@ def run(ctx, scratch_database: str | None = None,
         f"redundant indexes (commented out): {len(plan.redundant)}",
     ]
     result.text = index_sql(plan, live, header=header, database=database,
-                            large_table_mb=large_table_mb)
+                            large_table_mb=large_table_mb or DEFAULT_LARGE_TABLE_MB,
+                            server=server)
     result.statements = statements
     result.counts = {"missing_indexes": sum(not fix.changed for fix in plan.fixes),
                      "changed_indexes": sum(fix.changed for fix in plan.fixes),

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterable, TypeVar
+from typing import Iterable
 
-from ..errors import EXIT_OK
+from ..errors import EXIT_OK, Interrupted
 from ..result import JobResult
 from ..runtime import RunContext
-from ..schema_catalog import Catalog, Column, ForeignKey, Index, Table, normalise_rule
-from ..scratch_schema import ScratchInterrupted, expected_and_live
+from ..schema_catalog import Catalog, Column, Named, Table, pair_by_name
+from ..scratch_schema import expected_and_live
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 EXIT_DRIFT = 1
@@ -87,57 +87,27 @@ def _compare_table(want: Table, have: Table) -> Iterable[tuple[str, str, Drift]]
         old, new = want.columns.get(column), have.columns.get(column)
         if old == new:
             continue
-        kind = MISSING if new is None else EXTRA if old is None else CHANGED
         shown_old, shown_new = _column_texts(old, want, new, have)
-        yield "column", column, Drift(kind, f"column {name}.{column}", shown_old, shown_new)
+        yield "column", column, Drift(_kind(old, new), f"column {name}.{column}", shown_old,
+                                      shown_new)
 
-    for index_name, old, new in _differing(want.indexes, have.indexes):
+    for old, new in _differing(want.indexes, have.indexes):
         index = old or new
         what = "primary key" if index.primary else "index"
         label = f"primary key {name}" if index.primary else f"index {name}.{index.name}"
-        yield what, index_name, Drift(_kind(old, new), label, old and old.describe(),
+        yield what, index.name, Drift(_kind(old, new), label, old and old.describe(),
                                       new and new.describe())
-    for key_name, old, new in _differing(want.foreign_keys, have.foreign_keys):
-        yield "foreign key", key_name, Drift(_kind(old, new),
-                                             f"foreign key {name}.{(old or new).name}",
+    for old, new in _differing(want.foreign_keys, have.foreign_keys):
+        key = old or new
+        yield "foreign key", key.name, Drift(_kind(old, new), f"foreign key {name}.{key.name}",
                                              old and old.describe(), new and new.describe())
 
 
-Named = TypeVar("Named", Index, ForeignKey)
-
-
 def _differing(want: dict[str, Named], have: dict[str, Named]
-               ) -> list[tuple[str, Named | None, Named | None]]:
-    """Indexes (or foreign keys) of both sides that differ, paired, sorted by name. The same name
-    and definition is the same one; so is the same definition where either name is the server's
-    own (schema.sql named none, so the name says nothing, and SQLite numbers its keys: a dropped
-    key renumbers the next); the same name otherwise is a changed one."""
-    want_left, have_left = dict(want), dict(have)
-    for name in sorted(want.keys() & have.keys()):
-        if _same(want[name], have[name]):
-            del want_left[name], have_left[name]
-    for name, old in sorted(want_left.items()):
-        twin = next((new for new in sorted(have_left.values(), key=lambda new: new.name)
-                     if _same(new, old)
-                     and (old.generated_name or new.generated_name)), None)
-        if twin is not None:
-            del want_left[name], have_left[twin.name]
-    pairs = [(name, old, have_left.pop(name, None)) for name, old in want_left.items()]
-    pairs.extend((name, None, new) for name, new in have_left.items())
-    return sorted(pairs, key=lambda pair: pair[0])
-
-
-def _same(one: Index | ForeignKey, other: Index | ForeignKey) -> bool:
-    """Equal definitions; a foreign key's rules as the catalog normalises them (NO ACTION is
-    RESTRICT), so a hand-made catalog compares as a read one does."""
-    return _definition(one) == _definition(other)
-
-
-def _definition(item: Index | ForeignKey) -> tuple:
-    if isinstance(item, ForeignKey):
-        return (item.columns, item.referenced_table, item.referenced_columns,
-                normalise_rule(item.on_delete), normalise_rule(item.on_update))
-    return item.definition()
+               ) -> list[tuple[Named | None, Named | None]]:
+    """The pairs (schema_catalog.pair_by_name) whose two sides differ."""
+    return [(old, new) for old, new in pair_by_name(want, have)
+            if old is None or new is None or old.definition() != new.definition()]
 
 
 def _kind(old: object | None, new: object | None) -> str:
@@ -193,13 +163,12 @@ def run(ctx: RunContext, scratch_database: str | None = None,
     """Load schema.sql into a scratch schema, read both catalogs, list every difference."""
     result = JobResult(ctx.tool, ctx.dry_run)
     started = time.perf_counter()
-    try:
-        expected, live = expected_and_live(ctx, scratch_database)
-    except ScratchInterrupted as stopped:  # the scratch is dropped; nothing was compared
-        return _interrupted(result, str(stopped))
+    # A stop signal while the scratch is prepared raises ScratchInterrupted (an Interrupted):
+    # run_tool records the run as interrupted and exits EXIT_NOT_CHECKED, never 0.
+    expected, live = expected_and_live(ctx, scratch_database)
     result.timings["read"] = time.perf_counter() - started
     if ctx.stop.is_set():
-        return _interrupted(result, f"interrupted by {ctx.stop.signal_name} before comparing")
+        raise Interrupted(f"interrupted by {ctx.stop.signal_name} before comparing")
     drifts = compare(expected, live, ignore_extra_tables=ignore_extra_tables)
     result.section(SECTION, [drift.to_dict() for drift in drifts],
                    columns=["kind", "object", "expected", "actual"],
@@ -220,11 +189,3 @@ def run(ctx: RunContext, scratch_database: str | None = None,
                         f"{live.flavor} {live.server_version}")
     return result
 
-
-def _interrupted(result: JobResult, why: str) -> JobResult:
-    """A stop signal before the comparison: an unfinished check says nothing about drift, so
-    exit 2, never 0; recorded as interrupted (no failure alert for a shutdown)."""
-    result.status = "interrupted"
-    result.stop_reason = why
-    result.exit_code = EXIT_NOT_CHECKED
-    return result

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...render import at_most
 from ...result import DONE, JobResult, dry_run_reason
 from ...runtime import RunContext
 from .model import SourceRow
-from .plan import LevelPlan, LocationPlan, RowUpdate, StoredRow, apply, plan
+from .plan import UNCHANGED_SAMPLE, LevelPlan, LocationPlan, RowUpdate, StoredRow, apply, plan
 
 SAMPLE = 10  # rows shown per level and kind of change
 WARNINGS_SHOWN = 20
@@ -67,17 +68,17 @@ def describe(result: JobResult, the_plan: LocationPlan,
         columns=["level", "in_source", *KINDS, "active_in_scope", "scope"])
     for level, level_plan in the_plan.levels.items():
         _samples(result, level, level_plan)
-    if any(level_plan.counts()[kind] > SAMPLE for level_plan in the_plan.levels.values()
-           for kind in KINDS if kind != "unchanged"):
-        result.notes.append(f"the samples show at most {SAMPLE} rows of each kind per level; "
-                            f"the Levels table counts them all")
+    if any(level_plan.counts()[kind] > (UNCHANGED_SAMPLE if kind == "unchanged" else SAMPLE)
+           for level_plan in the_plan.levels.values() for kind in KINDS):
+        result.notes.append(f"the samples show at most {SAMPLE} rows of each kind per level "
+                            f"({UNCHANGED_SAMPLE} unchanged); the Levels table counts them all")
     for kind in KINDS:
         result.counts[kind] = sum(level_plan.counts()[kind]
                                   for level_plan in the_plan.levels.values())
     warnings = [*source.warnings, *the_plan.warnings]
-    result.notes.extend(f"warning: {line}" for line in warnings[:WARNINGS_SHOWN])
-    if len(warnings) > WARNINGS_SHOWN:
-        result.notes.append(f"... and {len(warnings) - WARNINGS_SHOWN} more warnings")
+    shown = at_most(warnings, WARNINGS_SHOWN, "warning")  # the count line is not a warning
+    result.notes.extend(f"warning: {line}" for line in shown[:WARNINGS_SHOWN])
+    result.notes.extend(shown[WARNINGS_SHOWN:])
     result.counts["warnings"] = len(warnings)
     result.notes.append(f"a level may lose at most {percent:g}% of its active rows in scope "
                         f"(location_max_shrink_percent, {percent_source}; --allow-shrink)")
@@ -114,6 +115,8 @@ def _samples(result: JobResult, level: str, level_plan: LevelPlan) -> None:
          ["code", "name_en", "from", "to", "where"]),
         ("reactivated", [_reactivated(u) for u in level_plan.reactivated[:SAMPLE]],
          ["code", "name_en", "where"]),
+        ("unchanged", [_unchanged(row) for row in level_plan.unchanged_sample],
+         ["code", "name_en", "where"]),
         ("missing", [_missing(row) for row in level_plan.missing[:SAMPLE]],
          ["code", "id", "name_en"]),
     ]
@@ -143,6 +146,10 @@ def _moved(update: RowUpdate) -> dict[str, Any]:
 
 def _reactivated(update: RowUpdate) -> dict[str, Any]:
     return {"code": update.row.code, "name_en": update.row.name_en, "where": update.row.where}
+
+
+def _unchanged(row: SourceRow) -> dict[str, Any]:
+    return {"code": row.code, "name_en": row.name_en, "where": row.where}
 
 
 def _missing(row: StoredRow) -> dict[str, Any]:

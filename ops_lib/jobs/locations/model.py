@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...render import at_most
 from ...schema import districts, divisions, unions, upazilas
 
 # Parents before children: the order of validation, of the diff and of the writes.
 LEVELS = ("divisions", "districts", "upazilas", "unions")
 TABLES = {"divisions": divisions, "districts": districts, "upazilas": upazilas, "unions": unions}
 PARENT_LEVEL = {"districts": "divisions", "upazilas": "districts", "unions": "upazilas"}
+SINGULAR = {"divisions": "division", "districts": "district", "upazilas": "upazila",
+            "unions": "union"}
 PARENT_COLUMN = {"districts": "division_id", "upazilas": "district_id", "unions": "upazila_id"}
 # What a value may hold, from the tables themselves: SQLite would store a longer one and MariaDB
 # would fail half-way through the import.
@@ -36,7 +39,7 @@ class SourceRow:
 
 @dataclass
 class LocationSource:
-    description: str  # the SOURCE as given, a URL's password masked
+    description: str  # the SOURCE as given, a URL's secrets masked (settings.mask_http_url)
     rows: dict[str, list[SourceRow]]  # by level; a level the source does not hold is absent
     header_mapping: list[tuple[str, str, str]] = field(default_factory=list)  # file, header, field
     warnings: list[str] = field(default_factory=list)  # names fixed, same name twice under a parent
@@ -48,7 +51,10 @@ class LocationSource:
 
 def too_many(problems: list[str]) -> list[str]:
     """At most MAX_PROBLEMS_SHOWN problems, then one line counting the rest."""
-    if len(problems) <= MAX_PROBLEMS_SHOWN:
-        return problems
-    rest = len(problems) - MAX_PROBLEMS_SHOWN
-    return [*problems[:MAX_PROBLEMS_SHOWN], f"... and {rest} more problems"]
+    return at_most(problems, MAX_PROBLEMS_SHOWN, "problem")
+
+
+def code_key(code: str) -> str:
+    """What a code is compared by: its case folded, as MariaDB's case-insensitive unique key
+    compares it (codes are ASCII letters, digits, '_' and '-', so nothing else differs)."""
+    return code.lower()

@@ -2,7 +2,9 @@
 (`apply`, one transaction).
 
 Rules (docs/tools/import_ipemis_locations.md):
-- Rows are keyed by code per level, never by name. A row of the source is new (no row has its
+- Rows are keyed by code per level, never by name, compared without case (`code_key`) as the
+  database's unique key compares them; a source code in another case than the database's is a
+  problem. A row of the source is new (no row has its
   code), changed (English or Bengali name differs), moved (its parent differs), reactivated
   (its row is inactive) or unchanged; a row can be changed, moved and reactivated at once.
 - Missing: an active row the source lacks becomes inactive only when the source speaks for its
@@ -12,13 +14,18 @@ Rules (docs/tools/import_ipemis_locations.md):
   subtree along). Divisions have no parent: a source that lists two or more divisions is read as
   the country's full list; a source with one division is that division's subtree and
   deactivates no division. A level the source does not hold is not touched.
+- A parent is looked up in the source's level above when the source holds it (only there),
+  else in the database.
 - Shrink guard: a level that would deactivate more than `max_shrink_percent` of its active rows
-  in scope is refused (BadInput) unless `allow_shrink`.
+  in scope is refused (BadInput) unless `allow_shrink`. When the source lacks the level above,
+  its scope is the parents its rows name, which a cut file shrinks along with itself: then each
+  named parent that would lose more than that share of its active children is refused too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -27,10 +34,11 @@ from sqlalchemy import Connection, insert, null, select, update
 from ...errors import BadInput
 from ...sqlutil import in_keys, update_each
 from ...timeutil import utcnow
-from .model import LEVELS, PARENT_COLUMN, PARENT_LEVEL, TABLES, LocationSource, SourceRow, \
-    too_many
+from .model import LEVELS, PARENT_COLUMN, PARENT_LEVEL, SINGULAR, TABLES, LocationSource, \
+    SourceRow, code_key, too_many
 
 NAME_FIELDS = ("name_en", "name_bn")
+UNCHANGED_SAMPLE = 3  # unchanged rows are the bulk of a refresh: a few show what was compared
 
 
 class StoredRow(NamedTuple):
@@ -68,7 +76,10 @@ class LevelPlan:
     updates: list[RowUpdate] = field(default_factory=list)
     unchanged: int = 0
     missing: list[StoredRow] = field(default_factory=list)
+    unchanged_sample: list[SourceRow] = field(default_factory=list)  # the first few
     active_in_scope: int = 0
+    # A level whose parent level the source lacks: parent code -> (missing, active) children.
+    per_parent: dict[str, tuple[int, int]] = field(default_factory=dict)
     scope: str = ""  # which rows a missing one is looked for among, in words
 
     @property
@@ -97,7 +108,7 @@ class LevelPlan:
 class LocationPlan:
     source: LocationSource
     levels: dict[str, LevelPlan]  # the levels the source holds, parents first
-    stored: dict[str, dict[str, StoredRow]]  # by level, by code: the rows read
+    stored: dict[str, dict[str, StoredRow]]  # by level, by code_key(code): the rows read
     warnings: list[str] = field(default_factory=list)
 
     def writes(self) -> int:
@@ -109,7 +120,8 @@ def _read_level(conn: Connection, level: str) -> dict[str, StoredRow]:
     parent = table.c[PARENT_COLUMN[level]] if level in PARENT_COLUMN else null()
     query = select(table.c.id, table.c.code, parent, table.c.name_en, table.c.name_bn,
                    table.c.is_active)
-    return {r.code: StoredRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
+    # Keyed as the database's unique key compares codes: 'DH' and 'dh' are one code.
+    return {code_key(r.code): StoredRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
             for r in conn.execute(query)}
 
 
@@ -130,20 +142,33 @@ def plan(conn: Connection, source: LocationSource, max_shrink_percent: float, *,
     result = LocationPlan(source, {}, stored)
     problems: list[str] = []
     shrinking: list[str] = []
+    limit = f"more than location_max_shrink_percent={max_shrink_percent:g}%"
     for level in held:
         level_plan = _plan_level(level, source, stored, code_of, result, problems)
         result.levels[level] = level_plan
+        if allow_shrink:
+            continue
         share = 100 * len(level_plan.missing) / max(level_plan.active_in_scope, 1)
-        if share > max_shrink_percent and not allow_shrink:
+        if share > max_shrink_percent:
             shrinking.append(
                 f"{level}: {len(level_plan.missing)} of {level_plan.active_in_scope} active "
-                f"rows ({level_plan.scope}) would become inactive ({share:.1f}%, more than "
-                f"location_max_shrink_percent={max_shrink_percent:g}%); is the source "
-                f"complete? If the rows are really gone, run again with --allow-shrink")
+                f"rows ({level_plan.scope}) would become inactive ({share:.1f}%, {limit}); is "
+                f"the source complete? If the rows are really gone, run again with "
+                f"--allow-shrink")
+        for parent_code, (going, active) in level_plan.per_parent.items():
+            share = 100 * going / active
+            if share > max_shrink_percent:
+                kind = SINGULAR[PARENT_LEVEL[level]]
+                shrinking.append(
+                    f"{level} under {kind} {parent_code!r}: {going} of {active} active rows "
+                    f"would become inactive ({share:.1f}%, {limit}); the source does not hold "
+                    f"the {PARENT_LEVEL[level]}, so each {kind} its rows name is guarded on "
+                    f"its own: is the source cut short? If the rows are really gone, run "
+                    f"again with --allow-shrink")
     if problems:
         raise BadInput(*too_many(problems))
     if shrinking:
-        raise BadInput(*shrinking)
+        raise BadInput(*too_many(shrinking))
     return result
 
 
@@ -153,16 +178,21 @@ def _plan_level(level: str, source: LocationSource, stored: dict[str, dict[str, 
     rows = source.rows[level]
     existing = stored[level]
     parent_level = PARENT_LEVEL.get(level)
-    in_source_parents = ({row.code for row in source.rows[parent_level]}
+    in_source_parents = ({code_key(row.code) for row in source.rows[parent_level]}
                          if parent_level in source.rows else None)
     level_plan = LevelPlan(level, len(rows))
     for row in rows:
         if parent_level and not _parent_found(row, parent_level, in_source_parents, stored,
                                               result, problems):
             continue
-        old = existing.get(row.code)
+        old = existing.get(code_key(row.code))
         if old is None:
             level_plan.new.append(row)
+            continue
+        if old.code != row.code:
+            problems.append(f"{row.where}: code {row.code!r} is {old.code!r} in the database: "
+                            f"codes differing only in case are one code there; write it as "
+                            f"{old.code!r}")
             continue
         differences = {}
         if old.name_en != row.name_en:
@@ -171,12 +201,14 @@ def _plan_level(level: str, source: LocationSource, stored: dict[str, dict[str, 
             differences["name_bn"] = (old.name_bn, row.name_bn)
         if parent_level:
             old_parent = code_of[parent_level].get(old.parent_id)
-            if old_parent != row.parent_code:
+            if old_parent is None or code_key(old_parent) != code_key(row.parent_code):
                 differences["parent"] = (old_parent, row.parent_code)
         if differences or not old.is_active:
             level_plan.updates.append(RowUpdate(row, old.id, differences, not old.is_active))
         else:
             level_plan.unchanged += 1
+            if len(level_plan.unchanged_sample) < UNCHANGED_SAMPLE:
+                level_plan.unchanged_sample.append(row)
     _find_missing(level_plan, source, stored, result)
     return level_plan
 
@@ -184,10 +216,14 @@ def _plan_level(level: str, source: LocationSource, stored: dict[str, dict[str, 
 def _parent_found(row: SourceRow, parent_level: str, in_source: set[str] | None,
                   stored: dict[str, dict[str, StoredRow]], result: LocationPlan,
                   problems: list[str]) -> bool:
-    kind = parent_level[:-1]
-    if in_source is not None and row.parent_code in in_source:
-        return True
-    parent = stored[parent_level].get(row.parent_code)
+    kind = SINGULAR[parent_level]
+    if in_source is not None:  # the source holds the level above: it alone decides
+        if code_key(row.parent_code) in in_source:
+            return True
+        problems.append(f"{row.where}: parent {kind} {row.parent_code!r} is not in the source, "
+                        f"which holds the {parent_level}")
+        return False
+    parent = stored[parent_level].get(code_key(row.parent_code))
     if parent is None:
         problems.append(f"{row.where}: parent {kind} {row.parent_code!r} is neither in the "
                         f"source nor in the database")
@@ -202,7 +238,7 @@ def _find_missing(level_plan: LevelPlan, source: LocationSource,
                   stored: dict[str, dict[str, StoredRow]], result: LocationPlan) -> None:
     level = level_plan.level
     parent_level = PARENT_LEVEL.get(level)
-    given = {row.code for row in source.rows[level]}
+    given = {code_key(row.code) for row in source.rows[level]}
     active = [row for row in stored[level].values() if row.is_active]
     if parent_level is None:
         if len(source.rows[level]) < 2:
@@ -212,10 +248,10 @@ def _find_missing(level_plan: LevelPlan, source: LocationSource,
         in_scope = active
     else:
         if parent_level in source.rows:
-            codes = {row.code for row in source.rows[parent_level]}
+            codes = {code_key(row.code) for row in source.rows[parent_level]}
             named = f"under the {parent_level} in the source"
         else:
-            codes = {row.parent_code for row in source.rows[level]}
+            codes = {code_key(row.parent_code) for row in source.rows[level]}
             named = f"under the {parent_level} its rows name"
         going = result.levels.get(parent_level)
         gone_ids = {row.id for row in going.missing} if going else set()
@@ -225,7 +261,15 @@ def _find_missing(level_plan: LevelPlan, source: LocationSource,
                                     if gone_ids else "")
         in_scope = [row for row in active if row.parent_id in parents]
     level_plan.active_in_scope = len(in_scope)
-    level_plan.missing = [row for row in in_scope if row.code not in given]
+    level_plan.missing = [row for row in in_scope if code_key(row.code) not in given]
+    if parent_level is not None and parent_level not in source.rows:
+        # The scope is the parents the rows name, so a cut file shrinks its own scope: each
+        # named parent is guarded on its own too (plan()).
+        code_of = {row.id: row.code for row in stored[parent_level].values()}
+        active_under = Counter(row.parent_id for row in in_scope)
+        for parent_id, going in sorted(Counter(row.parent_id for row in level_plan.missing)
+                                       .items()):
+            level_plan.per_parent[code_of[parent_id]] = (going, active_under[parent_id])
 
 
 def apply(conn: Connection, the_plan: LocationPlan,
@@ -238,7 +282,7 @@ def apply(conn: Connection, the_plan: LocationPlan,
     the rows inserted, updated and deactivated.
     """
     now = now or utcnow()
-    ids = {level: {code: row.id for code, row in rows.items()}
+    ids = {level: {key: row.id for key, row in rows.items()}  # by code_key(code)
            for level, rows in the_plan.stored.items()}
     written: dict[str, dict[str, int]] = {}
     for level, level_plan in the_plan.levels.items():
@@ -249,7 +293,7 @@ def apply(conn: Connection, the_plan: LocationPlan,
         def values(row: SourceRow) -> dict:
             given = {"name_en": row.name_en, "name_bn": row.name_bn}
             if parent_level:
-                given[parent_column] = ids[parent_level][row.parent_code]
+                given[parent_column] = ids[parent_level][code_key(row.parent_code)]
             return given
 
         if level_plan.new:
@@ -258,8 +302,8 @@ def apply(conn: Connection, the_plan: LocationPlan,
                  "updated_at": now} for row in level_plan.new])
             # Their children are inserted next and need the ids just given.
             new_codes = [row.code for row in level_plan.new]
-            ids[level].update(conn.execute(
-                select(table.c.code, table.c.id).where(in_keys(table.c.code, new_codes))).all())
+            ids[level].update((code_key(code), id_) for code, id_ in conn.execute(
+                select(table.c.code, table.c.id).where(in_keys(table.c.code, new_codes))))
         updated = 0
         if level_plan.updates:
             updated = update_each(conn, table, table.c.id, {

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ...errors import BadInput
-from .model import CODE_MAX, LEVELS, NAME_MAX, PARENT_LEVEL, LocationSource, SourceRow, too_many
+from .model import CODE_MAX, LEVELS, NAME_MAX, PARENT_LEVEL, SINGULAR, LocationSource, SourceRow, \
+    code_key, too_many
 
 # What `fmt` (the tool's --format) may be; "csv-per-level", the name a LocationSource reports,
 # is accepted as a synonym of "csv".
 FORMATS = ("csv", "csv-combined", "json")
-SINGULAR = {"divisions": "division", "districts": "district", "upazilas": "upazila",
-            "unions": "union"}
 # A level named in a level column, a JSON key or a file name: singular or plural, any case,
 # and "upazilla", the other common spelling.
 LEVEL_WORDS = {**{level: level for level in LEVELS},
@@ -49,6 +48,10 @@ PARENT_HEADERS = {
 FIELD_LABELS = {"code": "code", "parent_code": "parent code", "name_en": "English name",
                 "name_bn": "Bengali name", "level": "level"}
 
+# What a code may hold. MariaDB's utf8mb4_unicode_ci key holds 'DH' and 'dh', 'ab' and 'ab ',
+# '১০' and '10', 'ß' and 'ss' for one code: outside ASCII letters, digits, '_' and '-', Python
+# and the database would disagree on which codes are the same.
+_CODE = re.compile(r"[0-9A-Za-z_-]+")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _WHITESPACE_RUN = re.compile(r"\s+")  # str patterns: tabs, newlines, no-break spaces too
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -85,7 +88,7 @@ def read_source(source: str | os.PathLike, fmt: str | None = None, *, timeout: f
     `fmt` ("csv", "csv-combined" or "json") overrides detection. Raises BadInput with one line
     per problem (at most MAX_PROBLEMS_SHOWN, then a count) when the source is bad.
     """
-    from ...settings import mask_url
+    from ...settings import mask_http_url
 
     if fmt is not None and fmt not in (*FORMATS, "csv-per-level"):
         raise BadInput(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
@@ -93,8 +96,8 @@ def read_source(source: str | os.PathLike, fmt: str | None = None, *, timeout: f
     reading = _Reading()
     if _URL.match(source):
         if not source.lower().startswith(("http://", "https://")):
-            raise BadInput(f"{mask_url(source)}: only http and https URLs can be read")
-        description = mask_url(source)
+            raise BadInput(f"{mask_http_url(source)}: only http and https URLs can be read")
+        description = mask_http_url(source)
         data, content_type = _download(source, description, timeout, max_bytes)
         name = PurePosixPath(_url_path(source)).name or "download"
         tables, fmt_name = _read_file(name, data, fmt, content_type, reading)
@@ -146,11 +149,13 @@ def _url_path(url: str) -> str:
 def _download(url: str, shown: str, timeout: float, max_bytes: int) -> tuple[bytes, str]:
     """The whole body of a 200 answer, or BadInput: never a partial read.
 
-    `timeout` bounds every wait (connecting, the answer, each read): a server that stalls
-    longer is an error. A password in the URL is sent as Basic authentication, never shown.
+    `timeout` is one deadline for the whole download (connecting, redirects, the answer and
+    every read): a server that trickles a byte at a time cannot stretch it. A password in the
+    URL is sent as Basic authentication, never shown.
     """
     import base64
     import http.client
+    import time
     import urllib.error
     import urllib.request
     from urllib.parse import unquote, urlsplit, urlunsplit
@@ -167,12 +172,14 @@ def _download(url: str, shown: str, timeout: float, max_bytes: int) -> tuple[byt
         if parts.port is not None:
             netloc += f":{parts.port}"
         url = urlunsplit(parts._replace(netloc=netloc))
+    deadline = time.monotonic() + timeout
     received = 0
     try:
         request = urllib.request.Request(url, headers=headers)
         if authorization:  # not sent on to wherever a redirect points
             request.add_unredirected_header("Authorization", authorization)
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        opener = urllib.request.build_opener(*_deadline_handlers(deadline))
+        with opener.open(request, timeout=timeout) as response:
             if response.status != 200:
                 raise BadInput(f"{shown}: HTTP {response.status} {response.reason}, "
                                f"not 200: nothing read")
@@ -185,6 +192,11 @@ def _download(url: str, shown: str, timeout: float, max_bytes: int) -> tuple[byt
                                f"only an unencoded body is read")
             announced = response.headers.get("Content-Length")
             expected = int(announced) if announced and announced.strip().isdigit() else None
+            if expected is None and not response.chunked:
+                # The body would end where the connection ends, and so would a cut one.
+                raise BadInput(f"{shown}: the server gave no length (no Content-Length, not "
+                               f"chunked), so a cut download cannot be told from a whole one: "
+                               f"nothing read")
             if expected is not None and expected > max_bytes:
                 raise BadInput(f"{shown}: {expected:,} bytes announced, more than the size cap "
                                f"of {max_bytes:,}")
@@ -194,6 +206,8 @@ def _download(url: str, shown: str, timeout: float, max_bytes: int) -> tuple[byt
                 if received > max_bytes:
                     raise BadInput(f"{shown}: more than the size cap of {max_bytes:,} bytes")
                 chunks.append(chunk)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("the download's deadline passed")
             if expected is not None and received != expected:
                 raise BadInput(f"{shown}: short read: the connection closed after "
                                f"{received:,} of the {expected:,} bytes announced")
@@ -201,10 +215,10 @@ def _download(url: str, shown: str, timeout: float, max_bytes: int) -> tuple[byt
     except urllib.error.HTTPError as error:
         raise BadInput(f"{shown}: HTTP {error.code} {error.reason}: nothing read") from None
     except TimeoutError:
-        raise BadInput(_stalled(shown, timeout, received)) from None
+        raise BadInput(_too_slow(shown, timeout, received)) from None
     except urllib.error.URLError as error:
         if isinstance(error.reason, TimeoutError):
-            raise BadInput(_stalled(shown, timeout, received)) from None
+            raise BadInput(_too_slow(shown, timeout, received)) from None
         raise BadInput(f"{shown}: cannot download: {error.reason}") from None
     except http.client.IncompleteRead as error:
         raise BadInput(f"{shown}: short read: the connection closed after "
@@ -214,8 +228,73 @@ def _download(url: str, shown: str, timeout: float, max_bytes: int) -> tuple[byt
                        f"{str(error).replace(url, shown)}") from None
 
 
-def _stalled(shown: str, timeout: float, received: int) -> str:
-    return f"{shown}: stalled: nothing for {timeout:g} s (after {received:,} bytes): nothing read"
+def _too_slow(shown: str, timeout: float, received: int) -> str:
+    return (f"{shown}: not complete within the timeout of {timeout:g} s (after {received:,} "
+            f"bytes): nothing read")
+
+
+def _deadline_handlers(deadline: float) -> list:
+    """urllib handlers whose connections wait at most until `deadline` (time.monotonic())
+    in all: connecting, and every read of the answer, its headers and its body."""
+    import http.client
+    import io
+    import socket
+    import time
+    import urllib.request
+
+    def time_left() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the download's deadline passed")
+        return left
+
+    class DeadlineReader(io.RawIOBase):
+        """The socket's reader, each wait capped at the time left."""
+
+        def __init__(self, raw: io.RawIOBase, sock: socket.socket):
+            super().__init__()
+            self.raw, self.sock = raw, sock
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int | None:
+            self.sock.settimeout(time_left())
+            return self.raw.readinto(buffer)
+
+        def close(self) -> None:
+            self.raw.close()
+            super().close()
+
+    class DeadlineResponse(http.client.HTTPResponse):
+        def __init__(self, sock, *args, **kwargs):
+            super().__init__(sock, *args, **kwargs)
+            # Nothing is read yet: the same socket reader, behind the deadline.
+            self.fp = io.BufferedReader(DeadlineReader(self.fp.detach(), sock))
+
+    class DeadlineHTTP(http.client.HTTPConnection):
+        response_class = DeadlineResponse
+
+        def connect(self):
+            self.timeout = time_left()
+            super().connect()
+
+    class DeadlineHTTPS(http.client.HTTPSConnection):
+        response_class = DeadlineResponse
+
+        def connect(self):
+            self.timeout = time_left()
+            super().connect()
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, request):
+            return self.do_open(DeadlineHTTP, request)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, request):
+            return self.do_open(DeadlineHTTPS, request)
+
+    return [HTTPHandler(), HTTPSHandler()]
 
 
 # -- from bytes to tables ------------------------------------------------------------------------
@@ -579,7 +658,7 @@ def _row(table: _Table, where: str, values: dict[str, object],
 
     code = text("code").strip()
     if code:
-        reading.codes.setdefault(level, set()).add(code)
+        reading.codes.setdefault(level, set()).add(code_key(code))
     parent_code = text("parent_code", level).strip() or None
     name_en = _tidy(text("name_en"), where, "English name", reading.warnings)
     name_bn = _tidy(text("name_bn"), where, "Bengali name", reading.warnings) or None
@@ -591,6 +670,8 @@ def _row(table: _Table, where: str, values: dict[str, object],
         shown = code if len(code) <= 40 else code[:40] + "..."
         problems.append(f"{where}: code {shown!r} is {len(code)} characters, more than "
                         f"{CODE_MAX}")
+    elif not _CODE.fullmatch(code):
+        problems.append(_not_a_code(where, "code", code))
     if level == "divisions":
         if parent_code is not None:
             problems.append(f"{where}: parent code {parent_code!r} given, but a division has no "
@@ -601,6 +682,8 @@ def _row(table: _Table, where: str, values: dict[str, object],
     elif len(parent_code) > CODE_MAX:
         problems.append(f"{where}: parent code is {len(parent_code)} characters, more than "
                         f"{CODE_MAX}")
+    elif not _CODE.fullmatch(parent_code):
+        problems.append(_not_a_code(where, "parent code", parent_code))
     if not name_en:
         problems.append(f"{where}: English name is empty")
     for label, name in (("English name", name_en), ("Bengali name", name_bn or "")):
@@ -614,6 +697,11 @@ def _row(table: _Table, where: str, values: dict[str, object],
     if len(problems) > before:
         return None
     return SourceRow(level, code, parent_code, name_en, name_bn, where)
+
+
+def _not_a_code(where: str, label: str, code: str) -> str:
+    return (f"{where}: {label} {code!r} holds other characters than ASCII letters, digits, "
+            f"'_' and '-' (the database would match it to another code)")
 
 
 def _a(noun: str) -> str:
@@ -632,17 +720,22 @@ def _check_across_rows(rows: dict[str, list[SourceRow]], reading: _Reading) -> N
     for level in LEVELS:
         first_at: dict[str, SourceRow] = {}
         for row in rows[level]:
-            if row.code in first_at:
+            first = first_at.get(code_key(row.code))
+            if first is None:
+                first_at[code_key(row.code)] = row
+            elif first.code == row.code:
                 reading.problems.append(f"{row.where}: code {row.code!r} is already at "
-                                        f"{first_at[row.code].where} ({level})")
+                                        f"{first.where} ({level})")
             else:
-                first_at[row.code] = row
+                reading.problems.append(f"{row.where}: code {row.code!r} is already at "
+                                        f"{first.where} as {first.code!r} ({level}; codes "
+                                        f"differing only in case are one code)")
         parent_level = PARENT_LEVEL.get(level)
         # A parent level the source does not hold is in the database: the planner checks it.
         if parent_level and parent_level in reading.codes:
             parents = reading.codes[parent_level]
             for row in rows[level]:
-                if row.parent_code not in parents:
+                if code_key(row.parent_code) not in parents:
                     reading.problems.append(
                         f"{row.where}: parent code {row.parent_code!r} is not "
                         f"{_a(SINGULAR[parent_level])} in the source")

@@ -21,6 +21,12 @@ Only runs that did the work count: for a tool scheduled with `--execute`, its `-
 (another copy held the lock) are not successes. A run is "going now" while its row says running
 and its heartbeat is recent (the ledger calls a run with no heartbeat for an hour abandoned).
 
+The scheduler service (tools/run_scheduler.py) is judged apart, by its heartbeat, never by how
+long its row has been running (one run that lasts for weeks is what a service is): `down`
+(CRITICAL) when its live row's heartbeat is older than SERVICE_DOWN_AFTER_SECONDS or its last
+run died (failed, abandoned); `ok` while it beats; `stopped` (OK: the jobs' own freshness tells
+what is missing) when it was stopped cleanly. A host that never ran it does not show it.
+
 One query per tool: the latest runs of each status, each part an ORDER BY ... LIMIT along the
 `(tool, status, finished_at)` index, never a scan of the ledger.
 """
@@ -50,6 +56,11 @@ from .model import (
 )
 
 RECENT_RUNS = 20  # the status page's strip
+SERVICE_TOOL = "run_scheduler"
+# The service beats its heartbeat every 15 s (ledger.HEARTBEAT_EVERY_SECONDS): five minutes
+# without one is twenty beats missed, not a slow tick.
+SERVICE_DOWN_AFTER_SECONDS = 300
+SERVICE_STOPPED = "stopped"
 FINISHED = ("ok", "failed", "skipped", "interrupted", "abandoned")
 FAILURES = ("failed", "abandoned")  # the run ended in an error, or its process died
 
@@ -108,7 +119,50 @@ def judge(conn: Connection, jobs: Iterable[ScheduledJob], enabled: Iterable[str]
             continue
         _judge_one(health, job, now, installed, runs)
         tools.append(health)
+    service = judge_service(conn, now, own_run_id)
+    if service is not None:
+        tools.append(service)
     return tools
+
+
+def judge_service(conn: Connection, now: dt.datetime,
+                  own_run_id: str | None = None) -> ToolHealth | None:
+    """The scheduler service's health by its heartbeat (None: this install never ran it)."""
+    r = ops_job_runs
+    rows = conn.execute(
+        select(r.c.run_id, r.c.started_at, r.c.finished_at, r.c.status, r.c.error,
+               r.c.stop_reason, r.c.heartbeat_at)
+        .where(r.c.tool == SERVICE_TOOL, r.c.dry_run.is_(False), r.c.started_at <= now,
+               r.c.run_id != (own_run_id or ""))
+        .order_by(r.c.started_at.desc()).limit(RECENT_RUNS)).all()
+    if not rows:
+        return None
+    runs = [Run(row.run_id, row.started_at, row.finished_at, row.status, row.error,
+                row.stop_reason) for row in rows]
+    health = ToolHealth(SERVICE_TOOL, "-", "service: heartbeat every 15 s", False, FRESH,
+                        grace_seconds=SERVICE_DOWN_AFTER_SECONDS, recent_runs=runs)
+    health.last_success = next((run for run in runs if run.status == "ok"), None)
+    health.last_failure = next((run for run in runs if run.status in FAILURES), None)
+    # A run skipped because another copy held the PID file did nothing: it is no sign of life,
+    # nor of death.
+    judged = [row for row in rows if row.status != "skipped"] or rows
+    down_after = dt.timedelta(seconds=SERVICE_DOWN_AFTER_SECONDS)
+    latest = next((row for row in judged if row.status == "running"
+                   and now - row.heartbeat_at <= down_after), judged[0])
+    silent = now - latest.heartbeat_at
+    if latest.status == "running":
+        health.running_since = latest.started_at
+        if silent > down_after:
+            health.freshness, health.state = DOWN, CRITICAL
+            health.reasons.append(f"{SERVICE_TOOL} down: no heartbeat for "
+                                  f"{duration_in_words(silent)}")
+    elif latest.status in FAILURES:
+        health.freshness, health.state = DOWN, CRITICAL
+        health.reasons.append(f"{SERVICE_TOOL} down: its run {latest.status} "
+                              f"{duration_in_words(silent)} ago")
+    elif silent > down_after:
+        health.freshness = SERVICE_STOPPED  # stopped on purpose (or a --once run, long ago)
+    return health
 
 
 def _judge_one(health: ToolHealth, job: ScheduledJob, now: dt.datetime,

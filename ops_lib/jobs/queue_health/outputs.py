@@ -7,6 +7,7 @@ import datetime as dt
 import math
 from typing import Any
 
+from ...render import more_count
 from .freshness import duration_in_words
 from .model import FRESH, NEVER_RUN, NOT_JUDGED, HealthReport, QueueHealth
 
@@ -49,7 +50,7 @@ def pager_line(report: HealthReport) -> str:
         text = f"{waiting}; {fresh} of {len(judged)} tools on time"
         return _fit(prefix, text, "")
     more = len(found) - 1
-    rest = f"; {more} more problem{'s' if more > 1 else ''}" if more else ""
+    rest = f"; {more_count(more, 'problem')}" if more else ""
     return _fit(prefix, found[0][1], rest)
 
 
