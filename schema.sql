@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS attendance_rollups (
   absent_count INTEGER NOT NULL DEFAULT 0,
   enrolled_count INTEGER NOT NULL DEFAULT 0,
   updated_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  CONSTRAINT pk_attendance_rollups PRIMARY KEY (institution_id, attendance_date, class_name)
+  CONSTRAINT pk_attendance_rollups PRIMARY KEY (institution_id, attendance_date, class_name),
+  KEY ix_rollups_updated (updated_at)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS attendance_scan_queue (
@@ -195,6 +196,16 @@ CREATE TABLE IF NOT EXISTS ops_job_runs (
   PRIMARY KEY (id),
   CONSTRAINT uq_ops_job_runs_run_id UNIQUE (run_id),
   KEY ix_ops_job_runs_freshness (tool, status, finished_at)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS ops_export_watermarks (
+  table_name VARCHAR(64) NOT NULL,
+  watermark_at DATETIME,
+  watermark_key VARCHAR(255),
+  last_run_id VARCHAR(32),
+  last_rows BIGINT,
+  updated_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  CONSTRAINT pk_ops_export_watermarks PRIMARY KEY (table_name)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS payments_archive (
@@ -394,7 +405,8 @@ CREATE TABLE IF NOT EXISTS attendance_records (
   CONSTRAINT uq_records_student_day UNIQUE (student_id, attendance_date),
   CONSTRAINT fk_records_student FOREIGN KEY(student_id) REFERENCES students (id),
   KEY ix_records_archive (is_archived, attendance_date),
-  KEY ix_records_institution_day (institution_id, attendance_date)
+  KEY ix_records_institution_day (institution_id, attendance_date),
+  KEY ix_records_updated (updated_at, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS guardian_students (

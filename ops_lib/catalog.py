@@ -36,6 +36,8 @@ TOOLS: dict[str, ToolUse] = {
         "attendance_retention_days", "replica_database_url"})),
     "check_schema_drift": ToolUse(),
     "cleanup_stale_devices": ToolUse(settings=frozenset({"stale_device_days"})),
+    "export_operational_warehouse_batch": ToolUse(settings=frozenset({
+        "export_dir", "export_lag_seconds", "export_reader"})),
     # The demo history is placed by the settings the other tools judge it by.
     "generate_synthetic_load": ToolUse(settings=frozenset({
         "notifications_retention_days", "audit_logs_retention_days", "payments_retention_days",

@@ -94,6 +94,23 @@ class Database:
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction whose statements all see one consistent snapshot.
+
+        MySQL/MariaDB: REPEATABLE READ on this connection only (the engine's is READ COMMITTED)
+        and `START TRANSACTION WITH CONSISTENT SNAPSHOT`, which takes the snapshot at once
+        rather than at the first read. SQLite: one read transaction is one snapshot (WAL).
+        Plain SQL and SQLAlchemy's isolation option: the same with any driver.
+        """
+        with self.engine.connect() as conn:
+            if self.caps.is_mysql:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                if self.caps.is_mysql:
+                    conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                yield conn
+
     def run(self, work: Callable[[Connection], T], write: bool = True, what: str = "") -> T:
         """Run `work` in one transaction, retried on transient errors with capped backoff."""
         return retry_transient(lambda: self._once(work, write), what=what)

@@ -191,6 +191,8 @@ attendance_records = _table(
     UniqueConstraint("student_id", "attendance_date", name="uq_records_student_day"),
     Index("ix_records_institution_day", "institution_id", "attendance_date"),
     Index("ix_records_archive", "is_archived", "attendance_date"),
+    # The warehouse export's keyset walk, (updated_at, id) > watermark, in that order.
+    Index("ix_records_updated", "updated_at", "id"),
 )
 
 notifications = _table(
@@ -257,6 +259,8 @@ attendance_rollups = _table(
     PrimaryKeyConstraint(
         "institution_id", "attendance_date", "class_name", name="pk_attendance_rollups"
     ),
+    # The warehouse export's keyset walk by updated_at (InnoDB appends the primary key).
+    Index("ix_rollups_updated", "updated_at"),
 )
 
 # (institution, date) pairs whose roll-up is stale: marked by the scan stage, drained by roll-ups.
@@ -470,4 +474,20 @@ ops_job_runs = _table(
     Column("error", Text, nullable=True),
     UniqueConstraint("run_id", name="uq_ops_job_runs_run_id"),
     Index("ix_ops_job_runs_freshness", "tool", "status", "finished_at"),
+)
+
+# The warehouse export's watermark per exported table: every row up to (watermark_at,
+# watermark_key) is in a published batch (ops_lib/jobs/warehouse_export). Moved only after the
+# batch's manifest and _SUCCESS are on disk; last_run_id names that batch.
+ops_export_watermarks = _table(
+    "ops_export_watermarks",
+    Column("table_name", String(64), nullable=False),
+    Column("watermark_at", DateTime, nullable=True),
+    # The last exported row's key after its cursor time, as a JSON list ([id], or the columns
+    # of a composite primary key); NULL before the first batch.
+    Column("watermark_key", String(255), nullable=True),
+    Column("last_run_id", String(32), nullable=True),
+    Column("last_rows", BigInteger, nullable=True),
+    Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    PrimaryKeyConstraint("table_name", name="pk_ops_export_watermarks"),
 )

@@ -136,6 +136,16 @@ def _parse_int_list(value: Any) -> tuple[int, ...]:
     return tuple(_parse_int(part) for part in str(value).split(",") if part.strip())
 
 
+EXPORT_READERS = ("auto", "connectorx", "pymysql")
+
+
+def _parse_export_reader(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in EXPORT_READERS:
+        raise ValueError(f"expected one of {', '.join(EXPORT_READERS)}, got {value!r}")
+    return text
+
+
 def _optional_job_list(value: Any) -> tuple[str, ...]:
     from .schedule import SCHEDULE
 
@@ -276,6 +286,15 @@ SETTINGS: dict[str, Setting] = {
                 "SQLAlchemy URL of the copy shadow_reporting_validation compares with the "
                 "primary: a read replica or a warehouse copy (none: replica_database_url)",
                 secret=True),
+        # Warehouse export (ops_lib/jobs/warehouse_export).
+        Setting("export_dir", str(DEFAULT_VAR_DIR / "exports"), _parse_str,
+                "folder of the warehouse export's files, one sub-folder per table"),
+        Setting("export_lag_seconds", 300, _non_negative_int,
+                "the export leaves rows changed in the last N seconds for its next run (a "
+                "transaction stamps updated_at before it commits; covers clock skew too)"),
+        Setting("export_reader", "auto", _parse_export_reader,
+                "how the export reads MySQL/MariaDB rows: auto (connectorx when installed, the "
+                "[fast] extra, else PyMySQL), connectorx, or pymysql"),
         # Billing.
         Setting("invoice_due_days", 10, _non_negative_int, "due date = issue date + days", True),
         Setting("billing_grace_days", 7, _non_negative_int,

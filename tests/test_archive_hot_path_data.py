@@ -36,6 +36,7 @@ from ops_lib.schema import (
     system_settings,
 )
 from ops_lib.settings import load_settings
+from ops_lib.timeutil import utcnow
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, 0)
 DAY = dt.timedelta(days=1)
@@ -184,12 +185,18 @@ def test_payments_an_unpaid_invoice_depends_on_stay_in_the_hot_table(db):
 def test_attendance_records_are_marked_archived_and_kept_in_place(db):
     seed(db)
     before = rows(db, attendance_records)
+    started = utcnow()
     result = archive(db)
+    finished = utcnow()
     after = rows(db, attendance_records)
     assert [r["id"] for r in after] == [1, 2, 3, 4, 5]
     assert [r["is_archived"] for r in after] == [True, True, False, False, False]
-    # Nothing else about the record changes, not even updated_at.
-    assert [dict(r, is_archived=False) for r in after] == before
+    # The mark moves updated_at to the moment it was written (the warehouse export's watermark
+    # must see the change); nothing else about the record changes.
+    assert all(started <= r["updated_at"] <= finished for r in after[:2])
+    unchanged = {"is_archived": False, "updated_at": NOW - 500 * DAY}
+    assert [dict(r, **unchanged) for r in after] == before
+    assert after[2:] == before[2:]
     assert result.counts["attendance_records_marked"] == 2
     assert archive(db).counts["attendance_records_marked"] == 0
 

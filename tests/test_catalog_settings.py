@@ -101,6 +101,7 @@ TOOL_MODULES = {
     "archive_hot_path_data": ["jobs/archive_hot_path.py"],
     "check_schema_drift": ["jobs/schema_drift.py", "schema_catalog.py", "scratch_schema.py"],
     "cleanup_stale_devices": ["jobs/stale_devices.py"],
+    "export_operational_warehouse_batch": ["jobs/warehouse_export/*.py"],
     "generate_synthetic_load": ["jobs/synthetic_load.py", "jobs/synthetic_history.py"],
     "generate_missing_index_sql": ["jobs/index_preview.py", "scratch_schema.py",
                                    "schema_catalog.py"],

@@ -270,8 +270,9 @@ def write_statements(area: Area, keys: ColumnElement, archived_at) -> dict[str, 
     """Copy and delete (or mark) exactly the rows `keys` names."""
     hot = area.hot
     if not area.moves:
+        # updated_at moves with the mark: the warehouse export's watermark sees the change.
         return {"mark": update(hot).where(keys, hot.c.is_archived == False).values(  # noqa: E712
-            is_archived=True)}
+            is_archived=True, updated_at=archived_at)}
     names = [c.name for c in hot.columns]
     copy = insert(area.archive).from_select(
         names + ["archived_at"], select(*hot.columns, archived_at.label("archived_at")).where(keys))
