@@ -470,14 +470,12 @@ class BatchWriter:
         if len(distinct) == 1:
             yield self._folder_of(distinct[0].as_py()), batch
             return
-        # A stable sort keeps each partition's rows in the order they came (the watermark's).
-        order = pc.sort_indices(keys)
-        batch, keys = batch.take(order), keys.take(order)
-        start = 0
-        for entry in pc.value_counts(keys):
-            count = entry["counts"].as_py()
-            yield self._folder_of(entry["values"].as_py()), batch.slice(start, count)
-            start += count
+        # One filter per partition, not slices of one sorted copy: a slice keeps its whole
+        # parent batch alive while it waits for its row group, so memory would grow with the
+        # number of partitions times the pages read. A filter keeps the rows' order (the
+        # watermark's) and owns its buffers.
+        for key in sorted(distinct.to_pylist()):
+            yield self._folder_of(key), batch.filter(pc.equal(keys, key))
 
     def _folder_of(self, key: int) -> str:
         if key == _NULL_KEY:
