@@ -549,3 +549,62 @@ def test_queue_health_shows_the_service_down_when_its_heartbeat_is_old_and_ok_wh
     code, down = service_health()
     assert (down["freshness"], down["state"]) == ("down", "CRITICAL")
     assert code == 2
+
+
+def test_a_start_waits_out_a_status_probe_of_its_lock_instead_of_skipping(tmp_path):
+    """holder() (status, or start polling for its child) takes the lock for an instant; a
+    service starting in that instant waits for it instead of exiting "already runs"."""
+    import threading
+
+    import filelock
+
+    from ops_lib.scheduler.pidfile import PidFile
+
+    lock = PidFile(tmp_path / "sched.pid")
+    probe = filelock.FileLock(str(lock.lock_path), timeout=0)
+    probe.acquire()  # a probe caught in the middle
+    acquired = []
+    starting = threading.Thread(target=lambda: acquired.append(lock.acquire()))
+    starting.start()
+    starting.join(0.2)  # let it try while the probe holds (a slow start only weakens the test)
+    probe.release()
+    starting.join(WAIT_SECONDS)
+    try:
+        assert acquired == [True] and lock.read_pid() == os.getpid()
+    finally:
+        lock.release()
+    assert lock.holder() is None and not lock.path.exists()
+
+def test_holder_names_only_a_live_run_scheduler_process(tmp_path):
+    """A crashed service's pid reused by another process, or a pid not written yet, is never
+    taken for the service's (stop would SIGTERM it)."""
+    import filelock
+
+    from ops_lib.scheduler.pidfile import PidFile
+
+    pid_file = tmp_path / "sched.pid"
+    lock = PidFile(pid_file)
+    held = filelock.FileLock(str(lock.lock_path), timeout=0)
+    held.acquire()
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    service_like = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()",
+                                     "run_scheduler"], stdin=subprocess.PIPE)
+    try:
+        assert lock.holder() == 0  # locked, no pid file yet
+        pid_file.write_text(f"{other.pid}\n", encoding="utf-8")
+        assert lock.holder() == (0 if Path("/proc/self").exists() else other.pid)
+        pid_file.write_text(f"{service_like.pid}\n", encoding="utf-8")
+        assert lock.holder() == service_like.pid
+        held.release()
+        assert lock.holder() is None
+    finally:
+        for child in (other, service_like):
+            child.communicate(b"", timeout=WAIT_SECONDS)
+    dead = other.pid
+    pid_file.write_text(f"{dead}\n", encoding="utf-8")
+    held.acquire()
+    try:
+        assert lock.holder() == 0
+    finally:
+        held.release()
