@@ -186,21 +186,30 @@ def _overlap_words(job: ScheduledJob) -> str:
     return "one copy at a time (a second copy finds the run lock held and logs 'skipped')"
 
 
-def cron_command(job: ScheduledJob, python: str = EXAMPLE_PYTHON) -> str:
-    """The shell command of a job's cron line: its folder, its secrets, its time limit."""
+def cron_command(job: ScheduledJob, python: str = EXAMPLE_PYTHON, home: str | None = None,
+                 env_file: str | None = None) -> str:
+    """The shell command of a job's cron line: its folder, its secrets, its time limit. With
+    `home` and `env_file` the paths are written into the command (quoted); without, it uses the
+    crontab's OPS_HOME and ENV_FILE lines."""
     words = [python, f"tools/{job.tool}.py", *job.args]
     command = " ".join(shlex.quote(word) for word in words)
-    line = (f"cd \"$OPS_HOME\" && set -a && . \"$ENV_FILE\" && set +a && "
+    folder = shlex.quote(home) if home is not None else '"$OPS_HOME"'
+    secrets = shlex.quote(env_file) if env_file is not None else '"$ENV_FILE"'
+    # POSIX sh only: a block without SHELL= runs under cron's /bin/sh.
+    line = (f"cd {folder} && set -a && . {secrets} && set +a && "
             f"timeout -k {KILL_AFTER_SECONDS} {job.time_limit_seconds} {command}")
     return line.replace("%", "\\%")  # cron turns a bare % into a newline
 
 
 def crontab_text(optional_jobs: Iterable[str] = (), home: str = EXAMPLE_HOME,
                  python: str = EXAMPLE_PYTHON, env_file: str = EXAMPLE_ENV_FILE,
-                 run_as: str | None = None, jobs: Sequence[ScheduledJob] = SCHEDULE) -> str:
+                 run_as: str | None = None, jobs: Sequence[ScheduledJob] = SCHEDULE,
+                 in_a_block: bool = False) -> str:
     """The schedule as a crontab: required jobs (and the optional ones named) as live lines,
     the other optional ones commented out with why, manual-only tools as comments.
-    `run_as`: the /etc/cron.d format, where each line names the user it runs as."""
+    `run_as`: the /etc/cron.d format, where each line names the user it runs as.
+    `in_a_block`: a block inside a crontab that has other lines: no environment lines (cron
+    applies one to every later line, other people's too), the paths are in each command."""
     enabled = set(optional_jobs)
     width = max(len(job.cron) for job in jobs)
     lines = _comment("ops-toolkit's schedule for cron (Linux). " + GENERATED_BY)
@@ -211,20 +220,30 @@ def crontab_text(optional_jobs: Iterable[str] = (), home: str = EXAMPLE_HOME,
         f"tools/{SERVICE_TOOL}.py (the scheduler service): it runs this same schedule itself.")
     lines += _comment(
         "Times are UTC: keep the server's clock on UTC (cron reads the expressions in local "
-        "time). Every tool logs to stderr and to OPS_LOG_FILE; cron mails stderr only when "
-        "MAILTO is set. Each line stops its job after its budget plus grace (timeout).")
-    lines += [
-        "SHELL=/bin/bash",
-        "PATH=/usr/local/bin:/usr/bin:/bin",
-        'MAILTO=""',
-        f"OPS_HOME={home}",
-        "# Secrets live in an env file readable by this user only (OPS_DATABASE_URL, OPS_SMTP_*).",
-        f"ENV_FILE={env_file}",
-    ]
+        "time). Every tool logs to stderr and to OPS_LOG_FILE; "
+        + ("cron mails stderr to the crontab's MAILTO (to this user when it is not set). "
+           if in_a_block else "cron mails stderr only when MAILTO is set. ")
+        + "Each line stops its job after its budget plus grace (timeout).")
+    if in_a_block:
+        lines += _comment("This block sets no environment lines (cron would apply them to every "
+                          "later line, other jobs' too); the paths are in each line. "
+                          "Secrets live in the env file each line reads (OPS_DATABASE_URL, "
+                          "OPS_SMTP_*), readable by this user only.")
+    else:
+        lines += [
+            "SHELL=/bin/bash",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            'MAILTO=""',
+            f"OPS_HOME={home}",
+            "# Secrets live in an env file readable by this user only (OPS_DATABASE_URL, "
+            "OPS_SMTP_*).",
+            f"ENV_FILE={env_file}",
+        ]
+    paths = {"home": home, "env_file": env_file} if in_a_block else {}
     user = f"{run_as} " if run_as else ""
     for job in jobs:
         live = not job.optional or job.tool in enabled
-        line = f"{job.cron.ljust(width)}  {user}{cron_command(job, python)}"
+        line = f"{job.cron.ljust(width)}  {user}{cron_command(job, python, **paths)}"
         lines.append("")
         if live:
             enabled_why = " Optional, enabled by optional_jobs." if job.optional else ""
@@ -245,8 +264,9 @@ def crontab_text(optional_jobs: Iterable[str] = (), home: str = EXAMPLE_HOME,
 
 
 def crontab_block(**options) -> str:
-    """`crontab_text` between the installer's BEGIN and END markers."""
-    return f"{BLOCK_BEGIN}\n{crontab_text(**options)}{BLOCK_END}\n"
+    """`crontab_text` between the installer's BEGIN and END markers (with no environment
+    lines)."""
+    return f"{BLOCK_BEGIN}\n{crontab_text(in_a_block=True, **options)}{BLOCK_END}\n"
 
 
 # --- Windows Task Scheduler -------------------------------------------------------------------

@@ -4,7 +4,9 @@ out, every other byte of the crontab left as it was; a dry run writes nothing.""
 from __future__ import annotations
 
 import os
+import shlex
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,7 +54,8 @@ def test_install_reinstall_change_and_remove_leave_foreign_lines_byte_for_byte(e
     # The only change to the user's text: its last line gets the newline cron needs.
     assert installed.startswith(FOREIGN + b"\n" + BLOCK_BEGIN.encode() + b"\n")
     assert installed.endswith(BLOCK_END.encode() + b"\n") and blocks(installed) == 1
-    assert f"OPS_HOME={REPO}".encode() in installed
+    assert f"* * * * *     cd {shlex.quote(str(REPO))} && set -a && . /etc/ops-toolkit.env && ".encode(
+    ) in installed
     assert f"timeout -k 60 540 {sys.executable} tools/run_background_workers.py".encode() in (
         installed)
 
@@ -64,7 +67,7 @@ def test_install_reinstall_change_and_remove_leave_foreign_lines_byte_for_byte(e
     done = install(env, crontab, "--execute", "--env-file", "/etc/other.env")
     assert "change=replaced" in done.stdout
     changed = crontab.read_bytes()
-    assert blocks(changed) == 1 and b"ENV_FILE=/etc/other.env\n" in changed
+    assert blocks(changed) == 1 and b" . /etc/other.env && " in changed
     assert changed.startswith(FOREIGN + b"\n" + BLOCK_BEGIN.encode())
     assert changed.endswith(BLOCK_END.encode() + b"\n30 5 * * * /home/me/later.sh\n")
 
@@ -159,3 +162,44 @@ def test_two_blocks_are_refused():
     twice = with_block("", crontab_block()) + crontab_block()
     with pytest.raises(BadInput, match="more than one ops-toolkit block"):
         with_block(twice, None)
+
+
+def test_the_block_sets_no_environment_line_for_the_lines_after_it():
+    """cron applies NAME=value to every later line, other people's too: the block has none."""
+    from ops_lib.schedule_files import SCHEDULE
+
+    block = crontab_block(home="/opt/ops home", env_file="/etc/o's.env", python="/usr/bin/py")
+    own = [line for line in block.splitlines() if line and not line.startswith("#")]
+    assert len(own) == sum(1 for job in SCHEDULE if not job.optional)
+    assert all(line.split()[5] == "cd" for line in own), own  # five time fields, then the command
+    assert all("cd '/opt/ops home' && set -a && . '/etc/o'\"'\"'s.env' && set +a" in line
+               for line in own)
+
+
+def test_a_block_line_runs_under_crons_bare_sh_with_spaces_and_quotes_in_the_paths(tmp_path):
+    """What cron does with a line: /bin/sh -c, cron's PATH, no other environment."""
+    from ops_lib.schedule import ScheduledJob
+    from ops_lib.schedule_files import cron_command
+
+    home = tmp_path / "ops home's"
+    (home / "tools").mkdir(parents=True)
+    (home / "tools" / "show.py").write_text(
+        "import os, sys\nprint(os.getcwd(), os.environ['OPS_DATABASE_URL'], sys.argv[1:])\n")
+    env_file = tmp_path / "my env"
+    env_file.write_text("OPS_DATABASE_URL='mysql://u:p&q;$x@h/db'\n")
+    job = ScheduledJob("show", "* * * * *", ("--execute",), 60, False, False, 60, "show")
+    command = cron_command(job, sys.executable, home=str(home), env_file=str(env_file))
+    done = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{home} mysql://u:p&q;$x@h/db ['--execute']\n"
+
+
+def test_a_time_zone_line_above_the_block_gets_a_warning(env, tmp_path):
+    crontab = tmp_path / "crontab"
+    crontab.write_bytes(FOREIGN.replace(b"MAILTO=admin@example.org\n",
+                                        b"MAILTO=admin@example.org\nCRON_TZ=Europe/Berlin\n"))
+    done = install(env, crontab)
+    assert ("note: the crontab sets 'CRON_TZ=Europe/Berlin' above the block: its times are UTC"
+            in done.stdout)
+    assert "above the block" not in install(env, tmp_path / "empty").stdout

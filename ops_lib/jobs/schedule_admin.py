@@ -100,6 +100,17 @@ def with_block(crontab: str, block: str | None) -> str:
     return crontab + block
 
 
+def _zone_warnings(crontab: str) -> list[str]:
+    """A CRON_TZ= or TZ= line above the block makes cron read the block's UTC times in that
+    zone (cronie honours CRON_TZ for the lines after it)."""
+    above = crontab.split(BLOCK_BEGIN)[0].split("\n")
+    settings = [line.strip() for line in above
+                if line.strip().split("=")[0].strip() in ("CRON_TZ", "TZ") and "=" in line]
+    return [f"the crontab sets {setting!r} above the block: its times are UTC, so cron may run "
+            f"them at other hours; move that line below the block or remove it"
+            for setting in settings]
+
+
 class CrontabCommand:
     """The user's crontab, through `crontab -l` and `crontab -`."""
 
@@ -238,6 +249,8 @@ def _install_crontab(context, target, remove: bool, cron_user: str | None, env_f
                    ["crontab", "change"])
     if wanted != current:
         result.notes.append(unified_diff(current, wanted, "crontab").rstrip("\n"))
+    if not remove:
+        result.notes += _zone_warnings(wanted)
     if not remove and not Path(env_file).is_file():
         result.notes.append(f"the env file {env_file} does not exist: every line fails until "
                             f"it does (--env-file)")
