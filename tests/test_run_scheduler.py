@@ -286,6 +286,44 @@ def test_a_heavy_job_starts_within_its_random_delay_once_even_across_a_restart(r
     assert second.last_run["heavy"]["slot"] == "2026-03-10 01:10:00"
 
 
+def test_once_starts_a_heavy_job_at_once_also_one_a_service_had_put_off(rig):
+    """`run --once` has one tick: a random delay would mark the slot handled and never run it."""
+    clock = FakeClock(dt.datetime(2026, 3, 10, 1, 10))
+    heavy = rig.job("heavy", "10 1 * * *", "--exit", "0", catch_up=True, delay=600)
+    light = rig.job("light", "10 1 * * *", "--exit", "0", catch_up=True, delay=600)
+    service = Scheduler([heavy], clock, rig.state_file, rig.tools, rng=random.Random(1))
+    service.tick(clock.now())
+    assert rig.started("heavy") == [] and service.delayed  # put off by 81 s
+    once = Scheduler([heavy, light], clock, rig.state_file, rig.tools, rng=random.Random(1),
+                     once=True)
+    once.tick(clock.advance(1))
+    settle(once)
+    assert (len(rig.started("heavy")), len(rig.started("light"))) == (1, 1)
+    assert once.delayed == {}
+
+
+def test_once_beats_the_heartbeat_while_it_waits_for_its_jobs(rig):
+    """Else queue health calls the service down during a long `--once` run."""
+    import threading
+
+    clock = FakeClock(T0)
+    slow = rig.job("slow", "* * * * *", "--wait-for", str(rig.release))
+    scheduler = rig.scheduler([slow], clock)
+    scheduler.tick(clock.now())
+    wait_for(lambda: rig.started("slow"), "the job to start")
+    beats = []
+    waiting = threading.Thread(target=scheduler.wait_for_children,
+                               args=(StopSignal(), lambda: beats.append(1)))
+    waiting.start()
+    try:
+        wait_for(lambda: len(beats) >= 3, "three heartbeats while the job runs")
+        assert scheduler.children  # still waiting for it
+    finally:
+        rig.release.touch()
+        waiting.join(WAIT_SECONDS)
+    assert not waiting.is_alive() and scheduler.children == []
+
+
 # --- the service's own process -----------------------------------------------------------------
 
 def service_env(tmp_path: Path) -> dict:

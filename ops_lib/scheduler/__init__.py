@@ -178,7 +178,7 @@ def _serve(ctx, result, jobs, tools_dir, pid_file, state_file, kill_grace, once)
         env = dict(os.environ, OPS_DATABASE_URL=ctx.settings.database_url)
         scheduler = Scheduler(jobs, SystemClock(), state_file, tools_dir, kill_grace, env,
                               close_killed=lambda tool, pid, why: close_killed_run(
-                                  ctx.db, tool, pid, why))
+                                  ctx.db, tool, pid, why), once=once)
         ctx.log.info("scheduler %s: %d jobs (%s), pid file %s, state %s", "--once" if once
                      else "running", len(jobs), ", ".join(j.tool for j in jobs), pid_file,
                      state_file)

@@ -94,8 +94,11 @@ class Scheduler:
                  tools_dir: str | Path | None = None, kill_grace: float = 60.0,
                  env: dict[str, str] | None = None,
                  close_killed: Callable[[str, int, str], object] | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, once: bool = False):
         self.jobs = list(jobs)
+        # `run --once`: its one tick starts what is due, so no random delay (a delayed start
+        # would be marked handled and never run).
+        self.once = once
         self.rng = rng or random.Random()
         # Heavy jobs' starts put off by their random delay: tool -> (slot, start at).
         self.delayed: dict[str, tuple[dt.datetime, dt.datetime]] = {}
@@ -182,7 +185,7 @@ class Scheduler:
     def _consider(self, job: ScheduledJob, now: dt.datetime, stepped_back: bool) -> None:
         waiting = self.delayed.get(job.tool)
         if waiting is not None:
-            if now < waiting[1]:
+            if now < waiting[1] and not self.once:
                 return
             del self.delayed[job.tool]
             self._dirty = True
@@ -224,7 +227,7 @@ class Scheduler:
                      _plural(missed + 1), _when(last))
             self.tally.add("slots_missed", missed)
             self.tally.add("caught_up")
-        if job.randomized_delay_seconds:
+        if job.randomized_delay_seconds and not self.once:
             # Hosts sharing a database server do not all start the heavy jobs in one second
             # (systemd's RandomizedDelaySec; a catch-up run is delayed too, as there).
             start_at = now + dt.timedelta(
@@ -372,11 +375,15 @@ class Scheduler:
         child.killed = True
         _send(child.process, getattr(signal, "SIGKILL", signal.SIGTERM))
 
-    def wait_for_children(self, stop: StopSignal) -> None:
-        """Until every child has ended (`--once`), timeouts applied; a stop signal ends the wait."""
+    def wait_for_children(self, stop: StopSignal,
+                          heartbeat: Callable[[], None] | None = None) -> None:
+        """Until every child has ended (`--once`), timeouts applied, beating `heartbeat` (which
+        limits its own rate) so the service does not look dead; a stop signal ends the wait."""
         while self.children and not stop.is_set():
             self.reap()
             self.enforce_timeouts()
+            if heartbeat is not None:
+                heartbeat()
             if self.children:
                 stop.wait(0.1)
         self.reap()
@@ -456,16 +463,20 @@ def serve(scheduler: Scheduler, stop: StopSignal, heartbeat: Callable[[], None],
     """The service's loop: tick, beat, sleep to the next slot (never longer than a poll), until
     a stop signal; then stop the running jobs. `once`: one tick, wait for what it started."""
     clock = scheduler.clock
+
+    def beat() -> None:
+        try:
+            heartbeat()
+        except Exception as exc:  # a database blip must not stop the jobs: beat again later
+            log.warning("heartbeat not written to the run ledger: %s", exc)
+
     try:
         while True:
             now = clock.now()
             scheduler.tick(now)
-            try:
-                heartbeat()
-            except Exception as exc:  # a database blip must not stop the jobs: beat again later
-                log.warning("heartbeat not written to the run ledger: %s", exc)
+            beat()
             if once:
-                scheduler.wait_for_children(stop)
+                scheduler.wait_for_children(stop, beat)
                 break
             if stop.is_set():
                 break
