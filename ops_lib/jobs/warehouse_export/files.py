@@ -523,6 +523,7 @@ class BatchWriter:
         return self.folder / partition.folder / f".{partition.name}.inprogress"
 
     def _open_file(self, partition: _PartitionFiles) -> None:
+        import pyarrow as pa
         import pyarrow.csv as pcsv
         import pyarrow.parquet as pq
 
@@ -534,7 +535,13 @@ class BatchWriter:
         path = self._temporary_path(partition)
         if self.fmt == "parquet":
             # zstd: smaller than snappy, and DuckDB, Spark, BigQuery and ClickHouse all read it.
-            partition.writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+            # Dictionaries on text columns only: on ids and times (nearly all distinct) each
+            # open file's dictionary builders held ~6 MiB a column, so memory grew with rows
+            # over many partitions (2M rows, 20 months: 163 MiB of Arrow memory against 45).
+            partition.writer = pq.ParquetWriter(
+                path, self.schema, compression="zstd",
+                use_dictionary=[f.name for f in self.schema if pa.types.is_string(f.type)
+                                or pa.types.is_large_string(f.type)])
         elif self.fmt == "csv":
             partition.writer = pcsv.CSVWriter(path, _with_times_as_text(self.schema, " "))
         else:
