@@ -374,3 +374,21 @@ def run_mariadb_client(url: str, sql: bytes) -> subprocess.CompletedProcess:
                f"--user={server.username or 'root'}", server.database]
     env = {**os.environ, "MYSQL_PWD": server.password or ""}
     return subprocess.run(command, input=sql, capture_output=True, env=env, timeout=60)
+
+
+@pytest.fixture
+def smtp():
+    """A real local SMTP server (aiosmtpd) that keeps what it receives."""
+    from tests.fakes.smtp_server import FakeSmtpServer
+
+    with FakeSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pings():
+    """A local HTTP server recording every ping (path, body)."""
+    from tests.fakes.ping_server import PingRecorder
+
+    with PingRecorder() as recorder:
+        yield recorder

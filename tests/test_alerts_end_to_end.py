@@ -11,26 +11,12 @@ from __future__ import annotations
 import sys
 import threading
 
-import pytest
 
 from tests.conftest import REPO, run_cli, sqlite_database, tool_env
-from tests.fakes.smtp_server import FakeSmtpServer, free_port
-from tests.test_queue_health_alert import PingRecorder
+from tests.fakes.smtp_server import free_port
 
 RECIPIENT = "oncall@school.test"
 BASE = "/ping/health-check"
-
-
-@pytest.fixture
-def smtp():
-    with FakeSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def pings():
-    with PingRecorder() as recorder:
-        yield recorder
 
 
 def _env(tmp_path, smtp, ping_url: str, **extra: str) -> dict:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import http.server
 import json
-import threading
 
 import pytest
 from sqlalchemy import insert
@@ -33,58 +31,10 @@ from ops_lib.result import JobResult
 from ops_lib.runtime import StopSignal
 from ops_lib.schema import ops_job_runs
 from tests.conftest import job_context
-from tests.fakes.smtp_server import FakeSmtpServer
 
 TOOL = "queue_health_summary"
 START = dt.datetime(2026, 11, 2, 8, 0, 0)
 RECIPIENT = "oncall@school.test"
-
-
-class PingRecorder:
-    """A healthchecks.io stand-in: records (path, body) of every request."""
-
-    def __init__(self):
-        self.requests: list[tuple[str, str]] = []
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's hook
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.requests.append((self.path, body.decode()))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"OK")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/ping/health-check"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def paths(self) -> list[str]:
-        return [path for path, _ in self.requests]
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def smtp():
-    with FakeSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def pings():
-    with PingRecorder() as recorder:
-        yield recorder
 
 
 @pytest.fixture
