@@ -8,19 +8,13 @@ Rows are claimed (`ops_lib.queue`), so any number of workers may run together.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
-from sqlalchemy import Connection
 
 from ... import push as pushing
-from ...db import describe_db_error
-from ...errors import OpsError
-from ...queue import abandon, backoff_seconds, claim, recover_expired, release
 from ...result import DONE, JobResult, dry_run_reason, limit_reached
 from ...runtime import RunContext
 from ...timeutil import utcnow
-from ..queue_health.figures import due_count, queue_figures
 from .base import Stage, StagePlan, StageStats
 from .emails import EmailStage
 from .fanout import FanoutStage
@@ -69,7 +63,7 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     with ctx.db.begin(write=False) as conn:
         for stage in pipeline:
             # Queue health's figures, exact: the plan's "left beyond LIMIT" needs every row.
-            figures = queue_figures(conn, stage.queue, now, cap=None)
+            figures = stage.figures(conn, now)
             stage_plan = stage.plan(conn, ctx, limit) if figures.due else StagePlan()
             samples.extend(dict(sample, stage=stage.name) for sample in stage_plan.samples)
             if stage_plan.note:
@@ -96,16 +90,10 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     return result
 
 
-def ready_count(conn: Connection, stage: Stage, now) -> int:
-    """Rows of the stage's queue a run could claim now (queue health's figure, exact)."""
-    return due_count(conn, stage.queue, now, cap=None)
-
-
 def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) -> JobResult:
-    s = ctx.settings
     stats = {stage.name: StageStats() for stage in pipeline}
     for stage in pipeline:
-        recovered = recover_expired(ctx.db, stage.queue, utcnow(), s.worker_max_attempts)
+        recovered = stage.recover(ctx)
         if recovered["recovered"] or recovered["dead_lettered"]:
             log.warning("%s: recovered %d rows from runs that died (%d dead-lettered)",
                         stage.name, recovered["recovered"], recovered["dead_lettered"])
@@ -118,7 +106,7 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
     expected = {stage.name: limit for stage in pipeline}
     if ctx.show_progress:  # (counted only for a bar someone sees: six COUNTs over the queues)
         with ctx.db.begin(write=False) as conn:
-            expected = {stage.name: min(limit, ready_count(conn, stage, utcnow()))
+            expected = {stage.name: min(limit, stage.ready(conn, utcnow()))
                         for stage in pipeline}
     active = [stage for stage in pipeline]
     stop_reason = DONE
@@ -140,62 +128,23 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
                 stage_stats = stats[stage.name]
                 size = min(stage.batch_limit(ctx), remaining[stage.name])
                 started = time.perf_counter()
-                keys = claim(ctx.db, stage.queue, ctx.run_id, size, s.worker_lease_seconds,
-                             utcnow())
-                if not keys:
+                taken = stage.take(ctx, size, stage_stats)
+                if not taken:
                     # Dry for now; an earlier stage still running may feed it (arrivals,
                     # deliveries, markers), so it is only done once no earlier stage is.
                     if not any(pipeline.index(other) < pipeline.index(stage)
                                for other in active):
                         finished(stage)
                     continue
-                stage_stats.claimed += len(keys)
-                try:
-                    stage.process(ctx, keys, stage_stats)
-                except Exception as exc:
-                    _stage_failed(ctx, stage, keys, stage_stats, exc)
                 stage_stats.seconds += time.perf_counter() - started
-                remaining[stage.name] -= len(keys)
+                remaining[stage.name] -= taken
                 if stage_stats.claimed > expected[stage.name]:
                     expected[stage.name] = stage_stats.claimed
                     bar.set_total(sum(expected.values()))
-                bar(len(keys))
+                bar(taken)
                 if stage_stats.stopped or remaining[stage.name] <= 0:
                     finished(stage)
     return summarise(ctx, pipeline, result, stats, limit, stop_reason)
-
-
-def _stage_failed(ctx: RunContext, stage: Stage, keys, stats: StageStats, exc: Exception):
-    """The stage broke: stop it, keep the other stages going, and give its batch back.
-
-    A configuration problem (an OpsError) gives the rows back untouched; anything else delays
-    them (and spends their attempt where the queue counts attempts, dead-lettering them in the
-    end), so a row that breaks its stage cannot block it forever.
-    """
-    message = describe_db_error(exc) if hasattr(exc, "orig") else str(exc)
-    if not isinstance(exc, OpsError):
-        message = f"{type(exc).__name__}: {message}"
-    log.error("%s stage stopped: %s", stage.name, message)
-    log.debug("%s: traceback", stage.name, exc_info=True)
-    stats.stopped = message
-    s = ctx.settings
-
-    def give_back(conn):
-        if isinstance(exc, OpsError):
-            return {"released": release(conn, stage.queue, ctx.run_id, keys), "failed": 0}
-        now = utcnow()
-        retry_at = now + dt.timedelta(seconds=backoff_seconds(
-            1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
-        return abandon(conn, stage.queue, ctx.run_id, keys, f"{stage.name}: {message}",
-                       s.worker_max_attempts, retry_at, now)
-
-    try:
-        outcome = ctx.db.run(give_back, what="release")
-        stats.released += outcome["released"]
-        stats.failed += outcome["failed"]
-    except Exception as release_error:  # the lease will free them for a later run
-        log.warning("%s: could not give the batch back (%s); its lease will", stage.name,
-                    release_error)
 
 
 FIGURES = ("claimed", "done", "failed", "retried", "released", "lost")
@@ -237,7 +186,7 @@ def left_beyond_limit(ctx: RunContext, stages: list[Stage]) -> int | None:
     """Rows still ready in the stages that stopped at LIMIT (None: could not count them)."""
     try:
         with ctx.db.begin(write=False) as conn:
-            return sum(ready_count(conn, stage, utcnow()) for stage in stages)
+            return sum(stage.ready(conn, utcnow()) for stage in stages)
     except Exception as exc:  # the run's work is done and committed; the figure is a courtesy
         log.warning("could not count the rows left beyond LIMIT: %s", exc)
         return None

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+import logging
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Connection, DateTime, Select, case, literal, null, select
 
-from ...queue import Queue
+from ...db import describe_db_error
+from ...errors import OpsError
+from ...queue import Queue, abandon, backoff_seconds, claim, recover_expired, release
 from ...runtime import RunContext
 from ...schema import attendance_rollup_queue, guardian_snapshot_queue, guardian_students
 from ...sqlutil import upsert, upsert_from_select
+from ...timeutil import utcnow
+from ..queue_health.figures import due_count, queue_figures
+from ..queue_health.model import QueueHealth
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,7 +57,11 @@ class StagePlan:
 
 
 class Stage:
-    """A queue-draining step of the background worker."""
+    """A queue-draining step of the background worker.
+
+    The worker drives every stage through the same four calls (`recover`, `figures`, `ready`,
+    `take`); a stage that is not a claimable queue overrides them.
+    """
 
     name: str
     queue: Queue
@@ -61,8 +73,61 @@ class Stage:
     def batch_limit(self, ctx: RunContext) -> int:
         return self.batch_size
 
+    def recover(self, ctx: RunContext) -> dict[str, int]:
+        """At the start of a run: free what runs that died left claimed."""
+        return recover_expired(ctx.db, self.queue, utcnow(), ctx.settings.worker_max_attempts)
+
+    def figures(self, conn: Connection, now: dt.datetime) -> QueueHealth:
+        """Queue health's figures of this stage's queue, exact (the dry run's table)."""
+        return queue_figures(conn, self.queue, now, cap=None)
+
+    def ready(self, conn: Connection, now: dt.datetime) -> int:
+        """What a run could take now (exact)."""
+        return due_count(conn, self.queue, now, cap=None)
+
+    def take(self, ctx: RunContext, size: int, stats: StageStats) -> int:
+        """Take and work up to `size` items; how many were taken (0: nothing is ready)."""
+        keys = claim(ctx.db, self.queue, ctx.run_id, size, ctx.settings.worker_lease_seconds,
+                     utcnow())
+        if not keys:
+            return 0
+        stats.claimed += len(keys)
+        try:
+            self.process(ctx, keys, stats)
+        except Exception as exc:
+            self.give_back(ctx, keys, stats, exc)
+        return len(keys)
+
     def process(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats) -> None:
         raise NotImplementedError
+
+    def give_back(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats,
+                  exc: Exception) -> None:
+        """The stage broke: stop it (the other stages go on) and give its batch back.
+
+        A configuration problem (an OpsError) gives the rows back untouched; anything else delays
+        them (and spends their attempt where the queue counts attempts, dead-lettering them in the
+        end), so a row that breaks its stage cannot block it forever.
+        """
+        message = stopped_because(self, stats, exc)
+        s = ctx.settings
+
+        def work(conn):
+            if isinstance(exc, OpsError):
+                return {"released": release(conn, self.queue, ctx.run_id, keys), "failed": 0}
+            now = utcnow()
+            retry_at = now + dt.timedelta(seconds=backoff_seconds(
+                1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
+            return abandon(conn, self.queue, ctx.run_id, keys, f"{self.name}: {message}",
+                           s.worker_max_attempts, retry_at, now)
+
+        try:
+            outcome = ctx.db.run(work, what="release")
+            stats.released += outcome["released"]
+            stats.failed += outcome["failed"]
+        except Exception as release_error:  # the lease will free them for a later run
+            log.warning("%s: could not give the batch back (%s); its lease will", self.name,
+                        release_error)
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         """Read-only: what --execute would do with the next `limit` rows."""
@@ -70,6 +135,17 @@ class Stage:
 
     def close(self) -> None:
         """Release what the stage opened (SMTP connection, Firebase app)."""
+
+
+def stopped_because(stage: Stage, stats: StageStats, exc: Exception) -> str:
+    """Log why a stage stopped, mark it stopped in its figures, and return the one-line reason."""
+    message = describe_db_error(exc) if hasattr(exc, "orig") else str(exc)
+    if not isinstance(exc, OpsError):
+        message = f"{type(exc).__name__}: {message}"
+    log.error("%s stage stopped: %s", stage.name, message)
+    log.debug("%s: traceback", stage.name, exc_info=True)
+    stats.stopped = message
+    return message
 
 
 def mark_rollups(conn: Connection, pairs: Iterable[tuple[int, dt.date]], now: dt.datetime) -> None:
