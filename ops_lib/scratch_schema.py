@@ -150,9 +150,8 @@ def scratch_session(engine: Engine, live_schema: str, *, name: str | None = None
                     lock_wait_timeout: int = LOCK_WAIT_TIMEOUT_SECONDS
                     ) -> Iterator[tuple[str, Connection]]:
     """schema.sql (or `statements`) loaded into a new database on `engine`'s server; yields its
-    name and the connection that made it (autocommit; read the catalogs on it rather than on a
-    new one: each PyMySQL connection costs a TLS context, 0.1-0.2 s), and drops it on the way
-    out, whatever happened.
+    name and the session that made it (autocommit; read the scratch's catalog on it rather than
+    on a new connection), and drops it on the way out, whatever happened.
 
     `name` is the operator's --scratch-database (default: a generated name); it must not exist.
     `stop` (the run's StopSignal) is checked between statements: a signal stops the load,
@@ -341,4 +340,8 @@ def expected_and_live(ctx: RunContext, scratch_database: str | None = None
                          log=ctx.log) as (scratch, conn):
         expected = read_catalog(conn, scratch)
         expected.tables.pop(SCRATCH_MARKER, None)  # ours, not schema.sql's
+    # The live catalog on the run's own connection (pinned: no new one), not on the scratch
+    # session, whose metadata-lock waits are capped: a live table locked by a running ALTER
+    # longer than that would be left out of information_schema's answer with only a warning.
+    with ctx.db.begin(write=False) as conn:
         return expected, read_catalog(conn, live_schema)
