@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import urllib.request
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from .mail import Mailer
-from .result import JobResult
-from .settings import Settings
+# urllib.request and the mailer are imported where an alert is sent: every run imports this
+# module, few send anything.
+if TYPE_CHECKING:
+    from .result import JobResult
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def ping(settings: Settings, event: str, body: str = "") -> bool:
     timeout = settings.alert_timeout_seconds
 
     def send() -> None:
+        import urllib.request
+
         request = urllib.request.Request(url, data=body.encode()[:10000], method="POST")
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
@@ -83,6 +86,8 @@ def email(settings: Settings, subject: str, body: str, what: str = "alert") -> b
         return False
 
     def send() -> None:
+        from .mail import Mailer
+
         with Mailer(settings) as mailer:
             mailer.send(mailer.new_message(settings.alert_email, subject, body))
 

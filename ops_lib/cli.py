@@ -196,7 +196,6 @@ def run_tool(
     from . import alerts
     from .db import connect
     from .ledger import RunLedger, new_run_id
-    from .locks import run_lock
     from .render import choose_mode, render
     from .runtime import Budget, RunContext, StopSignal
     from .settings import load_settings
@@ -261,6 +260,8 @@ def run_tool(
                 raise
             ledger_started = False  # the schema tool records its run once the table exists
         if lock:
+            from .locks import run_lock  # filelock and hashing: not for a tool that takes no lock
+
             held_lock = run_lock(db, tool, settings.lock_dir)
             if not held_lock.acquire():
                 summary.info("skipped: %s (lock %s)", LOCK_HELD, held_lock.name)

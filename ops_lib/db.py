@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from pymysql import converters
+from pymysql.constants.CLIENT import SSL as CLIENT_SSL
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -271,6 +272,10 @@ def _mysql_engine(url: str) -> Engine:
         parsed,
         pool_pre_ping=True,
         pool_recycle=3600,
+        # The connection returned last is reused first: a closed slot (a scratch schema's
+        # session, invalidated) is reconnected only when no open connection is idle (a new
+        # connection's cost: see _skip_tls_the_server_lacks).
+        pool_use_lifo=True,
         # Queue workers read what others committed after they waited for a row lock.
         isolation_level="READ COMMITTED",
         connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10,
@@ -285,6 +290,23 @@ def _mysql_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("SET collation_connection = 'utf8mb4_unicode_ci'")
         cursor.close()
+        if not server_offers_tls:
+            capabilities = getattr(dbapi_connection, "server_capabilities", None)
+            if isinstance(capabilities, int):
+                server_offers_tls.append(bool(capabilities & CLIENT_SSL))
+
+    # PyMySQL (1.2) tries TLS wherever the URL says nothing of it, and for that builds a TLS
+    # context per connection, loading the system CA bundle: 0.1-0.2 s of CPU each, spent even
+    # on a server that offers no TLS. Once a connection has shown that this server offers none,
+    # the next ones say so up front: plain text, as the driver would have fallen back to. A URL
+    # with ssl options, and a server that offers TLS, are left to the driver.
+    server_offers_tls: list[bool] = []
+
+    @event.listens_for(engine, "do_connect")
+    def _skip_tls_the_server_lacks(_dialect, _record, _cargs, cparams):
+        asks_for_tls = any(key == "ssl" or key.startswith("ssl_") for key in cparams)
+        if server_offers_tls == [False] and not asks_for_tls:
+            cparams["ssl_disabled"] = True
 
     return engine
 

@@ -135,13 +135,23 @@ def sweep_stale_scratch_schemas(conn: Connection, now: dt.datetime,
 
 
 @contextmanager
-def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
-                   statements: list[Statement] | None = None, now: dt.datetime | None = None,
-                   stop: StopSignal | None = None, log: logging.Logger | None = None,
-                   sweep_older_than: dt.timedelta = STALE_AFTER,
-                   lock_wait_timeout: int = LOCK_WAIT_TIMEOUT_SECONDS) -> Iterator[str]:
+def scratch_schema(engine: Engine, live_schema: str, **options) -> Iterator[str]:
+    """schema.sql loaded into a new database on `engine`'s server; yields its name and drops it
+    on the way out, whatever happened (the options: `scratch_session`'s)."""
+    with scratch_session(engine, live_schema, **options) as (scratch, _conn):
+        yield scratch
+
+
+@contextmanager
+def scratch_session(engine: Engine, live_schema: str, *, name: str | None = None,
+                    statements: list[Statement] | None = None, now: dt.datetime | None = None,
+                    stop: StopSignal | None = None, log: logging.Logger | None = None,
+                    sweep_older_than: dt.timedelta = STALE_AFTER,
+                    lock_wait_timeout: int = LOCK_WAIT_TIMEOUT_SECONDS
+                    ) -> Iterator[tuple[str, Connection]]:
     """schema.sql (or `statements`) loaded into a new database on `engine`'s server; yields its
-    name and drops it on the way out, whatever happened.
+    name and the session that made it (autocommit; read the scratch's catalog on it rather than
+    on a new connection), and drops it on the way out, whatever happened.
 
     `name` is the operator's --scratch-database (default: a generated name); it must not exist.
     `stop` (the run's StopSignal) is checked between statements: a signal stops the load,
@@ -201,7 +211,7 @@ def scratch_schema(engine: Engine, live_schema: str, *, name: str | None = None,
         except DBAPIError as error:  # housekeeping: the next run sweeps
             log.warning("could not look for stale scratch databases: %s", describe_db_error(error))
         _check_stop(stop, scratch)
-        yield scratch
+        yield scratch, conn
     finally:
         try:
             if created:
@@ -326,9 +336,12 @@ def expected_and_live(ctx: RunContext, scratch_database: str | None = None
     live_schema = ctx.db.engine.url.database
     if not live_schema:
         raise BadInput(f"the database URL {ctx.db.display_url} names no database")
-    with scratch_schema(ctx.db.engine, live_schema, name=scratch_database, stop=ctx.stop,
-                        log=ctx.log) as scratch:
-        with ctx.db.engine.connect() as conn:
-            expected = read_catalog(conn, scratch)
-            expected.tables.pop(SCRATCH_MARKER, None)  # ours, not schema.sql's
-            return expected, read_catalog(conn, live_schema)
+    with scratch_session(ctx.db.engine, live_schema, name=scratch_database, stop=ctx.stop,
+                         log=ctx.log) as (scratch, conn):
+        expected = read_catalog(conn, scratch)
+        expected.tables.pop(SCRATCH_MARKER, None)  # ours, not schema.sql's
+    # The live catalog on the run's own connection (pinned: no new one), not on the scratch
+    # session, whose metadata-lock waits are capped: a live table locked by a running ALTER
+    # longer than that would be left out of information_schema's answer with only a warning.
+    with ctx.db.begin(write=False) as conn:
+        return expected, read_catalog(conn, live_schema)

@@ -113,3 +113,31 @@ def test_the_repr_of_a_database_and_of_a_run_context_shows_no_password():
         assert "S3cretPw" not in shown
         assert "mysql+pymysql://ops:***@db.internal/platform" in shown
     database.engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_a_server_without_tls_costs_one_tls_context_not_one_per_connection(mariadb_url,
+                                                                           monkeypatch):
+    """PyMySQL builds a TLS context (the system CA bundle, 0.1-0.2 s) for every connection the
+    URL says nothing of TLS for; once the server has shown it offers none, no more are built."""
+    import ssl
+
+    built = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context",
+                        lambda *args, **kwargs: built.append(1) or real(*args, **kwargs))
+    database = connect(mariadb_url)
+    try:
+        with database.engine.connect() as conn:
+            offers_tls = conn.exec_driver_sql("select @@have_ssl").scalar() == "YES"
+        first = len(built)
+        connections = [database.engine.connect() for _ in range(3)]  # three new sessions
+        try:
+            assert [c.exec_driver_sql("select 1").scalar() for c in connections] == [1, 1, 1]
+        finally:
+            for conn in connections:
+                conn.close()
+        assert first <= 1  # PyMySQL before 1.2 builds none unless the URL asks for TLS
+        assert len(built) - first == (3 if offers_tls else 0)
+    finally:
+        database.engine.dispose()
