@@ -362,6 +362,50 @@ def test_rows_of_many_partitions_mixed_stay_within_the_open_file_limit(tmp_path)
     assert [i for (i,) in got.fetchall()] == list(range(1, 61))
 
 
+def five_days_mixed(count: int) -> list[tuple]:
+    """Attendance rows whose days take turns (1st, 2nd, ... 5th of November, again), as a full
+    refresh in cursor order brings every partition in each page."""
+    rows = attendance_rows(count, months=(11,))
+    return [(*r[:3], dt.date(2026, 11, 1 + n % 5), *r[4:]) for n, r in enumerate(rows)]
+
+
+def test_rows_of_many_partitions_mixed_past_the_memory_budget_still_make_full_row_groups(
+        tmp_path):
+    """Five days in every chunk and memory for no waiting rows: each chunk's rows are spilled
+    to a hidden file beside their Parquet file and read back when a row group is full, so every
+    file gets full groups of its rows in their order; the spill files go with the batch."""
+    rows = five_days_mixed(100)
+    table_folder = tmp_path / "attendance_records"
+    writer = BatchWriter(table_folder, schema.attendance_records, ATTENDANCE, run_id="spill",
+                         partition_column="attendance_date", partition_by="day",
+                         row_group_rows=8, waiting_bytes=1)
+    writer.write(rows[:10])
+    temporary = table_folder / ".tmp-batch-spill"
+    spilled = sorted(p.relative_to(temporary).as_posix() for p in temporary.rglob("*.spill.*"))
+    assert spilled == [f"attendance_day=2026-11-0{d}/.part-00000.parquet.spill.arrow"
+                       for d in range(1, 6)]
+    for start in range(10, 100, 10):
+        writer.write(rows[start:start + 10])
+    manifest = writer.commit({})
+    batch = table_folder / manifest["batch"]
+    assert [p for p in batch.rglob("*") if "spill" in p.name] == []
+    for entry in manifest["files"]:
+        meta = pq.ParquetFile(batch / entry["path"]).metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [8, 8, 4]
+        assert entry["row_groups"] == 3
+        day = int(entry["path"][len("attendance_day=2026-11-0")])
+        ids = pq.read_table(batch / entry["path"], columns=["id"]).column("id").to_pylist()
+        assert ids == list(range(day, 101, 5))  # every row of its day, in the rows' order
+
+    aborted = BatchWriter(table_folder, schema.attendance_records, ATTENDANCE, run_id="gone",
+                          partition_column="attendance_date", row_group_rows=8,
+                          waiting_bytes=1)
+    aborted.write(rows[:10])
+    assert list((table_folder / ".tmp-batch-gone").rglob("*.spill.arrow"))
+    aborted.abort()
+    assert [p.name for p in table_folder.iterdir()] == [manifest["batch"]]
+
+
 @pytest.mark.parametrize("partition_by", ["month", "day"])
 def test_the_dry_run_plan_names_the_files_the_writer_writes(tmp_path, partition_by):
     rows = attendance_rows(45)

@@ -42,9 +42,12 @@ MANIFEST_VERSION = 1
 # A batch's folder name starts with the UTC time of its commit, to the microsecond, so names
 # sort in the order the batches were published (the reader's tie-break, "batch DESC").
 BATCH_TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
-# Parquet rows waiting for a full row group, over all partitions, before the biggest waiting
-# partition is written as a shorter group: memory stays flat when rows of many partitions mix.
-WAITING_ROW_GROUPS = 4
+# Bytes of Parquet rows waiting in memory for a full row group, over all partitions. Past it the
+# partition with the most waiting is spilled to a temporary Arrow file beside its Parquet file
+# and read back when its row group is full: rows of many partitions mixed in one batch (a full
+# refresh in cursor order touches every month in each page) still make full row groups, and
+# memory stays flat however many rows the batch holds.
+WAITING_BYTES = 32 << 20
 # Open files at once; the least recently written is finished first (then its partition gets a
 # new file), so a full refresh by day over years stays under the process's file limit.
 MAX_OPEN_FILES = 64
@@ -338,8 +341,11 @@ class _PartitionFiles:
         self.name = ""
         self.rows_in_file = 0  # rows assigned to the open file, written or waiting
         self.row_groups = 0
-        self.waiting: list = []  # Arrow record batches not yet in a row group
+        self.waiting: list = []  # Arrow record batches not yet in a row group, in memory
         self.waiting_rows = 0
+        self.waiting_bytes = 0
+        self.spill = None  # the Arrow stream writer of the rows spilled to disk, oldest first
+        self.spilled_rows = 0
 
 
 class BatchWriter:
@@ -349,15 +355,16 @@ class BatchWriter:
     def __init__(self, table_folder: str | os.PathLike, table: "Table", columns: Sequence[str],
                  *, run_id: str, fmt: str = "parquet", partition_column: str | None = None,
                  partition_by: str = "month", max_rows_per_file: int = 1_000_000,
-                 row_group_rows: int = 128_000, max_open_files: int = MAX_OPEN_FILES):
+                 row_group_rows: int = 128_000, max_open_files: int = MAX_OPEN_FILES,
+                 waiting_bytes: int = WAITING_BYTES):
         import pyarrow as pa
 
         _check_format(fmt)
         if not re.fullmatch(r"[A-Za-z0-9_-]+", run_id or ""):
             raise ValueError(f"run_id {run_id!r} is not a plain name")
-        if min(max_rows_per_file, row_group_rows, max_open_files) < 1:
-            raise ValueError("max_rows_per_file, row_group_rows and max_open_files must be "
-                             "at least 1")
+        if min(max_rows_per_file, row_group_rows, max_open_files, waiting_bytes) < 1:
+            raise ValueError("max_rows_per_file, row_group_rows, max_open_files and "
+                             "waiting_bytes must be at least 1")
         self.table = table
         self.columns = list(columns)
         self.schema = arrow_schema(table, self.columns)
@@ -366,6 +373,7 @@ class BatchWriter:
         self.max_rows_per_file = max_rows_per_file
         self.row_group_rows = row_group_rows
         self.max_open_files = max_open_files
+        self.waiting_bytes = waiting_bytes
         self.partition_column = partition_column
         self.partition_by = partition_by
         self.key = None
@@ -386,7 +394,7 @@ class BatchWriter:
         self._partitions: dict[str, _PartitionFiles] = {}
         self._open: OrderedDict[str, _PartitionFiles] = OrderedDict()
         self._files: list[dict] = []
-        self._waiting_rows = 0
+        self._waiting_bytes = 0
         self.row_count = 0
         self._finished = False
 
@@ -505,9 +513,10 @@ class BatchWriter:
             if self.fmt == "parquet":
                 partition.waiting.append(piece)
                 partition.waiting_rows += piece.num_rows
-                self._waiting_rows += piece.num_rows
-                while partition.waiting_rows >= self.row_group_rows:
-                    self._write_row_group(partition, self.row_group_rows)
+                partition.waiting_bytes += piece.nbytes
+                self._waiting_bytes += piece.nbytes
+                if partition.spilled_rows + partition.waiting_rows >= self.row_group_rows:
+                    self._write_row_groups(partition)
             elif self.fmt == "csv":
                 partition.writer.write_batch(_with_times_as_text(piece, " "))
             else:
@@ -515,9 +524,8 @@ class BatchWriter:
             self._open.move_to_end(partition.folder)
             if partition.rows_in_file >= self.max_rows_per_file:
                 self._close_file(partition)
-        while self._waiting_rows > WAITING_ROW_GROUPS * self.row_group_rows:
-            fullest = max(self._open.values(), key=lambda p: p.waiting_rows)
-            self._write_row_group(fullest, fullest.waiting_rows)
+        while self._waiting_bytes > self.waiting_bytes:
+            self._spill(max(self._open.values(), key=lambda p: p.waiting_bytes))
 
     def _temporary_path(self, partition: _PartitionFiles) -> Path:
         return self.folder / partition.folder / f".{partition.name}.inprogress"
@@ -548,21 +556,60 @@ class BatchWriter:
             partition.writer = open(path, "w", encoding="utf-8", newline="\n")
         self._open[partition.folder] = partition
 
-    def _write_row_group(self, partition: _PartitionFiles, rows: int) -> None:
+    def _spill_path(self, partition: _PartitionFiles) -> Path:
+        return self.folder / partition.folder / f".{partition.name}.spill.arrow"
+
+    def _spill(self, partition: _PartitionFiles) -> None:
+        """Move the partition's waiting rows from memory to its spill file (Arrow IPC, no
+        compression: it is read back within the run, mostly from the page cache)."""
         import pyarrow as pa
 
-        waiting = pa.Table.from_batches(partition.waiting, schema=self.schema)
-        group, rest = waiting.slice(0, rows), waiting.slice(rows)
-        if group.num_rows:
+        if partition.spill is None:
+            partition.spill = pa.ipc.new_stream(str(self._spill_path(partition)), self.schema)
+        for batch in partition.waiting:
+            partition.spill.write_batch(batch)
+        partition.spilled_rows += partition.waiting_rows
+        self._waiting_bytes -= partition.waiting_bytes
+        partition.waiting, partition.waiting_rows, partition.waiting_bytes = [], 0, 0
+
+    def _take_spilled(self, partition: _PartitionFiles) -> list:
+        """The partition's spilled rows, read back into memory; the spill file goes."""
+        import pyarrow as pa
+
+        if partition.spill is None:
+            return []
+        partition.spill.close()
+        partition.spill = None
+        path = self._spill_path(partition)
+        with pa.OSFile(str(path)) as source:
+            batches = pa.ipc.open_stream(source).read_all().to_batches()
+        path.unlink()
+        partition.spilled_rows = 0
+        return batches
+
+    def _write_row_groups(self, partition: _PartitionFiles, *, last: bool = False) -> None:
+        """Write the partition's full row groups, spilled rows first; `last`: the rest too, as
+        a shorter group (the file is being finished)."""
+        import pyarrow as pa
+
+        rows = pa.Table.from_batches(self._take_spilled(partition) + partition.waiting,
+                                     schema=self.schema)
+        self._waiting_bytes -= partition.waiting_bytes
+        offset = 0
+        while rows.num_rows - offset >= self.row_group_rows or (last and offset < rows.num_rows):
+            group = rows.slice(offset, self.row_group_rows)
             partition.writer.write_table(group, row_group_size=group.num_rows)
             partition.row_groups += 1
+            offset += group.num_rows
+        rest = rows.slice(offset)
         partition.waiting = rest.to_batches()
         partition.waiting_rows = rest.num_rows
-        self._waiting_rows -= group.num_rows
+        partition.waiting_bytes = rest.nbytes
+        self._waiting_bytes += rest.nbytes
 
     def _close_file(self, partition: _PartitionFiles) -> None:
-        if self.fmt == "parquet" and partition.waiting_rows:
-            self._write_row_group(partition, partition.waiting_rows)
+        if self.fmt == "parquet" and partition.spilled_rows + partition.waiting_rows:
+            self._write_row_groups(partition, last=True)
         partition.writer.close()
         partition.writer = None
         del self._open[partition.folder]
@@ -650,10 +697,12 @@ class BatchWriter:
             return
         self._finished = True
         for partition in list(self._open.values()):
-            try:
-                partition.writer.close()
-            except Exception:  # the folder goes anyway; a close error must not hide the cause
-                pass
+            for stream in (partition.spill, partition.writer):
+                try:
+                    if stream is not None:
+                        stream.close()
+                except Exception:  # the folder goes anyway; a close error must not hide it
+                    pass
         self._open.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -33,6 +33,7 @@ from .reader import (
     last_row,
     partition_counts,
     prefetched,
+    release_freed_memory,
     stream_window,
     stream_window_arrow,
 )
@@ -164,6 +165,7 @@ def _execute(ctx: RunContext, result: JobResult, conn, export: Export, window: W
                 write(chunk)
                 written += len(chunk)
                 last = last_of(chunk)
+                release_freed_memory()  # what the chunk before freed (see its docstring)
                 advance(len(chunk))
                 reason = ctx.why_stop()
                 if reason:

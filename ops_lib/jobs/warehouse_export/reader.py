@@ -18,6 +18,8 @@ page unread (an unbuffered cursor drains it when it closes).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
 import queue
 import threading
@@ -175,6 +177,27 @@ def stream(conn: Connection, statement, chunk_rows: int = CHUNK_ROWS
             yield chunk
     finally:
         result.close()
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library: musl, macOS, Windows)."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc; elsewhere nothing).
+
+    connectorx builds each page's record batches on threads of its own, and glibc gives every
+    thread its own heap ("arena") and keeps what is freed there: the peak grew with the pages
+    read (2M rows 13 % above 1M) while Arrow's own memory stayed flat. malloc_trim(0) returns
+    the free pages of every arena; it takes under a millisecond."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 _END = object()
