@@ -324,7 +324,7 @@ def test_max_runtime_stops_between_batches_and_says_why(db_url, db, tmp_path):
     assert (result.status, result.stop_reason) == ("ok", "max runtime reached")
     assert len(ids(db, notifications_archive)) == 30
     assert len(ids(db, notifications)) == 170
-    assert "statistics: Action=select" in render_plain(result)
+    assert "statistics: Action=copy" in render_plain(result)
 
 
 @pytest.mark.mariadb
@@ -520,4 +520,4 @@ def test_a_long_stretch_of_young_rows_is_crossed_in_a_few_growing_windows(db):
     statistics = {r["Action"]: r["Count"] for r in result.sections[2].rows}
     # Windows of 5 ids would take 799 empty ones; doubling (up to 64 batches) takes a few.
     assert statistics["empty window"] <= 20
-    assert statistics["select"] == statistics["empty window"] + 2
+    assert statistics["copy"] == statistics["empty window"] + 2
