@@ -468,7 +468,7 @@ class AreaWalk:
             # Fewer than BATCH rows: the copy took every eligible row of the window. BATCH rows
             # from a window of BATCH ids: every id of it. Else they end somewhere inside.
             if copied == self.window.batch and last - after > copied:
-                with stats.timed("last copied"):
+                with stats.timed("last_copied"):
                     held, last = conn.execute(statements["last_copied"], window).one()
                 if held != copied:
                     raise ArchiveHoldsWindowIds()
