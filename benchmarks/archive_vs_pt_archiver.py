@@ -183,6 +183,12 @@ def run_plain_sql(batch: int) -> float:
     return elapsed
 
 
+def client_cpu() -> float:
+    """CPU seconds of this process and its finished children (the tool, pt-archiver)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def load_text(load: tuple[float, float, float]) -> str:
     return ", ".join(f"{x:.2f}" for x in load)
 
@@ -218,13 +224,16 @@ def main() -> None:
         source = checksum("notifications")
         wait_until_quiet()
         print(f"filled {args.rows:,} rows in {fill_seconds:.1f}s; running {name}", file=sys.stderr)
+        cpu_before = client_cpu()
         seconds = runners[name](args.batch)
+        cpu = client_cpu() - cpu_before
         hot, archived = checksum("notifications"), checksum("notifications_archive")
         if hot[0] != 0 or archived != source:
             raise SystemExit(f"{name}: rows lost or changed: hot {hot}, archive {archived}, "
                              f"source {source}")
         figures.setdefault(name, []).append(args.rows / seconds)
-        print(f"  {name}: {args.rows / seconds:,.0f} rows/s", file=sys.stderr)
+        print(f"  {name}: {args.rows / seconds:,.0f} rows/s ({seconds:.1f}s; client CPU "
+              f"{cpu:.1f}s)", file=sys.stderr)
 
     server = create_engine(SERVER)
     with server.connect() as conn:
