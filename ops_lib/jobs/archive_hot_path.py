@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -458,7 +459,7 @@ class AreaWalk:
         area, stats, statements = self.item.area, self.stats, self.statements
         window = self.window.params()
         after = window["after_id"]
-        with ctx.db.begin() as conn:
+        with self._batch_transaction(ctx) as (conn, writes_done):
             with stats.timed("copy"):
                 copied = conn.execute(statements["copy"],
                                       {**window, "archived_at": utcnow()}).rowcount
@@ -479,10 +480,7 @@ class AreaWalk:
             if deleted != copied:
                 raise BatchMismatch(f"{area.name}: copied {copied}, deleted {deleted} "
                                     f"({keys}); rolled back")
-            if self.before_commit is not None:
-                self.before_commit(area.name, keys)
-            commit_started = time.perf_counter()
-        stats.add("commit", time.perf_counter() - commit_started)
+            writes_done(keys)
         return keys
 
     def _transaction(self, ctx: RunContext) -> tuple[Keys, int]:
@@ -491,7 +489,7 @@ class AreaWalk:
         attendance, and by a move redone with the archive look-up. Returns the keys, and how
         many of them the archive already held (identical copies)."""
         area, hot, stats = self.item.area, self.item.area.hot, self.stats
-        with ctx.db.begin() as conn:
+        with self._batch_transaction(ctx) as (conn, writes_done):
             with stats.timed("select"):
                 keys = _select_keys(conn, self.statements, self.window.params())
             if not keys.count:
@@ -510,11 +508,24 @@ class AreaWalk:
                 if marked != keys.count:
                     raise BatchMismatch(f"{area.name}: marked {marked} of {keys.count} selected "
                                         f"rows ({keys}); rolled back")
-            if self.before_commit is not None:
-                self.before_commit(area.name, keys)
-            commit_started = time.perf_counter()
-        stats.add("commit", time.perf_counter() - commit_started)
+            writes_done(keys)
         return keys, identical
+
+    @contextmanager
+    def _batch_transaction(self, ctx: RunContext):
+        """A batch's transaction, and `writes_done(keys)` to call once its writes are checked:
+        it runs the before_commit hook, and the commit that follows is timed."""
+        writes_ended: list[float] = []
+
+        def writes_done(keys: Keys) -> None:
+            if self.before_commit is not None:
+                self.before_commit(self.item.area.name, keys)
+            writes_ended.append(time.perf_counter())
+
+        with ctx.db.begin() as conn:
+            yield conn, writes_done
+        if writes_ended:
+            self.stats.add("commit", time.perf_counter() - writes_ended[0])
 
     def _move_looked_up(self, conn: Connection, keys: Keys, params: dict) -> int:
         """Copy the batch's rows the archive lacks, check the others, delete them all; returns
