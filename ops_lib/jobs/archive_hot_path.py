@@ -173,6 +173,11 @@ class BatchMismatch(Exception):
     """A batch's counts disagree: the transaction is rolled back and the run stops."""
 
 
+class RangeChanged(Exception):
+    """A move's DELETE by range did not remove exactly the rows its copy took (a row of the
+    range changed in between): rolled back, and redone by the selected ids."""
+
+
 @dataclass
 class Stats:
     """pt-archiver style statistics: per action, how many times and how long."""
@@ -435,9 +440,10 @@ class AreaWalk:
         """The next batch, and how many of its rows the archive already held (identical).
 
         A move is first tried as copy-then-delete by range, without looking the ids up in the
-        archive (its primary key refuses a second copy); when the key refuses, or the archive
-        holds other ids of the window, it is rolled back and redone with the look-up. Any
-        other integrity error is not "already archived": it propagates."""
+        archive (its primary key refuses a second copy); when the key refuses, the archive
+        holds other ids of the window, or the DELETE's count is not the copy's, it is rolled
+        back and redone by the selected ids, with the look-up. Any other integrity error is
+        not "already archived": it propagates."""
         area = self.item.area
         if area.moves:
             try:
@@ -447,6 +453,10 @@ class AreaWalk:
                     raise
             except ArchiveHoldsWindowIds:
                 pass
+            except RangeChanged as exc:
+                self.stats.add("changed range fallback", 0.0)
+                log.warning("%s: redoing the batch by its selected ids", exc)
+                return self._transaction(ctx)
             self.stats.add("duplicate fallback", 0.0)
             log.info("%s: an id after %s is already in %s: checking this batch row by row",
                      area.name, self.window.after, area.archive.name)
@@ -478,8 +488,8 @@ class AreaWalk:
                 deleted = conn.execute(statements["delete"],
                                        {"after_id": after, "last_id": last}).rowcount
             if deleted != copied:
-                raise BatchMismatch(f"{area.name}: copied {copied}, deleted {deleted} "
-                                    f"({keys}); rolled back")
+                raise RangeChanged(f"{area.name}: copied {copied}, deleted {deleted} ({keys}); "
+                                   "rolled back")
             writes_done(keys)
         return keys
 
