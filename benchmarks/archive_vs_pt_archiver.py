@@ -5,14 +5,17 @@ them into `notifications_archive` with one tool, checks that every row arrived e
 the same contents, and starts over for the next run. The runs go pt-archiver, this tool, this
 tool, pt-archiver (ABBA, per round), each after InnoDB has purged and flushed the previous run's
 work, so neither tool gains from its place in the order. It prints the mean rows/s of each tool,
-every run's figure, and the ratio.
+every run's figure, and the ratios.
 
     python benchmarks/archive_vs_pt_archiver.py [--rows N] [--batch N] [--rounds N] [--plain]
 
 pt-archiver runs in its bulk mode: `--limit 1000 --commit-each --bulk-insert --bulk-delete`
 (Debian package `percona-toolkit`); where it is not installed its column says so. A third
 column, "plain SQL", is the bare loop INSERT ... SELECT + DELETE by id range, 1,000 rows a
-transaction, without any of the tool's checks (`--plain`): the ceiling to compare with.
+transaction, without any of the tool's checks (`--plain`): the ceiling to compare with. It runs
+twice a round, between two runs of this tool (tool, plain, plain, tool: ABBA again, so a
+neighbour's load drifting over the run weighs on both alike), and "ratio tool/plain loop"
+compares the two means of the same benchmark run.
 
 Times are wall-clock times of the whole process (start-up, planning, the copy, statistics), the
 same for both tools. The server is OPS_BENCH_MYSQL_URL (default root@127.0.0.1:3306).
@@ -126,11 +129,16 @@ def run_archive(url: str, batch: int) -> tuple[float, dict]:
     return elapsed, json.loads(proc.stdout)
 
 
+# The tool's own time for its batches (its `total` timing: no start-up, no planning), per run.
+TOOL_BATCH_SECONDS: list[float] = []
+
+
 def run_tool(batch: int) -> float:
     elapsed, result = run_archive(scratch_url(), batch)
     stats = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(result["timings"].items()))
     print(f"  archive_hot_path_data: {result['counts']['notifications_moved']:,} rows; {stats}",
           file=sys.stderr)
+    TOOL_BATCH_SECONDS.append(result["timings"]["total"])
     return elapsed
 
 
@@ -180,6 +188,16 @@ def run_plain_sql(batch: int) -> float:
     return elapsed
 
 
+def client_cpu() -> float:
+    """CPU seconds of this process and its finished children (the tool, pt-archiver)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def load_text(load: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in load)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -187,22 +205,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="each round runs pt-archiver, this tool, this tool, pt-archiver "
                              "(ABBA, so neither gains from going first)")
-    parser.add_argument("--plain", action="store_true", help="also run the plain SQL loop")
+    parser.add_argument("--plain", action="store_true",
+                        help="also run the plain SQL loop, twice a round between the tool's runs")
     args = parser.parse_args()
 
     notes = []
     have_pt = shutil.which("pt-archiver") is not None
     if not have_pt:
         notes.append("pt-archiver: skipped, not installed (apt-get install percona-toolkit)")
+    tool, plain = ["archive_hot_path_data"], ["plain SQL loop"]
+    middle = tool + plain * 2 + tool if args.plain else tool * (2 if have_pt else 1)
     order = []
     for _ in range(args.rounds):
-        order += (["pt-archiver (bulk)", "archive_hot_path_data", "archive_hot_path_data",
-                   "pt-archiver (bulk)"] if have_pt else ["archive_hot_path_data"])
-    if args.plain:
-        order.append("plain SQL loop")
+        order += ["pt-archiver (bulk)", *middle, "pt-archiver (bulk)"] if have_pt else middle
     runners = {"pt-archiver (bulk)": run_pt_archiver, "archive_hot_path_data": run_tool,
                "plain SQL loop": run_plain_sql}
 
+    load_before = os.getloadavg()
     figures: dict[str, list[float]] = {}
     for name in order:
         prepare()
@@ -210,13 +229,16 @@ def main() -> None:
         source = checksum("notifications")
         wait_until_quiet()
         print(f"filled {args.rows:,} rows in {fill_seconds:.1f}s; running {name}", file=sys.stderr)
+        cpu_before = client_cpu()
         seconds = runners[name](args.batch)
+        cpu = client_cpu() - cpu_before
         hot, archived = checksum("notifications"), checksum("notifications_archive")
         if hot[0] != 0 or archived != source:
             raise SystemExit(f"{name}: rows lost or changed: hot {hot}, archive {archived}, "
                              f"source {source}")
         figures.setdefault(name, []).append(args.rows / seconds)
-        print(f"  {name}: {args.rows / seconds:,.0f} rows/s", file=sys.stderr)
+        print(f"  {name}: {args.rows / seconds:,.0f} rows/s ({seconds:.1f}s; client CPU "
+              f"{cpu:.1f}s)", file=sys.stderr)
 
     server = create_engine(SERVER)
     with server.connect() as conn:
@@ -224,7 +246,9 @@ def main() -> None:
         pool = conn.execute(text("SELECT @@innodb_buffer_pool_size")).scalar()
     print(f"\nMoving {args.rows:,} notifications to notifications_archive, "
           f"{args.batch} rows a transaction, MariaDB {version} "
-          f"(buffer pool {int(pool) // 2**20} MB); wall time of the whole process")
+          f"(buffer pool {int(pool) // 2**20} MB); wall time of the whole process; load average "
+          f"(1, 5, 15 min) {load_text(load_before)} at the start, {load_text(os.getloadavg())} "
+          "at the end")
     print(f"{'tool':<24}{'rows/s (mean)':>14}   runs")
     mean = {name: sum(rates) / len(rates) for name, rates in figures.items()}
     for name in runners:
@@ -236,6 +260,13 @@ def main() -> None:
         print(f"{'ratio tool/pt-archiver':<24}{ratio:>13.2f}x")
     else:
         print(f"{'ratio tool/pt-archiver':<24}{'skipped':>14}")
+    if "plain SQL loop" in mean:
+        ratio = mean["archive_hot_path_data"] / mean["plain SQL loop"]
+        print(f"{'ratio tool/plain loop':<24}{ratio:>13.2f}x")
+        batches = args.rows * len(TOOL_BATCH_SECONDS) / sum(TOOL_BATCH_SECONDS)
+        print(f"{'  batches only':<24}{batches / mean['plain SQL loop']:>13.2f}x   (the tool's "
+              f"own time for its batches, {batches:,.0f} rows/s: without its start-up and plan; "
+              "the plain loop is timed in this process, without a start-up either)")
     for note in notes:
         print(f"note: {note}")
     with create_engine(SERVER).begin() as conn:

@@ -293,9 +293,88 @@ def test_non_contiguous_keys_are_moved_exactly(db):
         conn.execute(insert(notifications), [
             notification(i, NOW - (200 * DAY if i % 3 else DAY)) for i in range(1, 61)
         ])
-    archive(db, batch=7)
+    result = archive(db, batch=7)
     assert ids(db, notifications) == [i for i in range(1, 61) if i % 3 == 0]
     assert ids(db, notifications_archive) == [i for i in range(1, 61) if i % 3]
+    statistics = {r["Action"]: r["Count"] for r in result.sections[2].rows}
+    # Seven rows out of a window wider than 7 ids: the batch read where its copy ended.
+    assert statistics["last_copied"] >= 1
+    assert "duplicate fallback" not in statistics
+
+
+def test_an_id_the_archive_holds_past_a_full_batch_in_its_window_redoes_it_with_the_look_up(db):
+    # Id 20 is in the archive only (restored there by hand, say). After the young ids 6..13 the
+    # window (10, 20] is wider than a batch of 5: the copy takes 14..18 and does not meet 20,
+    # but the archive's count for the window (6) is not the copy's (5), so the batch is redone
+    # with the look-up; so is the next, (18, 26].
+    with db.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, NOW - (DAY if 6 <= i <= 13 else 200 * DAY))
+            for i in range(1, 41) if i != 20])
+        conn.execute(insert(notifications_archive), [
+            dict(notification(20, NOW - 200 * DAY), archived_at=NOW - DAY)])
+    result = archive(db, batch=5)
+    assert result.status == "ok", result.error
+    assert ids(db, notifications) == list(range(6, 14))
+    assert ids(db, notifications_archive) == list(range(1, 6)) + list(range(14, 41))
+    statistics = {r["Action"]: r["Count"] for r in result.sections[2].rows}
+    assert statistics["duplicate fallback"] == 2
+    assert result.counts["notifications_moved"] == 31
+
+
+def sqlite_db(tmp_path):
+    from conftest import sqlite_database
+
+    return connect(sqlite_database(tmp_path))
+
+
+def test_a_row_that_turns_old_between_the_copy_and_the_delete_makes_the_batch_redone_by_ids(
+        tmp_path):
+    # The delete takes the window's old rows up to the last copied id: one more than the copy
+    # took shows in the count, and the batch rolls back and is redone by its selected ids
+    # (SQLite: a trigger changes the row between the two statements, in both attempts; on
+    # MySQL the copy's locks leave only rows it did not take to change).
+    db = sqlite_db(tmp_path)
+    with db.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, NOW - (DAY if i == 3 else 200 * DAY)) for i in range(1, 6)])
+        conn.exec_driver_sql(
+            "CREATE TRIGGER turns_old AFTER INSERT ON notifications_archive WHEN NEW.id = 5 "
+            "BEGIN UPDATE notifications SET created_at = '2020-01-01 00:00:00' WHERE id = 3; END")
+    before = {r["id"]: r for r in rows(db, notifications)}
+    result = archive(db, batch=10)
+    assert result.status == "ok", result.error
+    assert [without_archived_at(r) for r in rows(db, notifications_archive)] == \
+        [before[i] for i in (1, 2, 4, 5)]
+    assert ids(db, notifications) == [3]  # old now: the next run takes it
+    statistics = {r["Action"]: r["Count"] for r in result.sections[2].rows}
+    assert statistics["changed range fallback"] == 1
+    assert statistics["select"] == 1  # the redo selected the ids 1, 2, 4, 5 and moved those
+
+
+def test_a_payment_whose_invoice_is_paid_during_the_batch_is_not_deleted_uncopied(tmp_path):
+    # A payment's eligibility reads its invoice, which the copy does not lock: payment 2 becomes
+    # eligible, and payment 1 protected, between the copy and the delete. The delete takes only
+    # rows the archive holds: 1 and 3 leave (both copied), 2 stays for the next run.
+    db = sqlite_db(tmp_path)
+    seed(db)
+    with db.begin() as conn:
+        conn.execute(update(payments).where(payments.c.id == 2).values(invoice_id=3))  # due
+        conn.exec_driver_sql(
+            "CREATE TRIGGER invoices_change AFTER INSERT ON payments_archive WHEN NEW.id = 3 "
+            "BEGIN UPDATE invoices SET status = 'paid' WHERE id = 3; "
+            "UPDATE invoices SET status = 'due' WHERE id = 1; END")
+        conn.execute(insert(payments), [{
+            "id": 8, "invoice_id": 2, "amount_minor": 7, "status": "settled",
+            "created_at": NOW - 800 * DAY, "method": None, "reference": None, "paid_at": None}])
+        conn.execute(update(payments).where(payments.c.id == 3).values(invoice_id=2))  # void
+    before = {r["id"]: r for r in rows(db, payments)}
+    result = archive(db, batch=10)
+    assert result.status == "ok", result.error
+    assert ids(db, payments_archive) == [1, 3, 8]
+    assert [without_archived_at(r) for r in rows(db, payments_archive)] == \
+        [before[1], before[3], before[8]]
+    assert ids(db, payments) == [2, 4, 5, 6, 7]
 
 
 def test_max_replica_lag_without_a_replica_says_it_has_no_effect(db):
@@ -324,7 +403,7 @@ def test_max_runtime_stops_between_batches_and_says_why(db_url, db, tmp_path):
     assert (result.status, result.stop_reason) == ("ok", "max runtime reached")
     assert len(ids(db, notifications_archive)) == 30
     assert len(ids(db, notifications)) == 170
-    assert "statistics: Action=select" in render_plain(result)
+    assert "statistics: Action=copy" in render_plain(result)
 
 
 @pytest.mark.mariadb
@@ -413,31 +492,27 @@ def fill_attendance(database, archived: int, eligible: int, recent: int, student
             f"FROM seq_1_to_{total}")
 
 
-def try_update(database, record_id: int) -> str:
-    """Update one attendance record from another connection, waiting at most 1 s for its lock:
-    "updated", or the error that refused it."""
+def try_update(database, table, record_id: int, **values) -> str:
+    """Update one row from another connection, waiting at most 1 s for its lock: "updated", or
+    the error that refused it."""
     with database.engine.connect() as conn:
         try:
             with conn.begin():
                 conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 1")
-                conn.execute(update(attendance_records)
-                             .where(attendance_records.c.id == record_id).values(status="late"))
+                conn.execute(update(table).where(table.c.id == record_id).values(**values))
             return "updated"
         except DBAPIError as exc:
             return describe_db_error(exc)
 
 
-@pytest.mark.mariadb
-def test_an_open_attendance_batch_locks_only_its_own_records_not_every_old_one(mariadb_url):
-    # The shape where MariaDB would rather read the retention index and sort every eligible
-    # record (each batch then locked all of them, and the web app's updates timed out).
-    database = connect(mariadb_url)
-    fill_attendance(database, archived=2000, eligible=2000, recent=1000)
+def while_first_batch_is_open(database, area: str, batch: int, look):
+    """Run the archive in a thread, hold the first batch of `area` open just before its commit,
+    and call `look(keys)` meanwhile; returns (keys, what look returned, the run's result)."""
     batch_open, release = threading.Event(), threading.Event()
     held: list = []
 
-    def hold_the_first_batch(area, keys):
-        if area == "attendance_records" and not held:
+    def hold_the_first_batch(name, keys):
+        if name == area and not held:
             held.append(keys)
             batch_open.set()
             assert release.wait(60), "the test never released the batch"
@@ -446,7 +521,7 @@ def test_an_open_attendance_batch_locks_only_its_own_records_not_every_old_one(m
 
     def archive_in_background():
         try:
-            outcome["result"] = archive_hot_path.run(job_context(database, False), batch=100,
+            outcome["result"] = archive_hot_path.run(job_context(database, False), batch=batch,
                                                      now=NOW, before_commit=hold_the_first_batch)
         except BaseException as exc:  # shown by the assertion below
             outcome["error"] = exc
@@ -456,23 +531,58 @@ def test_an_open_attendance_batch_locks_only_its_own_records_not_every_old_one(m
     worker = threading.Thread(target=archive_in_background)
     worker.start()
     try:
-        assert batch_open.wait(60), "the archive never opened an attendance batch"
+        assert batch_open.wait(60), f"the archive never opened a batch of {area}"
         assert held, outcome.get("error") or outcome["result"].counts
-        keys = held[0]
-        assert (keys.first, keys.last) == (2001, 2100)
-        inside, outside = try_update(database, 2050), try_update(database, 3999)
+        seen = look(held[0])
     finally:
         release.set()
         worker.join(60)
+    assert "result" in outcome, outcome.get("error")
+    return held[0], seen, outcome["result"]
+
+
+@pytest.mark.mariadb
+def test_an_open_attendance_batch_locks_only_its_own_records_not_every_old_one(mariadb_url):
+    # The shape where MariaDB would rather read the retention index and sort every eligible
+    # record (each batch then locked all of them, and the web app's updates timed out).
+    database = connect(mariadb_url)
+    fill_attendance(database, archived=2000, eligible=2000, recent=1000)
+    keys, (inside, outside), result = while_first_batch_is_open(
+        database, "attendance_records", 100, lambda _keys: (
+            try_update(database, attendance_records, 2050, status="late"),
+            try_update(database, attendance_records, 3999, status="late")))
+    assert (keys.first, keys.last) == (2001, 2100)
     assert "1205" in inside  # the batch does hold its own rows
     assert outside == "updated"  # a record of a later batch is free while this one is open
-    result = outcome["result"]
     assert result.status == "ok", result.error
     assert result.counts["attendance_records_marked"] == 2000
     with database.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(attendance_records)
                             .where(attendance_records.c.is_archived == True)  # noqa: E712
                             ).scalar_one() == 4000
+    database.engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_an_open_move_batch_holds_the_rows_its_copy_took_and_only_those(mariadb_url):
+    # No select of keys before the copy: the INSERT ... SELECT ... FOR UPDATE itself locks.
+    database = connect(mariadb_url)
+    with database.begin() as conn:
+        conn.execute(insert(notifications), [
+            notification(i, NOW - (200 * DAY if i <= 250 else DAY)) for i in range(1, 301)])
+    keys, (copied, outside, young), result = while_first_batch_is_open(
+        database, "notifications", 100, lambda _keys: (
+            try_update(database, notifications, 60, title="read by the app"),
+            try_update(database, notifications, 160, title="read by the app"),
+            try_update(database, notifications, 280, title="read by the app")))
+    assert (keys.count, keys.first, keys.last) == (100, 1, 100)
+    assert "1205" in copied  # copied, not yet deleted: nobody may change it meanwhile
+    assert outside == young == "updated"  # rows of a later batch, and rows that stay, are free
+    assert result.status == "ok", result.error
+    assert ids(database, notifications) == list(range(251, 301))
+    archived = rows(database, notifications_archive)
+    assert [r["id"] for r in archived] == list(range(1, 251))
+    assert archived[159]["title"] == "read by the app"  # changed before its batch copied it
     database.engine.dispose()
 
 
@@ -520,4 +630,4 @@ def test_a_long_stretch_of_young_rows_is_crossed_in_a_few_growing_windows(db):
     statistics = {r["Action"]: r["Count"] for r in result.sections[2].rows}
     # Windows of 5 ids would take 799 empty ones; doubling (up to 64 batches) takes a few.
     assert statistics["empty window"] <= 20
-    assert statistics["select"] == statistics["empty window"] + 2
+    assert statistics["copy"] == statistics["empty window"] + 2

@@ -9,10 +9,12 @@ Rules (docs/archiving.md):
   eligible id seen at the start (rows that become eligible later wait for the next run), in
   windows of ids (`id > after AND id <= window end`): a batch reads and locks only rows of its
   own window, whatever plan the optimizer would pick for the retention condition.
-- One batch is one transaction on one connection: select the keys (FOR UPDATE on MySQL), copy
-  exactly those rows, delete exactly those rows, check copied = deleted = selected, commit. A
-  killed run rolls its open batch back; a row the archive already holds is never copied twice,
-  and leaves the hot table only when the archive's copy is identical.
+- One batch is one transaction on one connection. A move copies the window's first BATCH
+  eligible rows into the archive, and that copy locks them (FOR UPDATE on MySQL); it deletes the
+  same rows by id range, checks copied = deleted, commits. Attendance selects its batch's ids
+  (locked), marks exactly those, checks marked = selected. A killed run rolls its open batch
+  back; a row the archive already holds is never copied twice, and leaves the hot table only
+  when the archive's copy is identical.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,6 +31,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Integer,
+    Select,
     Table,
     and_,
     bindparam,
@@ -98,6 +102,21 @@ class Area:
             return and_(self.old(cutoff), _invoice_settled())
         return self.old(cutoff)
 
+    def copied(self, cutoff) -> ColumnElement:
+        """Of a batch's id range, the rows its DELETE removes: those old by their own columns
+        (the copy locked the rows it copied, so they stay old) and, where eligibility also
+        reads another table (a payment's invoice, not locked, may change meanwhile), only
+        those the archive holds. Any row beyond the copied ones shows in the count."""
+        if self.hot is payments:
+            return and_(self.old(cutoff), exists(select(literal_column("1")).where(
+                payments_archive.c.id == payments.c.id)))
+        return self.old(cutoff)
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The statements of a usual batch (batch_statements), in order."""
+        return ("copy", "last_copied", "delete") if self.moves else ("select", "mark")
+
 
 def _invoice_settled() -> ColumnElement:
     return exists(
@@ -152,6 +171,11 @@ class AreaPlan:
 
 class BatchMismatch(Exception):
     """A batch's counts disagree: the transaction is rolled back and the run stops."""
+
+
+class RangeChanged(Exception):
+    """A move's DELETE by range did not remove exactly the rows its copy took (a row of the
+    range changed in between): rolled back, and redone by the selected ids."""
 
 
 @dataclass
@@ -230,39 +254,63 @@ def _readiness(plans: list[AreaPlan]) -> list[dict[str, Any]]:
 
 
 def batch_statements(area: Area, cutoff, batch: int, display: bool = False) -> dict[str, Any]:
-    """One area's batch statements, built once per run; each batch binds its own ids.
+    """One area's batch statements, built once per run; each batch binds its own window.
 
-    "select" locks the batch's rows, the first BATCH eligible ids of the window
-    `:after_id < id <= :window_end`, and returns only their count, lowest and highest id: when
-    the ids are contiguous (the usual case) that is all a batch needs, and the server does not
-    ship a thousand ids to Python. "select_ids" (same rows) lists them when they are not. The
-    window bounds what a batch reads and locks to its own ids even when the optimizer would
-    rather walk the retention index and sort every eligible row (it did, for attendance:
-    each batch locked all of them); MySQL is also told to walk the primary key, as pt-archiver
-    does. The writes address the selected rows as `id BETWEEN :first_id AND :last_id`.
+    A batch looks at the window `:after_id < id <= :window_end` and takes its first BATCH
+    eligible rows in id order. The window bounds what a batch reads and locks to its own ids
+    even when the optimizer would rather walk the retention index and sort every eligible row
+    (it did, for attendance: each batch locked all of them); MySQL is also told to walk the
+    primary key, as pt-archiver does.
+
+    A move is "copy", "delete" and, between them only when a full batch came out of a window
+    wider than BATCH ids, "last_copied":
+    - "copy" inserts those rows into the archive, and locks them (FOR UPDATE) in that same
+      statement: no separate select of the keys;
+    - "last_copied": how many ids of the window the archive holds, and the highest, which is
+      where the batch ends when that count is the number copied;
+    - "delete" removes the rows of `:after_id < id <= :last_id` that Area.copied describes.
+    Attendance is "select" (the count, lowest and highest of those ids, locked; "select_ids"
+    lists them when they are not contiguous) and "mark" by `id BETWEEN :first_id AND :last_id`.
+    A move whose window meets ids the archive already holds is redone with "select" and an
+    archive look-up (AreaWalk.batch).
     `display` names the parameters in the SQL text instead, for the dry run to print.
     """
     def param(name: str, type_):
         return literal_column(f":{name}") if display else bindparam(name, type_=type_)
 
     hot = area.hot
-    select_ids = (
-        select(hot.c.id)
-        .where(hot.c.id > param("after_id", Integer), hot.c.id <= param("window_end", Integer),
-               area.eligible(cutoff))
-        .order_by(hot.c.id)
-        .limit(batch)
-        .with_for_update()
-    )
-    for dialect in ("mysql", "mariadb"):
-        select_ids = select_ids.with_hint(hot, "FORCE INDEX (PRIMARY)", dialect)
+
+    def first_eligible(*columns) -> Select:
+        query = (select(*columns)
+                 .where(hot.c.id > param("after_id", Integer),
+                        hot.c.id <= param("window_end", Integer), area.eligible(cutoff))
+                 .order_by(hot.c.id)
+                 .limit(batch)
+                 .with_for_update())
+        for dialect in ("mysql", "mariadb"):
+            query = query.with_hint(hot, "FORCE INDEX (PRIMARY)", dialect)
+        return query
+
+    select_ids = first_eligible(hot.c.id)
     locked = select_ids.subquery("batch")
     statements = {
         "select": select(func.count(), func.min(locked.c.id), func.max(locked.c.id)),
         "select_ids": select_ids,
     }
-    in_range = hot.c.id.between(param("first_id", Integer), param("last_id", Integer))
-    statements.update(write_statements(area, in_range, param("archived_at", DateTime)))
+    archived_at = param("archived_at", DateTime)
+    if not area.moves:
+        in_range = hot.c.id.between(param("first_id", Integer), param("last_id", Integer))
+        statements.update(write_statements(area, in_range, archived_at))
+        return statements
+    archive = area.archive
+    statements["copy"] = insert(archive).from_select(
+        [c.name for c in hot.columns] + ["archived_at"],
+        first_eligible(*hot.columns, archived_at.label("archived_at")))
+    statements["last_copied"] = select(func.count(), func.max(archive.c.id)).where(
+        archive.c.id > param("after_id", Integer), archive.c.id <= param("window_end", Integer))
+    statements["delete"] = delete(hot).where(
+        hot.c.id > param("after_id", Integer), hot.c.id <= param("last_id", Integer),
+        area.copied(cutoff))
     return statements
 
 
@@ -285,10 +333,6 @@ def _render(statement, dialect) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Replica lag
-
-
-# ---------------------------------------------------------------------------------------------
 # Applying
 
 
@@ -301,19 +345,14 @@ class AreaProgress:
 
 @dataclass(frozen=True)
 class Keys:
-    """The rows a batch selected: their count, first and last id, and the ids when scattered."""
+    """A batch's rows: how many, the ids they lie within (first..last), and the ids themselves
+    when a select listed them (scattered). A selected batch's first and last are its lowest and
+    highest id; a copied one's are its window's first id and the last id it copied."""
 
     count: int
     first: int
     last: int
-    ids: list[int] | None = None  # None: contiguous, exactly first..last
-
-    @classmethod
-    def of(cls, ids: list[int]) -> "Keys":
-        ids = sorted(ids)
-        if ids[-1] - ids[0] + 1 == len(ids):
-            return cls(len(ids), ids[0], ids[-1])
-        return cls(len(ids), ids[0], ids[-1], ids)
+    ids: list[int] | None = None  # None: every row of first..last that the batch's rule takes
 
     def clause(self, table: Table) -> ColumnElement:
         """Exactly the selected ids: a range when they are contiguous (faster), else an IN list."""
@@ -382,6 +421,11 @@ def _select_keys(conn: Connection, statements: dict, window: dict[str, int]) -> 
 BeforeCommit = Callable[[str, Keys], None]
 
 
+class ArchiveHoldsWindowIds(Exception):
+    """The archive already holds ids of a batch's window that its copy did not write: the
+    batch is rolled back and redone with the archive look-up."""
+
+
 @dataclass
 class AreaWalk:
     """One area's --execute: its plan, its statements (built once) and where its walk is."""
@@ -393,68 +437,119 @@ class AreaWalk:
     before_commit: BeforeCommit | None = None
 
     def batch(self, ctx: RunContext) -> tuple[Keys, int]:
-        """The next batch, first without looking the ids up in the archive (the archive's
-        primary key refuses a second copy); when the key refuses, rolled back and redone with
-        the look-up. Any other integrity error is not "already archived": it propagates."""
+        """The next batch, and how many of its rows the archive already held (identical).
+
+        A move is first tried as copy-then-delete by range, without looking the ids up in the
+        archive (its primary key refuses a second copy); when the key refuses, the archive
+        holds other ids of the window, or the DELETE's count is not the copy's, it is rolled
+        back and redone by the selected ids, with the look-up. Any other integrity error is
+        not "already archived": it propagates."""
         area = self.item.area
         if area.moves:
             try:
-                return self._transaction(ctx, look_up=False)
+                return self._copy_window(ctx), 0
             except IntegrityError as exc:
                 if not is_duplicate_key(exc):
                     raise
-                self.stats.add("duplicate fallback", 0.0)
-                log.info("%s: an id after %s is already in %s: checking this batch row by row",
-                         area.name, self.window.after, area.archive.name)
+            except ArchiveHoldsWindowIds:
+                pass
+            except RangeChanged as exc:
+                self.stats.add("changed range fallback", 0.0)
+                log.warning("%s: redoing the batch by its selected ids", exc)
+                return self._transaction(ctx)
+            self.stats.add("duplicate fallback", 0.0)
+            log.info("%s: an id after %s is already in %s: checking this batch row by row",
+                     area.name, self.window.after, area.archive.name)
         return self._transaction(ctx)
 
-    def _transaction(self, ctx: RunContext, look_up: bool = True) -> tuple[Keys, int]:
-        """One transaction: select, copy, delete (or mark), check, commit.
+    def _copy_window(self, ctx: RunContext) -> Keys:
+        """A move's usual batch, one transaction: copy the window's first BATCH eligible rows
+        (the copy locks them), find where they end when that is not the window's end, delete
+        them by id range, check deleted = copied, commit."""
+        area, stats, statements = self.item.area, self.stats, self.statements
+        window = self.window.params()
+        after = window["after_id"]
+        with self._batch_transaction(ctx) as (conn, writes_done):
+            with stats.timed("copy"):
+                copied = conn.execute(statements["copy"],
+                                      {**window, "archived_at": utcnow()}).rowcount
+            if not copied:
+                return NO_KEYS
+            last = window["window_end"]
+            # Fewer than BATCH rows: the copy took every eligible row of the window. BATCH rows
+            # from a window of BATCH ids: every id of it. Else they end somewhere inside.
+            if copied == self.window.batch and last - after > copied:
+                with stats.timed("last_copied"):
+                    held, last = conn.execute(statements["last_copied"], window).one()
+                if held != copied:
+                    raise ArchiveHoldsWindowIds()
+            keys = Keys(copied, after + 1, last)
+            with stats.timed("delete"):
+                deleted = conn.execute(statements["delete"],
+                                       {"after_id": after, "last_id": last}).rowcount
+            if deleted != copied:
+                raise RangeChanged(f"{area.name}: copied {copied}, deleted {deleted} ({keys}); "
+                                   "rolled back")
+            writes_done(keys)
+        return keys
 
-        Returns the keys, and how many of them the archive already held (identical copies).
-        With `look_up` false the archive is not searched for the ids first: an id already there
-        makes the copy fail on the archive's primary key, and `batch` redoes it with the look-up.
-        """
+    def _transaction(self, ctx: RunContext) -> tuple[Keys, int]:
+        """A batch that selects its keys first (locked), then marks them, or copies those the
+        archive lacks and compares those it holds, and deletes them; checks; commits. Used by
+        attendance, and by a move redone with the archive look-up. Returns the keys, and how
+        many of them the archive already held (identical copies)."""
         area, hot, stats = self.item.area, self.item.area.hot, self.stats
-        with ctx.db.begin() as conn:
+        with self._batch_transaction(ctx) as (conn, writes_done):
             with stats.timed("select"):
                 keys = _select_keys(conn, self.statements, self.window.params())
             if not keys.count:
                 return keys, 0
             params = {"first_id": keys.first, "last_id": keys.last, "archived_at": utcnow()}
-            writes = self.statements
-            if keys.ids is not None:  # scattered ids: listed
-                writes = write_statements(area, hot.c.id.in_(keys.ids),
-                                          bindparam("archived_at", type_=DateTime))
-            identical = 0
-            if not area.moves:
+            if area.moves:
+                identical = self._move_looked_up(conn, keys, params)
+            else:
+                identical = 0
+                mark = self.statements["mark"]
+                if keys.ids is not None:  # scattered ids: listed
+                    mark = write_statements(area, keys.clause(hot),
+                                            bindparam("archived_at", type_=DateTime))["mark"]
                 with stats.timed("mark"):
-                    marked = conn.execute(writes["mark"], params).rowcount
+                    marked = conn.execute(mark, params).rowcount
                 if marked != keys.count:
                     raise BatchMismatch(f"{area.name}: marked {marked} of {keys.count} selected "
                                         f"rows ({keys}); rolled back")
-            else:
-                identical = self._move(conn, keys, writes, params, look_up)
-            if self.before_commit is not None:
-                self.before_commit(area.name, keys)
-            commit_started = time.perf_counter()
-        stats.add("commit", time.perf_counter() - commit_started)
+            writes_done(keys)
         return keys, identical
 
-    def _move(self, conn: Connection, keys: Keys, writes: dict, params: dict,
-              look_up: bool) -> int:
+    @contextmanager
+    def _batch_transaction(self, ctx: RunContext):
+        """A batch's transaction, and `writes_done(keys)` to call once its writes are checked:
+        it runs the before_commit hook, and the commit that follows is timed."""
+        writes_ended: list[float] = []
+
+        def writes_done(keys: Keys) -> None:
+            if self.before_commit is not None:
+                self.before_commit(self.item.area.name, keys)
+            writes_ended.append(time.perf_counter())
+
+        with ctx.db.begin() as conn:
+            yield conn, writes_done
+        if writes_ended:
+            self.stats.add("commit", time.perf_counter() - writes_ended[0])
+
+    def _move_looked_up(self, conn: Connection, keys: Keys, params: dict) -> int:
         """Copy the batch's rows the archive lacks, check the others, delete them all; returns
         how many the archive already held, identical."""
         area, hot, archive, stats = self.item.area, self.item.area.hot, self.item.area.archive, \
             self.stats
+        archived_at = bindparam("archived_at", type_=DateTime)
         with stats.timed("copy"):
             present = list(conn.execute(
-                select(archive.c.id).where(keys.clause(archive))).scalars()) if look_up else []
-            copy = writes["copy"]
-            if present:
-                copy = write_statements(area, and_(keys.clause(hot), hot.c.id.not_in(present)),
-                                        bindparam("archived_at", type_=DateTime))["copy"]
-            copied = conn.execute(copy, params).rowcount
+                select(archive.c.id).where(keys.clause(archive))).scalars())
+            lacking = and_(keys.clause(hot), hot.c.id.not_in(present)) if present \
+                else keys.clause(hot)
+            copied = conn.execute(write_statements(area, lacking, archived_at)["copy"],
+                                  params).rowcount
             identical = _identical_in_archive(conn, area, present) if present else 0
         if identical != len(present):
             raise BatchMismatch(
@@ -462,7 +557,8 @@ class AreaWalk:
                 f"{archive.name} with different contents; rolled back, nothing deleted "
                 "(compare the two rows and remove the wrong one)")
         with stats.timed("delete"):
-            deleted = conn.execute(writes["delete"], params).rowcount
+            deleted = conn.execute(
+                write_statements(area, keys.clause(hot), archived_at)["delete"]).rowcount
         if not copied + identical == deleted == keys.count:
             raise BatchMismatch(
                 f"{area.name}: selected {keys.count}, copied {copied} (+{identical} already "
@@ -537,9 +633,8 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
         if p.blocked or not p.eligible:
             continue
         statements = batch_statements(p.area, p.cutoff, batch, display=True)
-        statements.pop("select_ids")
-        for statement in statements.values():
-            result.statements.append(_render(statement, dialect) + ";")
+        for step in p.area.steps:
+            result.statements.append(_render(statements[step], dialect) + ";")
     for p in plans:
         result.counts[f"{p.area.name}_eligible"] = p.eligible
     if ctx.dry_run:
@@ -549,9 +644,13 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
             "(one transaction each; statements below, one batch shown per area; each batch "
             "looks at a window of ids, after_id < id <= window_end, starting "
             f"{batch} ids wide, growing while it finds fewer than {batch} rows, and never past "
-            "the highest eligible id counted above; ids are addressed as BETWEEN first AND last "
-            "when contiguous, else listed as IN (...); a batch whose ids the archive already "
-            "holds is redone with an archive look-up and a comparison of the rows)")
+            "the highest eligible id counted above; a move's INSERT copies and locks the "
+            "batch's rows, the SELECT after it runs only when a full batch came from a window "
+            f"wider than {batch} ids, and the DELETE must remove as many rows as were copied; "
+            "attendance ids are addressed as BETWEEN first AND last when contiguous, else "
+            "listed as IN (...); a move whose window holds ids the archive already has is "
+            "redone with a locking select of its ids, an archive look-up and a comparison of "
+            "the rows)")
         result.stop_reason = dry_run_reason()
         return result
 
