@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from .. import grants
 from ..catalog import ROLES
 from ..db import describe_db_error
-from ..errors import EXIT_FAILED, BadInput, JobFailed
+from ..errors import EXIT_FAILED, BadInput, JobFailed, PreconditionFailed
 from ..result import DONE, DRY_RUN, JobResult
 from ..runtime import RunContext
 
@@ -106,7 +106,10 @@ def run(ctx: RunContext, roles: tuple[str, ...] = (), user_host: str = "",
         result.statements = [s for n in names for s in grants.role_statements(n, database, flavor)]
         result.stop_reason = DRY_RUN
         return result
-    _apply(ctx, result, names, existing or set(), database, flavor, password_file, environ)
+    if existing is None:  # a generated password would be written for a user that keeps its own
+        raise PreconditionFailed("--execute needs a login that may read mysql.user and create "
+                                 "users: run it as the server's administrator")
+    _apply(ctx, result, names, existing, database, flavor, password_file, environ)
     result.stop_reason = DONE
     return result
 
