@@ -291,9 +291,10 @@ def run_tool(
         if ledger_started:
             ledger.finish(result)
     except (Exception, KeyboardInterrupt) as exc:
-        message, exit_code, status = describe_failure(exc)
+        message, exit_code, status = describe_failure(exc, tool)
         exit_code = exit_code_for(exit_code)
-        _fail_line(exc if isinstance(exc, OpsError) else OpsError(message), debug, exc)
+        shown = exc if isinstance(exc, OpsError) and str(exc) == message else OpsError(message)
+        _fail_line(shown, debug, exc)
         result = _record_failure(db, tool, run_id, dry_run, message, options, job_args, status)
         _show_failure(result, options, exit_code, pager)
         if status == "failed":
@@ -313,23 +314,36 @@ def run_tool(
     sys.exit(result.final_exit_code())
 
 
-def describe_failure(exc: BaseException) -> tuple[str, int, str]:
-    """(one-line message, exit code, ledger status) for whatever stopped a run."""
+def describe_failure(exc: BaseException, tool: str | None = None) -> tuple[str, int, str]:
+    """(one-line message, exit code, ledger status) for whatever stopped a run; a missing
+    privilege names the role `tool` runs as."""
     from sqlalchemy.exc import DBAPIError
 
-    from .db import describe_db_error
+    from .db import describe_db_error, privilege_problem
 
     if isinstance(exc, Interrupted):  # a shutdown, not a failure: no failure alert
         return str(exc), exc.exit_code, "interrupted"
+    hint = role_hint(tool) if privilege_problem(exc.__cause__ or exc) else ""
     if isinstance(exc, OpsError):
-        return str(exc), exc.exit_code, "failed"
+        return f"{exc}{hint}", exc.exit_code, "failed"
     if isinstance(exc, DBAPIError):
-        return f"database error: {describe_db_error(exc)}", EXIT_FAILED, "failed"
+        return f"database error: {describe_db_error(exc)}{hint}", EXIT_FAILED, "failed"
     if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: the operator wants it to stop now
         return ("stopped at once by a second interrupt; claimed rows return when their leases "
                 "expire", EXIT_INTERRUPTED, "interrupted")
     # The last line of defence: one line, the traceback with --debug.
     return f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED, "failed"
+
+
+def role_hint(tool: str | None) -> str:
+    """'; <tool> runs as the <role> role (...)': for a privilege error's line."""
+    from .catalog import ROLES, TOOLS
+
+    use = TOOLS.get(tool or "")
+    if use is None or not ROLES[use.role].created:
+        return ""
+    return (f"; {tool} runs as the {use.role} role (its grants: python "
+            f"tools/manage_db_users.py --role {use.role} --user-host HOST)")
 
 
 def _alert(settings: Settings, result: JobResult | None) -> None:

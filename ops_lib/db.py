@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -192,10 +193,53 @@ def retry_transient(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# A privilege the login lacks: on a table, a column, a database (also at connect time), or a
+# server privilege (PROCESS, SLAVE MONITOR...).
+MYSQL_TABLE_ACCESS_DENIED = 1142
+MYSQL_COLUMN_ACCESS_DENIED = 1143
+MYSQL_DATABASE_ACCESS_DENIED = 1044
+MYSQL_PRIVILEGE_MISSING = 1227
+MYSQL_PRIVILEGE_CODES = {MYSQL_TABLE_ACCESS_DENIED, MYSQL_COLUMN_ACCESS_DENIED,
+                         MYSQL_DATABASE_ACCESS_DENIED, MYSQL_PRIVILEGE_MISSING}
+_DENIED_TABLE = re.compile(
+    r"(?P<what>[A-Z][A-Z ]*?) command denied to user '(?P<user>[^']*)'@'(?P<host>[^']*)' "
+    r"for (?:column '(?P<column>[^']*)' in )?table (?P<table>[`'][^`']*[`'](?:\.[`'][^`']*[`'])?)")
+_DENIED_DATABASE = re.compile(
+    r"Access denied for user '(?P<user>[^']*)'@'(?P<host>[^']*)' to database '(?P<db>[^']*)'")
+_MISSING_PRIVILEGE = re.compile(r"you need \(at least one of\) the (?P<what>.+?) privilege")
+
+
+def privilege_problem(exc: BaseException) -> str | None:
+    """A missing privilege (MySQL errors 1142, 1143, 1044, 1227) in words: who lacks what on
+    which table; None for any other error."""
+    orig = getattr(exc, "orig", None) or exc
+    args = getattr(orig, "args", ())
+    if len(args) < 2 or args[0] not in MYSQL_PRIVILEGE_CODES:
+        return None
+    code, message = args[0], " ".join(str(args[1]).split())
+    table = _DENIED_TABLE.search(message)
+    if table:
+        name = table["table"].replace("`", "").replace("'", "").rsplit(".", 1)[-1]
+        on = f"column {table['column']} of table {name}" if table["column"] else f"table {name}"
+        return (f"the database user '{table['user']}'@'{table['host']}' lacks the "
+                f"{table['what']} privilege on {on} (error {code})")
+    database = _DENIED_DATABASE.search(message)
+    if database:
+        return (f"the database user '{database['user']}'@'{database['host']}' has no "
+                f"privilege on database {database['db']} (error {code})")
+    missing = _MISSING_PRIVILEGE.search(message)
+    if missing:
+        return f"the database user lacks the {missing['what']} privilege (error {code})"
+    return None
+
+
 def describe_db_error(exc: BaseException) -> str:
     """A one-line description of a database error, without the SQL or any parameters."""
     orig = getattr(exc, "orig", None) or exc
     args = getattr(orig, "args", ())
+    problem = privilege_problem(exc)
+    if problem:
+        return problem
     if len(args) >= 2 and isinstance(args[0], int):
         # The server quotes the statement after "near": its line breaks would break the line.
         return " ".join(f"({args[0]}) {args[1]}".split())

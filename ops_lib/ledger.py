@@ -13,7 +13,7 @@ import uuid
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
 
-from .db import Database, create_schema_command, describe_db_error
+from .db import Database, create_schema_command, describe_db_error, privilege_problem
 from .errors import PreconditionFailed
 from .result import JobResult
 from .schema import ops_job_runs
@@ -67,9 +67,11 @@ class RunLedger:
         try:
             self.db.run(lambda conn: conn.execute(insert(ops_job_runs).values(**row)), what="ledger")
         except DBAPIError as exc:
+            # A login without the grant has a schema already: only a missing table needs one.
+            hint = "" if privilege_problem(exc) else \
+                f"; create the schema first: {create_schema_command(self.db.url)}"
             raise PreconditionFailed(
-                f"cannot write the run ledger (ops_job_runs): {describe_db_error(exc)}; "
-                f"create the schema first: {create_schema_command(self.db.url)}"
+                f"cannot write the run ledger (ops_job_runs): {describe_db_error(exc)}{hint}"
             ) from exc
         self._last_beat = time.monotonic()
         if self.dry_run:

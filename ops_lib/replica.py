@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Union
 
 from sqlalchemy.exc import DBAPIError
 
-from .db import Database, connect, describe_db_error, mysql_error_code
+from .db import (
+    MYSQL_PRIVILEGE_MISSING,
+    Database,
+    connect,
+    describe_db_error,
+    mysql_error_code,
+)
 from .errors import PreconditionFailed
 
 if TYPE_CHECKING:
@@ -28,7 +34,6 @@ REPLICA_CHECK_EVERY = 1.0  # seconds between two replica-lag readings
 REPLICA_WAIT_STEP = 1.0  # seconds between two readings while the replica lags
 
 NOT_A_REPLICA = "not a replica"
-MYSQL_PRIVILEGE_MISSING = 1227  # ER_SPECIFIC_ACCESS_DENIED_ERROR
 
 # Seconds behind the primary; None when unknown (replication stopped); NOT_A_REPLICA.
 Lag = Union[float, None, str]

@@ -156,6 +156,7 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
 MANUAL_ONLY: dict[str, str] = {
     "import_ipemis_locations": "the upstream source can be unreliable: run by hand, dry run first",
     "manage_schema": "creates or resets a schema: a person decides",
+    "manage_db_users": "creates database users and grants: the server's administrator decides",
     "generate_synthetic_load": "fills a test database with made-up data",
     "manage_dead_letters": "a person decides which failed rows to retry or forget",
     "manage_schedule": "writes this schedule's files and installs the crontab: a person does it",

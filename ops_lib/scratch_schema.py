@@ -51,9 +51,7 @@ SCRATCH_GRANT_PATTERN = SCRATCH_PREFIX.replace("_", "\\_") + "%"  # ops\_scratch
 # and `_` is a LIKE wildcard, so it is quoted for a shell and compared with =, never LIKE.
 OPERATOR_NAME = re.compile(r"[A-Za-z0-9_$-]{1,64}")
 
-MYSQL_ACCESS_DENIED_FOR_VARIABLE = 1227  # SET sql_log_bin without SUPER / BINLOG ADMIN
 MYSQL_DATABASE_EXISTS = 1007
-MYSQL_DATABASE_ACCESS_DENIED = 1044
 
 _log = logging.getLogger("ops")
 
@@ -240,12 +238,12 @@ def _prepare_session(conn: Connection, lock_wait_timeout: int, log: logging.Logg
     """Keep the scratch's DDL out of the binary log where the user may; cap lock waits."""
     from sqlalchemy.exc import DBAPIError
 
-    from .db import mysql_error_code
+    from .db import MYSQL_PRIVILEGE_MISSING, mysql_error_code
 
     try:
         conn.exec_driver_sql("SET SESSION sql_log_bin = 0")
-    except DBAPIError as error:
-        if mysql_error_code(error) != MYSQL_ACCESS_DENIED_FOR_VARIABLE:
+    except DBAPIError as error:  # no SUPER / BINLOG ADMIN
+        if mysql_error_code(error) != MYSQL_PRIVILEGE_MISSING:
             raise
         log.debug("no privilege to keep the scratch database's DDL out of the binary log")
     conn.exec_driver_sql("SET SESSION lock_wait_timeout = "
@@ -264,7 +262,7 @@ def _default_charset(conn: Connection, live_schema: str) -> tuple[str, str]:
 
 
 def _create_failed(error, scratch: str, operator_named: bool) -> OpsError:
-    from .db import describe_db_error, mysql_error_code
+    from .db import MYSQL_DATABASE_ACCESS_DENIED, describe_db_error, mysql_error_code
 
     code = mysql_error_code(error)
     if code == MYSQL_DATABASE_EXISTS:
@@ -277,8 +275,9 @@ def _create_failed(error, scratch: str, operator_named: bool) -> OpsError:
     if code == MYSQL_DATABASE_ACCESS_DENIED:
         return PreconditionFailed(
             f"cannot create the scratch database {scratch}: {describe_db_error(error)}; grant "
-            f"the user ALL ON `{SCRATCH_GRANT_PATTERN}`.*, or give "
-            "--scratch-database NAME (a database the user may create and drop)")
+            f"the user ALL ON `{SCRATCH_GRANT_PATTERN}`.* (the schema_inspector role of "
+            "tools/manage_db_users.py has it), or give --scratch-database NAME (a database "
+            "the user may create and drop)")
     return JobFailed(f"cannot create the scratch database {scratch}: {describe_db_error(error)}")
 
 

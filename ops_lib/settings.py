@@ -337,7 +337,8 @@ SETTINGS: dict[str, Setting] = {
 # The toolkit's own variables that are not settings: the config file's path, and the install
 # folder crontab.example sets for every line (cron passes it on to each tool).
 NOT_SETTINGS_ENV = ("OPS_CONFIG", "OPS_HOME")
-NOT_SETTINGS_ENV_PREFIXES = ("OPS_TEST_", "OPS_BENCH_")
+# OPS_DB_PASSWORD_<ROLE>: the password manage_db_users.py --execute gives a role's new user.
+NOT_SETTINGS_ENV_PREFIXES = ("OPS_TEST_", "OPS_BENCH_", "OPS_DB_PASSWORD_")
 
 
 class Settings:

@@ -106,6 +106,7 @@ TOOL_MODULES = {
     "generate_missing_index_sql": ["jobs/index_preview.py", "scratch_schema.py",
                                    "schema_catalog.py"],
     "import_ipemis_locations": ["jobs/locations/*.py"],
+    "manage_db_users": ["jobs/db_users.py", "grants.py"],
     "manage_dead_letters": ["jobs/dead_letters.py"],
     "manage_schema": ["jobs/schema_admin.py"],
     "manage_schedule": ["jobs/schedule_admin.py", "schedule_files.py"],
