@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import importlib
 import logging
 import random
 import time
@@ -11,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from pymysql import converters
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -244,8 +245,15 @@ def _sqlite_engine(url: str, create: bool) -> Engine:
     return engine
 
 
+# The MySQL/MariaDB drivers the toolkit runs on: SQLAlchemy's name of each, by setting value.
+MYSQL_DRIVERS = {"pymysql": "pymysql", "mysqlclient": "mysqldb"}
+DEFAULT_MYSQL_DRIVER = "pymysql"
+
+
 def _escape_datetime(value: dt.datetime, mapping=None) -> str:
     if value.tzinfo is not None:
+        from pymysql import converters
+
         return converters.escape_datetime(value, mapping)
     return "'" + value.isoformat(" ") + "'"  # the text PyMySQL writes, formatted faster
 
@@ -254,19 +262,57 @@ def _escape_date(value: dt.date, mapping=None) -> str:
     return "'" + value.isoformat() + "'"
 
 
-# PyMySQL's conversions with quicker datetime and date encoders: a batch binds hundreds of
-# thousands of them, and PyMySQL's str.format of each field took a third of its escaping time.
-PYMYSQL_CONVERSIONS = {**converters.conversions, dt.datetime: _escape_datetime,
-                       dt.date: _escape_date}
+@functools.cache
+def pymysql_conversions() -> dict:
+    """PyMySQL's conversions with quicker datetime and date encoders: a batch binds hundreds of
+    thousands of them, and PyMySQL's str.format of each field took a third of its escaping time."""
+    from pymysql import converters
+
+    return {**converters.conversions, dt.datetime: _escape_datetime, dt.date: _escape_date}
 
 
-def _mysql_engine(url: str) -> Engine:
+def _pymysql_options() -> dict:
+    """PyMySQL's connect arguments (pure Python: its encoders are worth tuning)."""
+    return {"conv": pymysql_conversions()}
+
+
+def _mysqlclient_options() -> dict:
+    """mysqlclient's (MySQLdb, C): its own conversions are already C code; nothing to tune."""
+    importlib.import_module("MySQLdb")  # missing: ImportError, and the caller says what to do
+
+    return {}
+
+
+# One function per driver, the only place that knows anything of a driver's own.
+DRIVER_OPTIONS = {"pymysql": _pymysql_options, "mysqldb": _mysqlclient_options}
+
+
+def mysql_driver(url: str | URL, driver: str | None = None) -> str:
+    """SQLAlchemy's name of the driver to use: the URL's own (`mysql+mysqldb://`), else the
+    `db_driver` setting's, else PyMySQL."""
+    named = make_url(url).get_driver_name()
+    if "+" in make_url(url).drivername:
+        if named not in DRIVER_OPTIONS:
+            raise BadInput(f"unsupported MySQL driver {named!r} in the database URL: use "
+                           f"mysql+pymysql:// or mysql+mysqldb:// (mysqlclient)")
+        return named
+    return MYSQL_DRIVERS[driver or DEFAULT_MYSQL_DRIVER]
+
+
+def _mysql_engine(url: str, driver: str | None = None) -> Engine:
     parsed = make_url(url)
-    if parsed.drivername in ("mysql", "mariadb"):
-        parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
+    name = mysql_driver(parsed, driver)
+    parsed = parsed.set(drivername=f"{parsed.get_backend_name()}+{name}")
     query = dict(parsed.query)
     query.setdefault("charset", "utf8mb4")
     parsed = parsed.set(query=query)
+    try:
+        options = DRIVER_OPTIONS[name]()
+    except ImportError as exc:
+        raise BadInput(
+            "the mysqlclient driver is not installed: pip install 'ops-toolkit[fast]' (it builds "
+            "against libmariadb-dev, with pkg-config, gcc and python3-dev), or use PyMySQL "
+            "(db_driver = pymysql)") from exc
     engine = create_engine(
         parsed,
         pool_pre_ping=True,
@@ -274,7 +320,7 @@ def _mysql_engine(url: str) -> Engine:
         # Queue workers read what others committed after they waited for a row lock.
         isolation_level="READ COMMITTED",
         connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10,
-                      "conv": PYMYSQL_CONVERSIONS},
+                      **options},
     )
 
     @event.listens_for(engine, "connect")
@@ -301,7 +347,8 @@ def _detect(engine: Engine) -> Capabilities:
     return Capabilities("mysql", version, is_mariadb, skip_locked=skip_locked, named_locks=True)
 
 
-def connect(url: str, create: bool = False, plan_create: bool = False) -> Database:
+def connect(url: str, create: bool = False, plan_create: bool = False,
+            driver: str | None = None) -> Database:
     """Open the database, check it answers, and detect what it can do.
 
     An SQLite file must exist unless `create` (only `manage_schema.py create --execute` creates
@@ -319,7 +366,7 @@ def connect(url: str, create: bool = False, plan_create: bool = False) -> Databa
         engine_url = "sqlite://"
     try:
         engine = (_sqlite_engine(engine_url, create) if backend == "sqlite"
-                  else _mysql_engine(url))
+                  else _mysql_engine(url, driver))
     except OSError as exc:  # the SQLite file's folder cannot be created
         raise DatabaseUnavailable(
             f"cannot use the database at {mask_url(url)}: {exc.strerror or exc}: {exc.filename}"

@@ -67,13 +67,13 @@ def test_the_quicker_datetime_encoders_write_what_pymysql_writes():
 
     from pymysql import converters
 
-    from ops_lib.db import PYMYSQL_CONVERSIONS
+    from ops_lib.db import pymysql_conversions
 
     values = [dt.datetime(2026, 11, 24, 3, 4, 5), dt.datetime(2026, 11, 24, 3, 4, 5, 7),
               dt.datetime(5, 1, 1), dt.date(999, 1, 2), dt.date(2026, 2, 28),
               dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)]
     for value in values:
-        assert converters.escape_item(value, "utf8mb4", PYMYSQL_CONVERSIONS) == \
+        assert converters.escape_item(value, "utf8mb4", pymysql_conversions()) == \
             converters.escape_item(value, "utf8mb4", converters.encoders)
 
 
@@ -81,15 +81,15 @@ def test_the_quicker_datetime_encoders_write_what_pymysql_writes():
 def test_mysql_connections_use_the_quicker_encoders_and_round_trip_microseconds(mariadb_url):
     import datetime as dt
 
-    from ops_lib.db import PYMYSQL_CONVERSIONS
+    from ops_lib.db import pymysql_conversions
 
     at = dt.datetime(2026, 11, 24, 3, 4, 5, 7)
     database = connect(mariadb_url)
     try:
         with database.engine.connect() as conn:
             encoders = conn.connection.dbapi_connection.encoders
-            assert encoders[dt.datetime] is PYMYSQL_CONVERSIONS[dt.datetime]
-            assert encoders[dt.date] is PYMYSQL_CONVERSIONS[dt.date]
+            assert encoders[dt.datetime] is pymysql_conversions()[dt.datetime]
+            assert encoders[dt.date] is pymysql_conversions()[dt.date]
             assert conn.execute(text("SELECT CAST(:at AS DATETIME(6))"),
                                 {"at": at}).scalar_one() == at
     finally:
