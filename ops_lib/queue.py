@@ -63,6 +63,10 @@ class Queue:
         mapping = row._mapping if hasattr(row, "_mapping") else row
         return mapping[self.key[0]] if len(self.key) == 1 else tuple(mapping[k] for k in self.key)
 
+    def keys_of(self, result) -> list[Any]:
+        """The keys of a result of the key columns (in key order): ints, or tuples."""
+        return result.scalars().all() if len(self.key) == 1 else [tuple(r) for r in result]
+
     def key_in(self, keys: Sequence[Any]) -> ColumnElement[bool]:
         columns = [self.table.c[k] for k in self.key]
         if len(columns) == 1:
@@ -115,9 +119,9 @@ def still_owned(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]
     if not keys:
         return Held([], 0)
     key_columns = [queue.table.c[k] for k in queue.key]
-    held = [queue.key_of(r) for r in conn.execute(
+    held = queue.keys_of(conn.execute(
         select(*key_columns).where(queue.owned_by(run_id, keys))
-        .order_by(*key_columns).with_for_update())]
+        .order_by(*key_columns).with_for_update()))
     return Held(held, len(set(keys)) - len(held))
 
 
@@ -158,8 +162,8 @@ def claim(db: Database, queue: Queue, run_id: str, limit: int, lease_seconds: in
         if stamped == len(keys):
             return keys
         # Lost some compare-and-swaps to another run (servers without SKIP LOCKED): keep ours.
-        return [queue.key_of(r) for r in conn.execute(
-            select(*key_columns).where(queue.owned_by(run_id, keys)))]
+        return queue.keys_of(conn.execute(
+            select(*key_columns).where(queue.owned_by(run_id, keys))))
 
     return db.run(work, what=f"claim {queue.name}")
 
@@ -184,8 +188,7 @@ def _ready_keys(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
     query = select(*key_columns).where(queue.ready(now)).order_by(*key_columns).limit(limit)
     if lock is not None:
         query = query.with_for_update(skip_locked=lock)
-    result = conn.execute(query)
-    return result.scalars().all() if len(key_columns) == 1 else [tuple(r) for r in result]
+    return queue.keys_of(conn.execute(query))
 
 
 def release(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) -> int:
@@ -244,7 +247,7 @@ def recover_expired(db: Database, queue: Queue, now: dt.datetime, max_attempts: 
     def work(conn: Connection) -> dict:
         # Look first, without locks: usually nothing expired, and then nothing is written.
         key_columns = [queue.table.c[k] for k in queue.key]
-        keys = [queue.key_of(r) for r in conn.execute(select(*key_columns).where(expired))]
+        keys = queue.keys_of(conn.execute(select(*key_columns).where(expired)))
         if not keys:
             return {"recovered": 0, "dead_lettered": 0}
         mine = and_(queue.key_in(keys), expired)
