@@ -113,3 +113,52 @@ def test_the_repr_of_a_database_and_of_a_run_context_shows_no_password():
         assert "S3cretPw" not in shown
         assert "mysql+pymysql://ops:***@db.internal/platform" in shown
     database.engine.dispose()
+
+
+@pytest.mark.parametrize("url, setting, expected", [
+    ("mysql://u@h/db", None, "pymysql"),  # PyMySQL, the default
+    ("mysql://u@h/db", "mysqlclient", "mysqldb"),
+    ("mariadb://u@h/db", "pymysql", "pymysql"),
+    ("mysql+mysqldb://u@h/db", None, "mysqldb"),
+    ("mysql+pymysql://u@h/db", "mysqlclient", "pymysql"),  # the URL's own driver wins
+])
+def test_the_driver_is_the_urls_else_the_settings_else_pymysql(url, setting, expected):
+    from ops_lib.db import mysql_driver
+
+    assert mysql_driver(url, setting) == expected
+
+
+def test_a_driver_the_toolkit_does_not_support_is_bad_input():
+    from ops_lib.db import mysql_driver
+    from ops_lib.errors import BadInput
+
+    with pytest.raises(BadInput, match="unsupported MySQL driver 'mysqlconnector'.*mysql\\+mysqldb"):
+        mysql_driver("mysql+mysqlconnector://u@h/db")
+
+
+@pytest.mark.mariadb
+def test_db_driver_mysqlclient_connects_through_the_c_driver_with_the_same_session(mariadb_url):
+    """The setting picks mysqlclient for a URL naming no driver; the session is the one every
+    driver gets (UTC, READ COMMITTED, the schema's collation), and values round-trip alike."""
+    import datetime as dt
+
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import require_mysqlclient
+
+    require_mysqlclient()
+    plain = make_url(mariadb_url).set(drivername="mysql").render_as_string(hide_password=False)
+    database = connect(plain, driver="mysqlclient")
+    at = dt.datetime(2026, 11, 24, 3, 4, 5, 7)
+    try:
+        assert database.engine.dialect.driver == "mysqldb"
+        with database.begin() as conn:
+            assert conn.connection.dbapi_connection.__class__.__module__.startswith("MySQLdb")
+            assert conn.execute(text(
+                "SELECT @@session.time_zone, @@session.collation_connection, "
+                "@@session.tx_isolation")).one() == (
+                "+00:00", "utf8mb4_unicode_ci", "READ-COMMITTED")
+            assert conn.execute(text("SELECT CAST(:at AS DATETIME(6)), :text"),
+                                {"at": at, "text": "Zoë's"}).one() == (at, "Zoë's")
+    finally:
+        database.engine.dispose()
