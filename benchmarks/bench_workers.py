@@ -207,6 +207,11 @@ def main() -> None:
                     students_per_institution=args.students_per_institution,
                     scans=args.scans, days=args.days, seed=1)
     server = make_url(args.server_url)
+    print(f"bench_workers on {server.render_as_string(hide_password=True)} "
+          f"(server {version}), LIMIT {args.limit}, {os.cpu_count()} CPU(s), "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
+    print(f"load: {args.institutions} institutions x {args.students_per_institution} students, "
+          f"{args.scans:,} scans over {args.days} days")
     runs, raw = [], None
     try:
         for driver in drivers:
@@ -219,8 +224,15 @@ def main() -> None:
                     if raw is None:
                         raw = raw_insert_rate(server, args.database,
                                               rows["attendance_scan_queue"])
+                        print(f"raw insert (PyMySQL executemany, median of 3, measured once): "
+                              f"{raw:,.0f} rows/s")
+                        print()
+                        print(f"{'driver':<12} {'processes':>9} {'seconds':>8} {'scans/s':>8} "
+                              f"{'ratio':>6} {'target':>14}  {'CPU s: workers':>14} "
+                              f"{'server':>7}  records / deliveries sent", flush=True)
                     run = measure(args, with_driver(db_url, driver), engine, rows, workers)
                     runs.append(dict(run, driver=driver))
+                    print_run(runs[-1], raw)
                 finally:
                     engine.dispose()
     finally:
@@ -229,27 +241,8 @@ def main() -> None:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{args.database}`")
         admin.dispose()
 
-    print(f"bench_workers on {server.render_as_string(hide_password=True)} "
-          f"(server {version}), LIMIT {args.limit}, {os.cpu_count()} CPU(s), "
-          f"load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"load: {args.institutions} institutions x {args.students_per_institution} students, "
-          f"{args.scans:,} scans over {args.days} days")
-    print(f"raw insert (PyMySQL executemany, median of 3, measured once): {raw:,.0f} rows/s")
     print()
-    print(f"{'driver':<12} {'processes':>9} {'seconds':>8} {'scans/s':>8} {'ratio':>6} "
-          f"{'target':>14}  {'CPU s: workers':>14} {'server':>7}  records / deliveries sent")
-    for run in runs:
-        rate = run["done"] / run["wall"]
-        ratio = rate / raw
-        target = TARGETS.get(run["workers"])
-        verdict = "-" if target is None else (
-            f">= {target:.2f} {'met' if ratio >= target else 'NOT met'}")
-        server_cpu = "-" if run["server_cpu"] is None else f"{run['server_cpu']:.1f}"
-        print(f"{DRIVERS.get(run['driver'], run['driver']):<12} {run['workers']:>9} "
-              f"{run['wall']:>8.1f} {rate:>8,.0f} {ratio:>6.3f} {verdict:>14}"
-              f"  {run['worker_cpu']:>14.1f} {server_cpu:>7}"
-              f"  {run['records']:,} / {run['deliveries']:,}")
-    print()
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print("stage seconds, summed over each configuration's processes (rows claimed in brackets):")
     print(f"{'driver':<12} {'processes':>9} " + " ".join(f"{stage:>17}" for stage in STAGES))
     for run in runs:
@@ -257,6 +250,19 @@ def main() -> None:
                  for stage in STAGES]
         print(f"{DRIVERS.get(run['driver'], run['driver']):<12} {run['workers']:>9} "
               + " ".join(f"{cell:>17}" for cell in cells))
+
+
+def print_run(run: dict, raw: float) -> None:
+    """One configuration's line, as soon as it is measured."""
+    rate = run["done"] / run["wall"]
+    ratio = rate / raw
+    target = TARGETS.get(run["workers"])
+    verdict = "-" if target is None else f">= {target:.2f} {'met' if ratio >= target else 'NOT met'}"
+    server_cpu = "-" if run["server_cpu"] is None else f"{run['server_cpu']:.1f}"
+    print(f"{DRIVERS.get(run['driver'], run['driver']):<12} {run['workers']:>9} "
+          f"{run['wall']:>8.1f} {rate:>8,.0f} {ratio:>6.3f} {verdict:>14}"
+          f"  {run['worker_cpu']:>14.1f} {server_cpu:>7}"
+          f"  {run['records']:,} / {run['deliveries']:,}", flush=True)
 
 
 if __name__ == "__main__":
