@@ -109,14 +109,17 @@ def backlog(engine) -> int:
         ))
 
 
-def server_cpu_seconds() -> float | None:
-    """CPU time used so far by a MariaDB/MySQL server on this machine (Linux), else None."""
-    for name in ("mariadbd", "mysqld"):
-        found = subprocess.run(["pidof", name], capture_output=True, text=True).stdout.split()
-        if found:
-            fields = Path(f"/proc/{found[0]}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return None
+def server_cpu_seconds(engine) -> float | None:
+    """CPU time used so far by the MariaDB/MySQL server `engine` talks to, when it runs on this
+    machine (Linux /proc; its pid from its own pid file: other mariadbd may run here), else None."""
+    try:
+        with engine.connect() as conn:
+            pid_file = conn.exec_driver_sql("SELECT @@pid_file").scalar_one()
+        pid = Path(pid_file).read_text().split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def workers_cpu_seconds() -> float:
@@ -160,11 +163,11 @@ def measure(args, db_url: str, engine, rows: dict, workers: int) -> dict:
     """Fill the queues, drain them with `workers` processes at once; the figures of that run."""
     fill_seconds = fill(engine, rows)
     outbox = Path("/tmp") / f"{args.database}_outbox"
-    cpu_before, server_before = workers_cpu_seconds(), server_cpu_seconds()
+    cpu_before, server_before = workers_cpu_seconds(), server_cpu_seconds(engine)
     wall, rounds, results = run_workers(db_url, workers, args.limit, outbox, engine)
     worker_cpu = workers_cpu_seconds() - cpu_before
-    server_after = server_cpu_seconds()
-    server_cpu = None if server_before is None else server_after - server_before
+    server_after = server_cpu_seconds(engine)
+    server_cpu = None if None in (server_before, server_after) else server_after - server_before
     with engine.connect() as conn:
         done = conn.execute(text("SELECT COUNT(*) FROM attendance_scan_queue "
                                  "WHERE status IN ('done', 'failed')")).scalar_one()
