@@ -17,7 +17,7 @@ from dataclasses import dataclass
 # Every tool connects, logs, takes its run lock and may send a failure alert (by SMTP or to the
 # outbox), so these are used by all of them.
 EVERY_TOOL = frozenset({
-    "database_url", "log_file", "log_format", "lock_dir", "outbox_dir",
+    "database_url", "db_driver", "log_file", "log_format", "lock_dir", "outbox_dir",
     "alert_email", "alert_ping_url", "alert_timeout_seconds",
     "smtp_host", "smtp_port", "smtp_user", "smtp_password", "smtp_starttls", "smtp_from",
     "smtp_timeout_seconds",

@@ -244,7 +244,7 @@ def run_tool(
         # against an empty stand-in, and writes nothing.
         creating = creates_schema and job_args.get("action") == "create"
         db = connect(settings.database_url, create=creating and not dry_run,
-                     plan_create=creating and dry_run)
+                     plan_create=creating and dry_run, driver=settings.db_driver)
         warned = len(settings.warnings)
         settings = settings.with_table(read_table_settings(db), uses=uses)
         for warning in settings.warnings[warned:]:

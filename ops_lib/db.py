@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import importlib
 import logging
 import random
 import re
@@ -12,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from pymysql import converters
-from pymysql.constants.CLIENT import SSL as CLIENT_SSL
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -289,8 +289,15 @@ def _sqlite_engine(url: str, create: bool) -> Engine:
     return engine
 
 
+# The MySQL/MariaDB drivers the toolkit runs on: SQLAlchemy's name of each, by setting value.
+MYSQL_DRIVERS = {"pymysql": "pymysql", "mysqlclient": "mysqldb"}
+DEFAULT_MYSQL_DRIVER = "pymysql"
+
+
 def _escape_datetime(value: dt.datetime, mapping=None) -> str:
     if value.tzinfo is not None:
+        from pymysql import converters
+
         return converters.escape_datetime(value, mapping)
     return "'" + value.isoformat(" ") + "'"  # the text PyMySQL writes, formatted faster
 
@@ -299,19 +306,83 @@ def _escape_date(value: dt.date, mapping=None) -> str:
     return "'" + value.isoformat() + "'"
 
 
-# PyMySQL's conversions with quicker datetime and date encoders: a batch binds hundreds of
-# thousands of them, and PyMySQL's str.format of each field took a third of its escaping time.
-PYMYSQL_CONVERSIONS = {**converters.conversions, dt.datetime: _escape_datetime,
-                       dt.date: _escape_date}
+@functools.cache
+def pymysql_conversions() -> dict:
+    """PyMySQL's conversions with quicker datetime and date encoders: a batch binds hundreds of
+    thousands of them, and PyMySQL's str.format of each field took a third of its escaping time."""
+    from pymysql import converters
+
+    return {**converters.conversions, dt.datetime: _escape_datetime, dt.date: _escape_date}
 
 
-def _mysql_engine(url: str) -> Engine:
+def _pymysql_tuning() -> tuple[dict, Callable[[Engine], None]]:
+    """PyMySQL (pure Python): quicker encoders, and no TLS context per connection where the
+    server offers no TLS."""
+    return {"conv": pymysql_conversions()}, _skip_tls_the_server_lacks
+
+
+def _skip_tls_the_server_lacks(engine: Engine) -> None:
+    from pymysql.constants.CLIENT import SSL as CLIENT_SSL
+
+    # PyMySQL (1.2) tries TLS wherever the URL says nothing of it, and for that builds a TLS
+    # context per connection, loading the system CA bundle: 0.1-0.2 s of CPU each, spent even
+    # on a server that offers no TLS. Once a connection has shown that this server offers none,
+    # the next ones say so up front: plain text, as the driver would have fallen back to. A URL
+    # with ssl options, and a server that offers TLS, are left to the driver.
+    server_offers_tls: list[bool] = []
+
+    @event.listens_for(engine, "connect")
+    def _note_tls(dbapi_connection, _record):
+        if not server_offers_tls:
+            capabilities = getattr(dbapi_connection, "server_capabilities", None)
+            if isinstance(capabilities, int):
+                server_offers_tls.append(bool(capabilities & CLIENT_SSL))
+
+    @event.listens_for(engine, "do_connect")
+    def _plain_text_up_front(_dialect, _record, _cargs, cparams):
+        asks_for_tls = any(key == "ssl" or key.startswith("ssl_") for key in cparams)
+        if server_offers_tls == [False] and not asks_for_tls:
+            cparams["ssl_disabled"] = True
+
+
+def _mysqlclient_tuning() -> tuple[dict, Callable[[Engine], None]]:
+    """mysqlclient's (MySQLdb, C): its own conversions are already C code; nothing to tune."""
+    return {}, lambda engine: None
+
+
+# One function per driver, the only place that knows anything of a driver's own: its connect
+# arguments, and a hook for the engine's events.
+DRIVER_TUNING = {"pymysql": _pymysql_tuning, "mysqldb": _mysqlclient_tuning}
+DRIVER_MODULES = {"pymysql": "pymysql", "mysqldb": "MySQLdb"}
+
+
+def mysql_driver(url: str | URL, driver: str | None = None) -> str:
+    """SQLAlchemy's name of the driver to use: the URL's own (`mysql+mysqldb://`), else the
+    `db_driver` setting's, else PyMySQL."""
+    named = make_url(url).get_driver_name()
+    if "+" in make_url(url).drivername:
+        if named not in DRIVER_TUNING:
+            raise BadInput(f"unsupported MySQL driver {named!r} in the database URL: use "
+                           f"mysql+pymysql:// or mysql+mysqldb:// (mysqlclient)")
+        return named
+    return MYSQL_DRIVERS[driver or DEFAULT_MYSQL_DRIVER]
+
+
+def _mysql_engine(url: str, driver: str | None = None) -> Engine:
     parsed = make_url(url)
-    if parsed.drivername in ("mysql", "mariadb"):
-        parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
+    name = mysql_driver(parsed, driver)
+    parsed = parsed.set(drivername=f"{parsed.get_backend_name()}+{name}")
     query = dict(parsed.query)
     query.setdefault("charset", "utf8mb4")
     parsed = parsed.set(query=query)
+    try:
+        importlib.import_module(DRIVER_MODULES[name])
+    except ImportError as exc:
+        raise BadInput(
+            "the mysqlclient driver is not installed: pip install 'ops-toolkit[fast]' (it builds "
+            "against libmariadb-dev, with pkg-config, gcc and python3-dev), or use PyMySQL "
+            "(db_driver = pymysql)") from exc
+    driver_args, tune_engine = DRIVER_TUNING[name]()
     engine = create_engine(
         parsed,
         pool_pre_ping=True,
@@ -323,8 +394,9 @@ def _mysql_engine(url: str) -> Engine:
         # Queue workers read what others committed after they waited for a row lock.
         isolation_level="READ COMMITTED",
         connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 10,
-                      "conv": PYMYSQL_CONVERSIONS},
+                      **driver_args},
     )
+    tune_engine(engine)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -334,23 +406,6 @@ def _mysql_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("SET collation_connection = 'utf8mb4_unicode_ci'")
         cursor.close()
-        if not server_offers_tls:
-            capabilities = getattr(dbapi_connection, "server_capabilities", None)
-            if isinstance(capabilities, int):
-                server_offers_tls.append(bool(capabilities & CLIENT_SSL))
-
-    # PyMySQL (1.2) tries TLS wherever the URL says nothing of it, and for that builds a TLS
-    # context per connection, loading the system CA bundle: 0.1-0.2 s of CPU each, spent even
-    # on a server that offers no TLS. Once a connection has shown that this server offers none,
-    # the next ones say so up front: plain text, as the driver would have fallen back to. A URL
-    # with ssl options, and a server that offers TLS, are left to the driver.
-    server_offers_tls: list[bool] = []
-
-    @event.listens_for(engine, "do_connect")
-    def _skip_tls_the_server_lacks(_dialect, _record, _cargs, cparams):
-        asks_for_tls = any(key == "ssl" or key.startswith("ssl_") for key in cparams)
-        if server_offers_tls == [False] and not asks_for_tls:
-            cparams["ssl_disabled"] = True
 
     return engine
 
@@ -367,7 +422,8 @@ def _detect(engine: Engine) -> Capabilities:
     return Capabilities("mysql", version, is_mariadb, skip_locked=skip_locked, named_locks=True)
 
 
-def connect(url: str, create: bool = False, plan_create: bool = False) -> Database:
+def connect(url: str, create: bool = False, plan_create: bool = False,
+            driver: str | None = None) -> Database:
     """Open the database, check it answers, and detect what it can do.
 
     An SQLite file must exist unless `create` (only `manage_schema.py create --execute` creates
@@ -385,7 +441,7 @@ def connect(url: str, create: bool = False, plan_create: bool = False) -> Databa
         engine_url = "sqlite://"
     try:
         engine = (_sqlite_engine(engine_url, create) if backend == "sqlite"
-                  else _mysql_engine(url))
+                  else _mysql_engine(url, driver))
     except OSError as exc:  # the SQLite file's folder cannot be created
         raise DatabaseUnavailable(
             f"cannot use the database at {mask_url(url)}: {exc.strerror or exc}: {exc.filename}"

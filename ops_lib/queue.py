@@ -7,6 +7,9 @@ Every write-back checks that the run still owns the rows (`still_owned`, the one
 uses): a row whose lease ran out and another run took over is counted `lost`, never `done`. Slow
 work extends the lease as it goes (`extend_lease`). Rows whose lease expired (a run that died) are
 released at the start of a run.
+
+Stages whose work stays in the database skip the claim: `lock_ready` locks the batch inside the
+transaction that works it and writes its new status (the worker's `LockedBatchStage`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class Queue:
         mapping = row._mapping if hasattr(row, "_mapping") else row
         return mapping[self.key[0]] if len(self.key) == 1 else tuple(mapping[k] for k in self.key)
 
+    def keys_of(self, result) -> list[Any]:
+        """The keys of a result of the key columns (in key order): ints, or tuples."""
+        return result.scalars().all() if len(self.key) == 1 else [tuple(r) for r in result]
+
     def key_in(self, keys: Sequence[Any]) -> ColumnElement[bool]:
         columns = [self.table.c[k] for k in self.key]
         if len(columns) == 1:
@@ -97,23 +104,12 @@ class Queue:
         return self.finished_values(self.failed, now)
 
 
-class ClaimLost(Exception):
-    """Rows of a batch stopped being this run's (its lease ran out and another run took them)
-    before the write-back: the transaction is rolled back, and the batch redone without them."""
-
-
 @dataclass(frozen=True)
 class Held:
     """What the ownership check found: the keys still this run's, and how many were lost."""
 
     keys: list[Any]
     lost: int
-
-    def require_all(self, queue: Queue) -> None:
-        """For work that can be redone (database writes only): all rows, or roll back."""
-        if self.lost:
-            raise ClaimLost(f"{queue.name}: {self.lost} of {self.lost + len(self.keys)} claimed "
-                            "rows were taken over by another run before the write-back")
 
 
 def still_owned(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) -> Held:
@@ -123,9 +119,9 @@ def still_owned(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]
     if not keys:
         return Held([], 0)
     key_columns = [queue.table.c[k] for k in queue.key]
-    held = [queue.key_of(r) for r in conn.execute(
+    held = queue.keys_of(conn.execute(
         select(*key_columns).where(queue.owned_by(run_id, keys))
-        .order_by(*key_columns).with_for_update())]
+        .order_by(*key_columns).with_for_update()))
     return Held(held, len(set(keys)) - len(held))
 
 
@@ -151,11 +147,7 @@ def claim(db: Database, queue: Queue, run_id: str, limit: int, lease_seconds: in
 
     def work(conn: Connection) -> list[Any]:
         key_columns = [queue.table.c[k] for k in queue.key]
-        query = select(*key_columns).where(queue.ready(now)).order_by(*key_columns).limit(limit)
-        if db.caps.skip_locked:
-            query = query.with_for_update(skip_locked=True)
-        result = conn.execute(query)
-        keys = result.scalars().all() if len(key_columns) == 1 else [tuple(r) for r in result]
+        keys = _ready_keys(conn, queue, limit, now, lock=True if db.caps.skip_locked else None)
         if not keys:
             return []
         values: dict[str, Any] = {
@@ -170,10 +162,33 @@ def claim(db: Database, queue: Queue, run_id: str, limit: int, lease_seconds: in
         if stamped == len(keys):
             return keys
         # Lost some compare-and-swaps to another run (servers without SKIP LOCKED): keep ours.
-        return [queue.key_of(r) for r in conn.execute(
-            select(*key_columns).where(queue.owned_by(run_id, keys)))]
+        return queue.keys_of(conn.execute(
+            select(*key_columns).where(queue.owned_by(run_id, keys))))
 
     return db.run(work, what=f"claim {queue.name}")
+
+
+def lock_ready(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
+               skip_locked: bool) -> list[Any]:
+    """Lock up to `limit` ready rows for the rest of this transaction; returns their keys.
+
+    For work done inside that transaction: `FOR UPDATE SKIP LOCKED` passes over rows other
+    transactions hold (plain `FOR UPDATE`, waiting, on servers without it); SQLite has no row
+    locks, and its writing transaction (`BEGIN IMMEDIATE`) already holds the only writer lock.
+    """
+    lock = None if conn.dialect.name == "sqlite" else skip_locked
+    return _ready_keys(conn, queue, limit, now, lock)
+
+
+def _ready_keys(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
+                lock: bool | None) -> list[Any]:
+    """Keys of up to `limit` ready rows in key order; `lock`: None reads without locks, True
+    locks them skipping rows others hold, False locks them waiting for such rows."""
+    key_columns = [queue.table.c[k] for k in queue.key]
+    query = select(*key_columns).where(queue.ready(now)).order_by(*key_columns).limit(limit)
+    if lock is not None:
+        query = query.with_for_update(skip_locked=lock)
+    return queue.keys_of(conn.execute(query))
 
 
 def release(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) -> int:
@@ -189,27 +204,38 @@ def release(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) ->
     ).rowcount
 
 
-def abandon(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any], error: str,
+def abandon(conn: Connection, queue: Queue, run_id: str | None, keys: Sequence[Any], error: str,
             max_attempts: int, retry_at: dt.datetime,
             now: dt.datetime | None = None) -> dict[str, int]:
     """Give back a batch whose work failed unexpectedly, with the attempt spent.
 
     A row that always breaks its stage then waits (`retry_at`) and is dead-lettered once out of
-    attempts, instead of blocking the stage on every run.
+    attempts, instead of blocking the stage on every run. `run_id` None: a batch worked inside
+    the transaction that locked it, rolled back; its rows are waiting again (unclaimed), and the
+    attempt, which no claim counted, is counted here.
     """
     if not keys:
         return {"failed": 0, "released": 0}
     c = queue.table.c
-    mine = queue.owned_by(run_id, keys)
+    spend: dict[str, Any] = {}
+    spent_at = max_attempts
+    if run_id is None:
+        # Still waiting: another run may have taken and finished a row since the rollback.
+        mine = and_(queue.key_in(keys), queue.is_waiting(), c.claimed_by.is_(None))
+        if queue.counts_attempts:
+            spend, spent_at = {"attempts": c.attempts + 1}, max_attempts - 1
+    else:
+        mine = queue.owned_by(run_id, keys)
     free = {"claimed_by": None, "lease_expires_at": None}
     if not (queue.counts_attempts and queue.failed):
         # No attempts to count here: back the rows off, so the rows after them get their turn.
-        return {"failed": 0, "released": conn.execute(
-            update(queue.table).where(mine).values(available_at=retry_at, **free)).rowcount}
-    failed = conn.execute(update(queue.table).where(mine, c.attempts >= max_attempts).values(
-        {**queue.dead_letter_values(now or utcnow()), "error": error[:500], **free})).rowcount
+        return {"failed": 0, "released": conn.execute(update(queue.table).where(mine).values(
+            available_at=retry_at, **free, **spend)).rowcount}
+    failed = conn.execute(update(queue.table).where(mine, c.attempts >= spent_at).values(
+        {**queue.dead_letter_values(now or utcnow()), "error": error[:500], **free, **spend})
+    ).rowcount
     released = conn.execute(update(queue.table).where(mine).values(
-        error=error[:500], available_at=retry_at, **free)).rowcount
+        error=error[:500], available_at=retry_at, **free, **spend)).rowcount
     return {"failed": failed, "released": released}
 
 
@@ -221,7 +247,7 @@ def recover_expired(db: Database, queue: Queue, now: dt.datetime, max_attempts: 
     def work(conn: Connection) -> dict:
         # Look first, without locks: usually nothing expired, and then nothing is written.
         key_columns = [queue.table.c[k] for k in queue.key]
-        keys = [queue.key_of(r) for r in conn.execute(select(*key_columns).where(expired))]
+        keys = queue.keys_of(conn.execute(select(*key_columns).where(expired)))
         if not keys:
             return {"recovered": 0, "dead_lettered": 0}
         mine = and_(queue.key_in(keys), expired)

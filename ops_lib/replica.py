@@ -87,7 +87,7 @@ class ReplicaLag:
         if not self.enabled:
             return
         if ctx.settings.replica_database_url:
-            self.database = connect(ctx.settings.replica_database_url)
+            self.database = connect(ctx.settings.replica_database_url, driver=ctx.settings.db_driver)
             self._own = True
             where = f"replica {self.database.display_url}"
         else:

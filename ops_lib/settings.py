@@ -111,6 +111,16 @@ def _parse_database_url(value: Any) -> str:
     return text
 
 
+DB_DRIVERS = ("pymysql", "mysqlclient")
+
+
+def _parse_db_driver(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in DB_DRIVERS:
+        raise ValueError(f"expected one of {', '.join(DB_DRIVERS)}, got {value!r}")
+    return text
+
+
 def _optional_database_url(value: Any) -> str | None:
     return _parse_database_url(value) if str(value).strip() else None
 
@@ -232,6 +242,9 @@ SETTINGS: dict[str, Setting] = {
         # Connections and files: environment, config file or flag only.
         Setting("database_url", DEFAULT_DATABASE_URL, _parse_database_url,
                 "SQLAlchemy URL of the platform database", secret=True),
+        Setting("db_driver", "pymysql", _parse_db_driver,
+                "MySQL/MariaDB driver when the URL names none (mysql://): pymysql, or "
+                "mysqlclient (C, the [fast] extra); a URL's own (mysql+mysqldb://) wins"),
         Setting("log_file", None, _optional_str,
                 "also append log lines to this file (Task Scheduler captures no output); "
                 "{date} in it is replaced by the UTC date, a file a day"),

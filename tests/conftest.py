@@ -6,6 +6,7 @@ it is skipped when the server is down; in CI (CI=true) it fails instead.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import pty
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from ops_lib.db import Database, connect
 from ops_lib.jobs.schema_admin import create_schema, create_scratch_database, drop_database
@@ -113,13 +115,40 @@ def sqlite_database(folder: Path, name: str = "ops.db") -> str:
     return url
 
 
+def require_mysqlclient() -> None:
+    """The C driver of the [fast] extra: skip without it locally, fail in CI (.ci/run builds it)."""
+    try:
+        importlib.import_module("MySQLdb")
+    except ImportError as exc:
+        if IN_CI:
+            pytest.fail(f"CI needs mysqlclient (pip install -e '.[fast]'): {exc}")
+        pytest.skip(f"mysqlclient not installed: {exc}")
+
+
+def with_driver(url: str, driver: str) -> str:
+    """The same MySQL URL through another driver (SQLAlchemy's name: pymysql, mysqldb)."""
+    parsed = make_url(url)
+    return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}").render_as_string(
+        hide_password=False)
+
+
+# The worker's exactly-once, kill and dry-run tests run on each of these; the rest of the suite
+# on the first two (PyMySQL is the default driver), so the suite stays within its time.
+EVERY_BACKEND = ["sqlite", "mariadb", "mariadb-mysqlclient"]
+
+
 @pytest.fixture(params=["sqlite", "mariadb"])
 def db_url(request, tmp_path) -> str:
-    """A database URL with the schema and no rows: SQLite file, or the MariaDB scratch database."""
+    """A database URL with the schema and no rows: SQLite file, or the MariaDB scratch database
+    (through PyMySQL, or through mysqlclient for the param "mariadb-mysqlclient")."""
     if request.param == "sqlite":
         return sqlite_database(tmp_path)
+    if request.param == "mariadb-mysqlclient":
+        require_mysqlclient()
     scratch = request.getfixturevalue("mysql_scratch")
     _empty_all_tables(scratch.url)
+    if request.param == "mariadb-mysqlclient":
+        return with_driver(scratch.url, "mysqldb")
     return scratch.url
 
 

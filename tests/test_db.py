@@ -67,13 +67,13 @@ def test_the_quicker_datetime_encoders_write_what_pymysql_writes():
 
     from pymysql import converters
 
-    from ops_lib.db import PYMYSQL_CONVERSIONS
+    from ops_lib.db import pymysql_conversions
 
     values = [dt.datetime(2026, 11, 24, 3, 4, 5), dt.datetime(2026, 11, 24, 3, 4, 5, 7),
               dt.datetime(5, 1, 1), dt.date(999, 1, 2), dt.date(2026, 2, 28),
               dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)]
     for value in values:
-        assert converters.escape_item(value, "utf8mb4", PYMYSQL_CONVERSIONS) == \
+        assert converters.escape_item(value, "utf8mb4", pymysql_conversions()) == \
             converters.escape_item(value, "utf8mb4", converters.encoders)
 
 
@@ -81,15 +81,15 @@ def test_the_quicker_datetime_encoders_write_what_pymysql_writes():
 def test_mysql_connections_use_the_quicker_encoders_and_round_trip_microseconds(mariadb_url):
     import datetime as dt
 
-    from ops_lib.db import PYMYSQL_CONVERSIONS
+    from ops_lib.db import pymysql_conversions
 
     at = dt.datetime(2026, 11, 24, 3, 4, 5, 7)
     database = connect(mariadb_url)
     try:
         with database.engine.connect() as conn:
             encoders = conn.connection.dbapi_connection.encoders
-            assert encoders[dt.datetime] is PYMYSQL_CONVERSIONS[dt.datetime]
-            assert encoders[dt.date] is PYMYSQL_CONVERSIONS[dt.date]
+            assert encoders[dt.datetime] is pymysql_conversions()[dt.datetime]
+            assert encoders[dt.date] is pymysql_conversions()[dt.date]
             assert conn.execute(text("SELECT CAST(:at AS DATETIME(6))"),
                                 {"at": at}).scalar_one() == at
     finally:
@@ -139,5 +139,54 @@ def test_a_server_without_tls_costs_one_tls_context_not_one_per_connection(maria
                 conn.close()
         assert first <= 1  # PyMySQL before 1.2 builds none unless the URL asks for TLS
         assert len(built) - first == (3 if offers_tls else 0)
+    finally:
+        database.engine.dispose()
+
+
+@pytest.mark.parametrize("url, setting, expected", [
+    ("mysql://u@h/db", None, "pymysql"),  # PyMySQL, the default
+    ("mysql://u@h/db", "mysqlclient", "mysqldb"),
+    ("mariadb://u@h/db", "pymysql", "pymysql"),
+    ("mysql+mysqldb://u@h/db", None, "mysqldb"),
+    ("mysql+pymysql://u@h/db", "mysqlclient", "pymysql"),  # the URL's own driver wins
+])
+def test_the_driver_is_the_urls_else_the_settings_else_pymysql(url, setting, expected):
+    from ops_lib.db import mysql_driver
+
+    assert mysql_driver(url, setting) == expected
+
+
+def test_a_driver_the_toolkit_does_not_support_is_bad_input():
+    from ops_lib.db import mysql_driver
+    from ops_lib.errors import BadInput
+
+    with pytest.raises(BadInput, match="unsupported MySQL driver 'mysqlconnector'.*mysql\\+mysqldb"):
+        mysql_driver("mysql+mysqlconnector://u@h/db")
+
+
+@pytest.mark.mariadb
+def test_db_driver_mysqlclient_connects_through_the_c_driver_with_the_same_session(mariadb_url):
+    """The setting picks mysqlclient for a URL naming no driver; the session is the one every
+    driver gets (UTC, READ COMMITTED, the schema's collation), and values round-trip alike."""
+    import datetime as dt
+
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import require_mysqlclient
+
+    require_mysqlclient()
+    plain = make_url(mariadb_url).set(drivername="mysql").render_as_string(hide_password=False)
+    database = connect(plain, driver="mysqlclient")
+    at = dt.datetime(2026, 11, 24, 3, 4, 5, 7)
+    try:
+        assert database.engine.dialect.driver == "mysqldb"
+        with database.begin() as conn:
+            assert conn.connection.dbapi_connection.__class__.__module__.startswith("MySQLdb")
+            assert conn.execute(text(
+                "SELECT @@session.time_zone, @@session.collation_connection, "
+                "@@session.tx_isolation")).one() == (
+                "+00:00", "utf8mb4_unicode_ci", "READ-COMMITTED")
+            assert conn.execute(text("SELECT CAST(:at AS DATETIME(6)), :text"),
+                                {"at": at, "text": "Zoë's"}).one() == (at, "Zoë's")
     finally:
         database.engine.dispose()

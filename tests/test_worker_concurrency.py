@@ -1,4 +1,5 @@
-"""MariaDB: four worker processes started together drain 20,000 scans, each exactly once."""
+"""Four worker processes started together drain 20,000 scans, each exactly once (SQLite, and
+MariaDB through each driver)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from ops_lib.db import connect
 from ops_lib.jobs import synthetic_load
 from ops_lib.jobs.synthetic_load import LoadSize
 
-from tests.conftest import tool_env
+from tests.conftest import EVERY_BACKEND, tool_env
 from tests.worker_checks import (
     assert_processed_exactly_once,
     run_worker_until_drained,
@@ -27,15 +28,16 @@ def load(url: str, size: LoadSize) -> dict[str, int]:
         database.engine.dispose()
 
 
-@pytest.mark.timeout(120)
-def test_four_workers_started_together_process_every_scan_exactly_once(mariadb_url, tmp_path):
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("db_url", EVERY_BACKEND, indirect=True)
+def test_four_workers_started_together_process_every_scan_exactly_once(db_url, tmp_path):
     # Several scans per student-day (20,000 scans over 600 students and 3 days), so the
     # workers keep merging into the same records at the same time.
     size = LoadSize(institutions=2, students_per_institution=300, guardians_per_student=2,
                     devices_per_guardian=1, scans=20_000, days=3, seed=7)
-    counts = load(mariadb_url, size)
+    counts = load(db_url, size)
     assert counts["attendance_scan_queue"] == 20_000
-    env = tool_env(mariadb_url, tmp_path)
+    env = tool_env(db_url, tmp_path)
 
     # The four runs are let go together from their ledger insert, so they overlap on any machine.
     results = run_worker_until_drained(env, workers=4, start_together=True)
@@ -45,7 +47,7 @@ def test_four_workers_started_together_process_every_scan_exactly_once(mariadb_u
     assert len(busy) >= 2, "the four runs should share the scans, not run one after another"
     assert stage_total(results, "scans", "done") == 20_000
     assert stage_total(results, "scans", "lost") == 0
-    totals = assert_processed_exactly_once(mariadb_url, tmp_path / "outbox")
+    totals = assert_processed_exactly_once(db_url, tmp_path / "outbox")
     assert totals["records"] == 600 * 3
     assert totals["notifications"] == 600 * 3 * 2
     assert totals["deliveries"] == 600 * 3 * 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 from sqlalchemy import func, insert, select, update
 
 from ops_lib.jobs.synthetic_load import LoadSize
@@ -19,7 +20,7 @@ from ops_lib.schema import (
 )
 from ops_lib.timeutil import utcnow
 
-from tests.conftest import run_cli, snapshot, tool_env
+from tests.conftest import EVERY_BACKEND, run_cli, snapshot, tool_env
 from tests.test_worker_concurrency import load
 
 LIMIT = 100
@@ -80,6 +81,7 @@ def ready_counts(db) -> dict[str, int]:
         }.items()}
 
 
+@pytest.mark.parametrize("db_url", EVERY_BACKEND, indirect=True)
 def test_dry_run_over_a_full_queue_leaves_every_table_as_it_was(db_url, db, tmp_path):
     env = tool_env(db_url, tmp_path)
     fill_every_queue(db, db_url, env)

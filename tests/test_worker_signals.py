@@ -23,7 +23,7 @@ from ops_lib.timeutil import utcnow
 from tests.conftest import job_context, start_cli, tool_env
 from tests.test_worker_concurrency import load
 from tests.fakes.smtp_server import free_port
-from tests.worker_checks import claimed_rows
+from tests.worker_checks import claimed_rows, rows_in_work
 
 SCANS = 2 * ScanStage.batch_size + 500  # more than the batch the signal lets finish
 
@@ -62,9 +62,11 @@ def test_sigterm_finishes_the_batch_releases_its_claims_and_records_the_run_inte
     proc = start_cli("run_background_workers", "100000", "--execute", "--json",
                      env=tool_env(db_url, tmp_path))
     deadline = time.monotonic() + 30
-    while not claimed_rows(db_url)["attendance_scan_queue"]:
+    # Scans are worked inside the transaction that locks them: wait until a batch is done and
+    # the next one open (SQLite's writer lock alone does not say whose transaction holds it).
+    while not (scan_state(db_url)["done"] and rows_in_work(db_url)):
         assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "the worker never claimed a scan"
+        assert time.monotonic() < deadline, "the worker never worked on a batch"
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parent.parent
 QUEUE_TABLES = {
@@ -81,14 +84,32 @@ def claimed_rows(url: str, run_id: str | None = None) -> dict[str, int]:
 
 @contextmanager
 def runs_held_at_start(url: str, runs: int, timeout: float = 60):
-    """MariaDB: hold every run that starts inside at its ledger insert until `runs` of them wait
-    there, then let them go at once, so they overlap whatever the machine's speed."""
+    """Hold every run started inside (their processes go into the list this yields) at their
+    ledger insert until `runs` of them wait there, then let them go at once, so they overlap
+    whatever the machine's speed. MariaDB: a table lock on the ledger, and the processlist says
+    who waits; SQLite: the writer lock, and /proc says who has the file open (waiting for it)."""
+    started: list[subprocess.Popen] = []
+    if make_url(url).get_backend_name() == "sqlite":
+        file = Path(make_url(url).database).resolve()
+        holder = sqlite3.connect(file, timeout=30, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            yield started
+            deadline = time.monotonic() + timeout
+            while sum(_has_open(proc.pid, file) for proc in started) < runs:
+                assert time.monotonic() < deadline, f"{runs} runs never opened the database"
+                time.sleep(0.02)
+            time.sleep(0.2)  # past connecting, into the busy wait for the writer lock
+        finally:
+            holder.rollback()
+            holder.close()
+        return
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(text("LOCK TABLES ops_job_runs WRITE"))
             try:
-                yield
+                yield started
                 deadline = time.monotonic() + timeout
                 while conn.execute(text(
                         "SELECT COUNT(*) FROM information_schema.processlist "
@@ -102,12 +123,46 @@ def runs_held_at_start(url: str, runs: int, timeout: float = 60):
         engine.dispose()
 
 
+def _has_open(pid: int, file: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(file)
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:  # it ended, or closed a descriptor while we looked
+        return False
+
+
+def rows_in_work(url: str) -> int:
+    """How much a worker is working on inside an open transaction right now: MariaDB, the rows
+    its batches' transactions hold locked (a batch locks its rows as it starts); SQLite, 1 while
+    a writer holds the database's only writer lock, else 0."""
+    if make_url(url).get_backend_name() == "sqlite":
+        probe = sqlite3.connect(make_url(url).database, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return 0
+        except sqlite3.OperationalError:  # database is locked: a writer is in a transaction
+            return 1
+        finally:
+            probe.close()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(
+                "SELECT COALESCE(SUM(t.trx_rows_locked), 0) FROM information_schema.innodb_trx t "
+                "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+                # More than the run ledger's row or two: a batch.
+                "WHERE p.db = DATABASE() AND t.trx_rows_locked > 10")).scalar_one()
+    finally:
+        engine.dispose()
+
+
 def run_worker_until_drained(env: dict, workers: int = 1, limit: int = 100000,
                              rounds: int = 6, timeout: float = 120,
                              start_together: bool = False) -> list[dict]:
     """Start `workers` worker processes together, again until every queue is empty.
 
-    `start_together` (MariaDB) holds the first round's runs at their start until all of them are
+    `start_together` holds the first round's runs at their start until all of them are
     there. Returns each run's JSON result. Fails on a non-zero exit or if the queues never drain.
     """
     results = []
@@ -120,8 +175,8 @@ def run_worker_until_drained(env: dict, workers: int = 1, limit: int = 100000,
                 stdin=subprocess.DEVNULL) for _ in range(workers)]
 
         if start_together and round_ == 0:
-            with runs_held_at_start(env["OPS_DATABASE_URL"], workers):
-                procs = start()
+            with runs_held_at_start(env["OPS_DATABASE_URL"], workers) as procs:
+                procs.extend(start())
         else:
             procs = start()
         for proc in procs:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, DateTime, Select, case, literal, null, select
 
 from ...db import describe_db_error
 from ...errors import OpsError
-from ...queue import Queue, abandon, backoff_seconds, claim, recover_expired, release
+from ...queue import Queue, abandon, backoff_seconds, claim, lock_ready, recover_expired, release
 from ...runtime import RunContext
 from ...schema import attendance_rollup_queue, guardian_snapshot_queue, guardian_students
 from ...sqlutil import upsert, upsert_from_select
@@ -60,7 +60,9 @@ class Stage:
     """A queue-draining step of the background worker.
 
     The worker drives every stage through the same four calls (`recover`, `figures`, `ready`,
-    `take`); a stage that is not a claimable queue overrides them.
+    `take`); a stage that is not a claimable queue overrides them. This `take` claims a batch
+    (committed), then works it (`process`): for stages with outside effects (push, email). Those
+    whose work stays in the database work inside the lock instead (`LockedBatchStage`).
     """
 
     name: str
@@ -109,25 +111,7 @@ class Stage:
         them (and spends their attempt where the queue counts attempts, dead-lettering them in the
         end), so a row that breaks its stage cannot block it forever.
         """
-        message = stopped_because(self, stats, exc)
-        s = ctx.settings
-
-        def work(conn):
-            if isinstance(exc, OpsError):
-                return {"released": release(conn, self.queue, ctx.run_id, keys), "failed": 0}
-            now = utcnow()
-            retry_at = now + dt.timedelta(seconds=backoff_seconds(
-                1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
-            return abandon(conn, self.queue, ctx.run_id, keys, f"{self.name}: {message}",
-                           s.worker_max_attempts, retry_at, now)
-
-        try:
-            outcome = ctx.db.run(work, what="release")
-            stats.released += outcome["released"]
-            stats.failed += outcome["failed"]
-        except Exception as release_error:  # the lease will free them for a later run
-            log.warning("%s: could not give the batch back (%s); its lease will", self.name,
-                        release_error)
+        give_back_batch(self, ctx, ctx.run_id, keys, stats, exc)
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         """Read-only: what --execute would do with the next `limit` rows."""
@@ -135,6 +119,86 @@ class Stage:
 
     def close(self) -> None:
         """Release what the stage opened (SMTP connection, Firebase app)."""
+
+
+class LockedBatchStage(Stage):
+    """A stage whose work stays in the database: it works its batch inside the transaction that
+    locks the rows, and commits the work and the rows' new status together.
+
+    `SELECT ... FOR UPDATE SKIP LOCKED` picks the batch (SQLite: the writer lock its writing
+    transaction takes up front), so no other run can take those rows until the commit; a crash
+    rolls everything back and frees them. Nothing is claimed, leased, re-read or recovered. A
+    batch that fails is rolled back, and its failure (attempt, error, backoff, dead letter) is
+    written in a transaction of its own, so a row that always breaks still reaches its dead
+    letter. The rows stay locked for the whole batch: `batch_size` keeps that well under a
+    second. Stages with outside effects (a push, an email) cannot undo them on a rollback: they
+    claim first (`Stage.take`).
+    """
+
+    def take(self, ctx: RunContext, size: int, stats: StageStats) -> int:
+        locked: list[Any] = []
+
+        def work(conn: Connection) -> StageStats:
+            locked.clear()  # a retried transaction locks its batch afresh
+            locked.extend(lock_ready(conn, self.queue, size, utcnow(), ctx.db.caps.skip_locked))
+            batch = StageStats(claimed=len(locked))
+            if locked:
+                self.work_locked(conn, ctx, locked, batch)
+            return batch
+
+        try:
+            batch = self.run_locked(ctx, work)
+        except Exception as exc:
+            if not locked:  # it failed picking the batch: nothing to give back
+                raise
+            stats.claimed += len(locked)
+            self.give_back(ctx, list(locked), stats, exc)
+            return len(locked)
+        stats.merge(batch)
+        return batch.claimed
+
+    def run_locked(self, ctx: RunContext, work) -> StageStats:
+        """Run one batch's transaction (retried on transient errors); a stage may retry more."""
+        return ctx.db.run(work, what=self.name)
+
+    def work_locked(self, conn: Connection, ctx: RunContext, keys: Sequence[Any],
+                    batch: StageStats) -> None:
+        """Work the locked rows of `keys` in `conn`'s transaction and finish them there."""
+        raise NotImplementedError
+
+    def give_back(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats,
+                  exc: Exception) -> None:
+        """The batch was rolled back (its rows are waiting again): stop the stage and count the
+        failure of its rows, as `Stage.give_back` does for claimed ones."""
+        give_back_batch(self, ctx, None, keys, stats, exc)
+
+
+def give_back_batch(stage: Stage, ctx: RunContext, run_id: str | None, keys: Sequence[Any],
+                    stats: StageStats, exc: Exception) -> None:
+    """Stop `stage` and give its failed batch back: claimed by `run_id`, or (None) rolled back
+    from the transaction that locked it."""
+    message = stopped_because(stage, stats, exc)
+    s = ctx.settings
+    if isinstance(exc, OpsError) and run_id is None:
+        stats.released += len(keys)  # the rollback gave them back untouched
+        return
+
+    def work(conn):
+        if isinstance(exc, OpsError):
+            return {"released": release(conn, stage.queue, run_id, keys), "failed": 0}
+        now = utcnow()
+        retry_at = now + dt.timedelta(seconds=backoff_seconds(
+            1, s.worker_backoff_seconds, s.worker_backoff_cap_seconds))
+        return abandon(conn, stage.queue, run_id, keys, f"{stage.name}: {message}",
+                       s.worker_max_attempts, retry_at, now)
+
+    try:
+        outcome = ctx.db.run(work, what="release")
+        stats.released += outcome["released"]
+        stats.failed += outcome["failed"]
+    except Exception as release_error:
+        # Claimed rows come back when their lease ends; rolled-back ones are waiting already.
+        log.warning("%s: could not give the batch back (%s)", stage.name, release_error)
 
 
 def stopped_because(stage: Stage, stats: StageStats, exc: Exception) -> str:

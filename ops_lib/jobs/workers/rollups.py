@@ -12,45 +12,34 @@ from typing import Sequence
 
 from sqlalchemy import Connection, and_, case, delete, func, select, true, tuple_
 
-from ...queue import QUEUES, still_owned
+from ...queue import QUEUES
 from ...runtime import RunContext
 from ...schema import attendance_records, attendance_rollup_queue, attendance_rollups, students
 from ...timeutil import utcnow
-from .base import Stage, StageStats
+from .base import LockedBatchStage, StageStats
 
 r = attendance_records
 s = students
 
 
-class RollupStage(Stage):
+class RollupStage(LockedBatchStage):
     name = "rollups"
     queue = QUEUES["rollups"]
     batch_size = 200
     waits_for = ("scans",)
 
-    def process(self, ctx: RunContext, keys: Sequence[tuple], stats: StageStats) -> None:
-        def work(conn: Connection) -> StageStats:
-            batch = StageStats()
-            now = utcnow()
-            held = still_owned(conn, self.queue, ctx.run_id, keys)
-            batch.lost += held.lost
-            pairs = held.keys
-            if not pairs:
-                return batch
-            rows = rollup_rows(conn, pairs)
-            conn.execute(delete(attendance_rollups).where(tuple_(
-                attendance_rollups.c.institution_id, attendance_rollups.c.attendance_date
-            ).in_(pairs)))
-            if rows:
-                conn.execute(attendance_rollups.insert(), [dict(row, updated_at=now)
-                                                          for row in rows])
-            conn.execute(delete(attendance_rollup_queue).where(
-                self.queue.owned_by(ctx.run_id, pairs)))
-            batch.done += len(pairs)
-            batch.add("class_rows", len(rows))
-            return batch
-
-        stats.merge(ctx.db.run(work, what="rollups"))
+    def work_locked(self, conn: Connection, ctx: RunContext, keys: Sequence[tuple],
+                    batch: StageStats) -> None:
+        now = utcnow()
+        rows = rollup_rows(conn, keys)
+        conn.execute(delete(attendance_rollups).where(tuple_(
+            attendance_rollups.c.institution_id, attendance_rollups.c.attendance_date
+        ).in_(keys)))
+        if rows:
+            conn.execute(attendance_rollups.insert(), [dict(row, updated_at=now) for row in rows])
+        conn.execute(delete(attendance_rollup_queue).where(self.queue.key_in(keys)))
+        batch.done += len(keys)
+        batch.add("class_rows", len(rows))
 
 
 def rollup_rows(conn: Connection, pairs: Sequence[tuple]) -> list[dict]:

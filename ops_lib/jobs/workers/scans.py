@@ -12,9 +12,8 @@ Rules (docs/workers.md):
   give the same record. A processed scan's `scan_key` is unique: if two workers count copies of one
   scan at the same moment, the second's write-back fails on that key and its batch is redone,
   seeing the first as done. No lock is held on students, so workers do not queue behind each other.
-- A batch is read in one statement (scans, their students, processed copies) without locks; the
-  write-back's ownership check (`ops_lib.queue.still_owned`) must then find every scan read as
-  this run's, or the batch is rolled back and redone.
+- A batch is worked inside the transaction that locks its scans (`LockedBatchStage`): their
+  records, notifications, deliveries, markers and their own status commit together, or not at all.
 - The first scan of a student's day creates one arrival notification per guardian; its dedupe_key
   (`arrival:<student>:<date>:<guardian>`) makes a second one impossible.
 """
@@ -46,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ...db import mysql_error_code
-from ...queue import QUEUES, ClaimLost, still_owned
+from ...queue import QUEUES
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -57,13 +56,20 @@ from ...schema import (
     students,
 )
 from ...sqlutil import (
+    in_keys,
     insert_ignore_from_select,
     temporary_table,
     update_each,
     upsert_from_select,
 )
 from ...timeutil import utcnow
-from .base import Stage, StagePlan, StageStats, mark_rollups, mark_snapshots_of_students
+from .base import (
+    LockedBatchStage,
+    StagePlan,
+    StageStats,
+    mark_rollups,
+    mark_snapshots_of_students,
+)
 from .fanout import fan_out
 
 DUPLICATE_NOTE = "duplicate of a scan already processed"
@@ -233,55 +239,48 @@ def _merge_record(table, new) -> dict:
     }
 
 
-class ScanStage(Stage):
+class ScanStage(LockedBatchStage):
     name = "scans"
     queue = QUEUES["scans"]
-    batch_size = 10000
+    # The scans stay locked while their batch is worked: a batch of this size takes a few tenths
+    # of a second (benchmarks/bench_workers.py), and fewer larger batches barely go faster.
+    batch_size = 2000
 
-    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
-        def work(conn: Connection) -> StageStats:
-            batch = StageStats()
-            now = utcnow()
-            # A plain read: the write-back proves the rows are still this run's, and rolls the
-            # whole batch back if they are not.
-            scans = conn.execute(batch_query(self.queue.owned_by(ctx.run_id, keys),
-                                             conn.dialect.name)).all()
-            batch.lost += len(keys) - len(scans)
-            if not scans:
-                return batch
-            result = classify(conn, scans, ctx.settings.scan_late_after)
-            groups = group_by_day(result.accepted)
-            if groups:
-                with temporary_table(conn, "scan_days", _day_columns(), _day_rows(groups)) as days:
-                    arrivals = self._write_records(conn, days, groups, now)
-                    batch.add("records_created", len(arrivals))
-                    batch.add("records_updated", len(groups) - len(arrivals))
-                    batch.add("notifications_created",
-                              self._notify_arrivals(conn, arrivals, groups, result, now))
-                    mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()],
-                                 now)
-                    mark_snapshots_of_students(conn, select(days.c.student_id), now)
-            self._write_back(conn, ctx.run_id, keys, result, now)
-            batch.done += len(result.accepted) + len(result.duplicates)
-            batch.failed += len(result.failed)
-            batch.add("duplicates", len(result.duplicates))
-            return batch
+    def work_locked(self, conn: Connection, ctx: RunContext, keys: Sequence[int],
+                    batch: StageStats) -> None:
+        now = utcnow()
+        scans = conn.execute(batch_query(self.queue.key_in(keys), conn.dialect.name)).all()
+        result = classify(conn, scans, ctx.settings.scan_late_after)
+        groups = group_by_day(result.accepted)
+        if groups:
+            with temporary_table(conn, "scan_days", _day_columns(), _day_rows(groups)) as days:
+                arrivals = self._write_records(conn, days, groups, now)
+                batch.add("records_created", len(arrivals))
+                batch.add("records_updated", len(groups) - len(arrivals))
+                batch.add("notifications_created",
+                          self._notify_arrivals(conn, arrivals, groups, result, now))
+                mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
+                mark_snapshots_of_students(conn, select(days.c.student_id), now)
+        self._write_back(conn, result, now)
+        batch.done += len(result.accepted) + len(result.duplicates)
+        batch.failed += len(result.failed)
+        batch.add("duplicates", len(result.duplicates))
 
+    def run_locked(self, ctx: RunContext, work) -> StageStats:
         copies_met = 0
         while True:
             try:
-                return stats.merge(ctx.db.run(work, what="scans"))
+                batch = ctx.db.run(work, what="scans")
+                batch.add("batches_redone", copies_met)
+                return batch
             except IntegrityError as exc:
                 copies_met += 1
                 # Another worker committed a copy of one of our scans first: redo the batch.
                 # The redo sees that copy as processed (ours becomes a duplicate), so each redo
-                # settles at least one scan: at most one per scan, however busy the workers are.
+                # settles at least one scan: a bounded number, however busy the workers are.
                 if (mysql_error_code(exc) != 1062 or SCAN_KEY_INDEX not in str(exc.orig)
-                        or copies_met > len(keys)):
+                        or copies_met > self.batch_size):
                     raise
-            except ClaimLost:
-                pass  # The redo reads only the rows still held: fewer each time, so it ends.
-            stats.add("batches_redone")
 
     def _write_records(self, conn: Connection, days, groups: dict, now: dt.datetime) -> list:
         """Create or merge one record per student-day (`days`); returns the new student-days."""
@@ -348,23 +347,19 @@ class ScanStage(Stage):
             # Offered, as insert_ignore counts: the same figure on every database.
             return conn.execute(select(func.count()).select_from(pairs)).scalar_one()
 
-    def _write_back(self, conn: Connection, run_id: str, keys: Sequence[int],
-                    result: Classified, now: dt.datetime) -> None:
-        read = [a.scan_id for a in result.accepted] + result.duplicates + list(result.failed)
-        # Every scan read as this run's must still be, or the records written are rolled back.
-        still_owned(conn, self.queue, run_id, read).require_all(self.queue)
-        free = {"claimed_by": None, "lease_expires_at": None}
-        failed, done = (self.queue.finished_values(status, now) for status in ("failed", "done"))
-        mine = q.c.claimed_by == run_id
+    def _write_back(self, conn: Connection, result: Classified, now: dt.datetime) -> None:
+        # The try is counted as it ends: no claim counted it before (attempts = tries made).
+        tried = {"attempts": q.c.attempts + 1}
+        failed, done = ({**self.queue.finished_values(status, now), **tried}
+                        for status in ("failed", "done"))
         update_each(conn, q, q.c.id, {i: {"error": r[:500]} for i, r in result.failed.items()},
-                    common=dict(**failed, **free), where=[mine])
+                    common=failed)
         if result.duplicates:
-            conn.execute(update(q).where(q.c.id.in_(result.duplicates), mine)
-                         .values(error=DUPLICATE_NOTE, **done, **free))
+            conn.execute(update(q).where(in_keys(q.c.id, result.duplicates))
+                         .values(error=DUPLICATE_NOTE, **done))
         if result.accepted:
-            # What this run still holds of the batch now is exactly the accepted scans.
-            conn.execute(update(q).where(self.queue.owned_by(run_id, keys)).values(
-                error=None, scan_key=scan_key_sql(conn.dialect.name), **done, **free))
+            conn.execute(update(q).where(in_keys(q.c.id, [a.scan_id for a in result.accepted]))
+                         .values(error=None, scan_key=scan_key_sql(conn.dialect.name), **done))
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         scans = conn.execute(

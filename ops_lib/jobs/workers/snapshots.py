@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, delete, func, select, tuple_
 
-from ...queue import QUEUES, still_owned
+from ...queue import QUEUES
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -27,7 +27,7 @@ from ...schema import (
 )
 from ...sqlutil import upsert
 from ...timeutil import utcnow
-from .base import Stage, StageStats
+from .base import LockedBatchStage, StageStats
 
 gsq = guardian_snapshot_queue
 
@@ -95,29 +95,19 @@ def build_payloads(conn: Connection, guardian_ids: Sequence[int], now: dt.dateti
     return payloads
 
 
-class SnapshotStage(Stage):
+class SnapshotStage(LockedBatchStage):
     name = "snapshots"
     queue = QUEUES["snapshots"]
     batch_size = 500
     waits_for = ("scans", "fanout")
 
-    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
-        def work(conn: Connection) -> StageStats:
-            batch = StageStats()
-            now = utcnow()
-            held = still_owned(conn, self.queue, ctx.run_id, keys)
-            batch.lost += held.lost
-            ids = held.keys
-            if not ids:
-                return batch
-            payloads = build_payloads(conn, ids, now)
-            upsert(conn, guardian_snapshots,
-                   [{"guardian_id": g, "payload": payloads[g], "generated_at": now}
-                    for g in ids],
-                   ["guardian_id"],
-                   lambda t, new: {"payload": new.payload, "generated_at": new.generated_at})
-            conn.execute(delete(gsq).where(self.queue.owned_by(ctx.run_id, ids)))
-            batch.done += len(ids)
-            return batch
-
-        stats.merge(ctx.db.run(work, what="snapshots"))
+    def work_locked(self, conn: Connection, ctx: RunContext, keys: Sequence[int],
+                    batch: StageStats) -> None:
+        now = utcnow()
+        payloads = build_payloads(conn, keys, now)
+        upsert(conn, guardian_snapshots,
+               [{"guardian_id": g, "payload": payloads[g], "generated_at": now} for g in keys],
+               ["guardian_id"],
+               lambda t, new: {"payload": new.payload, "generated_at": new.generated_at})
+        conn.execute(delete(gsq).where(self.queue.key_in(keys)))
+        batch.done += len(keys)
