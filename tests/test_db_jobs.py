@@ -396,3 +396,44 @@ def test_the_worker_dry_run_lists_the_db_jobs_it_would_run_and_changes_nothing(d
         ("once", 0, None), ("sessions", 3, 3)]
     assert [r["reason"] for r in result["sections"]["Invalid DB jobs (never run)"]] == [
         "unknown job_type 'nope'"]
+
+
+def test_dead_lettered_slots_are_listed_retried_and_pruned_by_the_dead_letter_tool(db, tmp_path):
+    from ops_lib.jobs import dead_letters
+
+    once = add_job(db, name="once", job_type="always_fail", run_at=utcnow() - HOUR)
+    hourly = add_job(db, name="hourly", job_type="always_fail", interval_minutes=60,
+                     created_at=utcnow() - 30 * MINUTE)
+    run_worker(db, tmp_path, OPS_WORKER_MAX_ATTEMPTS="1")
+    assert [r.status for r in runs(db)] == ["failed", "failed"]
+
+    def tool(action: str, dry_run: bool = False, **options):
+        ctx = job_context(db.url, tmp_path, dry_run=dry_run)
+        try:
+            return dead_letters.run(ctx, action, queue="dbjobs", **options)
+        finally:
+            ctx.db.engine.dispose()
+
+    listed = tool("list")
+    assert listed.counts["dbjobs_failed"] == 2
+    sample = listed.sections[1].rows
+    assert {r["what"].split(",")[0] for r in sample} == {
+        f"always_fail job {once}", f"always_fail job {hourly}"}
+
+    before = snapshot(db)
+    planned = tool("retry", dry_run=True)
+    assert snapshot(db) == before
+    assert planned.counts["dbjobs_selected"] == 1  # the one-off's; the hourly series went on
+
+    done = tool("retry")
+    assert done.counts["dbjobs_retried"] == 1
+    assert [r.cron_job_id for r in runs(db)] == [hourly]
+    row = job_row(db, once)
+    assert (row.last_run_at, row.attempts, row.last_error) == (None, 0, None)
+    with db.begin(write=False) as conn:
+        assert [job.id for job, _ in runner.check(conn).due(utcnow())] == [once]
+
+    with db.begin() as conn:  # dead-lettered long ago
+        conn.execute(update(cron_job_runs).values(finished_at=utcnow() - 40 * 24 * HOUR))
+    assert tool("prune").counts["dbjobs_pruned"] == 1
+    assert runs(db) == []

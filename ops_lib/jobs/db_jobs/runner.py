@@ -26,7 +26,7 @@ from sqlalchemy import Connection, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ...db import Database, is_duplicate_key
-from ...queue import backoff_seconds
+from ...queue import Queue, backoff_seconds
 from ...schema import cron_job_runs, cron_jobs, users
 from . import slots
 from .handlers import HANDLERS, JobCall
@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1000  # rows a handler statement touches at most (one transaction each)
 DONE, TAKEN, RETRY, DEAD, INTERRUPTED = "done", "taken", "retry", "dead", "interrupted"
+
+
+# The dead letters of the DB jobs for manage_dead_letters (not a claimable queue: no claim
+# columns; the worker never reads these rows back).
+DEAD_LETTERS = Queue("dbjobs", cron_job_runs, done=("done", "skipped"), failed="failed",
+                     finished_at="finished_at")
 
 
 class SlotTaken(Exception):
