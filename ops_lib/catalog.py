@@ -47,6 +47,9 @@ TOOLS: dict[str, ToolUse] = {
     "generate_missing_index_sql": ToolUse(),
     "import_ipemis_locations": ToolUse(settings=frozenset({"location_max_shrink_percent"})),
     "manage_dead_letters": ToolUse(settings=frozenset({"dead_letter_retention_days"})),
+    # run --execute runs a job through the worker's code path: its failure bookkeeping too.
+    "manage_db_jobs": ToolUse(settings=frozenset({
+        "worker_max_attempts", "worker_backoff_seconds", "worker_backoff_cap_seconds"})),
     "manage_schema": ToolUse(),
     # install-crontab enables the optional jobs this host runs.
     "manage_schedule": ToolUse(settings=frozenset({"optional_jobs"})),

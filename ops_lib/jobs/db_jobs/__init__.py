@@ -4,3 +4,6 @@ handlers.py: the job registry; slots.py: what a row means and its slots; runner.
 one slot's run and its bookkeeping; figures.py: queue health's figures; admin.py: the support
 tool (manage_db_jobs.py). Rules: docs/db-jobs.md.
 """
+
+# The support tool's actions; here, without SQLAlchemy, so its --help stays fast.
+ACTIONS = ("list", "pause", "resume", "run")
