@@ -391,10 +391,10 @@ def test_the_worker_dry_run_lists_the_db_jobs_it_would_run_and_changes_nothing(d
     [stage] = [r for r in result["sections"]["Stages"] if r["stage"] == "dbjobs"]
     assert (stage["ready"], stage["would_take"]) == (2, 2)
     assert stage["details"] == {"invalid": 1, "would_mark_invalid": 1, "skipped_slots": 3}
-    would_run = result["sections"]["DB jobs that would run"]
+    would_run = result["sections"]["DB jobs to run"]
     assert [(r["name"], r["skipped_slots"], r["would_affect"]) for r in would_run] == [
         ("once", 0, None), ("sessions", 3, 3)]
-    assert [r["reason"] for r in result["sections"]["Invalid DB jobs (never run)"]] == [
+    assert [r["reason"] for r in result["sections"]["Invalid DB jobs"]] == [
         "unknown job_type 'nope'"]
 
 

@@ -21,7 +21,7 @@ from ...result import DRY_RUN, JobResult
 from ...runtime import RunContext
 from ...schema import cron_jobs
 from ...timeutil import utcnow
-from . import ACTIONS, handlers, runner, slots  # noqa: F401 (ACTIONS: the tool's choices)
+from . import handlers, runner, slots
 from .slots import Job
 
 

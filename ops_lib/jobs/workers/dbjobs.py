@@ -99,9 +99,9 @@ class DbJobsStage(Stage):
         plan = StagePlan({"invalid": len(checked.invalid),
                           "would_mark_invalid": len(checked.newly_invalid),
                           "skipped_slots": sum(slot.gap_slots for _job, slot in due[:limit])})
-        plan.sections["DB jobs that would run"] = rows
+        plan.sections["DB jobs to run"] = rows
         invalid = [{"id": job.id, "name": job.name, "job_type": job.job_type,
                     "reason": job.invalid_reason} for job in checked.invalid]
         if invalid:
-            plan.sections["Invalid DB jobs (never run)"] = invalid
+            plan.sections["Invalid DB jobs"] = invalid
         return plan
