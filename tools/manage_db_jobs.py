@@ -13,9 +13,9 @@ from ops_lib.jobs.db_jobs import ACTIONS  # noqa: E402
 
 @tool_command(examples=[
     "python tools/manage_db_jobs.py list  # state, last slot and next slot of every job",
+    "python tools/manage_db_jobs.py pause --id 12  # what pausing it would change",
     "python tools/manage_db_jobs.py pause --id 12 --execute",
-    "python tools/manage_db_jobs.py run --id 12  # what running it now would do",
-    "python tools/manage_db_jobs.py run --id 12 --execute",
+    "python tools/manage_db_jobs.py run --id 12 --execute  # its next slot now (dry run first)",
 ])
 @click.argument("action", type=click.Choice(ACTIONS))
 @click.option("--id", "ids", type=click.IntRange(min=1), multiple=True, metavar="N",

@@ -71,8 +71,9 @@ def run(ctx: RunContext, action: str, ids: Sequence[int] = ()) -> JobResult:
     with ctx.db.begin(write=False) as conn:
         checked = runner.check(conn, where)
     missing = sorted(set(ids) - {job.id for job in checked.jobs})
-    if missing and action != "list":
+    if missing and action == "run":
         raise BadInput(f"no cron_jobs row with id {', '.join(map(str, missing))}")
+    result.notes.extend(f"cron_jobs {job_id}: no such row" for job_id in missing)
     result.section("DB jobs", [_row(job, now) for job in checked.jobs])
     for state_name in ("due", "overdue", "retrying", "invalid", "paused", "dead"):
         found = sum(1 for row in result.sections[0].rows if row["state"] == state_name)
