@@ -279,7 +279,8 @@ def test_a_handler_of_several_batches_records_its_slot_with_the_last_one(db, tmp
 
 # Built-in handlers on real rows: expired and not yet expired, one statement per batch.
 
-def test_expire_password_reset_codes_deletes_only_expired_codes(db, tmp_path):
+def test_expire_password_reset_codes_deletes_expired_codes_of_the_named_user_or_of_all(
+        db, tmp_path):
     add_user(db, 1), add_user(db, 2)
     now = utcnow()
     with db.begin() as conn:
@@ -288,25 +289,18 @@ def test_expire_password_reset_codes_deletes_only_expired_codes(db, tmp_path):
             {"id": 2, "user_id": 1, "code_hash": "b", "expires_at": now - HOUR, "used_at": now},
             {"id": 3, "user_id": 1, "code_hash": "c", "expires_at": now + HOUR},
             {"id": 4, "user_id": 2, "code_hash": "d", "expires_at": now - HOUR}])
-    add_job(db, job_type="expire_password_reset_codes", run_at=now - MINUTE, user_id=1)
-    add_job(db, job_type="expire_password_reset_codes", run_at=now - MINUTE,
-            created_at=now + MINUTE)
-    assert run_worker(db, tmp_path)["details"]["rows_affected"] == 3
-    with db.begin(write=False) as conn:
-        assert conn.execute(select(password_reset_codes.c.id)).scalars().all() == [3]
 
+    def codes_left() -> list[int]:
+        with db.begin(write=False) as conn:
+            return conn.execute(select(password_reset_codes.c.id)
+                                .order_by(password_reset_codes.c.id)).scalars().all()
 
-def test_a_job_naming_a_user_expires_only_that_users_codes(db, tmp_path):
-    add_user(db, 1), add_user(db, 2)
-    now = utcnow()
-    with db.begin() as conn:
-        conn.execute(insert(password_reset_codes), [
-            {"id": 1, "user_id": 1, "code_hash": "a", "expires_at": now - HOUR},
-            {"id": 2, "user_id": 2, "code_hash": "b", "expires_at": now - HOUR}])
     add_job(db, job_type="expire_password_reset_codes", run_at=now - MINUTE, user_id=2)
-    run_worker(db, tmp_path)
-    with db.begin(write=False) as conn:
-        assert conn.execute(select(password_reset_codes.c.id)).scalars().all() == [1]
+    assert run_worker(db, tmp_path)["details"]["rows_affected"] == 1
+    assert codes_left() == [1, 2, 3]  # a job naming a user: that user's codes only
+    add_job(db, job_type="expire_password_reset_codes", run_at=now - MINUTE)
+    assert run_worker(db, tmp_path)["details"]["rows_affected"] == 2
+    assert codes_left() == [3]  # expired ones, used or not; the live one stays
 
 
 def test_expire_pending_registrations_marks_only_expired_pending_ones(db, tmp_path):

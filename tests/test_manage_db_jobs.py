@@ -56,12 +56,18 @@ def test_list_shows_each_jobs_state_last_slot_and_next_slot(db, tmp_path):
     assert result["counts"] == {"jobs": 4, "due": 1, "invalid": 1, "paused": 1}
 
 
-def test_pause_and_resume_are_dry_runs_until_execute(db, tmp_path):
-    ids = add_jobs(db)
+def dry_run(db, tmp_path, *args: str) -> dict:
+    """Run the tool without --execute; prove it changed nothing but its own ledger row."""
     before = snapshot(db)
-    done, result = tool(db, tmp_path, "pause", "--id", str(ids["due"]))
+    done, result = tool(db, tmp_path, *args)
     assert done.returncode == 0, done.stderr
     assert_unchanged(before, snapshot(db))
+    return result
+
+
+def test_pause_and_resume_are_dry_runs_until_execute(db, tmp_path):
+    ids = add_jobs(db)
+    result = dry_run(db, tmp_path, "pause", "--id", str(ids["due"]))
     assert "--execute would pause 1 jobs" in result["notes"]
 
     done, result = tool(db, tmp_path, "pause", "--id", str(ids["due"]), "--execute")
@@ -75,10 +81,7 @@ def test_pause_and_resume_are_dry_runs_until_execute(db, tmp_path):
 
 def test_run_now_dry_run_changes_nothing_then_execute_runs_the_next_slot_early(db, tmp_path):
     ids = add_jobs(db)
-    before = snapshot(db)
-    done, result = tool(db, tmp_path, "run", "--id", str(ids["sessions"]))
-    assert done.returncode == 0, done.stderr
-    assert_unchanged(before, snapshot(db))
+    result = dry_run(db, tmp_path, "run", "--id", str(ids["sessions"]))
     [plan] = result["sections"]["Run now"]
     assert (plan["early"], plan["would_affect"], plan["skipped_slots"]) == (True, 1, 0)
 
