@@ -431,3 +431,12 @@ def test_dead_lettered_slots_are_listed_retried_and_pruned_by_the_dead_letter_to
         conn.execute(update(cron_job_runs).values(finished_at=utcnow() - 40 * 24 * HOUR))
     assert tool("prune").counts["dbjobs_pruned"] == 1
     assert runs(db) == []
+
+
+def test_dbjobs_takes_its_own_queue_health_thresholds():
+    from ops_lib.jobs.queue_health import thresholds
+    from ops_lib.settings import load_settings
+
+    settings = load_settings(env={"OPS_HEALTH_QUEUE_LATENCY_WARNING_SECONDS": "dbjobs=120,*=300"})
+    assert thresholds(settings, "dbjobs")["latency_warning"] == 120
+    assert thresholds(settings, "scans")["latency_warning"] == 300
