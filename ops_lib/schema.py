@@ -511,8 +511,9 @@ user_sessions = _table(
 # created_at (the anchor of a recurring job without run_at), invalid_reason, attempts, retry_at
 # and last_error are the toolkit's. user_id has no foreign key: a row naming a user that does not
 # exist is marked invalid by the stage, not refused by the server.
-cron_jobs = _table(
+cron_jobs = Table(
     "cron_jobs",
+    metadata,
     _id(),
     Column("name", String(200), nullable=False),
     Column("job_type", String(64), nullable=False),
@@ -527,6 +528,10 @@ cron_jobs = _table(
     Column("retry_at", DateTime, nullable=True),
     Column("last_error", String(500), nullable=True),
     Index("ix_cron_jobs_active", "is_active", "id"),
+    # A deleted one-off job's id must never come back: its cron_job_runs rows name it. InnoDB's
+    # counter never goes back (persisted since MySQL 8 / MariaDB 10.2.4); SQLite needs this.
+    sqlite_autoincrement=True,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 # One row per (job, slot): done, skipped (one row per gap: slot_at to last_slot_at) or failed (a

@@ -299,6 +299,8 @@ def test_expire_password_reset_codes_deletes_expired_codes_of_the_named_user_or_
     assert run_worker(db, tmp_path)["details"]["rows_affected"] == 1
     assert codes_left() == [1, 2, 3]  # a job naming a user: that user's codes only
     add_job(db, job_type="expire_password_reset_codes", run_at=now - MINUTE)
+    # Regression: the first job's row was deleted and SQLite gave the next one its id again,
+    # so its slot (same id, same run_at) collided with the deleted job's runs row for ever.
     assert run_worker(db, tmp_path)["details"]["rows_affected"] == 2
     assert codes_left() == [3]  # expired ones, used or not; the live one stays
 
