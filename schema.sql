@@ -83,6 +83,44 @@ CREATE TABLE IF NOT EXISTS audit_logs_archive (
   KEY ix_audit_logs_archive_created (created_at)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
+-- Jobs the web app defines (cron_jobs), run by the background worker's dbjobs stage; one row per
+-- (job, slot) in cron_job_runs (the unique key is the claim of a slot: docs/db-jobs.md).
+CREATE TABLE IF NOT EXISTS cron_jobs (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  name VARCHAR(200) NOT NULL,
+  job_type VARCHAR(64) NOT NULL,
+  user_id BIGINT,
+  run_at DATETIME,
+  interval_minutes INTEGER,
+  is_active BOOL NOT NULL DEFAULT 1,
+  last_run_at DATETIME,
+  created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  invalid_reason VARCHAR(255),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  retry_at DATETIME,
+  last_error VARCHAR(500),
+  PRIMARY KEY (id),
+  KEY ix_cron_jobs_active (is_active, id)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS cron_job_runs (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  cron_job_id BIGINT NOT NULL,
+  job_type VARCHAR(64) NOT NULL,
+  slot_at DATETIME NOT NULL,
+  last_slot_at DATETIME,
+  status VARCHAR(16) NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  rows_affected INTEGER NOT NULL DEFAULT 0,
+  run_id VARCHAR(32),
+  error VARCHAR(500),
+  created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  finished_at DATETIME,
+  PRIMARY KEY (id),
+  CONSTRAINT uq_cron_job_runs_slot UNIQUE (cron_job_id, slot_at),
+  KEY ix_cron_job_runs_finished (status, finished_at)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
 CREATE TABLE IF NOT EXISTS divisions (
   id BIGINT NOT NULL AUTO_INCREMENT,
   code VARCHAR(20) NOT NULL,
@@ -222,6 +260,31 @@ CREATE TABLE IF NOT EXISTS payments_archive (
   KEY ix_payments_archive_created (created_at)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
+CREATE TABLE IF NOT EXISTS password_reset_codes (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  user_id BIGINT NOT NULL,
+  code_hash VARCHAR(255) NOT NULL,
+  expires_at DATETIME NOT NULL,
+  used_at DATETIME,
+  created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (id),
+  KEY ix_password_reset_codes_expires (expires_at),
+  KEY ix_password_reset_codes_user (user_id, expires_at)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS pending_registrations (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  mobile VARCHAR(32) NOT NULL,
+  name VARCHAR(200) NOT NULL,
+  otp_hash VARCHAR(255) NOT NULL,
+  expires_at DATETIME NOT NULL,
+  status VARCHAR(16) NOT NULL DEFAULT 'pending',
+  created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (id),
+  KEY ix_pending_registrations_expiry (status, expires_at),
+  KEY ix_pending_registrations_mobile (mobile)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
 CREATE TABLE IF NOT EXISTS plans (
   id BIGINT NOT NULL AUTO_INCREMENT,
   name VARCHAR(100) NOT NULL,
@@ -258,6 +321,30 @@ CREATE TABLE IF NOT EXISTS system_settings (
   value TEXT,
   updated_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
   CONSTRAINT pk_system_settings PRIMARY KEY (name)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS users (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  name VARCHAR(200) NOT NULL,
+  mobile VARCHAR(32) NOT NULL,
+  role VARCHAR(32) NOT NULL,
+  is_active BOOL NOT NULL DEFAULT 1,
+  created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (id),
+  CONSTRAINT uq_users_mobile UNIQUE (mobile)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS user_sessions (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  user_id BIGINT NOT NULL,
+  token_hash VARCHAR(255) NOT NULL,
+  expires_at DATETIME NOT NULL,
+  revoked_at DATETIME,
+  created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (id),
+  CONSTRAINT uq_user_sessions_token UNIQUE (token_hash),
+  KEY ix_user_sessions_expires (expires_at),
+  KEY ix_user_sessions_user (user_id, expires_at)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS districts (

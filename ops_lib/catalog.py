@@ -124,6 +124,9 @@ EXPORTED_TABLES = "attendance_records attendance_rollups audit_logs audit_logs_a
 LOCATION_TABLES = "divisions districts upazilas unions"
 QUEUE_TABLES = ("attendance_scan_queue push_deliveries report_email_queue attendance_rollup_queue "
                 "guardian_snapshot_queue")
+# The DB jobs (issue 16): the web app's jobs, their runs, and what the built-in handlers read.
+DB_JOB_TABLES = ("users cron_jobs cron_job_runs password_reset_codes pending_registrations "
+                 "user_sessions")
 # The archive's areas, hot and archived: queue health draws the archive's readiness table.
 ARCHIVE_TABLES = ("notifications notifications_archive audit_logs audit_logs_archive payments "
                   "payments_archive invoices attendance_records")
@@ -167,6 +170,15 @@ TOOLS: dict[str, ToolUse] = {
     "manage_dead_letters": ToolUse(
         settings=frozenset({"dead_letter_retention_days"}), role="schema_admin",
         server=frozenset({SCHEMA_DDL})),
+    # run --execute runs a job through the worker's code path (its failure bookkeeping too):
+    # the worker's DB-jobs grants.
+    "manage_db_jobs": ToolUse(
+        settings=frozenset({
+            "worker_max_attempts", "worker_backoff_seconds", "worker_backoff_cap_seconds"}),
+        role="worker",
+        tables=tables(select=DB_JOB_TABLES, insert="cron_job_runs",
+                      update="cron_jobs pending_registrations",
+                      delete="cron_jobs password_reset_codes user_sessions")),
     "manage_schema": ToolUse(role="schema_admin", server=frozenset({SCHEMA_DDL})),
     # install-crontab enables the optional jobs this host runs.
     "manage_schedule": ToolUse(settings=frozenset({"optional_jobs"}), role="scheduler"),
@@ -188,13 +200,16 @@ TOOLS: dict[str, ToolUse] = {
             "firebase_credentials", "firebase_project_id", "fcm_endpoint"}),
         role="worker",
         tables=tables(
-            select="institutions students guardian_students notification_devices",
+            select="institutions students guardian_students notification_devices "
+                   + DB_JOB_TABLES,
             insert="attendance_records attendance_rollups attendance_rollup_queue "
-                   "guardian_snapshots guardian_snapshot_queue notifications push_deliveries",
+                   "guardian_snapshots guardian_snapshot_queue notifications push_deliveries "
+                   "cron_job_runs",
             update="attendance_scan_queue attendance_records attendance_rollup_queue "
                    "guardian_snapshot_queue guardian_snapshots notifications push_deliveries "
-                   "report_email_queue",
-            delete="attendance_rollups attendance_rollup_queue guardian_snapshot_queue"),
+                   "report_email_queue cron_jobs pending_registrations",
+            delete="attendance_rollups attendance_rollup_queue guardian_snapshot_queue "
+                   "cron_jobs password_reset_codes user_sessions"),
         server=frozenset({TEMPORARY_TABLES})),
     # The schedule's optional jobs decide which jobs the service runs.
     "run_scheduler": ToolUse(settings=frozenset({"optional_jobs"}), role="scheduler"),

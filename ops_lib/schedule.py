@@ -159,6 +159,7 @@ MANUAL_ONLY: dict[str, str] = {
     "manage_db_users": "creates database users and grants: the server's administrator decides",
     "generate_synthetic_load": "fills a test database with made-up data",
     "manage_dead_letters": "a person decides which failed rows to retry or forget",
+    "manage_db_jobs": "a person pauses, resumes or runs the web app's jobs (the worker runs them)",
     "manage_schedule": "writes this schedule's files and installs the crontab: a person does it",
 }
 

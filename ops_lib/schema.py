@@ -456,6 +456,104 @@ system_settings = _table(
     PrimaryKeyConstraint("name", name="pk_system_settings"),
 )
 
+# The web app's users and what it keeps about signing in; the toolkit only expires and purges
+# (ops_lib/jobs/db_jobs/handlers.py), each by the index its statement walks.
+users = _table(
+    "users",
+    _id(),
+    Column("name", String(200), nullable=False),
+    Column("mobile", String(32), nullable=False),
+    Column("role", String(32), nullable=False),
+    _flag("is_active", True),
+    _created_at(),
+    UniqueConstraint("mobile", name="uq_users_mobile"),
+)
+
+password_reset_codes = _table(
+    "password_reset_codes",
+    _id(),
+    Column("user_id", Id, nullable=False),
+    Column("code_hash", String(255), nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("used_at", DateTime, nullable=True),
+    _created_at(),
+    Index("ix_password_reset_codes_expires", "expires_at"),
+    Index("ix_password_reset_codes_user", "user_id", "expires_at"),
+)
+
+pending_registrations = _table(
+    "pending_registrations",
+    _id(),
+    Column("mobile", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("otp_hash", String(255), nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    _created_at(),
+    Index("ix_pending_registrations_expiry", "status", "expires_at"),
+    Index("ix_pending_registrations_mobile", "mobile"),
+)
+
+user_sessions = _table(
+    "user_sessions",
+    _id(),
+    Column("user_id", Id, nullable=False),
+    Column("token_hash", String(255), nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime, nullable=True),
+    _created_at(),
+    UniqueConstraint("token_hash", name="uq_user_sessions_token"),
+    Index("ix_user_sessions_expires", "expires_at"),
+    Index("ix_user_sessions_user", "user_id", "expires_at"),
+)
+
+# Jobs the web app defines, run by the background worker's dbjobs stage (docs/db-jobs.md).
+# created_at (the anchor of a recurring job without run_at), invalid_reason, attempts, retry_at
+# and last_error are the toolkit's. user_id has no foreign key: a row naming a user that does not
+# exist is marked invalid by the stage, not refused by the server.
+cron_jobs = Table(
+    "cron_jobs",
+    metadata,
+    _id(),
+    Column("name", String(200), nullable=False),
+    Column("job_type", String(64), nullable=False),
+    Column("user_id", Id, nullable=True),
+    Column("run_at", DateTime, nullable=True),
+    Column("interval_minutes", Integer, nullable=True),
+    _flag("is_active", True),
+    Column("last_run_at", DateTime, nullable=True),  # the slot it last ran for, not a clock time
+    _created_at(),
+    Column("invalid_reason", String(255), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("retry_at", DateTime, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Index("ix_cron_jobs_active", "is_active", "id"),
+    # A deleted one-off job's id must never come back: its cron_job_runs rows name it. InnoDB's
+    # counter never goes back (persisted since MySQL 8 / MariaDB 10.2.4); SQLite needs this.
+    sqlite_autoincrement=True,
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# One row per (job, slot): done, skipped (one row per gap: slot_at to last_slot_at) or failed (a
+# dead letter). Inserted in the transaction of the handler's writes: the unique key is the claim.
+cron_job_runs = _table(
+    "cron_job_runs",
+    _id(),
+    Column("cron_job_id", Id, nullable=False),
+    Column("job_type", String(64), nullable=False),
+    Column("slot_at", DateTime, nullable=False),
+    Column("last_slot_at", DateTime, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("rows_affected", Integer, nullable=False, server_default=text("0")),
+    Column("run_id", String(32), nullable=True),
+    Column("error", String(500), nullable=True),
+    _created_at(),
+    Column("finished_at", DateTime, nullable=True),
+    UniqueConstraint("cron_job_id", "slot_at", name="uq_cron_job_runs_slot"),
+    Index("ix_cron_job_runs_finished", "status", "finished_at"),
+)
+
 ops_job_runs = _table(
     "ops_job_runs",
     _id(),

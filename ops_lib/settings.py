@@ -208,7 +208,7 @@ def _per_item(kind: str, names: Callable[[], Collection[str]], parse_value: Call
 def _queue_names() -> Collection[str]:
     from .queue import QUEUES
 
-    return QUEUES
+    return (*QUEUES, "dbjobs")  # and the DB jobs stage (ops_lib/jobs/db_jobs/figures.py)
 
 
 def _scheduled_tools() -> Collection[str]:

@@ -95,7 +95,8 @@ def tool_row(result: dict, name: str) -> dict:
 
 
 EMPTY = {"due": 0, "delayed": 0, "claimed": 0, "expired": 0, "dead": 0, "failed_1h": 0,
-         "done_15m": 0, "latency": "-", "latency_seconds": None, "state": "OK", "capped": None}
+         "done_15m": 0, "latency": "-", "latency_seconds": None, "state": "OK", "capped": None,
+         "invalid": None, "overdue": None}  # (the last two are the DB jobs' own)
 MARKER_EMPTY = {**EMPTY, "dead": None, "failed_1h": None, "done_15m": None}
 
 
@@ -120,6 +121,9 @@ def test_empty_queues_and_fresh_tools_are_ok(db_url, tmp_path, rows):
     for name in ("rollups", "snapshots"):
         assert {k: v for k, v in queue_row(result, name).items() if k != "queue"} == MARKER_EMPTY
     assert queue_row(result, "fanout")["dead"] is None  # fan-out dead-letters nothing
+    assert {k: v for k, v in queue_row(result, "dbjobs").items() if k != "queue"} == {
+        **EMPTY, "invalid": 0, "overdue": 0}
+    assert "'dbjobs due'=0;9999;99999;0;" in perf and "'dbjobs invalid'=0;0;;0;" in perf
     billing = tool_row(result, "run_billing_jobs")
     assert billing == {"tool": "run_billing_jobs", "schedule": "daily at 01:10 UTC",
                        "freshness": "ok", "last_success": "2026-11-28 01:10:00",

@@ -198,6 +198,17 @@ FIXED_ROWS = [
     (s.unions, {"id": 1, "code": "30260201", "upazila_id": 1, "name_en": "Amtali",
                 "name_bn": "আমতলী", "is_active": True, "updated_at": NOW}),
     (s.system_settings, {"name": "billing_grace_days", "value": "5", "updated_at": NOW}),
+    (s.users, {"id": 1, "name": "Admin", "mobile": "01700000001", "role": "admin",
+               "is_active": True, "created_at": NOW}),
+    (s.cron_jobs, {"id": 1, "name": "Expire reset codes", "job_type": "noop", "user_id": 1,
+                   "run_at": NOW, "interval_minutes": 60, "is_active": True,
+                   "last_run_at": None}),
+    (s.password_reset_codes, {"id": 1, "user_id": 1, "code_hash": "h", "expires_at": NOW,
+                              "used_at": None, "created_at": NOW}),
+    (s.pending_registrations, {"id": 1, "mobile": "01700000002", "name": "New", "otp_hash": "h",
+                               "expires_at": NOW, "status": "pending", "created_at": NOW}),
+    (s.user_sessions, {"id": 1, "user_id": 1, "token_hash": "t", "expires_at": NOW,
+                       "revoked_at": None, "created_at": NOW}),
     (s.ops_job_runs, {"run_id": "r1", "tool": "web", "host": "h", "pid": 1, "args": "{}",
                       "dry_run": False, "started_at": NOW, "heartbeat_at": NOW,
                       "finished_at": NOW, "status": "ok", "counts": "{}", "error": None}),
@@ -212,6 +223,7 @@ SPEC_TABLES = {
     "push_deliveries", "attendance_rollups", "guardian_snapshots", "report_email_queue",
     "invoices", "payments", "audit_logs", "notifications_archive", "audit_logs_archive",
     "payments_archive", "divisions", "districts", "upazilas", "unions", "system_settings",
+    "users", "cron_jobs", "password_reset_codes", "pending_registrations", "user_sessions",
     "ops_job_runs",
 }
 
@@ -241,7 +253,10 @@ def test_a_writer_naming_only_the_fixed_columns_can_insert_into_every_table(db):
         delivery = conn.execute(select(s.push_deliveries)).mappings().one()
         report = conn.execute(select(s.report_email_queue)).mappings().one()
         notification = conn.execute(select(s.notifications)).mappings().one()
+        job = conn.execute(select(s.cron_jobs)).mappings().one()
     # The toolkit's own columns took their defaults.
+    assert job["created_at"] is not None and job["invalid_reason"] is None
+    assert (job["attempts"], job["retry_at"], job["last_error"]) == (0, None, None)
     assert (scan["claimed_by"], scan["lease_expires_at"], scan["available_at"]) == (None,) * 3
     assert institution["is_active"] is True and institution["billing_exempt"] is False
     assert institution["late_after"] is None

@@ -97,7 +97,9 @@ def test_dry_run_over_a_full_queue_leaves_every_table_as_it_was(db_url, db, tmp_
     assert (snapshot(db), ledger_rows(db, but=result["run_id"])) == before
     assert ledger_rows(db) != before[1]  # (its own row is there)
     stages = {row["stage"]: row for row in result["sections"]["Stages"]}
-    assert list(stages) == ["scans", "fanout", "push", "rollups", "snapshots", "emails"]
+    assert list(stages) == ["scans", "fanout", "push", "rollups", "snapshots", "emails",
+                            "dbjobs"]
+    assert stages.pop("dbjobs")["ready"] == 0  # no DB jobs here (tests/test_db_jobs.py has them)
     for name, row in stages.items():
         assert row["ready"] == ready[name], name
         assert row["would_take"] == min(LIMIT, ready[name]), name

@@ -1,14 +1,17 @@
 """Dead letters: queue rows that failed for good, listed, retried, forgotten or pruned.
 
 A dead letter is a row with status `failed` in one of the worker's queues:
-`attendance_scan_queue` (scans), `push_deliveries` (deliveries), `report_email_queue` (emails).
+`attendance_scan_queue` (scans), `push_deliveries` (deliveries), `report_email_queue` (emails),
+or a DB job's slot that ran out of attempts: `cron_job_runs` (dbjobs).
 The worker never touches them again; this support tool does, and only them: every write is
 `... WHERE status = 'failed'`, so a row that is pending, done or sent is never changed or deleted,
 even when its id is given.
 
 - list: per queue the number of failed rows and the oldest one's age, and a sample with the error.
 - retry: back to `pending` with attempts reset and the error cleared, so the next worker run takes
-  the row as new (chosen ids, or every failed row of the chosen queues).
+  the row as new (chosen ids, or every failed row of the chosen queues). A dead DB job slot is
+  retried by making its one-off job due again (its failed row removed); a recurring job's dead
+  slot is left alone: its series went on.
 - forget: delete the chosen failed rows (ids required).
 - prune: delete rows that failed more than `dead_letter_retention_days` ago (or
   --older-than-days), by the time each was dead-lettered (`finished_at`, `processed_at` for scans);
@@ -33,6 +36,7 @@ from ..queue import Queue
 from ..result import DRY_RUN, JobResult
 from ..runtime import RunContext
 from ..timeutil import utcnow
+from .db_jobs import runner as db_jobs
 from .dead_letter_names import ACTIONS, QUEUE_CHOICES, QUEUE_NAMES, SAMPLE  # noqa: F401
 
 BATCH = 1000
@@ -47,6 +51,9 @@ class DeadLetterQueue:
     describe: Callable[[Any], str]  # one row -> what it was (for the sample)
     extra_columns: tuple[str, ...] = ()
     reset: dict[str, Any] = field(default_factory=dict)  # also cleared on retry
+    # A table that is no claimable queue says how its rows are retried, and which can be.
+    retry_writes: Callable[[ColumnElement[bool]], list] | None = None
+    retryable: Callable[[], ColumnElement[bool]] | None = None
 
     @property
     def name(self) -> str:
@@ -85,9 +92,14 @@ QUEUES: dict[str, DeadLetterQueue] = {dlq.name: dlq for dlq in (
         WORKER_QUEUES["emails"],
         lambda r: f"{r.report_type} report of institution {r.institution_id} to {r.recipient}",
         ("report_type", "institution_id", "recipient")),
+    DeadLetterQueue(
+        db_jobs.DEAD_LETTERS,
+        lambda r: f"{r.job_type} job {r.cron_job_id}, slot {r.slot_at:%Y-%m-%d %H:%M}",
+        ("cron_job_id", "job_type", "slot_at"),
+        retry_writes=db_jobs.retry_statements, retryable=db_jobs.retry_selection),
 )}
-# Every queue of the registry that dead-letters rows has its entry here.
-assert set(QUEUES) == {q.name for q in WORKER_QUEUES.values() if q.failed}
+# Every queue of the registry that dead-letters rows has its entry here, and the DB jobs.
+assert set(QUEUES) == {q.name for q in WORKER_QUEUES.values() if q.failed} | {"dbjobs"}
 assert tuple(QUEUES) == QUEUE_NAMES, "dead_letter_names.QUEUE_NAMES is out of date"
 
 
@@ -99,7 +111,8 @@ def validate(action: str, queue: str, ids: Sequence[int],
         problems.append("forget needs --id (the failed rows to delete); "
                         "prune deletes failed rows by age")
     if ids and queue == "all":
-        problems.append("--id needs one --queue (scans, deliveries or emails): ids are per table")
+        problems.append("--id needs one --queue (scans, deliveries, emails or dbjobs): ids are "
+                        "per table")
     if ids and action == "prune":
         problems.append("prune deletes by age, not by id: use forget --id")
     if older_than_days is not None and action != "prune":
@@ -120,6 +133,8 @@ def selection(dlq: DeadLetterQueue, action: str, ids: Sequence[int],
         where.append(c.id.in_(sorted(set(ids))))
     if action == "prune" and cutoff is not None:
         where.append(dlq.failed_since() < cutoff)
+    if action == "retry" and dlq.retryable is not None:
+        where.append(dlq.retryable())
     return and_(*where)
 
 
@@ -154,6 +169,9 @@ def run(ctx: RunContext, action: str, queue: str = "all", ids: Sequence[int] = (
         result.notes.append(f"prune: failed rows queued before {cutoff:%Y-%m-%d %H:%M} UTC "
                             f"({days} days; dead_letter_retention_days or --older-than-days)")
     result.statements.extend(_statement(ctx, dlq, action, ids, cutoff) for dlq in queues)
+    if action == "retry" and any(dlq.retryable is not None for dlq in queues):
+        result.notes.append("dbjobs: a one-off job's dead slot is retried (the job due again); "
+                            "a recurring job's is not, its series went on: forget or prune it")
     if ctx.dry_run:
         selected = sum(f["selected"] for f in overview)
         verb = {"retry": "put back to pending (attempts 0, error cleared)",
@@ -215,21 +233,25 @@ def _age_days(created_at: dt.datetime | None, now: dt.datetime) -> int | None:
     return None if created_at is None else max(0, (now - created_at).days)
 
 
-def _write(dlq: DeadLetterQueue, action: str, where: ColumnElement[bool]):
+def _write(dlq: DeadLetterQueue, action: str, where: ColumnElement[bool]) -> list:
+    """The statements of an action, in order; the last one's row count is the rows done."""
+    if action == "retry" and dlq.retry_writes is not None:
+        return dlq.retry_writes(where)
     if action == "retry":
-        return update(dlq.table).where(where).values(**dlq.retry_values())
-    return delete(dlq.table).where(where)
+        return [update(dlq.table).where(where).values(**dlq.retry_values())]
+    return [delete(dlq.table).where(where)]
 
 
 def _statement(ctx: RunContext, dlq: DeadLetterQueue, action: str, ids, cutoff) -> str:
-    statement = _write(dlq, action, selection(dlq, action, ids, cutoff))
-    sql = str(statement.compile(dialect=ctx.db.engine.dialect,
-                                compile_kwargs={"literal_binds": True}))
-    return " ".join(sql.split()) + f"  -- in batches of {BATCH} ids"
+    statements = _write(dlq, action, selection(dlq, action, ids, cutoff))
+    sql = "; ".join(" ".join(str(statement.compile(
+        dialect=ctx.db.engine.dialect, compile_kwargs={"literal_binds": True})).split())
+        for statement in statements)
+    return sql + f"  -- in batches of {BATCH} ids"
 
 
 def _apply(ctx: RunContext, dlq: DeadLetterQueue, where: ColumnElement[bool],
-           statement_for: Callable[[ColumnElement[bool]], Any]) -> tuple[int, str | None]:
+           statements_for: Callable[[ColumnElement[bool]], list]) -> tuple[int, str | None]:
     """Keyset batches of ids: select the next BATCH matching ids, write them, commit."""
     c = dlq.table.c
     last_id, total = 0, 0
@@ -244,7 +266,8 @@ def _apply(ctx: RunContext, dlq: DeadLetterQueue, where: ColumnElement[bool],
             if not batch:
                 return [], 0
             # `where` again: a row that changed since the select (no longer failed) is skipped.
-            changed = conn.execute(statement_for(and_(where, c.id.in_(batch)))).rowcount
+            for statement in statements_for(and_(where, c.id.in_(batch))):
+                changed = conn.execute(statement).rowcount
             return batch, changed
 
         batch, changed = ctx.db.run(work, what=f"dead letters {dlq.name}")

@@ -82,6 +82,11 @@ def judge_queue(queue: QueueHealth, limits: dict[str, int | None]) -> None:
         found.append((WARNING, f"{queue.name} {queue.expired:,} expired claims"))
     if queue.failed_last_hour:
         found.append((WARNING, f"{queue.name} {queue.failed_last_hour:,} failed in the last hour"))
+    if queue.invalid:
+        found.append((WARNING, f"{queue.name} {queue.invalid:,} invalid jobs"))
+    if queue.overdue:
+        found.append((WARNING, f"{queue.name} {queue.overdue:,} recurring jobs not run for "
+                               "3 intervals"))
     found.sort(key=lambda pair: -pair[0])
     queue.state = max((state for state, _ in found), default=OK)
     queue.reasons = [reason for _, reason in found]
@@ -144,6 +149,11 @@ def build_report(conn: Connection, ctx: RunContext, now: dt.datetime) -> HealthR
         figures = queue_figures(conn, queue, now)
         judge_queue(figures, thresholds(s, queue.name))
         queues.append(figures)
+    from ..db_jobs.figures import figures as db_jobs_figures  # (it imports this package's model)
+
+    jobs = db_jobs_figures(conn, now)  # the jobs the web app defines (not a claimable queue)
+    judge_queue(jobs, thresholds(s, jobs.name))
+    queues.append(jobs)
     tools = freshness.judge(conn, SCHEDULE, s.optional_jobs, s.health_grace_seconds, now,
                             own_run_id=ctx.run_id)
     failures = sorted(((tool.tool, run) for tool in tools for run in tool.recent_runs
@@ -166,7 +176,8 @@ def _sections(result: JobResult, report: HealthReport) -> None:
     result.section("Queues", [{
         "queue": q.name, "due": q.due, "delayed": q.delayed, "claimed": q.claimed,
         "expired": q.expired, "dead": q.dead, "failed_1h": q.failed_last_hour,
-        "done_15m": q.done_last_15_minutes, "latency": outputs.latency_words(q),
+        "done_15m": q.done_last_15_minutes, "invalid": q.invalid, "overdue": q.overdue,
+        "latency": outputs.latency_words(q),
         "latency_seconds": outputs.whole_seconds(q),  # rounded down, as the perfdata
         "state": STATE_NAMES[q.state], "capped": ", ".join(sorted(q.capped)) or None,
     } for q in report.queues])

@@ -34,6 +34,8 @@ class QueueHealth:
     failed_last_hour: int | None = 0
     done_last_15_minutes: int | None = 0
     latency_seconds: float | None = None  # now - when the oldest due row became available
+    invalid: int | None = None  # DB jobs only: rows that cannot run (unknown type, ...)
+    overdue: int | None = None  # DB jobs only: recurring jobs not run for three intervals
     capped: set[str] = field(default_factory=set)  # figures counted only up to the cap ("N+")
     state: int = OK
     reasons: list[str] = field(default_factory=list)  # why not OK, one short phrase each

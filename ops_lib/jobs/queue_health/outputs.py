@@ -95,6 +95,10 @@ def perfdata(report: HealthReport, thresholds: dict[str, dict[str, int | None]])
         parts.append(f"{_label(queue.name + ' expired')}={queue.expired};0;;0;")
         if queue.failed_last_hour is not None:
             parts.append(f"{_label(queue.name + ' failed 1h')}={queue.failed_last_hour};0;;0;")
+        for figure_name in ("invalid", "overdue"):  # DB jobs: any is a WARNING
+            if getattr(queue, figure_name) is not None:
+                parts.append(f"{_label(queue.name + ' ' + figure_name)}="
+                             f"{getattr(queue, figure_name)};0;;0;")
     late = sum(1 for tool in report.tools if tool.state != 0)
     down = sum(1 for tool in report.tools if tool.state >= 2)  # down: CRITICAL
     parts.append(f"{_label('tools not fresh')}={late};0;;0;")
@@ -121,6 +125,9 @@ QUEUE_GAUGES = (
      "done_last_15_minutes"),
     ("ops_queue_latency_seconds", "Now minus when the oldest due row became available.",
      "latency_seconds"),
+    ("ops_queue_invalid_jobs", "DB jobs that cannot run (unknown job_type, no schedule, ...).",
+     "invalid"),
+    ("ops_queue_overdue_jobs", "Recurring DB jobs not run for three intervals.", "overdue"),
     ("ops_queue_state", "Queue state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", "state"),
 )
 

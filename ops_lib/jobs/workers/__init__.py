@@ -16,6 +16,7 @@ from ...result import DONE, JobResult, dry_run_reason, limit_reached
 from ...runtime import RunContext
 from ...timeutil import utcnow
 from .base import Stage, StagePlan, StageStats
+from .dbjobs import DbJobsStage
 from .emails import EmailStage
 from .fanout import FanoutStage
 from .push import PushStage
@@ -30,7 +31,8 @@ BUDGET_MARGIN_SECONDS = 5.0
 
 
 def stages() -> list[Stage]:
-    return [ScanStage(), FanoutStage(), PushStage(), RollupStage(), SnapshotStage(), EmailStage()]
+    return [ScanStage(), FanoutStage(), PushStage(), RollupStage(), SnapshotStage(), EmailStage(),
+            DbJobsStage()]
 
 
 def validate(settings, max_runtime: float | None = None) -> list[str]:
@@ -59,13 +61,14 @@ def run(ctx: RunContext, limit: int = 100) -> JobResult:
 def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) -> JobResult:
     """Read-only: per stage, what --execute would take now and what it would do with it."""
     now = utcnow()
-    rows, samples = [], []
+    rows, samples, sections = [], [], {}
     with ctx.db.begin(write=False) as conn:
         for stage in pipeline:
             # Queue health's figures, exact: the plan's "left beyond LIMIT" needs every row.
             figures = stage.figures(conn, now)
             stage_plan = stage.plan(conn, ctx, limit) if figures.due else StagePlan()
             samples.extend(dict(sample, stage=stage.name) for sample in stage_plan.samples)
+            sections.update(stage_plan.sections)
             if stage_plan.note:
                 result.notes.append(stage_plan.note)
             rows.append({
@@ -78,6 +81,8 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     result.section("Stages", rows)
     if samples:
         result.section("Samples", samples, ["stage", "scan", "would fail"], id_columns=("scan",))
+    for title, section_rows in sections.items():
+        result.section(title, section_rows)
     # Each figure once: per stage in the table; the counts (ledger, JSON) hold the run's total.
     result.counts["would_take"] = sum(r["would_take"] for r in rows)
     result.notes.append(

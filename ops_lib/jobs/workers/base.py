@@ -54,6 +54,7 @@ class StagePlan:
     figures: dict[str, int] = field(default_factory=dict)  # the Stages table's details column
     samples: list[dict[str, Any]] = field(default_factory=list)  # rows that would fail, and why
     note: str | None = None  # one line, e.g. where the output would go
+    sections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # tables of its own
 
 
 class Stage:
