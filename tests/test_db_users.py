@@ -65,9 +65,10 @@ def test_the_monitor_writes_only_the_run_ledger_and_never_reads_the_web_apps_sec
     assert written == {f"`{DB}`.`ops_job_runs`"}
     read = {g.scope.split(".")[1].strip("`") for g in monitor if g.privilege == "SELECT"}
     assert read == set(metadata.tables) - MONITOR_NEVER_READS
-    # It covers every table any tool's dry run reads.
+    # It covers every table any tool's dry run reads, but the web app's credentials (the worker's
+    # dry run shows "unknown" for the rows a DB job would touch there).
     for use in TOOLS.values():
-        assert use.reads() <= read
+        assert use.reads() - MONITOR_NEVER_READS <= read
 
 
 def test_the_worker_may_not_touch_invoices_or_payments():

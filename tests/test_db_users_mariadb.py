@@ -22,7 +22,15 @@ from ops_lib import grants
 from ops_lib.catalog import ROLES, TOOLS
 from ops_lib.db import connect, describe_db_error
 from ops_lib.jobs.schema_admin import create_scratch_database, drop_database
-from ops_lib.schema import notification_devices
+from ops_lib.jobs.db_jobs.handlers import HANDLERS
+from ops_lib.schema import (
+    cron_jobs,
+    notification_devices,
+    password_reset_codes,
+    pending_registrations,
+    user_sessions,
+    users,
+)
 from ops_lib.timeutil import utcnow
 from tests.conftest import (
     MYSQL_SERVER_URL,
@@ -112,6 +120,7 @@ def server(tmp_path_factory):
                 guardian_id=conn.exec_driver_sql("SELECT MIN(id) FROM guardians").scalar(),
                 token=f"stale-{uuid.uuid4().hex}", platform="android", is_active=True,
                 last_seen_at=utcnow().replace(year=2000), created_at=utcnow().replace(year=2000)))
+            add_due_db_jobs(conn)
         printed = made.run(None, "manage_db_users", "--user-host", "%", "--prefix", made.prefix)
         assert printed.returncode == 0, printed.stderr
         made.sql = printed.stdout
@@ -125,6 +134,25 @@ def server(tmp_path_factory):
         drop_database(MYSQL_SERVER_URL, made.name)
 
 
+def add_due_db_jobs(conn) -> None:
+    """One due job per built-in handler, each with an expired row to work on, so the worker's
+    role is exercised on the DB-jobs tables too."""
+    past = utcnow().replace(year=2000)
+    user_id = conn.execute(insert(users).values(
+        name="Role Test", mobile=f"+880{uuid.uuid4().int % 10**10:010d}", role="admin")
+    ).inserted_primary_key[0]
+    conn.execute(insert(password_reset_codes).values(
+        user_id=user_id, code_hash="h", expires_at=past))
+    conn.execute(insert(pending_registrations).values(
+        mobile="+8801", name="Pending", otp_hash="h", expires_at=past))
+    conn.execute(insert(user_sessions).values(
+        user_id=user_id, token_hash=uuid.uuid4().hex, expires_at=past))
+    conn.execute(insert(cron_jobs), [
+        {"name": job_type, "job_type": job_type, "run_at": past,
+         "user_id": user_id if job_type == "expire_password_reset_codes" else None}
+        for job_type in HANDLERS])
+
+
 def assert_ok(done) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "error" not in done.stderr.lower(), done.stderr
@@ -132,7 +160,8 @@ def assert_ok(done) -> None:
 
 # What each role's user runs: every tool of the role, dry and --execute where it writes.
 RUNS = {
-    "worker": [("run_background_workers", "200"),
+    "worker": [("manage_db_jobs", "list"), ("manage_db_jobs", "pause", "--id", "1"),
+               ("run_background_workers", "200"),
                ("run_background_workers", "200", "--execute"),
                ("run_background_workers", "200", "--execute")],
     "billing": [("run_billing_jobs",), ("run_billing_jobs", "--execute")],
@@ -174,6 +203,13 @@ def test_each_role_runs_its_tools_dry_and_with_execute_under_exactly_its_grants(
     for args in RUNS[role]:
         done = server.run(role, *args)
         assert_ok(done)
+    if role == "worker":  # the DB jobs ran: each one-off done and deleted, its rows expired
+        with create_engine(server.root_url).connect() as conn:
+            assert conn.execute(text(
+                "SELECT (SELECT COUNT(*) FROM cron_jobs), (SELECT COUNT(*) FROM user_sessions),"
+                " (SELECT COUNT(*) FROM password_reset_codes),"
+                " (SELECT COUNT(*) FROM pending_registrations WHERE status = 'pending')"
+            )).one() == (0, 0, 0, 0)
 
 
 def test_the_monitor_runs_its_checks_and_every_other_tools_dry_run_and_writes_only_its_ledger(
@@ -236,8 +272,10 @@ def test_the_worker_touching_invoices_fails_with_one_line_and_writes_nothing(ser
 
 
 @pytest.mark.parametrize("role, refused", [
-    ("monitor", "DROP"), ("schema_inspector", "DROP"),
-    ("worker", "SELECT"),  # the reset's plan reads tables the worker may not read
+    ("schema_inspector", "DROP"),
+    # The reset's plan counts every table's rows: the worker, and the monitor (never the web
+    # app's users), are refused a read before the DROP.
+    ("monitor", "SELECT"), ("worker", "SELECT"),
 ])
 def test_a_drop_outside_the_schema_admin_fails_with_one_line_and_every_table_stays(
         server, role, refused):

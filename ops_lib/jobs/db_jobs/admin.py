@@ -69,7 +69,7 @@ def run(ctx: RunContext, action: str, ids: Sequence[int] = ()) -> JobResult:
     now = utcnow()
     where = cron_jobs.c.id.in_(sorted(set(ids))) if ids else None
     with ctx.db.begin(write=False) as conn:
-        checked = runner.check(conn, where)
+        checked = runner.check(conn, where, read_users=None if ctx.dry_run else True)
     missing = sorted(set(ids) - {job.id for job in checked.jobs})
     if missing and action == "run":
         raise BadInput(f"no cron_jobs row with id {', '.join(map(str, missing))}")

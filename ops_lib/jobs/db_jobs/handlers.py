@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from sqlalchemy import Connection, Table, and_, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
 
+from ...db import privilege_problem
 from ...schema import password_reset_codes, pending_registrations, user_sessions
 
 
@@ -125,4 +127,12 @@ def describe(job_type: str) -> str:
 def preview(conn: Connection, job_type: str, call: JobCall) -> int | None:
     """Rows the job would touch now, where its handler can tell (None: it cannot)."""
     counter = getattr(HANDLERS.get(job_type), "preview", None)
-    return None if counter is None else counter(conn, call)
+    if counter is None:
+        return None
+    try:
+        return counter(conn, call)
+    except DBAPIError as exc:
+        # A dry run under the monitor's login, which never reads the web app's credentials.
+        if privilege_problem(exc) is None:
+            raise
+        return None

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sqlalchemy import Connection, and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ...db import Database, is_duplicate_key
+from ...db import Database, is_duplicate_key, privilege_problem
 from ...queue import Queue, backoff_seconds
 from ...schema import cron_job_runs, cron_jobs, users
 from . import slots
@@ -72,19 +72,31 @@ class Checked:
         return [job for job in self.jobs if job.invalid_reason is not None]
 
 
-def check(conn: Connection, where=None) -> Checked:
+def check(conn: Connection, where=None, read_users: bool | None = None) -> Checked:
     """Read the jobs (all, or those `where` picks) and judge each row's validity now.
 
     `cron_jobs` is the web app's short list of jobs (tens to thousands of rows): one read, the
-    slot arithmetic in Python. The users named are looked up in one query.
+    slot arithmetic in Python. The users named are looked up in one query (`read_users` True:
+    they must be, before anything runs). Where that is not wanted (False: queue health) or, for
+    None, not allowed (a dry run under the monitor, which never reads the web app's
+    credentials), a job's user is judged as the worker last stored it.
     """
     query = select(cron_jobs).order_by(cron_jobs.c.id)
     if where is not None:
         query = query.where(where)
     jobs = [Job.from_row(row) for row in conn.execute(query)]
     named = sorted({job.user_id for job in jobs if job.user_id is not None})
-    existing = set(conn.execute(select(users.c.id).where(users.c.id.in_(named))).scalars()) \
-        if named else set()
+    existing = None
+    if read_users is not False and named:
+        try:
+            existing = set(conn.execute(select(users.c.id).where(users.c.id.in_(named)))
+                           .scalars())
+        except DBAPIError as exc:  # a dry run under the monitor, which never reads users
+            if read_users or privilege_problem(exc) is None:
+                raise
+    if existing is None:
+        existing = {job.user_id for job in jobs
+                    if slots.MISSING_USER not in (job.invalid_reason or "")}
     checked = Checked([])
     for job in jobs:
         reason = slots.problems(job, HANDLERS.__contains__, existing.__contains__)

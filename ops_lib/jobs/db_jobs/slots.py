@@ -69,6 +69,9 @@ class Due:
     gap_slots: int = 0
 
 
+MISSING_USER = "does not exist in users"
+
+
 def problems(job: Job, known_type: Callable[[str], bool],
              user_exists: Callable[[int], bool]) -> str | None:
     """Why a row cannot run (all reasons, '; '-joined), or None when it is valid."""

@@ -75,7 +75,7 @@ class DbJobsStage(Stage):
 
     def _validate_and_list(self, ctx: RunContext, stats: StageStats) -> list[tuple[Job, Due]]:
         with ctx.db.begin(write=False) as conn:
-            checked = runner.check(conn)
+            checked = runner.check(conn, read_users=True)
         runner.mark_validity(ctx.db, checked)
         stats.add("marked_invalid", len(checked.newly_invalid))
         stats.add("valid_again", len(checked.now_valid))
