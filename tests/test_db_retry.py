@@ -29,8 +29,10 @@ def mdb(mariadb_url):
     database.engine.dispose()
 
 
-def wait_until_lock_wait(db, timeout: float = 10) -> None:
-    """Until some transaction is waiting for a row lock (so the cycle is about to close)."""
+def wait_until_lock_wait(db, timeout: float = 120) -> None:
+    """Until some transaction is waiting for a row lock (so the cycle is about to close). The
+    bound is only against a hang: it returns as soon as the wait shows, and a busy CI machine
+    (another suite's processes on the same server) once took more than 10 s to get there."""
     deadline = time.monotonic() + timeout
     with db.engine.connect() as conn:
         while time.monotonic() < deadline:
