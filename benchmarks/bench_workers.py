@@ -42,11 +42,12 @@ sys.path.insert(0, str(REPO))
 
 from ops_lib.jobs.schema_admin import create_scratch_database  # noqa: E402
 from ops_lib.jobs.synthetic_load import TABLES, LoadSize, build_rows  # noqa: E402
+from ops_lib.jobs.workers import stages  # noqa: E402
 from ops_lib.timeutil import utcnow  # noqa: E402
 
 TARGETS = {1: 0.10, 2: 0.15}  # ratio to the raw rate, by worker processes (issue 18)
 DRIVERS = {"pymysql": "PyMySQL", "mysqldb": "mysqlclient"}
-STAGES = ["scans", "fanout", "push", "rollups", "snapshots", "emails"]
+STAGES = [stage.name for stage in stages()]  # the worker's own rotation, so a new stage shows
 SCAN_COLUMNS = ["id", "institution_id", "card_uid", "device_serial", "scanned_at", "status",
                 "attempts", "created_at"]
 
