@@ -15,7 +15,7 @@ from ... import push as pushing
 from ...result import DONE, JobResult, dry_run_reason, limit_reached
 from ...runtime import RunContext
 from ...timeutil import utcnow
-from .base import Stage, StagePlan, StageStats
+from .base import BUDGET_MARGIN_SECONDS, Stage, StagePlan, StageStats
 from .dbjobs import DbJobsStage
 from .emails import EmailStage
 from .fanout import FanoutStage
@@ -25,9 +25,6 @@ from .scans import ScanStage
 from .snapshots import SnapshotStage
 
 log = logging.getLogger(__name__)
-
-# Stop claiming when less than this is left of --max-runtime: one batch must fit in it.
-BUDGET_MARGIN_SECONDS = 5.0
 
 
 def stages() -> list[Stage]:

@@ -21,6 +21,9 @@ from ..queue_health.model import QueueHealth
 
 log = logging.getLogger(__name__)
 
+# Stop claiming when less than this is left of --max-runtime: one batch must fit in it.
+BUDGET_MARGIN_SECONDS = 5.0
+
 
 @dataclass
 class StageStats:

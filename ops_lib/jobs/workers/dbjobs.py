@@ -19,7 +19,7 @@ from ..db_jobs import figures as db_figures
 from ..db_jobs import handlers, runner
 from ..db_jobs.slots import Due, Job
 from ..queue_health.model import QueueHealth
-from .base import Stage, StagePlan, StageStats
+from .base import BUDGET_MARGIN_SECONDS, Stage, StagePlan, StageStats
 
 # What each outcome adds to the Stages table: (figure, detail).
 OUTCOME_FIGURES = {
@@ -49,8 +49,6 @@ class DbJobsStage(Stage):
     def take(self, ctx: RunContext, size: int, stats: StageStats) -> int:
         if self._due is None:
             self._due = deque(self._validate_and_list(ctx, stats))
-        from . import BUDGET_MARGIN_SECONDS  # (the package imports this module)
-
         taken = 0
         s = ctx.settings
         while self._due and taken < size:
