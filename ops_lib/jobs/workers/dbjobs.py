@@ -35,13 +35,16 @@ class DbJobsStage(Stage):
 
     def __init__(self) -> None:
         self._due: deque[tuple[Job, Due]] | None = None
+        self._figures_checked: runner.Checked | None = None  # the dry run's plan reuses it
 
     def recover(self, ctx: RunContext) -> dict[str, int]:
         # Nothing to recover: a run that died recorded nothing, its slot is simply still due.
         return {"recovered": 0, "dead_lettered": 0}
 
     def figures(self, conn: Connection, now: dt.datetime) -> QueueHealth:
-        return db_figures.figures(conn, now)
+        # Users judged as the plan judges them, so the dry run reads cron_jobs once, not twice.
+        self._figures_checked = runner.check(conn)
+        return db_figures.figures(conn, now, self._figures_checked)
 
     def ready(self, conn: Connection, now: dt.datetime) -> int:
         return len(runner.check(conn).due(now))
@@ -81,7 +84,7 @@ class DbJobsStage(Stage):
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         now = utcnow()
-        checked = runner.check(conn)
+        checked, self._figures_checked = self._figures_checked or runner.check(conn), None
         due = checked.due(now)
         rows = []
         for job, slot in due[:limit]:
