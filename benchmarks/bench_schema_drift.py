@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     ARGS = parser.parse_args()
     skeema = shutil.which("skeema")
+    load_before = os.getloadavg()
     drift = [sys.executable, str(DRIFT_TOOL), "--database-url", url()]
     create_scratch_database(SERVER, DATABASE)
     try:
@@ -142,6 +143,9 @@ def main() -> None:
     print(f"\nschema drift on the full schema ({tables} tables), MariaDB at "
           f"{make_url(SERVER).render_as_string(hide_password=True)}; median of {ARGS.runs} runs "
           "(seconds); start-up = python -c pass")
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f} "
+          "(the machine's {} cores; wall times under load are noisy, CPU less so)"
+          .format(*load_before, *os.getloadavg(), os.cpu_count()))
     print(f"{'case':<20} {'skeema':>8} {what:>19} {'start-up':>9} "
           f"{what + ' - start-up':>30} {'ratio':>7}   {'CPU: skeema':>11} {what:>19}")
     for case, (skeema_s, skeema_cpu), (drift_s, drift_cpu), (startup, _) in rows:

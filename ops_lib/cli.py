@@ -144,7 +144,7 @@ def read_table_settings(db: Database) -> dict[str, str]:
     """Rows of `system_settings` (an absent table means none; any other error is raised)."""
     from sqlalchemy import inspect, select
 
-    from .schema import system_settings
+    from .schema_base import system_settings
 
     def read(conn) -> dict[str, str]:
         if not inspect(conn).has_table(system_settings.name):

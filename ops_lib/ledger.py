@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from .db import Database, create_schema_command, describe_db_error, privilege_problem
 from .errors import PreconditionFailed
 from .result import JobResult
-from .schema import ops_job_runs
+from .schema_base import ops_job_runs
 from .timeutil import utcnow
 
 log = logging.getLogger("ops")

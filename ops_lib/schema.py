@@ -12,14 +12,12 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     Column,
     Date,
     DateTime,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -29,32 +27,12 @@ from sqlalchemy import (
     text,
 )
 
-metadata = MetaData()
+from . import schema_base
+from .schema_base import MYSQL_TABLE_OPTIONS, Id, _created_at, _flag, _id, _table, metadata
 
-MYSQL_TABLE_OPTIONS = {
-    "mysql_engine": "InnoDB",
-    "mysql_charset": "utf8mb4",
-    "mysql_collate": "utf8mb4_unicode_ci",
-}
-
-
-def _table(name: str, *parts) -> Table:
-    return Table(name, metadata, *parts, **MYSQL_TABLE_OPTIONS)
-
-# BIGINT ids on MySQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
-Id = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def _id() -> Column:
-    return Column("id", Id, primary_key=True, autoincrement=True)
-
-
-def _created_at() -> Column:
-    return Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp())
-
-
-def _flag(name: str, default: bool) -> Column:
-    return Column(name, Boolean, nullable=False, server_default=text("1" if default else "0"))
+# Defined in schema_base (read at every tool's start-up); here too, with every other table.
+system_settings = schema_base.system_settings
+ops_job_runs = schema_base.ops_job_runs
 
 
 def _claim_columns() -> list[Column]:
@@ -448,14 +426,6 @@ districts = _location_table("districts", "divisions")
 upazilas = _location_table("upazilas", "districts")
 unions = _location_table("unions", "upazilas")
 
-system_settings = _table(
-    "system_settings",
-    Column("name", String(100), nullable=False),
-    Column("value", Text, nullable=True),
-    Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
-    PrimaryKeyConstraint("name", name="pk_system_settings"),
-)
-
 # The web app's users and what it keeps about signing in; the toolkit only expires and purges
 # (ops_lib/jobs/db_jobs/handlers.py), each by the index its statement walks.
 users = _table(
@@ -552,26 +522,6 @@ cron_job_runs = _table(
     Column("finished_at", DateTime, nullable=True),
     UniqueConstraint("cron_job_id", "slot_at", name="uq_cron_job_runs_slot"),
     Index("ix_cron_job_runs_finished", "status", "finished_at"),
-)
-
-ops_job_runs = _table(
-    "ops_job_runs",
-    _id(),
-    Column("run_id", String(32), nullable=False),
-    Column("tool", String(64), nullable=False),
-    Column("host", String(255), nullable=False),
-    Column("pid", Integer, nullable=False),
-    Column("args", Text, nullable=True),
-    _flag("dry_run", True),
-    Column("started_at", DateTime, nullable=False),
-    Column("heartbeat_at", DateTime, nullable=False),
-    Column("finished_at", DateTime, nullable=True),
-    Column("status", String(16), nullable=False, server_default="running"),
-    Column("stop_reason", String(255), nullable=True),
-    Column("counts", Text, nullable=True),
-    Column("error", Text, nullable=True),
-    UniqueConstraint("run_id", name="uq_ops_job_runs_run_id"),
-    Index("ix_ops_job_runs_freshness", "tool", "status", "finished_at"),
 )
 
 # The warehouse export's watermark per exported table: every row up to (watermark_at,

@@ -339,17 +339,25 @@ def _read_mysql(conn: Connection, schema: str) -> Catalog:
             catalog.tables[table_name].indexes[name] = Index(
                 name, tuple(index_parts), unique[(table_name, name)],
                 name != PRIMARY and is_generated_index_name(name, index_parts[0].column))
-    _add_foreign_keys(catalog, _rows(conn, """
-            SELECT k.TABLE_NAME AS table_name, k.CONSTRAINT_NAME AS name,
-                   k.COLUMN_NAME AS column_name, k.REFERENCED_TABLE_NAME AS referenced_table,
-                   k.REFERENCED_COLUMN_NAME AS referenced_column,
-                   r.DELETE_RULE AS on_delete, r.UPDATE_RULE AS on_update
-            FROM information_schema.KEY_COLUMN_USAGE k
-            JOIN information_schema.REFERENTIAL_CONSTRAINTS r
-              ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.TABLE_NAME = k.TABLE_NAME
-             AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME
-            WHERE k.TABLE_SCHEMA = :schema AND k.REFERENCED_TABLE_NAME IS NOT NULL
-            ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION""", schema=schema),
+    # Two queries joined here, not one JOIN of the two views: MariaDB builds information_schema
+    # views per query and joined them by nested loop, 12-15 ms against about 1 ms for both
+    # alone (35 tables, 12 keys).
+    rules = {(row["table_name"], row["name"]): row for row in _rows(conn, """
+            SELECT TABLE_NAME AS table_name, CONSTRAINT_NAME AS name, DELETE_RULE AS on_delete,
+                   UPDATE_RULE AS on_update
+            FROM information_schema.REFERENTIAL_CONSTRAINTS
+            WHERE CONSTRAINT_SCHEMA = :schema""", schema=schema)}
+    key_columns = _rows(conn, """
+            SELECT TABLE_NAME AS table_name, CONSTRAINT_NAME AS name, COLUMN_NAME AS column_name,
+                   REFERENCED_TABLE_NAME AS referenced_table,
+                   REFERENCED_COLUMN_NAME AS referenced_column
+            FROM information_schema.KEY_COLUMN_USAGE
+            WHERE TABLE_SCHEMA = :schema AND REFERENCED_TABLE_NAME IS NOT NULL
+            ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION""", schema=schema)
+    _add_foreign_keys(catalog, [
+        {**row, "on_delete": rule["on_delete"], "on_update": rule["on_update"]}
+        for row in key_columns
+        if (rule := rules.get((row["table_name"], row["name"]))) is not None],
         lambda table, name, _columns: is_generated_foreign_key_name(name, table))
     return catalog
 
