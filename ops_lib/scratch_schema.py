@@ -24,9 +24,9 @@ import datetime as dt
 import logging
 import re
 import secrets
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .errors import BadInput, Interrupted, JobFailed, OpsError, PreconditionFailed
 from .timeutil import utcnow
@@ -55,7 +55,6 @@ OPERATOR_NAME = re.compile(r"[A-Za-z0-9_$-]{1,64}")
 MYSQL_DATABASE_EXISTS = 1007
 
 _log = logging.getLogger("ops")
-T = TypeVar("T")
 
 
 class ScratchInterrupted(Interrupted):
@@ -346,41 +345,12 @@ def expected_and_live(ctx: RunContext, scratch_database: str | None = None
         with ctx.db.begin(write=False) as conn:
             return read_catalog(conn, live_schema)
 
-    live = _Background(read_live, "ops-live-catalog")
-    try:
+    # Leaving the pool waits for the thread, also on a failure: the run's connection is used
+    # next (the failure's ledger row), and each connection has one user.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-live-catalog") as pool:
+        live = pool.submit(read_live)
         with scratch_session(ctx.db.engine, live_schema, name=scratch_database, stop=ctx.stop,
                              log=ctx.log) as (scratch, conn):
             expected = read_catalog(conn, scratch)
             expected.tables.pop(SCRATCH_MARKER, None)  # ours, not schema.sql's
-    except BaseException:
-        live.join()  # the run's connection is used next (the failure's ledger row): one user
-        raise
-    return expected, live.result()
-
-
-class _Background(Generic[T]):
-    """`work` run on a thread from now; `result()` waits for it and gives what it returned, or
-    raises what it raised."""
-
-    def __init__(self, work: Callable[[], T], name: str):
-        self._work = work
-        self._outcome: tuple[bool, object] | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._outcome = (True, self._work())
-        except BaseException as error:  # handed to the thread that waits
-            self._outcome = (False, error)
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> T:
-        self.join()
-        assert self._outcome is not None
-        done, value = self._outcome
-        if not done:
-            raise value  # type: ignore[misc]
-        return value  # type: ignore[return-value]
+        return expected, live.result()
