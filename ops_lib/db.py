@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # MySQL/MariaDB error codes worth another try: deadlock, lock wait timeout, server gone away,
-# lost connection, too many connections, query interrupted by a restart.
-MYSQL_TRANSIENT_CODES = {1213, 1205, 2006, 2013, 1040, 1927, 1317}
+# lost connection, too many connections, query interrupted by a restart, and 1467: InnoDB
+# reports a deadlock or lock wait on a table's AUTO-INC lock (concurrent INSERT ... SELECT
+# under innodb_autoinc_lock_mode=1) as "Failed to read auto-increment value"; four workers
+# at once met it in the suite. A retry reruns the whole transaction after a rollback.
+MYSQL_TRANSIENT_CODES = {1213, 1205, 2006, 2013, 1040, 1927, 1317, 1467}
 # Cannot connect at all, or login refused: the run fails at once with one line.
 MYSQL_UNREACHABLE_CODES = {2003, 2005, 1045, 1049, 1044}
 MYSQL_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY: a unique or primary key already holds the value

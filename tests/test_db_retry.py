@@ -29,13 +29,16 @@ def mdb(mariadb_url):
     database.engine.dispose()
 
 
-def wait_until_lock_wait(db, timeout: float = 120) -> None:
+def wait_until_lock_wait(db, blocker: threading.Thread, errors: list, timeout: float = 120
+                         ) -> None:
     """Until some transaction is waiting for a row lock (so the cycle is about to close). The
     bound is only against a hang: it returns as soon as the wait shows, and a busy CI machine
-    (another suite's processes on the same server) once took more than 10 s to get there."""
+    (another suite's processes on the same server) once took more than 10 s to get there. A
+    blocker that ended without waiting fails the test at once, with its error."""
     deadline = time.monotonic() + timeout
     with db.engine.connect() as conn:
         while time.monotonic() < deadline:
+            assert blocker.is_alive(), f"the blocking transaction ended without waiting: {errors}"
             waiting = conn.execute(text(
                 "SELECT COUNT(*) FROM information_schema.innodb_trx "
                 "WHERE trx_state = 'LOCK WAIT'")).scalar()
@@ -43,7 +46,7 @@ def wait_until_lock_wait(db, timeout: float = 120) -> None:
             if waiting:
                 return
             time.sleep(0.01)
-    raise AssertionError("no transaction started waiting for a lock")
+    raise AssertionError(f"no transaction started waiting for a lock in {timeout:g} s")
 
 
 def test_a_real_deadlock_is_retried_by_database_run_and_then_succeeds(mdb, caplog):
@@ -70,7 +73,7 @@ def test_a_real_deadlock_is_retried_by_database_run_and_then_succeeds(mdb, caplo
         if len(attempts) == 1:
             blocker = threading.Thread(target=other_wants_row_1)
             blocker.start()
-            wait_until_lock_wait(mdb)
+            wait_until_lock_wait(mdb, blocker, errors)
             work.blocker = blocker
         conn.execute(text("UPDATE retry_probe SET v = v + 1 WHERE id = 2"))  # closes the cycle
         return conn.execute(text("SELECT v FROM retry_probe WHERE id IN (1, 2) ORDER BY id")
@@ -160,14 +163,15 @@ def test_a_duplicate_key_is_permanent_and_not_retried(mdb):
     assert attempts == [1]
 
 
-def test_a_failed_attempt_is_rolled_back_before_the_retry(mdb):
+@pytest.mark.parametrize("code", [1213, 1467])  # 1467: a deadlock on the AUTO-INC lock
+def test_a_failed_attempt_is_rolled_back_before_the_retry(mdb, code):
     attempts: list[int] = []
 
     def work(conn):
         attempts.append(1)
         conn.execute(text("UPDATE retry_probe SET v = v + 1 WHERE id = 5"))
         if len(attempts) == 1:
-            server_error(conn, 1213)
+            server_error(conn, code, sqlstate="HY000")
         return conn.execute(text("SELECT v FROM retry_probe WHERE id = 5")).scalar()
 
     assert mdb.run(work) == 1  # not 2: the first attempt's update was rolled back
