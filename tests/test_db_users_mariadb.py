@@ -42,7 +42,9 @@ from tests.conftest import (
     tool_env,
 )
 
-pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
+# One test process for the module: its `server` (a loaded database and a user per role) is
+# built once per process, so a second process would build a second one.
+pytestmark = [pytest.mark.mariadb, pytest.mark.slow, pytest.mark.xdist_group("roles_server")]
 LOCATIONS = str(REPO / "docs" / "examples" / "locations")
 PLACEHOLDER = re.compile(r"<(OPS_DB_PASSWORD_[A-Z_]+)>")
 
