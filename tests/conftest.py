@@ -237,6 +237,13 @@ def assert_unchanged(before: Snapshot, after: Snapshot, runs: int = 1) -> None:
     assert len(before.new_runs(after)) == runs, before.new_runs(after)
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests (real processes, large loads) first, in their order: the test processes
+    hand tests out in this order, so the long ones start early and the two processes end
+    together on short ones, not one of them alone on a long one."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_assertrepr_compare(op, left, right):
     if op == "==" and isinstance(left, Snapshot) and isinstance(right, Snapshot):
         new_runs = left.new_runs(right)

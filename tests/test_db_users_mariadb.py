@@ -36,13 +36,16 @@ from tests.conftest import (
     MYSQL_SERVER_URL,
     REPO,
     assert_unchanged,
+    job_context,
     require_mariadb,
     run_cli,
     snapshot,
     tool_env,
 )
 
-pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
+# One test process for the module: its `server` (a loaded database and a user per role) is
+# built once per process, so a second process would build a second one.
+pytestmark = [pytest.mark.mariadb, pytest.mark.slow, pytest.mark.xdist_group("roles_server")]
 LOCATIONS = str(REPO / "docs" / "examples" / "locations")
 PLACEHOLDER = re.compile(r"<(OPS_DB_PASSWORD_[A-Z_]+)>")
 
@@ -317,11 +320,23 @@ def check(server, *args: str):
 def test_check_finds_nothing_missing_or_beyond_in_a_user_made_from_the_statements(server):
     import json
 
-    for role in grants.created_roles():
-        done = check(server, "--check", f"{server.prefix}{role}")
-        assert done.returncode == 0, done.stdout + done.stderr
-        result = json.loads(done.stdout)
-        assert result["counts"]["missing"] == result["counts"]["beyond"] == 0, role
+    from ops_lib.jobs import db_users
+
+    # The tool once (its --check of a failing user is the next test's), then the same job
+    # in-process for every role: SHOW GRANTS of real users either way, one start-up.
+    done = check(server, "--check", f"{server.prefix}monitor")
+    assert done.returncode == 0, done.stdout + done.stderr
+    counts = json.loads(done.stdout)["counts"]
+    assert counts["missing"] == counts["beyond"] == 0
+    ctx = job_context(server.root_url, server.tmp, dry_run=True)
+    try:
+        for role in grants.created_roles():
+            result = db_users.run(ctx, user_host="%", prefix=server.prefix,
+                                  check_user=f"{server.prefix}{role}")
+            assert (result.counts["missing"], result.counts["beyond"]) == (0, 0), role
+            assert result.exit_code == 0, role
+    finally:
+        ctx.db.engine.dispose()
 
 
 def test_check_reports_one_grant_too_few_and_one_too_many(server):

@@ -44,7 +44,9 @@ from ops_lib.schema import (
 from ops_lib.timeutil import utcnow
 from tests.fakes.smtp_server import free_port
 
-pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
+# The replica pair (two servers of the tests' own) is started once per test process: every
+# test that uses it runs in the same one.
+pytestmark = [pytest.mark.mariadb, pytest.mark.slow, pytest.mark.xdist_group("replica_pair")]
 
 OLD = dt.datetime(2020, 1, 1)  # older than every retention
 HELD_BACK = 3600  # seconds of lag `hold_back` makes the replica report

@@ -21,7 +21,9 @@ from ops_lib.schema_catalog import PRIMARY, Catalog, read_catalog
 from tests.conftest import (MYSQL_SERVER_URL, MysqlScratch, require_mariadb,
                             run_mariadb_client, unique_name)
 
-pytestmark = pytest.mark.mariadb
+# One test process for the module: its module fixtures load schema.sql and the metadata into
+# databases of their own, once per process.
+pytestmark = [pytest.mark.mariadb, pytest.mark.xdist_group("schema_module")]
 
 
 def catalog_of(engine: Engine) -> Catalog:

@@ -22,6 +22,10 @@ from ops_lib.schema_catalog import (
 from ops_lib.schema import metadata
 from tests.conftest import MYSQL_SERVER_URL, require_mariadb, sqlite_database, unique_name
 
+# One test process for the module: `mariadb_pair` loads schema.sql into two databases once per
+# process.
+pytestmark = pytest.mark.xdist_group("schema_catalog_module")
+
 
 # --- each rule on the values the two servers show -----------------------------------------------
 

@@ -446,6 +446,7 @@ def test_a_user_who_may_not_create_the_scratch_is_told_what_to_grant(server, liv
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("replica_pair")  # the pair test_replica_lag.py starts
 def test_the_scratch_ddl_stays_out_of_the_binary_log_so_a_replica_never_sees_it(replica_pair):
     pair = replica_pair
     live_db = unique_name("ops_test_live")

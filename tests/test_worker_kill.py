@@ -50,6 +50,7 @@ def kill_mid_batch(url: str, env: dict, delay: float) -> tuple[dict[str, int], b
     return claimed_rows(url), working
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("db_url", EVERY_BACKEND, indirect=True)
 def test_worker_killed_mid_batch_loses_and_doubles_nothing_after_recovery(db_url, tmp_path):
@@ -60,12 +61,13 @@ def test_worker_killed_mid_batch_loses_and_doubles_nothing_after_recovery(db_url
 
     left_claimed, working = [], []
     # The first kill lands as soon as the worker is seen working (a batch of scans is then in
-    # its transaction, however fast the machine); the others at random points a moment later.
-    for delay in (0.0, rng.uniform(0.0, 0.6), rng.uniform(0.0, 0.6)):
+    # its transaction, however fast the machine); the second at a random point a moment later.
+    for delay in (0.0, rng.uniform(0.0, 0.6)):
         left, was_working = kill_mid_batch(db_url, env, delay)
         left_claimed.append(left)
         working.append(was_working)
-        time.sleep(LEASE + 1.1)  # past the lease (DATETIME has whole seconds)
+        if any(left.values()):  # a kill in a locked batch leaves nothing to wait for
+            time.sleep(LEASE + 1.1)  # past the lease (DATETIME has whole seconds)
     assert any(working), "no kill landed while the worker was working: the test proved nothing"
 
     results = run_worker_until_drained(env)

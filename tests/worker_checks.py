@@ -179,10 +179,16 @@ def run_worker_until_drained(env: dict, workers: int = 1, limit: int = 100000,
                 procs.extend(start())
         else:
             procs = start()
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            assert proc.returncode == 0, f"worker exited {proc.returncode}: {err[-2000:]}"
-            results.append(json.loads(out))
+        try:
+            for proc in procs:
+                out, err = proc.communicate(timeout=timeout)
+                assert proc.returncode == 0, f"worker exited {proc.returncode}: {err[-2000:]}"
+                results.append(json.loads(out))
+        finally:  # a failed run's siblings must not work on into the next test's database
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
         if not any(queue_backlog(env["OPS_DATABASE_URL"]).values()):
             return results
     raise AssertionError(f"queues not drained after {rounds} rounds: "
