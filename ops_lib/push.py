@@ -77,6 +77,8 @@ def classify(exception: Exception) -> tuple[str, str]:
 
 MAX_CALL_SIZE = 500  # FCM's limit for one send_each call
 
+_encode = json.JSONEncoder(sort_keys=True).encode  # json.dumps(value, sort_keys=True)
+
 
 def call_limits(lease_seconds: float):
     """(request timeout, urllib3 Retry) that end one send_each call within half the lease.
@@ -88,7 +90,7 @@ def call_limits(lease_seconds: float):
     have delivered: that message retries on a later run), each try waits at most T to connect and
     T to read, and the wait between tries (backoff or Retry-After) is at most T. The worst case,
     3 x 2T + 2T = 8T, is half the lease: T = lease / 16 (37.5 s at the default 600 s), at most the
-    SDK's own 120 s. The lease is renewed before every call (ops_lib.queue.extend_lease).
+    SDK's own 120 s. The worker renews the lease before a call once a quarter of it is spent.
     """
     from urllib3.util.retry import Retry
 
@@ -115,14 +117,20 @@ class OutboxPusher:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{utcnow():%Y%m%d}.jsonl"
         outcomes, lines = [], []
-        written_at = utcnow().isoformat() + "Z"
+        written_at = _encode(utcnow().isoformat() + "Z")
+        # The line json.dumps(..., sort_keys=True) would write, with each data object encoded
+        # once: the devices of one notification share it.
+        data_texts: dict[int, str] = {}
         for message in messages:
             message_id = f"outbox/{uuid.uuid4().hex}"
-            lines.append(json.dumps({
-                "message_id": message_id, "delivery_id": message.delivery_id,
-                "token": message.token, "title": message.title, "body": message.body,
-                "data": message.data, "written_at": written_at,
-            }, sort_keys=True))
+            data = data_texts.get(id(message.data))
+            if data is None:
+                data = data_texts[id(message.data)] = _encode(message.data)
+            lines.append(
+                f'{{"body": {_encode(message.body)}, "data": {data}, '
+                f'"delivery_id": {_encode(message.delivery_id)}, "message_id": "{message_id}", '
+                f'"title": {_encode(message.title)}, "token": {_encode(message.token)}, '
+                f'"written_at": {written_at}}}')
             outcomes.append(PushOutcome(message.delivery_id, SENT, message_id=message_id))
         with path.open("a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")

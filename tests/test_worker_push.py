@@ -9,14 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
 
 import pytest
 from sqlalchemy import select, update
 
 from conftest import run_cli, snapshot, start_cli, tool_env
 from ops_lib.db import connect
+from ops_lib.jobs.workers.base import StageStats
 from ops_lib.jobs.workers.push import PushStage
 from ops_lib.push import RETRY, FcmPusher, PushMessage
+from ops_lib.queue import claim
 from ops_lib.runtime import Budget, RunContext, StopSignal
 from ops_lib.schema import notification_devices, notifications, push_deliveries, report_email_queue
 from ops_lib.settings import load_settings
@@ -456,3 +459,45 @@ def test_one_send_each_call_ends_within_half_the_lease_and_a_timed_out_send_is_n
     assert (outcome.action, outcome.error_code) == (RETRY, "UNAVAILABLE")  # a later run, backed off
     # The one try timed out while held; no second try reached the fake within the call.
     assert held.arrived.is_set() and answered == []
+
+
+@pytest.mark.parametrize("lease_spent, renewed", [(0, False), (200, True)])
+def test_the_rows_still_to_send_get_a_full_lease_again_once_a_quarter_of_it_is_spent(
+        db_url, engine, fcm, lease_spent, renewed):
+    """Before each send_each call: with a quarter of the 600 s lease spent (150 s), every row
+    still to go gets a full one again; before that, the call's rows are only checked (three
+    quarters are left, more than a call can take). Seen on the lease of the second call's row
+    while FCM holds that call, with the lease's start given to the stage, not waited for."""
+    guardian, devices = add_guardian(engine, ["tok-first", "tok-second"])
+    first, second = [add_delivery(engine, guardian, d, title=f"n{d}") for d in devices]
+    settings = load_settings(env={"OPS_FIREBASE_CREDENTIALS": "anonymous",
+                                  "OPS_FIREBASE_PROJECT_ID": PROJECT,
+                                  "OPS_FCM_ENDPOINT": fcm.url_template,
+                                  "OPS_PUSH_BATCH_SIZE": "1"})  # one call per delivery
+    database = connect(db_url)
+    ctx = RunContext(db=database, settings=settings, run_id="r", tool="t", dry_run=False,
+                     budget=Budget(None), stop=StopSignal())
+    stage = PushStage()
+    now = utcnow()
+    keys = claim(database, stage.queue, "r", 10, 60, now)  # a lease of 60 s, told apart below
+    held = fcm.hold("tok-second")
+    stats = StageStats()
+    worker = threading.Thread(target=stage.process, args=(
+        ctx, keys, stats, now - dt.timedelta(seconds=lease_spent)))
+    worker.start()
+    try:
+        assert held.arrived.wait(60)
+        lease_of_second = row(engine, push_deliveries, second).lease_expires_at
+    finally:
+        held.release()
+        worker.join(60)
+        stage.close()
+        database.engine.dispose()
+
+    assert keys == [first, second]
+    if renewed:
+        assert lease_of_second >= now + dt.timedelta(seconds=settings.worker_lease_seconds)
+    else:
+        assert lease_of_second == now + dt.timedelta(seconds=60)
+    assert (stats.done, stats.lost) == (2, 0)
+    assert [row(engine, push_deliveries, d).status for d in (first, second)] == ["sent"] * 2

@@ -93,18 +93,21 @@ class Stage:
 
     def take(self, ctx: RunContext, size: int, stats: StageStats) -> int:
         """Take and work up to `size` items; how many were taken (0: nothing is ready)."""
+        leased_at = utcnow()
         keys = claim(ctx.db, self.queue, ctx.run_id, size, ctx.settings.worker_lease_seconds,
-                     utcnow())
+                     leased_at)
         if not keys:
             return 0
         stats.claimed += len(keys)
         try:
-            self.process(ctx, keys, stats)
+            self.process(ctx, keys, stats, leased_at)
         except Exception as exc:
             self.give_back(ctx, keys, stats, exc)
         return len(keys)
 
-    def process(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats) -> None:
+    def process(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats,
+                leased_at: dt.datetime) -> None:
+        """Work the claimed rows of `keys`, whose lease began at `leased_at`."""
         raise NotImplementedError
 
     def give_back(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats,

@@ -178,7 +178,8 @@ class EmailStage(Stage):
         if self._mailer is not None:
             self._mailer.close()
 
-    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
+    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats,
+                leased_at: dt.datetime) -> None:
         if self._mailer is None:
             self._mailer = Mailer(ctx.settings)
             if self._mailer.uses_outbox:

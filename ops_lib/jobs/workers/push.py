@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, func, select, true
+from sqlalchemy import Connection, Text, func, select, true, type_coerce
 
 from ... import push as pushing
 from ...queue import QUEUES, backoff_seconds, extend_lease, release, still_owned
@@ -56,10 +56,13 @@ class PushStage(Stage):
         if self._pusher is not None and hasattr(self._pusher, "close"):
             self._pusher.close()
 
-    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats) -> None:
+    def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats,
+                leased_at: dt.datetime) -> None:
         rows = ctx.db.run(lambda conn: conn.execute(
             select(p.c.id, p.c.attempts, p.c.device_id, dev.c.token, dev.c.is_active,
-                   n.c.id.label("notification"), n.c.title, n.c.body, n.c.data)
+                   n.c.id.label("notification"), n.c.title, n.c.body,
+                   # The text, parsed below once per notification (its devices share it).
+                   type_coerce(n.c.data, Text).label("data"))
             .select_from(p.join(dev, dev.c.id == p.c.device_id)
                          .outerjoin(n, n.c.id == p.c.notification_id))
             .where(self.queue.owned_by(ctx.run_id, keys)).order_by(p.c.id)
@@ -74,24 +77,38 @@ class PushStage(Stage):
         if cancelled:
             stats.merge(ctx.db.run(lambda conn: write_back(conn, cancelled=cancelled),
                                    what="push write-back"))
+        data: dict[int, dict] = {}
         messages = [
-            pushing.PushMessage(r.id, r.token, r.title, r.body or "", _data(r.data))
+            pushing.PushMessage(r.id, r.token, r.title, r.body or "",
+                                data[r.notification] if r.notification in data
+                                else data.setdefault(r.notification, _data(r.data)))
             for r in rows if r.id not in cancelled
         ]
         pusher = self.pusher(ctx) if messages else None
+        lease_seconds = ctx.settings.worker_lease_seconds
         for start in range(0, len(messages), pusher.batch_size if pusher else 1):
             rest = [m.delivery_id for m in messages[start:]]
             if start and (ctx.why_stop() or stats.stopped):
                 stats.released += ctx.db.run(
                     lambda conn: release(conn, self.queue, ctx.run_id, rest), what="release")
                 break
-            # A call may take minutes (timeouts, the SDK's retries): every row still waiting
-            # gets a full lease first, and a row another run took over meanwhile is not sent.
-            held = set(extend_lease(ctx.db, self.queue, ctx.run_id, rest,
-                                    ctx.settings.worker_lease_seconds, utcnow()).keys)
-            call = [m for m in messages[start:start + pusher.batch_size]
-                    if m.delivery_id in held]
-            stats.lost += min(pusher.batch_size, len(rest)) - len(call)
+            batch = messages[start:start + pusher.batch_size]
+            now = utcnow()
+            if now - leased_at > dt.timedelta(seconds=lease_seconds / 4):
+                # A call may take minutes (timeouts, the SDK's retries): once a quarter of the
+                # lease is spent, every row still waiting gets a full lease again.
+                held = extend_lease(ctx.db, self.queue, ctx.run_id, rest, lease_seconds, now)
+                leased_at = now
+            else:
+                # Three quarters of the lease are left, more than one call can take (half the
+                # lease: pushing.call_limits): only the check that no run took this call's
+                # rows over meanwhile (one whose clock ran ahead, an operator's reset).
+                held = ctx.db.run(lambda conn: still_owned(
+                    conn, self.queue, ctx.run_id, [m.delivery_id for m in batch]),
+                    write=False, what="push ownership")
+            mine = set(held.keys)
+            call = [m for m in batch if m.delivery_id in mine]
+            stats.lost += len(batch) - len(call)
             outcomes = pusher.send(call) if call else []
             stats.merge(ctx.db.run(lambda conn: write_back(conn, outcomes=outcomes),
                                    what="push write-back"))
@@ -184,9 +201,13 @@ class PushStage(Stage):
         return StagePlan({"would_cancel": inactive}, note=f"push: would send through {target}")
 
 
-def _data(value: Any) -> dict:
-    """The notification's data object (a JSON text written by another client is parsed too)."""
-    if isinstance(value, str):
+def _data(text: str | bytes | None) -> dict:
+    """The notification's data object from its JSON text; an object another client wrote as a
+    JSON string is parsed from that string, and anything else that is not an object is {}."""
+    value: Any = text
+    for _ in range(2):
+        if not isinstance(value, (str, bytes)):
+            break
         try:
             value = json.loads(value)
         except ValueError:
