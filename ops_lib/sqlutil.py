@@ -56,6 +56,13 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
     return [(first, last) for first, last in runs]
 
 
+def force_index(query: Select, table: Table, index: str) -> Select:
+    """`query` reading `table` through `index` on MySQL/MariaDB (other databases choose)."""
+    for dialect in ("mysql", "mariadb"):
+        query = query.with_hint(table, f"FORCE INDEX ({index})", dialect)
+    return query
+
+
 def _insert(conn: Connection, table: Table):
     return (mysql.insert if conn.dialect.name == "mysql" else sqlite.insert)(table)
 
