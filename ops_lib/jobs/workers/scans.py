@@ -364,7 +364,13 @@ class ScanStage(LockedBatchStage):
                 select(gs.guardian_id, new.c.student_id, literal("arrival"), new.c.title,
                        new.c.body, new.c.data, dedupe_key, literal(now, DateTime),
                        literal("done"), literal(now, DateTime))
-                .select_from(pairs).order_by(new.c.dedupe_prefix, gs.guardian_id),
+                .select_from(pairs)
+                # By arrival only, read in that order from the arrivals' key, each student's
+                # guardians in order from guardian_students' student index: ordering by the
+                # guardian too had MariaDB copy the joined rows, body and data with them, into
+                # an on-disk temporary table to sort them, for every batch.
+                .order_by(new.c.dedupe_prefix)
+                .prefix_with("STRAIGHT_JOIN", dialect="mysql"),
                 ["dedupe_key"])
             # Fanned out here, in the same transaction, rather than claimed again by the fan-out
             # stage: the unique (notification, device) key keeps it idempotent either way.
