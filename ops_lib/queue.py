@@ -31,7 +31,7 @@ from .schema import (
     push_deliveries,
     report_email_queue,
 )
-from .sqlutil import in_keys
+from .sqlutil import force_index, in_keys
 from .timeutil import utcnow
 
 
@@ -58,6 +58,18 @@ class Queue:
     @property
     def has_status(self) -> bool:
         return self.status_column is not None
+
+    @property
+    def poll_index(self) -> str:
+        """The index that reads the waiting rows in key order: (status, key) of a status queue,
+        the primary key of a marker queue (its rows go when done)."""
+        if self.status_column is None:
+            return "PRIMARY"
+        wanted = [self.status_column, *self.key]
+        for index in self.table.indexes:
+            if [column.name for column in index.columns] == wanted:
+                return index.name
+        raise LookupError(f"{self.table.name} has no index on ({', '.join(wanted)})")
 
     def key_of(self, row: Any) -> Any:
         mapping = row._mapping if hasattr(row, "_mapping") else row
@@ -193,6 +205,10 @@ def _ready_keys(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
     locks them skipping rows others hold, False locks them waiting for such rows."""
     key_columns = [queue.table.c[k] for k in queue.key]
     query = select(*key_columns).where(queue.ready(now)).order_by(*key_columns).limit(limit)
+    # Named: MariaDB's statistics of a queue half worked through made it walk the primary key
+    # from the first row, done ones included, or sort every waiting row, for each batch (50,000
+    # rows read per batch of 2,000 from 100,000 scans). This index reads the batch and stops.
+    query = force_index(query, queue.table, queue.poll_index)
     if lock is not None:
         query = query.with_for_update(skip_locked=lock)
     return queue.keys_of(conn.execute(query))

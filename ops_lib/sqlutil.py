@@ -16,7 +16,9 @@ from sqlalchemy import (
     MetaData,
     Table,
     bindparam,
+    exists,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -54,6 +56,13 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append([value, value])
     return [(first, last) for first, last in runs]
+
+
+def force_index(query: Select, table: Table, index: str) -> Select:
+    """`query` reading `table` through `index` on MySQL/MariaDB (other databases choose)."""
+    for dialect in ("mysql", "mariadb"):
+        query = query.with_hint(table, f"FORCE INDEX ({index})", dialect)
+    return query
 
 
 def _insert(conn: Connection, table: Table):
@@ -138,16 +147,43 @@ def _update_from_values(conn: Connection, table: Table, key: Column, columns: Se
                   *[Column(name, table.c[name].type) for name in columns]]
     with temporary_table(conn, f"each_{table.name}", definition,
                          [{key.name: k, **v} for k, v in rows.items()]) as values:
-        given = values.c[key.name]
-        if conn.dialect.name == "mysql":
-            sets = {name: values.c[name] for name in columns}
-            match = key == given
-        else:  # SQLite before 3.33 has no UPDATE ... FROM
-            sets = {name: select(values.c[name]).where(given == key).scalar_subquery()
-                    for name in columns}
-            match = key.in_(select(given))
-        return conn.execute(
-            update(table).where(match, *where).values({**common, **sets})).rowcount
+        return update_from(
+            conn, table, values, key == values.c[key.name],
+            lambda new: [*common.items(), *((name, new[name]) for name in columns)], where)
+
+
+def update_from(conn: Connection, table: Table, source: Table, match: ColumnElement[bool],
+                values: Callable[[Any], Sequence[tuple[Any, Any]]],
+                where: Sequence[ColumnElement[bool]] = ()) -> int:
+    """UPDATE the rows of `table` that `match` a row of `source` (one each at most); returns
+    the rows matched.
+
+    `values(new)` gives the SET pairs, in order, where `new.<column>` (or `new["column"]`) is
+    the matching source row's value. MySQL: a multi-table UPDATE, which assigns left to right
+    as it joins (or, buffering, from the old row: either way an expression first in the list
+    reads the old values). SQLite (no UPDATE ... FROM before 3.33): each source value is a
+    correlated subquery, and every expression reads the old values.
+    """
+    if conn.dialect.name == "mysql":
+        new: Any = source.c
+        condition = match
+    else:
+        new = _Correlated(source, match)
+        condition = exists(select(literal(1)).select_from(source).where(match))
+    return conn.execute(
+        update(table).where(condition, *where).ordered_values(*values(new))).rowcount
+
+
+class _Correlated:
+    """A source row's columns as correlated scalar subqueries (SQLite's update_from)."""
+
+    def __init__(self, source: Table, match: ColumnElement[bool]):
+        self.source, self.match = source, match
+
+    def __getitem__(self, name: str):
+        return select(self.source.c[name]).where(self.match).scalar_subquery()
+
+    __getattr__ = __getitem__
 
 
 @contextmanager

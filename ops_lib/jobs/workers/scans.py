@@ -37,6 +37,8 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    not_,
+    or_,
     select,
     true,
     tuple_,
@@ -60,6 +62,7 @@ from ...sqlutil import (
     insert_ignore_from_select,
     temporary_table,
     update_each,
+    update_from,
     upsert_from_select,
 )
 from ...timeutil import utcnow
@@ -225,18 +228,19 @@ def _day_rows(groups: dict[tuple[int, dt.date], DayGroup]) -> list[dict]:
             for (student_id, day), g in sorted(groups.items())]
 
 
-def _merge_record(table, new) -> dict:
-    # MySQL applies these left to right: status must read first_scan_at before it moves.
-    return {
-        "status": case((new.first_scan_at < table.c.first_scan_at, new.status),
-                       else_=table.c.status),
-        "first_scan_at": case((new.first_scan_at < table.c.first_scan_at, new.first_scan_at),
-                              else_=table.c.first_scan_at),
-        "last_scan_at": case((new.last_scan_at > table.c.last_scan_at, new.last_scan_at),
-                             else_=table.c.last_scan_at),
-        "scan_count": table.c.scan_count + new.scan_count,
-        "updated_at": new.updated_at,
-    }
+def _merge_record(table, new, updated_at) -> list[tuple[str, Any]]:
+    """SET pairs merging a batch's student-day (`new`) into its record, in this order: status
+    first, so that it reads first_scan_at before that moves (MySQL assigns left to right)."""
+    return [
+        ("status", case((new.first_scan_at < table.c.first_scan_at, new.status),
+                        else_=table.c.status)),
+        ("first_scan_at", case((new.first_scan_at < table.c.first_scan_at, new.first_scan_at),
+                               else_=table.c.first_scan_at)),
+        ("last_scan_at", case((new.last_scan_at > table.c.last_scan_at, new.last_scan_at),
+                              else_=table.c.last_scan_at)),
+        ("scan_count", table.c.scan_count + new.scan_count),
+        ("updated_at", updated_at),
+    ]
 
 
 class ScanStage(LockedBatchStage):
@@ -283,19 +287,41 @@ class ScanStage(LockedBatchStage):
                     raise
 
     def _write_records(self, conn: Connection, days, groups: dict, now: dt.datetime) -> list:
-        """Create or merge one record per student-day (`days`); returns the new student-days."""
+        """Create or merge one record per student-day (`days`); returns the new student-days.
+
+        The records that exist are merged by an UPDATE, not by the upsert: on a duplicate key
+        InnoDB inserts the row, rolls it back, then updates (twice the server's time, and an
+        id spent). They are locked first, so each is merged once, by the UPDATE; the upsert
+        takes the others, and merges a record another worker created meanwhile.
+        """
         r = attendance_records.c
-        existing = {tuple(row) for row in conn.execute(
-            select(days.c.student_id, days.c.attendance_date).select_from(days.join(
-                attendance_records, and_(r.student_id == days.c.student_id,
-                                         r.attendance_date == days.c.attendance_date))))}
+        on_day = and_(r.student_id == days.c.student_id,
+                      r.attendance_date == days.c.attendance_date)
+        found = conn.execute(
+            select(r.id, r.student_id, r.attendance_date)
+            .select_from(days.join(attendance_records, on_day))
+            .order_by(days.c.student_id, days.c.attendance_date)  # one lock order
+            .with_for_update()).all()
         stamp = literal(now, DateTime)
+        merged = [row.id for row in found]
+        if merged:
+            update_from(conn, attendance_records, days, on_day,
+                        lambda new: _merge_record(attendance_records, new, stamp),
+                        [in_keys(r.id, merged)])
+        others = select(*days.c, stamp, stamp).order_by(
+            days.c.student_id, days.c.attendance_date)  # one lock order
+        if merged:  # (aliased: the upsert's SET names the table's own columns)
+            known = attendance_records.alias("known")
+            others = others.select_from(days.outerjoin(known, and_(
+                known.c.student_id == days.c.student_id,
+                known.c.attendance_date == days.c.attendance_date))).where(
+                or_(known.c.id.is_(None), not_(in_keys(known.c.id, merged))))
         upsert_from_select(
-            conn, attendance_records,
-            [c.name for c in days.c] + ["created_at", "updated_at"],
-            select(*days.c, stamp, stamp).where(true())  # SQLite: no ON read as a join's
-            .order_by(days.c.student_id, days.c.attendance_date),  # one lock order
-            ["student_id", "attendance_date"], _merge_record)
+            conn, attendance_records, [c.name for c in days.c] + ["created_at", "updated_at"],
+            others.where(true()),  # SQLite: no ON read as the upsert's
+            ["student_id", "attendance_date"],
+            lambda table, new: dict(_merge_record(table, new, new.updated_at)))
+        existing = {(row.student_id, row.attendance_date) for row in found}
         return [day for day in sorted(groups) if day not in existing]
 
     def _notify_arrivals(self, conn: Connection, arrivals: list[tuple], groups: dict,
@@ -338,7 +364,13 @@ class ScanStage(LockedBatchStage):
                 select(gs.guardian_id, new.c.student_id, literal("arrival"), new.c.title,
                        new.c.body, new.c.data, dedupe_key, literal(now, DateTime),
                        literal("done"), literal(now, DateTime))
-                .select_from(pairs).order_by(new.c.dedupe_prefix, gs.guardian_id),
+                .select_from(pairs)
+                # By arrival only, read in that order from the arrivals' key, each student's
+                # guardians in order from guardian_students' student index: ordering by the
+                # guardian too had MariaDB copy the joined rows, body and data with them, into
+                # an on-disk temporary table to sort them, for every batch.
+                .order_by(new.c.dedupe_prefix)
+                .prefix_with("STRAIGHT_JOIN", dialect="mysql"),
                 ["dedupe_key"])
             # Fanned out here, in the same transaction, rather than claimed again by the fan-out
             # stage: the unique (notification, device) key keeps it idempotent either way.
