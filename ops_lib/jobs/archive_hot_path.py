@@ -61,6 +61,7 @@ from ..schema import (
     payments,
     payments_archive,
 )
+from ..sqlutil import force_index
 from ..timeutil import utcnow
 
 log = logging.getLogger("ops")
@@ -287,9 +288,7 @@ def batch_statements(area: Area, cutoff, batch: int, display: bool = False) -> d
                  .order_by(hot.c.id)
                  .limit(batch)
                  .with_for_update())
-        for dialect in ("mysql", "mariadb"):
-            query = query.with_hint(hot, "FORCE INDEX (PRIMARY)", dialect)
-        return query
+        return force_index(query, hot, "PRIMARY")
 
     select_ids = first_eligible(hot.c.id)
     locked = select_ids.subquery("batch")
