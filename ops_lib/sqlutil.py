@@ -186,6 +186,27 @@ class _Correlated:
     __getattr__ = __getitem__
 
 
+def _insert_many(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
+    """`rows` into `table` as one DB-API executemany of tuples (the drivers make it one
+    multi-row INSERT). SQLAlchemy's own executemany processes every row's parameters in Python
+    first: a fifth of the worker's time in its batches' temporary tables. Each column's own
+    bind processor (JSON's serialising, for one) still converts its values."""
+    if conn.dialect.paramstyle not in ("format", "pyformat", "qmark"):
+        conn.execute(insert(table), list(rows))
+        return
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    quote = conn.dialect.identifier_preparer.quote
+    columns = list(table.columns)
+    statement = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)})"
+                 f" VALUES ({', '.join(marker for _ in columns)})")
+    dialect = conn.dialect  # the dialect's own type: SQLite's DATETIME is text in its format
+    converters = [(c.name, c.type.dialect_impl(dialect).bind_processor(dialect))
+                  for c in columns]
+    conn.exec_driver_sql(statement, [
+        tuple(convert(row.get(name)) if convert else row.get(name) for name, convert in converters)
+        for row in rows])
+
+
 @contextmanager
 def temporary_table(conn: Connection, name: str, columns: Sequence[Column],
                     rows: Sequence[dict]) -> Iterator[Table]:
@@ -206,7 +227,7 @@ def temporary_table(conn: Connection, name: str, columns: Sequence[Column],
     table.create(conn)
     try:
         if rows:
-            conn.execute(insert(table), list(rows))
+            _insert_many(conn, table, rows)
         yield table
     except BaseException:
         # A lost connection took its temporary tables with it, and the error that brought us

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import insert, select, text
+import datetime as dt
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, String, insert, select, text
 
 from ops_lib.schema import divisions
-from ops_lib.sqlutil import MAX_KEY_RANGES, in_keys, update_each
+from ops_lib.sqlutil import MAX_KEY_RANGES, in_keys, temporary_table, update_each
 
 
 def _names(db) -> list[tuple]:
@@ -52,6 +54,32 @@ def test_update_each_gives_each_row_its_own_values_and_only_where_allowed(db):
     assert matched == 2  # 3 is excluded by `where`, 99 does not exist
     assert _names(db) == [(1, "one", "set"), (2, "two", "II"), (3, "d3", "c3"),
                           (4, "d4", "c4"), (5, "d5", "c5")]
+
+
+def test_a_temporary_table_gives_back_every_value_as_its_column_type_would(db):
+    # Its rows go in as driver-level tuples: each type's own conversion must still apply
+    # (JSON serialised, SQLite's DATETIME text with microseconds, as everywhere else).
+    rows = [
+        {"id": 1, "note": "it's 100% 'quoted' \\ text", "at": dt.datetime(2026, 11, 26, 1, 25, 13),
+         "data": {"student": "Ayesha", "scans": [1, 2]}},
+        {"id": 2, "note": None, "at": dt.datetime(2026, 11, 26, 1, 25, 13, 250000), "data": None},
+    ]
+    columns = [Column("id", BigInteger, primary_key=True), Column("note", String(100)),
+               Column("at", DateTime), Column("data", JSON)]
+    with db.begin() as conn:
+        with temporary_table(conn, "probe", columns, rows) as probe:
+            back = [dict(row._mapping) for row in conn.execute(select(probe).order_by(probe.c.id))]
+            later = conn.execute(select(probe.c.id).where(
+                probe.c.at > dt.datetime(2026, 11, 26, 1, 25, 13, 100000))).scalars().all()
+            # SQLite compares DATETIME as text: a value stored in another format than the
+            # bound one would fall out of this comparison.
+            from_first = conn.execute(select(probe.c.id).where(probe.c.at >= rows[0]["at"])
+                                      .order_by(probe.c.id)).scalars().all()
+    if db.caps.is_mysql:  # DATETIME without fractional seconds on MySQL
+        rows[1]["at"] = rows[1]["at"].replace(microsecond=0)
+    assert back == rows
+    assert later == ([] if db.caps.is_mysql else [2])
+    assert from_first == [1, 2]
 
 
 def test_update_each_stays_inside_the_callers_transaction(db):
