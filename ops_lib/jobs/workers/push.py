@@ -77,13 +77,12 @@ class PushStage(Stage):
         if cancelled:
             stats.merge(ctx.db.run(lambda conn: write_back(conn, cancelled=cancelled),
                                    what="push write-back"))
-        data: dict[int, dict] = {}
-        messages = [
-            pushing.PushMessage(r.id, r.token, r.title, r.body or "",
-                                data[r.notification] if r.notification in data
-                                else data.setdefault(r.notification, _data(r.data)))
-            for r in rows if r.id not in cancelled
-        ]
+        sending = [r for r in rows if r.id not in cancelled]
+        # Parsed once per notification: its devices share the text.
+        data = {notification: _data(text)
+                for notification, text in {r.notification: r.data for r in sending}.items()}
+        messages = [pushing.PushMessage(r.id, r.token, r.title, r.body or "",
+                                        data[r.notification]) for r in sending]
         pusher = self.pusher(ctx) if messages else None
         lease_seconds = ctx.settings.worker_lease_seconds
         for start in range(0, len(messages), pusher.batch_size if pusher else 1):
