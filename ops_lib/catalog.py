@@ -127,6 +127,10 @@ QUEUE_TABLES = ("attendance_scan_queue push_deliveries report_email_queue attend
 # The DB jobs (issue 16): the web app's jobs, their runs, and what the built-in handlers read.
 DB_JOB_TABLES = ("users cron_jobs cron_job_runs password_reset_codes pending_registrations "
                  "user_sessions")
+# What running the DB jobs takes: the worker's stage, and manage_db_jobs run --execute.
+DB_JOB_PRIVILEGES = tables(select=DB_JOB_TABLES, insert="cron_job_runs",
+                           update="cron_jobs pending_registrations",
+                           delete="cron_jobs password_reset_codes user_sessions")
 # The archive's areas, hot and archived: queue health draws the archive's readiness table.
 ARCHIVE_TABLES = ("notifications notifications_archive audit_logs audit_logs_archive payments "
                   "payments_archive invoices attendance_records")
@@ -175,10 +179,7 @@ TOOLS: dict[str, ToolUse] = {
     "manage_db_jobs": ToolUse(
         settings=frozenset({
             "worker_max_attempts", "worker_backoff_seconds", "worker_backoff_cap_seconds"}),
-        role="worker",
-        tables=tables(select=DB_JOB_TABLES, insert="cron_job_runs",
-                      update="cron_jobs pending_registrations",
-                      delete="cron_jobs password_reset_codes user_sessions")),
+        role="worker", tables=DB_JOB_PRIVILEGES),
     "manage_schema": ToolUse(role="schema_admin", server=frozenset({SCHEMA_DDL})),
     # install-crontab enables the optional jobs this host runs.
     "manage_schedule": ToolUse(settings=frozenset({"optional_jobs"}), role="scheduler"),
@@ -200,16 +201,14 @@ TOOLS: dict[str, ToolUse] = {
             "firebase_credentials", "firebase_project_id", "fcm_endpoint"}),
         role="worker",
         tables=tables(
-            select="institutions students guardian_students notification_devices "
-                   + DB_JOB_TABLES,
+            select="institutions students guardian_students notification_devices",
             insert="attendance_records attendance_rollups attendance_rollup_queue "
-                   "guardian_snapshots guardian_snapshot_queue notifications push_deliveries "
-                   "cron_job_runs",
+                   "guardian_snapshots guardian_snapshot_queue notifications push_deliveries",
             update="attendance_scan_queue attendance_records attendance_rollup_queue "
                    "guardian_snapshot_queue guardian_snapshots notifications push_deliveries "
-                   "report_email_queue cron_jobs pending_registrations",
-            delete="attendance_rollups attendance_rollup_queue guardian_snapshot_queue "
-                   "cron_jobs password_reset_codes user_sessions"),
+                   "report_email_queue",
+            delete="attendance_rollups attendance_rollup_queue guardian_snapshot_queue")
+        | DB_JOB_PRIVILEGES,
         server=frozenset({TEMPORARY_TABLES})),
     # The schedule's optional jobs decide which jobs the service runs.
     "run_scheduler": ToolUse(settings=frozenset({"optional_jobs"}), role="scheduler"),

@@ -126,7 +126,8 @@ class Database:
 
 
 def mysql_error_code(exc: BaseException) -> int | None:
-    orig = getattr(exc, "orig", None)
+    """The MySQL error number of a SQLAlchemy error or of a driver's own exception."""
+    orig = getattr(exc, "orig", None) or exc
     args = getattr(orig, "args", None)
     if args and isinstance(args[0], int):
         return args[0]
@@ -157,8 +158,6 @@ def is_duplicate_key(exc: BaseException) -> bool:
     """
     orig = getattr(exc, "orig", None) or exc
     code = mysql_error_code(exc)
-    if code is None and getattr(orig, "args", None) and isinstance(orig.args[0], int):
-        code = orig.args[0]  # a driver exception, not wrapped by SQLAlchemy
     if code is not None:
         return code == MYSQL_DUPLICATE_KEY
     name = getattr(orig, "sqlite_errorname", None)
@@ -215,11 +214,11 @@ _MISSING_PRIVILEGE = re.compile(r"you need \(at least one of\) the (?P<what>.+?)
 def privilege_problem(exc: BaseException) -> str | None:
     """A missing privilege (MySQL errors 1142, 1143, 1044, 1227) in words: who lacks what on
     which table; None for any other error."""
-    orig = getattr(exc, "orig", None) or exc
-    args = getattr(orig, "args", ())
-    if len(args) < 2 or args[0] not in MYSQL_PRIVILEGE_CODES:
+    code = mysql_error_code(exc)
+    args = getattr(getattr(exc, "orig", None) or exc, "args", ())
+    if code not in MYSQL_PRIVILEGE_CODES or len(args) < 2:
         return None
-    code, message = args[0], " ".join(str(args[1]).split())
+    message = " ".join(str(args[1]).split())
     table = _DENIED_TABLE.search(message)
     if table:
         name = table["table"].replace("`", "").replace("'", "").rsplit(".", 1)[-1]

@@ -7,10 +7,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import click  # noqa: E402
 
-from ops_lib.catalog import ROLES  # noqa: E402
 from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noqa: E402
-
-CREATED_ROLES = [name for name, role in ROLES.items() if role.created]
+from ops_lib.grants import created_roles  # noqa: E402 (standard library only: --help stays fast)
 
 
 @tool_command(examples=[
@@ -21,7 +19,7 @@ CREATED_ROLES = [name for name, role in ROLES.items() if role.created]
     "python tools/manage_db_users.py --user-host '10.0.0.%' --execute "
     "--password-file ~/ops-db-passwords.env  # as root: new users' passwords there, mode 0600",
 ])
-@click.option("--role", "roles", type=click.Choice(CREATED_ROLES), multiple=True,
+@click.option("--role", "roles", type=click.Choice(created_roles()), multiple=True,
               help="Only this role (repeat for several; default: every role).")
 @click.option("--user-host", required=True, metavar="PATTERN",
               help="The host part of each user: where the tools connect from "

@@ -52,8 +52,9 @@ def validate(roles: tuple[str, ...], user_host: str, prefix: str, check_user: st
                             f"its name is not {prefix}<role>)")
         return problems
     if execute:
-        unset = [grants.accounts(role, prefix, user_host).password_env for role in chosen
-                 if not environ.get(grants.accounts(role, prefix, user_host).password_env)]
+        unset = [variable for variable in (grants.accounts(role, prefix, user_host).password_env
+                                           for role in chosen)
+                 if not environ.get(variable)]
         if unset and not password_file:
             problems.append(f"--execute needs each new user's password: set {', '.join(unset)}, "
                             "or give --password-file FILE to have them generated there")
@@ -102,8 +103,9 @@ def run(ctx: RunContext, roles: tuple[str, ...] = (), user_host: str = "",
         result.notes.append("this login may not read mysql.user: whether each user exists "
                             "is unknown")
     if ctx.dry_run:
-        result.text = _sql_document(ctx, names, database, flavor)
-        result.statements = [s for n in names for s in grants.role_statements(n, database, flavor)]
+        per_role = {n.role: grants.role_statements(n, database, flavor) for n in names}
+        result.text = _sql_document(ctx, names, database, flavor, per_role)
+        result.statements = [s for n in names for s in per_role[n.role]]
         result.stop_reason = DRY_RUN
         return result
     if existing is None:  # a generated password would be written for a user that keeps its own
@@ -124,7 +126,8 @@ def _existing_accounts(conn: Connection, names) -> set[tuple[str, str]] | None:
     return {(user, host) for user, host in rows if (user, host) in wanted}
 
 
-def _sql_document(ctx: RunContext, names, database: str, flavor: str) -> str:
+def _sql_document(ctx: RunContext, names, database: str, flavor: str,
+                  per_role: dict[str, list[str]]) -> str:
     lines = [
         f"-- {ctx.tool} run={ctx.run_id} dry_run=yes: the roles and users of database "
         f"{database} ({flavor}); nothing was applied.",
@@ -136,7 +139,7 @@ def _sql_document(ctx: RunContext, names, database: str, flavor: str) -> str:
     for n in names:
         tools = ", ".join(grants.tools_of(n.role))
         lines += ["", f"-- {n.role}: {ROLES[n.role].description}", f"-- tools: {tools}"]
-        lines += [f"{statement};" for statement in grants.role_statements(n, database, flavor)]
+        lines += [f"{statement};" for statement in per_role[n.role]]
     return "\n".join(lines) + "\n"
 
 
