@@ -23,7 +23,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.sql import ColumnElement, Select
 
 
@@ -58,6 +57,12 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
     return [(first, last) for first, last in runs]
 
 
+def render_sql(statement, dialect) -> str:
+    """`statement` as one line of SQL with its values inlined, as a dry run shows it."""
+    return " ".join(str(statement.compile(dialect=dialect,
+                                          compile_kwargs={"literal_binds": True})).split())
+
+
 def force_index(query: Select, table: Table, index: str) -> Select:
     """`query` reading `table` through `index` on MySQL/MariaDB (other databases choose)."""
     for dialect in ("mysql", "mariadb"):
@@ -66,7 +71,12 @@ def force_index(query: Select, table: Table, index: str) -> Select:
 
 
 def _insert(conn: Connection, table: Table):
-    return (mysql.insert if conn.dialect.name == "mysql" else sqlite.insert)(table)
+    # Only the connected database's dialect is imported (each is 7-13 ms at start-up).
+    if conn.dialect.name == "mysql":
+        from sqlalchemy.dialects.mysql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table)
 
 
 def _ignore_duplicates(conn: Connection, statement, keys: Sequence[str]):

@@ -61,7 +61,7 @@ from ..schema import (
     payments,
     payments_archive,
 )
-from ..sqlutil import force_index
+from ..sqlutil import force_index, render_sql
 from ..timeutil import utcnow
 
 log = logging.getLogger("ops")
@@ -324,11 +324,6 @@ def write_statements(area: Area, keys: ColumnElement, archived_at) -> dict[str, 
     copy = insert(area.archive).from_select(
         names + ["archived_at"], select(*hot.columns, archived_at.label("archived_at")).where(keys))
     return {"copy": copy, "delete": delete(hot).where(keys)}
-
-
-def _render(statement, dialect) -> str:
-    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    return " ".join(sql.split())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,7 +628,7 @@ def run(ctx: RunContext, batch: int = 1000, sleep: float = 0.0,
             continue
         statements = batch_statements(p.area, p.cutoff, batch, display=True)
         for step in p.area.steps:
-            result.statements.append(_render(statements[step], dialect) + ";")
+            result.statements.append(render_sql(statements[step], dialect) + ";")
     for p in plans:
         result.counts[f"{p.area.name}_eligible"] = p.eligible
     if ctx.dry_run:

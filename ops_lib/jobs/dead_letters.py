@@ -35,6 +35,7 @@ from ..queue import QUEUES as WORKER_QUEUES
 from ..queue import Queue
 from ..result import DRY_RUN, JobResult
 from ..runtime import RunContext
+from ..sqlutil import render_sql
 from ..timeutil import utcnow
 from .db_jobs import runner as db_jobs
 from .dead_letter_names import ACTIONS, QUEUE_CHOICES, QUEUE_NAMES, SAMPLE  # noqa: F401
@@ -244,9 +245,7 @@ def _write(dlq: DeadLetterQueue, action: str, where: ColumnElement[bool]) -> lis
 
 def _statement(ctx: RunContext, dlq: DeadLetterQueue, action: str, ids, cutoff) -> str:
     statements = _write(dlq, action, selection(dlq, action, ids, cutoff))
-    sql = "; ".join(" ".join(str(statement.compile(
-        dialect=ctx.db.engine.dialect, compile_kwargs={"literal_binds": True})).split())
-        for statement in statements)
+    sql = "; ".join(render_sql(statement, ctx.db.engine.dialect) for statement in statements)
     return sql + f"  -- in batches of {BATCH} ids"
 
 

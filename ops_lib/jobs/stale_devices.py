@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from ..result import JobResult, dry_run_reason, limit_reached
 from ..runtime import RunContext
 from ..schema import notification_devices as devices
+from ..sqlutil import render_sql
 from ..timeutil import utcnow
 
 CHUNK = 1000  # devices per transaction
@@ -74,8 +75,7 @@ def run(ctx: RunContext, limit: int = 1000, now: dt.datetime | None = None) -> J
                             f"devices (LIMIT {limit})")
         statement = (update(devices).where(devices.c.id.op("IN")(_placeholder()), stale(cutoff))
                      .values(is_active=False, deactivated_at=now, deactivation_reason=reason(days)))
-        result.statements.append(" ".join(str(statement.compile(
-            dialect=ctx.db.engine.dialect, compile_kwargs={"literal_binds": True})).split()) + ";")
+        result.statements.append(render_sql(statement, ctx.db.engine.dialect) + ";")
         result.stop_reason = dry_run_reason(max(0, total - limit))
         return result
 

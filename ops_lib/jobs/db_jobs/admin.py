@@ -20,6 +20,7 @@ from ...errors import BadInput
 from ...result import DRY_RUN, JobResult
 from ...runtime import RunContext
 from ...schema import cron_jobs
+from ...sqlutil import render_sql
 from ...timeutil import utcnow
 from . import handlers, runner, slots
 from .slots import Job
@@ -43,7 +44,7 @@ def state(job: Job, now: dt.datetime) -> str:
         return "paused"
     if slots.next_slot(job, now) is None:
         return "dead"  # a one-off whose slot was dead-lettered (the row is kept)
-    if job.retry_at is not None and job.retry_at > now and slots.due(job, now) is not None:
+    if slots.backing_off(job, now):
         return "retrying"
     if slots.overdue(job, now):
         return "overdue"
@@ -94,8 +95,7 @@ def _set_active(ctx: RunContext, result: JobResult, jobs: list[Job], active: boo
     statement = update(cron_jobs).where(cron_jobs.c.id.in_(changing or [0]),
                                         cron_jobs.c.is_active == (not active)
                                         ).values(is_active=active)
-    result.statements.append(" ".join(str(statement.compile(
-        dialect=ctx.db.engine.dialect, compile_kwargs={"literal_binds": True})).split()) + ";")
+    result.statements.append(render_sql(statement, ctx.db.engine.dialect) + ";")
     if len(changing) < len(jobs):
         result.notes.append(f"{len(jobs) - len(changing)} already "
                             f"{'active' if active else 'paused'}: left as they are")
@@ -118,10 +118,8 @@ def _run_now(ctx: RunContext, result: JobResult, job: Job, now: dt.datetime) -> 
         raise BadInput(f"cron_jobs {job.id}: its one slot was dead-lettered; retry it with "
                        f"python tools/manage_dead_letters.py retry --queue dbjobs")
     due = slots.upcoming(job, now)
-    call = handlers.JobCall(job.id, job.name, job.job_type, job.user_id, due.slot, now,
-                            runner.BATCH_ROWS)
     with ctx.db.begin(write=False) as conn:
-        would_affect = handlers.preview(conn, job.job_type, call)
+        would_affect = handlers.preview(conn, job.job_type, runner.job_call(job, due, now))
     result.section("Run now", [{
         "id": job.id, "name": job.name, "job_type": job.job_type, "slot": due.slot,
         "early": due.slot > now, "skipped_slots": due.gap_slots, "would_affect": would_affect,

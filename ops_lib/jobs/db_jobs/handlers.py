@@ -7,7 +7,7 @@ batch commits together with the slot's `cron_job_runs` row and the job's `last_r
 batch must be idempotent: a batch that ran and whose slot was then not recorded (a crash, another
 worker recording the slot first) may run again.
 
-Adding a job type is one function and one line in HANDLERS. A handler built with `rows_where`
+Adding a job type is one function and one line in HANDLERS. A handler built with `RowsWhere`
 also tells the dry run how many rows it would touch (`preview`).
 """
 
@@ -65,11 +65,6 @@ class RowsWhere:
         return self.doc
 
 
-def rows_where(table: Table, where: Callable[[JobCall], ColumnElement[bool]],
-               values: dict | None = None, doc: str = "") -> RowsWhere:
-    return RowsWhere(table, where, values, doc)
-
-
 def _limited(conn: Connection, table: Table, where: ColumnElement[bool], limit: int,
              values: dict | None):
     """One statement touching at most `limit` rows matching `where`.
@@ -77,11 +72,10 @@ def _limited(conn: Connection, table: Table, where: ColumnElement[bool], limit: 
     MySQL/MariaDB: `DELETE/UPDATE ... LIMIT n` (they refuse LIMIT inside an IN subquery);
     SQLite: `... WHERE id IN (SELECT id ... LIMIT n)` (it has no LIMIT on DELETE/UPDATE).
     """
+    statement = delete(table) if values is None else update(table).values(**values)
     if conn.dialect.name == "mysql":
-        statement = delete(table) if values is None else update(table).values(**values)
         return statement.where(where).with_dialect_options(mysql_limit=limit)
     ids = select(table.c.id).where(where).limit(limit).scalar_subquery()
-    statement = delete(table) if values is None else update(table).values(**values)
     return statement.where(table.c.id.in_(ids))
 
 
@@ -100,16 +94,16 @@ _codes, _registrations, _sessions = (password_reset_codes.c, pending_registratio
 
 HANDLERS: dict[str, Handler] = {
     "noop": noop,
-    "expire_password_reset_codes": rows_where(
+    "expire_password_reset_codes": RowsWhere(
         password_reset_codes,
         lambda call: and_(_codes.expires_at < call.now, *_of_user(password_reset_codes, call)),
         doc="deletes password-reset codes past their expires_at (used or not)"),
-    "expire_pending_registrations": rows_where(
+    "expire_pending_registrations": RowsWhere(
         pending_registrations,
         lambda call: and_(_registrations.status == "pending", _registrations.expires_at < call.now),
         values={"status": "expired"},
         doc="marks pending registrations past their expires_at 'expired' (rows kept)"),
-    "purge_expired_sessions": rows_where(
+    "purge_expired_sessions": RowsWhere(
         user_sessions,
         lambda call: and_(_sessions.expires_at < call.now, *_of_user(user_sessions, call)),
         doc="deletes user sessions past their expires_at"),

@@ -64,12 +64,16 @@ class Checked:
 
     def backing_off(self, now: dt.datetime) -> list[Job]:
         return [job for job in self.jobs
-                if job.is_active and job.invalid_reason is None and job.retry_at is not None
-                and job.retry_at > now and slots.due(job, now) is not None]
+                if job.is_active and job.invalid_reason is None and slots.backing_off(job, now)]
 
     @property
     def invalid(self) -> list[Job]:
         return [job for job in self.jobs if job.invalid_reason is not None]
+
+
+def job_call(job: Job, due: Due, now: dt.datetime, batch_rows: int = BATCH_ROWS) -> JobCall:
+    """What `job`'s handler is told for the slot `due`."""
+    return JobCall(job.id, job.name, job.job_type, job.user_id, due.slot, now, batch_rows)
 
 
 def check(conn: Connection, where=None, read_users: bool | None = None) -> Checked:
@@ -186,7 +190,7 @@ def run_slot(db: Database, job: Job, due: Due, run_id: str, now: dt.datetime,
     ahead of time; the stage runs only what is runnable and due.
     """
     handler = HANDLERS[job.job_type]
-    call = JobCall(job.id, job.name, job.job_type, job.user_id, due.slot, now, batch_rows)
+    call = job_call(job, due, now, batch_rows)
     outcome = Outcome(DONE, skipped_slots=due.gap_slots)
 
     def batch(conn: Connection) -> tuple[int, bool]:

@@ -139,6 +139,11 @@ def runnable(job: Job, now: dt.datetime) -> bool:
             and (job.retry_at is None or job.retry_at <= now))
 
 
+def backing_off(job: Job, now: dt.datetime) -> bool:
+    """A slot is due, and a failure's backoff holds it until `retry_at`."""
+    return job.retry_at is not None and job.retry_at > now and due(job, now) is not None
+
+
 def overdue(job: Job, now: dt.datetime) -> bool:
     """A recurring, active, valid job whose last run (or anchor) is three intervals or more ago."""
     if job.is_one_off or not job.is_active or job.invalid_reason is not None:

@@ -85,21 +85,17 @@ class DbJobsStage(Stage):
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         now = utcnow()
         checked, self._figures_checked = self._figures_checked or runner.check(conn), None
-        due = checked.due(now)
-        rows = []
-        for job, slot in due[:limit]:
-            call = handlers.JobCall(job.id, job.name, job.job_type, job.user_id, slot.slot, now,
-                                    runner.BATCH_ROWS)
-            rows.append({
-                "id": job.id, "name": job.name, "job_type": job.job_type, "kind": job.kind,
-                "slot": slot.slot, "skipped_slots": slot.gap_slots,
-                "attempts": job.attempts,
-                "would_affect": handlers.preview(conn, job.job_type, call),
-                "then": "row deleted" if job.is_one_off else "last_run_at = slot",
-            })
+        taken = checked.due(now)[:limit]
+        rows = [{
+            "id": job.id, "name": job.name, "job_type": job.job_type, "kind": job.kind,
+            "slot": slot.slot, "skipped_slots": slot.gap_slots,
+            "attempts": job.attempts,
+            "would_affect": handlers.preview(conn, job.job_type, runner.job_call(job, slot, now)),
+            "then": "row deleted" if job.is_one_off else "last_run_at = slot",
+        } for job, slot in taken]
         plan = StagePlan({"invalid": len(checked.invalid),
                           "would_mark_invalid": len(checked.newly_invalid),
-                          "skipped_slots": sum(slot.gap_slots for _job, slot in due[:limit])})
+                          "skipped_slots": sum(slot.gap_slots for _job, slot in taken)})
         plan.sections["DB jobs to run"] = rows
         invalid = [{"id": job.id, "name": job.name, "job_type": job.job_type,
                     "reason": job.invalid_reason} for job in checked.invalid]
