@@ -349,13 +349,14 @@ def _skip_tls_the_server_lacks(engine: Engine) -> None:
 
 def _mysqlclient_tuning() -> tuple[dict, Callable[[Engine], None]]:
     """mysqlclient's (MySQLdb, C): its own conversions are already C code; nothing to tune."""
+    importlib.import_module("MySQLdb")  # not installed: an ImportError, told as a usage error
+
     return {}, lambda engine: None
 
 
 # One function per driver, the only place that knows anything of a driver's own: its connect
 # arguments, and a hook for the engine's events.
 DRIVER_TUNING = {"pymysql": _pymysql_tuning, "mysqldb": _mysqlclient_tuning}
-DRIVER_MODULES = {"pymysql": "pymysql", "mysqldb": "MySQLdb"}
 
 
 def mysql_driver(url: str | URL, driver: str | None = None) -> str:
@@ -378,13 +379,12 @@ def _mysql_engine(url: str, driver: str | None = None) -> Engine:
     query.setdefault("charset", "utf8mb4")
     parsed = parsed.set(query=query)
     try:
-        importlib.import_module(DRIVER_MODULES[name])
-    except ImportError as exc:
+        driver_args, tune_engine = DRIVER_TUNING[name]()
+    except ImportError as exc:  # PyMySQL is a dependency: only the [fast] extra's may lack
         raise BadInput(
             "the mysqlclient driver is not installed: pip install 'ops-toolkit[fast]' (it builds "
             "against libmariadb-dev, with pkg-config, gcc and python3-dev), or use PyMySQL "
             "(db_driver = pymysql)") from exc
-    driver_args, tune_engine = DRIVER_TUNING[name]()
     engine = create_engine(
         parsed,
         pool_pre_ping=True,
