@@ -12,6 +12,11 @@ medians of RUNS runs after one warm-up:
   comparison the issue sets (the drift check less start-up, no slower than skeema);
 - and each child's CPU seconds (user + system), which a busy machine changes less than wall time.
 
+It also prints two floors that no drift check built on this project's stack can go under: the
+import of SQLAlchemy and PyMySQL (`python -c "import sqlalchemy, pymysql"` less start-up), and
+the server's own seconds to load schema.sql into a scratch database and drop it again (one
+DB-API connection, one statement at a time, nothing else timed).
+
     python benchmarks/bench_schema_drift.py [--runs N] [--keep]
 
 The server is OPS_BENCH_MYSQL_URL (default root@127.0.0.1:3306).
@@ -108,6 +113,27 @@ def medians(commands: dict[str, tuple]) -> dict[str, tuple[float, float]]:
                    statistics.median(cpu for _, cpu in taken)) for name, taken in times.items()}
 
 
+def scratch_server_seconds(statements: list[str]) -> float:
+    """The server's time to create a scratch database, load `statements` into it and drop it."""
+    server = make_url(SERVER)
+    connection = server.get_dialect().import_dbapi().connect(
+        host=server.host or "127.0.0.1", port=server.port or 3306,
+        user=server.username or "root", password=server.password or "", autocommit=True)
+    scratch = f"{DATABASE}_floor"
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"DROP DATABASE IF EXISTS `{scratch}`")
+        started = time.perf_counter()
+        cursor.execute(f"CREATE DATABASE `{scratch}`")
+        cursor.execute(f"USE `{scratch}`")
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.execute(f"DROP DATABASE `{scratch}`")
+        return time.perf_counter() - started
+    finally:
+        connection.close()
+
+
 def main() -> None:
     global ARGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -121,7 +147,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="ops-bench-skeema-") as folder:
             tables = write_skeema_folder(Path(folder))
-            rows = []
+            rows, imports = [], []
             for case, exit_code in (("no difference", 0), ("one dropped column", 1)):
                 if exit_code:
                     engine = create_engine(url())
@@ -129,12 +155,17 @@ def main() -> None:
                         conn.exec_driver_sql(f"ALTER TABLE {DROPPED[0]} DROP COLUMN {DROPPED[1]}")
                     engine.dispose()
                 commands = {"start-up": ([sys.executable, "-c", "pass"], 0),
-                            "drift": (drift, exit_code)}
+                            "drift": (drift, exit_code),
+                            "import": ([sys.executable, "-c", "import sqlalchemy, pymysql"], 0)}
                 if skeema:
                     commands["skeema"] = ([skeema, "diff"], exit_code, Path(folder))
                 taken = medians(commands)
                 rows.append((case, taken.get("skeema", (None, None)), taken["drift"],
                              taken["start-up"]))
+                imports.append(taken["import"][0] - taken["start-up"][0])
+            ddl = [statement.text for statement in schema_statements()]
+            server_floor = statistics.median(scratch_server_seconds(ddl)
+                                             for _ in range(ARGS.runs))
     finally:
         if not ARGS.keep:
             drop_database(SERVER, DATABASE)
@@ -158,6 +189,11 @@ def main() -> None:
     print("ratio = (drift check - start-up) / skeema diff, wall; below 1 is faster than skeema. "
           "CPU = the child's user + system seconds (the rest of the wall time is waiting, mostly "
           "on the server's DDL)")
+    import_floor = statistics.median(imports)
+    print(f"floors: importing sqlalchemy and pymysql {import_floor:.3f} s (less start-up); the "
+          f"server loading schema.sql into a scratch database and dropping it "
+          f"{server_floor:.3f} s; together {import_floor + server_floor:.3f} s, the least a drift "
+          "check on SQLAlchemy can take less start-up")
     if not skeema:
         print("note: skeema is not installed (Debian: apt-get install skeema); its column is "
               "skipped")
