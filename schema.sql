@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS attendance_scan_queue (
   CONSTRAINT uq_scan_queue_scan_key UNIQUE (scan_key),
   KEY ix_scan_queue_due (status, available_at, created_at),
   KEY ix_scan_queue_finished (status, processed_at),
-  KEY ix_scan_queue_lease (status, lease_expires_at),
+  KEY ix_scan_queue_lease (lease_expires_at),
   KEY ix_scan_queue_poll (status, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
@@ -312,7 +312,7 @@ CREATE TABLE IF NOT EXISTS report_email_queue (
   PRIMARY KEY (id),
   KEY ix_report_email_due (status, available_at, created_at),
   KEY ix_report_email_finished (status, finished_at),
-  KEY ix_report_email_lease (status, lease_expires_at),
+  KEY ix_report_email_lease (lease_expires_at),
   KEY ix_report_email_poll (status, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 
@@ -442,7 +442,7 @@ CREATE TABLE IF NOT EXISTS push_deliveries (
   CONSTRAINT fk_deliveries_device FOREIGN KEY(device_id) REFERENCES notification_devices (id),
   KEY ix_deliveries_due (status, available_at, created_at),
   KEY ix_deliveries_finished (status, finished_at),
-  KEY ix_deliveries_lease (status, lease_expires_at),
+  KEY ix_deliveries_lease (lease_expires_at),
   KEY ix_deliveries_poll (status, id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
 

@@ -44,6 +44,14 @@ def _claim_columns() -> list[Column]:
     ]
 
 
+def _lease_index(name: str) -> Index:
+    """A claimable queue's lease index: `lease_expires_at` alone, not behind the status. Only a
+    claimed row has a lease, so recovery and queue health's claimed/expired counts read a range
+    of the few leased rows (their status checked on the row), and a status change of a row that
+    holds no lease (a locked batch's write-back: every scan) moves no entry of it."""
+    return Index(name, "lease_expires_at")
+
+
 plans = _table(
     "plans",
     _id(),
@@ -145,7 +153,7 @@ attendance_scan_queue = _table(
     Column("scan_key", String(120), nullable=True),
     UniqueConstraint("scan_key", name="uq_scan_queue_scan_key"),
     Index("ix_scan_queue_poll", "status", "id"),
-    Index("ix_scan_queue_lease", "status", "lease_expires_at"),
+    _lease_index("ix_scan_queue_lease"),
     # Queue health: due rows by when they became available, and rows finished per time.
     Index("ix_scan_queue_due", "status", "available_at", "created_at"),
     Index("ix_scan_queue_finished", "status", "processed_at"),
@@ -219,7 +227,7 @@ push_deliveries = _table(
     *_claim_columns(),
     UniqueConstraint("notification_id", "device_id", name="uq_deliveries_notification_device"),
     Index("ix_deliveries_poll", "status", "id"),
-    Index("ix_deliveries_lease", "status", "lease_expires_at"),
+    _lease_index("ix_deliveries_lease"),
     Index("ix_deliveries_due", "status", "available_at", "created_at"),
     Index("ix_deliveries_finished", "status", "finished_at"),
 )
@@ -250,7 +258,7 @@ attendance_rollup_queue = _table(
     *_claim_columns(),
     PrimaryKeyConstraint("institution_id", "attendance_date", name="pk_attendance_rollup_queue"),
     Index("ix_rollup_queue_due", "available_at", "marked_at"),
-    Index("ix_rollup_queue_lease", "lease_expires_at"),
+    _lease_index("ix_rollup_queue_lease"),
 )
 
 guardian_snapshots = _table(
@@ -269,7 +277,7 @@ guardian_snapshot_queue = _table(
     *_claim_columns(),
     PrimaryKeyConstraint("guardian_id", name="pk_guardian_snapshot_queue"),
     Index("ix_snapshot_queue_due", "available_at", "marked_at"),
-    Index("ix_snapshot_queue_lease", "lease_expires_at"),
+    _lease_index("ix_snapshot_queue_lease"),
 )
 
 report_email_queue = _table(
@@ -287,7 +295,7 @@ report_email_queue = _table(
     Column("finished_at", DateTime, nullable=True),  # sent or dead-lettered
     *_claim_columns(),
     Index("ix_report_email_poll", "status", "id"),
-    Index("ix_report_email_lease", "status", "lease_expires_at"),
+    _lease_index("ix_report_email_lease"),
     Index("ix_report_email_due", "status", "available_at", "created_at"),
     Index("ix_report_email_finished", "status", "finished_at"),
 )

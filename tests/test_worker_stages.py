@@ -432,3 +432,31 @@ def test_re_marking_leaves_a_waiting_marker_alone_and_takes_back_a_claimed_one(s
     assert markers == {10: (before, None, None),  # waiting already: unchanged
                        11: (later, None, None),  # being computed: it must run again
                        12: (later, None, None)}  # new
+
+
+def test_marking_the_guardians_of_a_batchs_students_marks_each_once_and_keeps_waiting_ones(
+        school):
+    from sqlalchemy import Column
+
+    from ops_lib.jobs.workers.base import mark_snapshots_of_students
+    from ops_lib.sqlutil import temporary_table
+
+    before, later = dt.datetime(2026, 11, 20, 8, 0), dt.datetime(2026, 11, 20, 9, 0)
+    # Asha on two days, and Chitra: guardian 10 has both children, 11 has Asha; Babu's 12 none.
+    days = [{"student_id": 1, "attendance_date": dt.date(2026, 11, 19)},
+            {"student_id": 1, "attendance_date": dt.date(2026, 11, 20)},
+            {"student_id": 3, "attendance_date": dt.date(2026, 11, 20)}]
+    columns = [Column("student_id", students.c.id.type, primary_key=True),
+               Column("attendance_date", attendance_records.c.attendance_date.type,
+                      primary_key=True)]
+    with school.engine.begin() as conn:
+        conn.execute(insert(guardian_snapshot_queue), [
+            {"guardian_id": 11, "marked_at": before, "claimed_by": "computing-run",
+             "lease_expires_at": later}])
+        with temporary_table(conn, "scan_days", columns, days) as batch:
+            mark_snapshots_of_students(conn, select(batch.c.student_id), before)
+            mark_snapshots_of_students(conn, select(batch.c.student_id), later)
+    markers = {m["guardian_id"]: (m["marked_at"], m["claimed_by"], m["lease_expires_at"])
+               for m in rows(school, guardian_snapshot_queue)}
+    assert markers == {10: (before, None, None),  # new, then waiting already: unchanged
+                       11: (before, None, None)}  # being computed: it must run again

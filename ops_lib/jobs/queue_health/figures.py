@@ -3,8 +3,9 @@
 The queue registry's invariant makes them cheap: a claimed row has `claimed_by` and
 `lease_expires_at` both set (a released one neither), and a delayed row (`available_at` in the
 future) is never claimed. So the rows due now are all waiting rows minus the delayed, the claimed
-and the expired ones: four covering range scans of the `(status, ...)`, `(status, available_at,
-...)` and `(status, lease_expires_at)` indexes, with no row lookups. Counts stop at `cap`
+and the expired ones: two covering range scans of the `(status, ...)` and `(status, available_at,
+...)` indexes, and two ranges of the `(lease_expires_at)` index, which holds only the leased rows
+(their status read on the row: a few hundred lookups, not a scan of the queue). Counts stop at `cap`
 (MariaDB: `LIMIT ROWS EXAMINED`; elsewhere, and past the cap, a COUNT over a LIMITed subquery): a
 figure beyond it is marked capped and shown as "1,000,000+".
 

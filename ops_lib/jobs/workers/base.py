@@ -234,9 +234,14 @@ def mark_snapshots_of_students(conn: Connection, student_ids: Select, now: dt.da
     """The snapshots of the guardians of these students (a query of their ids) are stale: one
     INSERT ... SELECT, so the guardian ids never travel to the worker and back."""
     gs = guardian_students.c
-    query = (select(gs.guardian_id, literal(now, DateTime))
-             .where(gs.student_id.in_(student_ids))
-             .group_by(gs.guardian_id)
+    students = student_ids.subquery()
+    # A join from the batch's students, DISTINCT, not `IN (subquery) GROUP BY`: MariaDB
+    # materialized the subquery and grouped in a second temporary table before sorting (17,700
+    # rows read and 5,900 temporary rows written per 2,000 scans; now 15,900 and 4,000, one
+    # temporary table). STRAIGHT_JOIN: the other order reads all of guardian_students.
+    query = (select(gs.guardian_id, literal(now, DateTime)).distinct()
+             .select_from(students.join(guardian_students, gs.student_id == students.c[0]))
+             .prefix_with("STRAIGHT_JOIN", dialect="mysql")
              .order_by(gs.guardian_id))  # one lock order for concurrent workers, as in _mark
     upsert_from_select(conn, guardian_snapshot_queue, ["guardian_id", "marked_at"], query,
                        ["guardian_id"], _remark)
