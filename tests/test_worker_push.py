@@ -374,16 +374,17 @@ def test_without_firebase_pushes_go_to_the_outbox_as_json_lines_with_a_warning(
 
 def test_each_outbox_line_and_its_delivery_share_one_message_id_unique_to_the_message(
         db_url, engine, tmp_path):
-    # Two guardians of one student get the same data; two calls (batch size 2) of three.
+    # Two guardians of one student get the same data; two runs, so two calls of the outbox.
     same = {"student_id": "7", "status": "late"}
     first, [a, b] = add_guardian(engine, ["tok-a", "tok-b"])
     second, [c] = add_guardian(engine, ["tok-c"])
     deliveries = [add_delivery(engine, first, a, data=same), add_delivery(engine, first, b),
                   add_delivery(engine, second, c, data=same)]
 
-    done = run_worker(db_url, tmp_path, None, OPS_PUSH_BATCH_SIZE="2")
+    for limit in ("2", "2"):
+        done = run_worker(db_url, tmp_path, None, limit)
+        assert done.returncode == 0, done.stderr
 
-    assert done.returncode == 0, done.stderr
     [outbox_file] = list((tmp_path / "outbox" / "push").glob("*.jsonl"))
     written = {line["delivery_id"]: line for line in map(
         json.loads, outbox_file.read_text(encoding="utf-8").splitlines())}
@@ -393,8 +394,9 @@ def test_each_outbox_line_and_its_delivery_share_one_message_id_unique_to_the_me
         sent = row(engine, push_deliveries, delivery)
         assert (sent.status, sent.provider_message_id) == ("sent", written[delivery]["message_id"])
         assert re.fullmatch(rf"outbox/[0-9a-f]{{32}}/{delivery}", sent.provider_message_id)
-    calls = {written[d]["message_id"].rsplit("/", 1)[0] for d in deliveries}
-    assert len(calls) == 2  # a uuid per call, not per run
+    call = {d: written[d]["message_id"].rsplit("/", 1)[0] for d in deliveries}
+    # A uuid per call (the first run's two messages), not per run or per message alone.
+    assert call[deliveries[0]] == call[deliveries[1]] != call[deliveries[2]]
 
 
 def test_message_ids_are_written_by_one_computed_update_only_when_each_is_prefix_and_id():
