@@ -18,7 +18,7 @@ from conftest import run_cli, snapshot, start_cli, tool_env
 from ops_lib.db import connect
 from ops_lib.jobs.workers.base import StageStats
 from ops_lib.jobs.workers.push import PushStage
-from ops_lib.push import RETRY, FcmPusher, PushMessage
+from ops_lib.push import RETRY, SENT, FcmPusher, PushMessage, PushOutcome, message_id_prefix
 from ops_lib.queue import claim
 from ops_lib.runtime import Budget, RunContext, StopSignal
 from ops_lib.schema import notification_devices, notifications, push_deliveries, report_email_queue
@@ -370,6 +370,44 @@ def test_without_firebase_pushes_go_to_the_outbox_as_json_lines_with_a_warning(
                                  {"student_id": "7"})
     sent = row(engine, push_deliveries, delivery)
     assert (sent.status, sent.provider_message_id) == ("sent", written["message_id"])
+
+
+def test_each_outbox_line_and_its_delivery_share_one_message_id_unique_to_the_message(
+        db_url, engine, tmp_path):
+    # Two guardians of one student get the same data; two runs, so two calls of the outbox.
+    same = {"student_id": "7", "status": "late"}
+    first, [a, b] = add_guardian(engine, ["tok-a", "tok-b"])
+    second, [c] = add_guardian(engine, ["tok-c"])
+    deliveries = [add_delivery(engine, first, a, data=same), add_delivery(engine, first, b),
+                  add_delivery(engine, second, c, data=same)]
+
+    for limit in ("2", "2"):
+        done = run_worker(db_url, tmp_path, None, limit)
+        assert done.returncode == 0, done.stderr
+
+    [outbox_file] = list((tmp_path / "outbox" / "push").glob("*.jsonl"))
+    written = {line["delivery_id"]: line for line in map(
+        json.loads, outbox_file.read_text(encoding="utf-8").splitlines())}
+    assert sorted(written) == deliveries
+    assert written[deliveries[0]]["data"] == written[deliveries[2]]["data"] == same
+    for delivery in deliveries:
+        sent = row(engine, push_deliveries, delivery)
+        assert (sent.status, sent.provider_message_id) == ("sent", written[delivery]["message_id"])
+        assert re.fullmatch(rf"outbox/[0-9a-f]{{32}}/{delivery}", sent.provider_message_id)
+    call = {d: written[d]["message_id"].rsplit("/", 1)[0] for d in deliveries}
+    # A uuid per call (the first run's two messages), not per run or per message alone.
+    assert call[deliveries[0]] == call[deliveries[1]] != call[deliveries[2]]
+
+
+def test_message_ids_are_written_by_one_computed_update_only_when_each_is_prefix_and_id():
+    outbox = [PushOutcome(7, SENT, "outbox/abc/7"), PushOutcome(12, SENT, "outbox/abc/12")]
+    assert message_id_prefix(outbox) == "outbox/abc/"
+    fcm = [PushOutcome(7, SENT, "projects/p/messages/0:17%7"),
+           PushOutcome(8, SENT, "projects/p/messages/0:18%7")]
+    assert message_id_prefix(fcm) is None  # the first ends with its id, the second does not
+    assert message_id_prefix([*outbox, PushOutcome(13, SENT, "outbox/def/13")]) is None
+    assert message_id_prefix([PushOutcome(5, SENT, None)]) is None
+    assert message_id_prefix([]) is None
 
 
 def test_dry_run_over_pending_pushes_changes_nothing_and_sends_nothing(

@@ -30,6 +30,7 @@ from ...timeutil import utcnow
 from .base import LockedBatchStage, StageStats
 
 gsq = guardian_snapshot_queue
+ar = attendance_records.c
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -59,33 +60,37 @@ def build_payloads(conn: Connection, guardian_ids: Sequence[int], now: dt.dateti
         # it scan every student of every institution for each batch instead.
         .prefix_with("STRAIGHT_JOIN", dialect="mysql")
     ).all()
-    today = {row.id: _local_today(row.timezone, now) for row in children}
+    # Per time zone, not per child: an institution's children share theirs.
+    local_days = {zone: _local_today(zone, now) for zone in {row.timezone for row in children}}
+    today = {row.id: local_days[row.timezone] for row in children}
     wanted = sorted({(sid, day) for sid, day in today.items()})
     records = {}
     if wanted:
         records = {
             (row.student_id, row.attendance_date): row
             for row in conn.execute(
-                select(attendance_records).where(tuple_(
-                    attendance_records.c.student_id, attendance_records.c.attendance_date
-                ).in_(wanted)))
+                select(ar.student_id, ar.attendance_date, ar.status, ar.first_scan_at,
+                       ar.last_scan_at, ar.scan_count)
+                .where(tuple_(ar.student_id, ar.attendance_date).in_(wanted)))
         }
     unread = dict(conn.execute(
         select(notifications.c.guardian_id, func.count())
         .where(notifications.c.guardian_id.in_(guardian_ids), notifications.c.read_at.is_(None))
         .group_by(notifications.c.guardian_id)).all())
-    payloads = {g: {"guardian_id": g, "generated_at": _iso(now),
+    generated_at = _iso(now)
+    payloads = {g: {"guardian_id": g, "generated_at": generated_at,
                     "unread_notifications": int(unread.get(g, 0)), "children": []}
                 for g in guardian_ids}
     for row in children:
         if not row.is_active:
             continue
-        record = records.get((row.id, today[row.id]))
+        day = today[row.id]
+        record = records.get((row.id, day))
         payloads[row.guardian_id]["children"].append({
             "student_id": row.id, "name": row.name, "class_name": row.class_name,
             "institution_id": row.institution_id, "institution_name": row.institution_name,
             "today": {
-                "date": today[row.id].isoformat(),
+                "date": day.isoformat(),
                 "status": record.status if record is not None else "absent",
                 "first_scan_at": _iso(record.first_scan_at) if record is not None else None,
                 "last_scan_at": _iso(record.last_scan_at) if record is not None else None,
