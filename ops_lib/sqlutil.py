@@ -196,31 +196,35 @@ class _Correlated:
     __getattr__ = __getitem__
 
 
-def _insert_many(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
-    """`rows` into `table` as one DB-API executemany of tuples (the drivers make it one
-    multi-row INSERT). SQLAlchemy's own executemany processes every row's parameters in Python
-    first: a fifth of the worker's time in its batches' temporary tables. Each column's own
-    bind processor (JSON's serialising, for one) still converts its values."""
+def _insert_many(conn: Connection, table: Table, rows: Sequence[Mapping | Sequence]) -> None:
+    """`rows` (mappings, or tuples in the table's column order) into `table` as one DB-API
+    executemany of tuples (the drivers make it one multi-row INSERT). SQLAlchemy's own
+    executemany processes every row's parameters in Python first: a fifth of the worker's time
+    in its batches' temporary tables. Each column's own bind processor (JSON's serialising, for
+    one) still converts its values."""
+    columns = list(table.columns)
+    if isinstance(rows[0], Mapping):
+        rows = [tuple(row.get(c.name) for c in columns) for row in rows]
     if conn.dialect.paramstyle not in ("format", "pyformat", "qmark"):
-        conn.execute(insert(table), list(rows))
+        conn.execute(insert(table), [dict(zip((c.name for c in columns), row)) for row in rows])
         return
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     quote = conn.dialect.identifier_preparer.quote
-    columns = list(table.columns)
     statement = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)})"
                  f" VALUES ({', '.join(marker for _ in columns)})")
     dialect = conn.dialect  # the dialect's own type: SQLite's DATETIME is text in its format
-    converters = [(c.name, c.type.dialect_impl(dialect).bind_processor(dialect))
-                  for c in columns]
-    conn.exec_driver_sql(statement, [
-        tuple(convert(row.get(name)) if convert else row.get(name) for name, convert in converters)
-        for row in rows])
+    converters = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    if any(converters):
+        rows = [tuple(convert(value) if convert else value
+                      for convert, value in zip(converters, row)) for row in rows]
+    conn.exec_driver_sql(statement, list(rows))
 
 
 @contextmanager
 def temporary_table(conn: Connection, name: str, columns: Sequence[Column],
-                    rows: Sequence[dict]) -> Iterator[Table]:
-    """A temporary table of `rows` for the statements inside; dropped after.
+                    rows: Sequence[Mapping | Sequence]) -> Iterator[Table]:
+    """A temporary table of `rows` (mappings, or tuples in the order of `columns`) for the
+    statements inside; dropped after.
 
     Rows go in as one multi-row INSERT, so a set-based statement can join them instead of
     binding thousands of parameters or shipping rows back and forth.
