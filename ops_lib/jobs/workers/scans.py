@@ -234,7 +234,7 @@ def _day_columns() -> list[Column]:
 
 def _day_rows(groups: dict[tuple[int, dt.date], DayGroup]) -> list[tuple]:
     return [(student_id, day, g.institution_id, g.first.scanned_at, g.last_scan_at, g.count,
-             g.first.status, f"{g.first.local:%H:%M}", True)
+             g.first.status, "%02d:%02d" % (g.first.local.hour, g.first.local.minute), True)
             for (student_id, day), g in sorted(groups.items())]
 
 
