@@ -22,7 +22,7 @@ from ops_lib.schema import (
     push_deliveries,
     students,
 )
-from tests.conftest import job_context
+from tests.conftest import EVERY_BACKEND, job_context
 
 DHAKA = dt.timezone(dt.timedelta(hours=6))
 
@@ -112,6 +112,30 @@ def test_first_scan_creates_a_present_record_and_one_arrival_per_guardian(school
     [scan] = rows(school, attendance_scan_queue, attendance_scan_queue.c.id)
     assert (scan["status"], scan["claimed_by"], scan["error"]) == ("done", None, None)
     assert scan["processed_at"] is not None
+
+
+@pytest.mark.parametrize("db_url", EVERY_BACKEND, indirect=True)
+def test_an_arrival_says_who_arrived_when_and_how_in_its_title_body_and_data(school, tmp_path):
+    # A name that needs quoting, a late and a present first scan, a month name the server's
+    # lc_time_names must not spell; SQLite keeps the scan's microseconds, MariaDB drops them.
+    with school.engine.begin() as conn:
+        conn.execute(update(students).where(students.c.id == 1).values(name="Ásha O'Neil \\"))
+    queue_scans(school, ("A1", local(3, 8, 5, 7).replace(microsecond=250000)),
+                ("A1", local(3, 8, 40)), ("C3", local(20, 9, 1)))
+    drain(school, tmp_path)
+
+    first_at = {r["student_id"]: r["first_scan_at"] for r in rows(school, attendance_records)}
+    arrivals = [(n["title"], n["body"], n["data"]) for n in rows(
+        school, notifications, notifications.c.student_id, notifications.c.guardian_id)
+        if n["guardian_id"] == 10]
+    assert arrivals == [
+        ("Ásha O'Neil \\ arrived", "Ásha O'Neil \\ arrived at 08:05 on 03 Nov 2026 (present).",
+         {"type": "arrival", "student_id": 1, "attendance_date": "2026-11-03",
+          "status": "present", "first_scan_at": first_at[1].isoformat() + "Z"}),
+        ("Chitra arrived", "Chitra arrived at 09:01 on 20 Nov 2026 (late).",
+         {"type": "arrival", "student_id": 3, "attendance_date": "2026-11-20",
+          "status": "late", "first_scan_at": "2026-11-20T03:01:00Z"}),
+    ]
 
 
 def test_a_first_scan_after_the_late_threshold_is_late(school, tmp_path):

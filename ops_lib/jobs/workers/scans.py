@@ -23,27 +23,30 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from operator import itemgetter
+from typing import Any, NamedTuple, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Connection,
     DateTime,
+    Integer,
     String,
     and_,
     case,
     cast,
+    false,
     func,
     literal,
     literal_column,
-    not_,
-    or_,
     select,
     true,
     tuple_,
     update,
 )
+from sqlalchemy.sql import ColumnElement
 from sqlalchemy.exc import IntegrityError
 
 from ...db import mysql_error_code
@@ -80,13 +83,12 @@ SCAN_KEY_INDEX = "uq_scan_queue_scan_key"  # another worker processed a copy of 
 q = attendance_scan_queue
 
 
-@dataclass
-class Accepted:
+class Accepted(NamedTuple):
     scan_id: int
     student_id: int
     institution_id: int
     scanned_at: dt.datetime
-    local_date: dt.date
+    local: dt.datetime  # in the institution's timezone
     status: str  # present | late
 
 
@@ -95,8 +97,6 @@ class Classified:
     accepted: list[Accepted] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)  # scan id -> reason
-    student_names: dict[int, str] = field(default_factory=dict)
-    local_times: dict[int, dt.datetime] = field(default_factory=dict)  # scan id -> local time
 
 
 def _zone(name: str, cache: dict[str, ZoneInfo | None]) -> ZoneInfo | None:
@@ -131,8 +131,7 @@ def batch_query(where, dialect: str):
     s = students.c
     return (
         select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at,
-               s.id.label("student_id"), s.is_active, s.name.label("student_name"),
-               done.c.id.label("done_id"))
+               s.id.label("student_id"), s.is_active, done.c.id.label("done_id"))
         .select_from(
             q.outerjoin(students, and_(s.institution_id == q.c.institution_id,
                                        s.card_uid == q.c.card_uid))
@@ -144,48 +143,55 @@ def batch_query(where, dialect: str):
 def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) -> Classified:
     """Sort scans (rows of batch_query) into accepted, duplicates and failures (reads only)."""
     out = Classified()
-    inst_ids = sorted({s.institution_id for s in scans})
-    settings_of = {
-        r.id: r for r in conn.execute(
-            select(institutions.c.id, institutions.c.timezone, institutions.c.late_after)
-            .where(institutions.c.id.in_(inst_ids)))
-    }
-    zones: dict[str, ZoneInfo | None] = {}
+    rules = _institution_rules(conn, {s.institution_id for s in scans}, default_late_after)
     seen: set[tuple] = set()
-    for scan in sorted(scans, key=lambda s: (s.scanned_at, s.id)):
-        if scan.student_id is None:
-            out.failed[scan.id] = (f"unknown card {scan.card_uid!r} "
-                                   f"at institution {scan.institution_id}")
+    utc = dt.timezone.utc
+    # Unpacked, not read by name: this loop runs once per scan.
+    for scan_id, institution_id, card_uid, scanned_at, student_id, is_active, done_id in sorted(
+            scans, key=itemgetter(3, 0)):  # by scanned_at, then id
+        if student_id is None:
+            out.failed[scan_id] = f"unknown card {card_uid!r} at institution {institution_id}"
             continue
-        if not scan.is_active:
-            out.failed[scan.id] = f"student {scan.student_id} (card {scan.card_uid!r}) is inactive"
+        if not is_active:
+            out.failed[scan_id] = f"student {student_id} (card {card_uid!r}) is inactive"
             continue
         # The student, not the card text: the server matched the card under the column's
         # collation (MySQL: "a1" is "A1 "), and scan_key's unique index compares the same way.
-        key = (scan.student_id, scan.scanned_at.replace(microsecond=0))
-        if scan.done_id is not None or key in seen:
-            out.duplicates.append(scan.id)
+        key = (student_id, scanned_at.replace(microsecond=0))
+        if done_id is not None or key in seen:
+            out.duplicates.append(scan_id)
             continue
         seen.add(key)
-        institution = settings_of[scan.institution_id]
-        zone = _zone(institution.timezone, zones)
+        rule = rules[institution_id]
+        if type(rule) is str:
+            out.failed[scan_id] = rule
+            continue
+        zone, late_after = rule
+        local = scanned_at.replace(tzinfo=utc).astimezone(zone)
+        status = "late" if local.time() > late_after else "present"
+        out.accepted.append(Accepted(scan_id, student_id, institution_id, scanned_at, local,
+                                     status))
+    return out
+
+
+def _institution_rules(conn: Connection, institution_ids: set[int],
+                       default_late_after: str) -> dict[int, tuple[ZoneInfo, dt.time] | str]:
+    """Each institution's timezone and late threshold, or why its scans fail."""
+    zones: dict[str, ZoneInfo | None] = {}
+    rules: dict[int, tuple[ZoneInfo, dt.time] | str] = {}
+    for row in conn.execute(
+            select(institutions.c.id, institutions.c.timezone, institutions.c.late_after)
+            .where(institutions.c.id.in_(sorted(institution_ids)))):
+        zone = _zone(row.timezone, zones)
         if zone is None:
-            out.failed[scan.id] = (f"institution {scan.institution_id} has an unknown timezone "
-                                   f"{institution.timezone!r}")
+            rules[row.id] = f"institution {row.id} has an unknown timezone {row.timezone!r}"
             continue
         try:
-            late_after = _clock(institution.late_after or default_late_after)
+            rules[row.id] = (zone, _clock(row.late_after or default_late_after))
         except ValueError:
-            out.failed[scan.id] = (f"institution {scan.institution_id} has an invalid late_after "
-                                   f"{institution.late_after!r} (expected HH:MM)")
-            continue
-        local = scan.scanned_at.replace(tzinfo=dt.timezone.utc).astimezone(zone)
-        status = "late" if local.time().replace(tzinfo=None) > late_after else "present"
-        out.accepted.append(Accepted(scan.id, scan.student_id, scan.institution_id,
-                                     scan.scanned_at, local.date(), status))
-        out.student_names[scan.student_id] = scan.student_name
-        out.local_times[scan.id] = local
-    return out
+            rules[row.id] = (f"institution {row.id} has an invalid late_after "
+                             f"{row.late_after!r} (expected HH:MM)")
+    return rules
 
 
 @dataclass
@@ -199,7 +205,7 @@ class DayGroup:
 def group_by_day(accepted: list[Accepted]) -> dict[tuple[int, dt.date], DayGroup]:
     groups: dict[tuple[int, dt.date], DayGroup] = {}
     for scan in accepted:  # already in time order
-        key = (scan.student_id, scan.local_date)
+        key = (scan.student_id, scan.local.date())
         group = groups.get(key)
         if group is None:
             groups[key] = DayGroup(scan.institution_id, scan, scan.scanned_at, 1)
@@ -209,23 +215,62 @@ def group_by_day(accepted: list[Accepted]) -> dict[tuple[int, dt.date], DayGroup
     return groups
 
 
+# The columns of scan_days that a record takes.
+RECORD_COLUMNS = ["student_id", "attendance_date", "institution_id", "first_scan_at",
+                  "last_scan_at", "scan_count", "status"]
+
+
 def _day_columns() -> list[Column]:
-    """One row per student-day of a batch, for the set-based statements of the records."""
+    """One row per student-day of a batch, for the set-based statements of the records and
+    arrivals: a record's columns, the first scan's local time ("HH:MM", which only the worker
+    can compute: the server may not know the timezones), and whether the day is new (no record
+    when the batch locked its records: its first scan is an arrival)."""
     r = attendance_records.c
-    return [Column("student_id", r.student_id.type, primary_key=True),
-            Column("attendance_date", r.attendance_date.type, primary_key=True),
-            Column("institution_id", r.institution_id.type),
-            Column("first_scan_at", r.first_scan_at.type),
-            Column("last_scan_at", r.last_scan_at.type),
-            Column("scan_count", r.scan_count.type),
-            Column("status", r.status.type)]
+    return [*(Column(name, r[name].type, primary_key=name in ("student_id", "attendance_date"))
+              for name in RECORD_COLUMNS),
+            Column("first_clock", String(5)),
+            Column("is_new", Boolean)]
 
 
-def _day_rows(groups: dict[tuple[int, dt.date], DayGroup]) -> list[dict]:
-    return [{"student_id": student_id, "attendance_date": day,
-             "institution_id": g.institution_id, "first_scan_at": g.first.scanned_at,
-             "last_scan_at": g.last_scan_at, "scan_count": g.count, "status": g.first.status}
+def _day_rows(groups: dict[tuple[int, dt.date], DayGroup]) -> list[tuple]:
+    return [(student_id, day, g.institution_id, g.first.scanned_at, g.last_scan_at, g.count,
+             g.first.status, "%02d:%02d" % (g.first.local.hour, g.first.local.minute), True)
             for (student_id, day), g in sorted(groups.items())]
+
+
+def _text(dialect: str, *parts) -> ColumnElement:
+    """`parts` (columns, or str) run together as text by the server. MySQL's CONCAT converts
+    numbers and dates itself: a CAST would give the text the connection's collation, which
+    may not be compared with a column's (the notifications' dedupe_key)."""
+    parts = tuple(p if isinstance(p, ColumnElement) else literal(p, String) for p in parts)
+    if dialect == "mysql":
+        return func.concat(*parts)
+    return functools.reduce(lambda left, right: left.op("||", return_type=String)(right), parts)
+
+
+MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"
+
+
+def _spelled_date(dialect: str, day) -> ColumnElement:
+    """`day` as "%d %b %Y" ("05 Mar 2026"), months in English whatever the server's
+    lc_time_names."""
+    if dialect == "mysql":
+        number, month = func.date_format(day, literal_column("'%d'")), func.month(day)
+        year = func.date_format(day, literal_column("'%Y'"))
+    else:
+        number, year = func.strftime("%d", day), func.strftime("%Y", day)
+        month = cast(func.strftime("%m", day), Integer)
+    return _text(dialect, number, " ", func.substr(MONTHS, month * 3 - 2, 3), " ", year)
+
+
+def _iso_utc(dialect: str, moment) -> ColumnElement:
+    """A UTC DATETIME column as Python's `isoformat() + "Z"` writes it (microseconds only
+    when there are any: SQLite keeps them, MySQL's DATETIME does not)."""
+    if dialect == "mysql":
+        return func.date_format(moment, literal_column("'%Y-%m-%dT%H:%i:%sZ'"))
+    fraction = func.substr(moment, 20)  # SQLAlchemy writes ".ffffff"
+    return _text(dialect, func.replace(func.substr(moment, 1, 19), " ", "T"),
+                 case((fraction.in_(["", ".000000"]), ""), else_=fraction), "Z")
 
 
 def _merge_record(table, new, updated_at) -> list[tuple[str, Any]]:
@@ -258,11 +303,10 @@ class ScanStage(LockedBatchStage):
         groups = group_by_day(result.accepted)
         if groups:
             with temporary_table(conn, "scan_days", _day_columns(), _day_rows(groups)) as days:
-                arrivals = self._write_records(conn, days, groups, now)
-                batch.add("records_created", len(arrivals))
-                batch.add("records_updated", len(groups) - len(arrivals))
-                batch.add("notifications_created",
-                          self._notify_arrivals(conn, arrivals, groups, result, now))
+                existing = self._write_records(conn, days, now)
+                batch.add("records_created", len(groups) - existing)
+                batch.add("records_updated", existing)
+                batch.add("notifications_created", self._notify_arrivals(conn, days, now))
                 mark_rollups(conn, [(g.institution_id, d) for (_s, d), g in groups.items()], now)
                 mark_snapshots_of_students(conn, select(days.c.student_id), now)
         self._write_back(conn, result, now)
@@ -286,98 +330,78 @@ class ScanStage(LockedBatchStage):
                         or copies_met > self.batch_size):
                     raise
 
-    def _write_records(self, conn: Connection, days, groups: dict, now: dt.datetime) -> list:
-        """Create or merge one record per student-day (`days`); returns the new student-days.
+    def _write_records(self, conn: Connection, days, now: dt.datetime) -> int:
+        """Create or merge one record per student-day (`days`); returns how many existed.
 
         The records that exist are merged by an UPDATE, not by the upsert: on a duplicate key
         InnoDB inserts the row, rolls it back, then updates (twice the server's time, and an
         id spent). They are locked first, so each is merged once, by the UPDATE; the upsert
-        takes the others, and merges a record another worker created meanwhile.
+        takes the others, and merges a record another worker created meanwhile. Which days
+        are new is written into `days` by the server (`is_new`): no ids travel back and forth.
         """
         r = attendance_records.c
         on_day = and_(r.student_id == days.c.student_id,
                       r.attendance_date == days.c.attendance_date)
-        found = conn.execute(
-            select(r.id, r.student_id, r.attendance_date)
+        existing = len(conn.execute(
+            select(r.id)
             .select_from(days.join(attendance_records, on_day))
             .order_by(days.c.student_id, days.c.attendance_date)  # one lock order
-            .with_for_update()).all()
+            .with_for_update()).all())
         stamp = literal(now, DateTime)
-        merged = [row.id for row in found]
-        if merged:
-            update_from(conn, attendance_records, days, on_day,
-                        lambda new: _merge_record(attendance_records, new, stamp),
-                        [in_keys(r.id, merged)])
-        others = select(*days.c, stamp, stamp).order_by(
-            days.c.student_id, days.c.attendance_date)  # one lock order
-        if merged:  # (aliased: the upsert's SET names the table's own columns)
-            known = attendance_records.alias("known")
-            others = others.select_from(days.outerjoin(known, and_(
-                known.c.student_id == days.c.student_id,
-                known.c.attendance_date == days.c.attendance_date))).where(
-                or_(known.c.id.is_(None), not_(in_keys(known.c.id, merged))))
+        if existing:
+            update_from(conn, days, attendance_records, on_day, lambda _new: [("is_new", False)])
+            update_from(conn, attendance_records, days, and_(on_day, days.c.is_new == false()),
+                        lambda new: _merge_record(attendance_records, new, stamp))
         upsert_from_select(
-            conn, attendance_records, [c.name for c in days.c] + ["created_at", "updated_at"],
-            others.where(true()),  # SQLite: no ON read as the upsert's
+            conn, attendance_records, [*RECORD_COLUMNS, "created_at", "updated_at"],
+            select(*(days.c[name] for name in RECORD_COLUMNS), stamp, stamp)
+            .where(days.c.is_new == true())  # (SQLite: a WHERE, or the ON reads as a join's)
+            .order_by(days.c.student_id, days.c.attendance_date),  # one lock order
             ["student_id", "attendance_date"],
             lambda table, new: dict(_merge_record(table, new, new.updated_at)))
-        existing = {(row.student_id, row.attendance_date) for row in found}
-        return [day for day in sorted(groups) if day not in existing]
+        return existing
 
-    def _notify_arrivals(self, conn: Connection, arrivals: list[tuple], groups: dict,
-                         result: Classified, now: dt.datetime) -> int:
+    def _notify_arrivals(self, conn: Connection, days, now: dt.datetime) -> int:
         """One notification per guardian of each new student-day, and its deliveries.
 
-        The worker sends one row per arrival; the server pairs it with the student's guardians
-        (guardian_students) and their active devices, so guardian ids never travel.
+        Written by the server from the student-days, the students and guardian_students: the
+        worker sends only what the server cannot compute (the local time of the first scan).
         """
-        rows = []
-        spelled = {day: (day.isoformat(), f"{day:%d %b %Y}") for _s, day in arrivals}
-        for student_id, day in arrivals:
-            first = groups[(student_id, day)].first
-            name = result.student_names[student_id]
-            local = result.local_times[first.scan_id]
-            iso_day, long_day = spelled[day]
-            rows.append({
-                "dedupe_prefix": f"arrival:{student_id}:{iso_day}:",
-                "student_id": student_id,
-                "title": f"{name} arrived",
-                "body": f"{name} arrived at {local.hour:02}:{local.minute:02} on {long_day} "
-                        f"({first.status}).",
-                "data": {"type": "arrival", "student_id": student_id,
-                         "attendance_date": iso_day, "status": first.status,
-                         "first_scan_at": first.scanned_at.isoformat() + "Z"},
-            })
-        if not rows:
-            return 0
+        dialect = conn.dialect.name
+        day, name = days.c, students.c.name
         n, gs = notifications.c, guardian_students.c
-        columns = [Column("dedupe_prefix", String(191), primary_key=True),
-                   Column("student_id", n.student_id.type), Column("title", n.title.type),
-                   Column("body", n.body.type), Column("data", n.data.type)]
-        with temporary_table(conn, "arrivals", columns, rows) as new:
-            dedupe_key = new.c.dedupe_prefix + cast(gs.guardian_id, String)
-            pairs = new.join(guardian_students, gs.student_id == new.c.student_id)
-            insert_ignore_from_select(
-                conn, notifications,
-                ["guardian_id", "student_id", "kind", "title", "body", "data", "dedupe_key",
-                 "created_at", "fanout_status", "fanned_out_at"],
-                select(gs.guardian_id, new.c.student_id, literal("arrival"), new.c.title,
-                       new.c.body, new.c.data, dedupe_key, literal(now, DateTime),
-                       literal("done"), literal(now, DateTime))
-                .select_from(pairs)
-                # By arrival only, read in that order from the arrivals' key, each student's
-                # guardians in order from guardian_students' student index: ordering by the
-                # guardian too had MariaDB copy the joined rows, body and data with them, into
-                # an on-disk temporary table to sort them, for every batch.
-                .order_by(new.c.dedupe_prefix)
-                .prefix_with("STRAIGHT_JOIN", dialect="mysql"),
-                ["dedupe_key"])
-            # Fanned out here, in the same transaction, rather than claimed again by the fan-out
-            # stage: the unique (notification, device) key keeps it idempotent either way.
-            fan_out(conn, now,
-                    notifications_from=pairs.join(notifications, n.dedupe_key == dedupe_key))
-            # Offered, as insert_ignore counts: the same figure on every database.
-            return conn.execute(select(func.count()).select_from(pairs)).scalar_one()
+        new_days = day.is_new == true()
+        pairs = days.join(guardian_students, gs.student_id == day.student_id)
+        dedupe_key = _text(dialect, "arrival:", day.student_id, ":", day.attendance_date, ":",
+                           gs.guardian_id)
+        body = _text(dialect, name, " arrived at ", day.first_clock, " on ",
+                     _spelled_date(dialect, day.attendance_date), " (", day.status, ").")
+        data = func.json_object(
+            "type", "arrival", "student_id", day.student_id,
+            "attendance_date", _text(dialect, day.attendance_date), "status", day.status,
+            "first_scan_at", _iso_utc(dialect, day.first_scan_at))
+        insert_ignore_from_select(
+            conn, notifications,
+            ["guardian_id", "student_id", "kind", "title", "body", "data", "dedupe_key",
+             "created_at", "fanout_status", "fanned_out_at"],
+            select(gs.guardian_id, day.student_id, literal("arrival"),
+                   _text(dialect, name, " arrived"), body, data, dedupe_key,
+                   literal(now, DateTime), literal("done"), literal(now, DateTime))
+            .select_from(days.join(students, students.c.id == day.student_id)
+                         .join(guardian_students, gs.student_id == day.student_id))
+            .where(new_days)
+            # By day only, read in that order from scan_days' key, each student's guardians in
+            # order from guardian_students' student index: ordering by the guardian too had
+            # MariaDB copy the joined rows into an on-disk temporary table to sort them.
+            .order_by(day.student_id, day.attendance_date)
+            .prefix_with("STRAIGHT_JOIN", dialect="mysql"),
+            ["dedupe_key"])
+        # Fanned out here, in the same transaction, rather than claimed again by the fan-out
+        # stage: the unique (notification, device) key keeps it idempotent either way.
+        fan_out(conn, now, which=new_days,
+                notifications_from=pairs.join(notifications, n.dedupe_key == dedupe_key))
+        # Offered, as insert_ignore counts: the same figure on every database.
+        return conn.execute(select(func.count()).select_from(pairs).where(new_days)).scalar_one()
 
     def _write_back(self, conn: Connection, result: Classified, now: dt.datetime) -> None:
         # The try is counted as it ends: no claim counted it before (attempts = tries made).
