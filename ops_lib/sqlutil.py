@@ -7,9 +7,7 @@ would be compiled anew for every batch.
 
 from __future__ import annotations
 
-import datetime as dt
 from contextlib import contextmanager, suppress
-from decimal import Decimal
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
@@ -199,10 +197,10 @@ class _Correlated:
 
 
 def _insert_many(conn: Connection, table: Table, rows: Sequence[Mapping | Sequence]) -> None:
-    """`rows` (mappings, or tuples in the table's column order) into `table` as one multi-row
-    INSERT, without SQLAlchemy's per-row parameter processing (a fifth of the worker's time in
-    its batches' temporary tables): the driver's executemany of tuples, or on PyMySQL the
-    VALUES text written directly. Each column's own bind processor (JSON's serialising, for
+    """`rows` (mappings, or tuples in the table's column order) into `table` as one DB-API
+    executemany of tuples (the drivers make it one multi-row INSERT). SQLAlchemy's own
+    executemany processes every row's parameters in Python first: a fifth of the worker's time
+    in its batches' temporary tables. Each column's own bind processor (JSON's serialising, for
     one) still converts its values."""
     columns = list(table.columns)
     if isinstance(rows[0], Mapping):
@@ -210,46 +208,16 @@ def _insert_many(conn: Connection, table: Table, rows: Sequence[Mapping | Sequen
     if conn.dialect.paramstyle not in ("format", "pyformat", "qmark"):
         conn.execute(insert(table), [dict(zip((c.name for c in columns), row)) for row in rows])
         return
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    quote = conn.dialect.identifier_preparer.quote
+    statement = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)})"
+                 f" VALUES ({', '.join(marker for _ in columns)})")
     dialect = conn.dialect  # the dialect's own type: SQLite's DATETIME is text in its format
     converters = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
     if any(converters):
         rows = [tuple(convert(value) if convert else value
                       for convert, value in zip(converters, row)) for row in rows]
-    quote = dialect.identifier_preparer.quote
-    into = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) VALUES "
-    if dialect.driver == "pymysql":
-        for values in _pymysql_values(conn.connection.dbapi_connection, rows):
-            # No parameters, but PyMySQL still %-formats the text: its own % are doubled.
-            conn.exec_driver_sql(into + values.replace("%", "%%"))
-        return
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(f"{into}({', '.join(marker for _ in columns)})", list(rows))
-
-
-# PyMySQL's executemany limit, a longer INSERT is split: in characters here, of at most 4 bytes
-# each, within the oldest servers' default max_allowed_packet (4 MB).
-PYMYSQL_MAX_STATEMENT = 1024000
-
-
-def _pymysql_values(dbapi_connection, rows: Sequence[Sequence]) -> Iterator[str]:
-    """`rows` as the VALUES lists PyMySQL's executemany would send, each value written by its
-    type's own encoder (text by the connection's escape, which minds the server's SQL mode):
-    PyMySQL formats every row through a generic escape and a %-template, twice the time."""
-    encoders, escape = dbapi_connection.encoders, dbapi_connection.escape
-    direct = {kind: encoders[kind] for kind in (int, float, bool, type(None), dt.date,
-                                                 dt.datetime, Decimal) if kind in encoders}
-    values: list[str] = []
-    length = 0
-    for row in rows:
-        text = "(" + ",".join([direct[type(v)](v, encoders) if type(v) in direct else escape(v)
-                               for v in row]) + ")"
-        if values and length + len(text) > PYMYSQL_MAX_STATEMENT:
-            yield ",".join(values)
-            values, length = [], 0
-        values.append(text)
-        length += len(text) + 1
-    if values:
-        yield ",".join(values)
+    conn.exec_driver_sql(statement, list(rows))
 
 
 @contextmanager

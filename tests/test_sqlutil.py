@@ -5,20 +5,8 @@ from __future__ import annotations
 import pytest
 import datetime as dt
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Column,
-    Date,
-    DateTime,
-    String,
-    insert,
-    select,
-    text,
-)
+from sqlalchemy import JSON, BigInteger, Column, DateTime, String, insert, select, text
 
-from ops_lib import sqlutil
 from ops_lib.schema import divisions
 from ops_lib.sqlutil import MAX_KEY_RANGES, in_keys, temporary_table, update_each
 
@@ -92,19 +80,6 @@ def test_a_temporary_table_gives_back_every_value_as_its_column_type_would(db):
     assert back == rows
     assert later == ([] if db.caps.is_mysql else [2])
     assert from_first == [1, 2]
-
-
-def test_a_temporary_table_longer_than_one_statement_gets_every_row(db, monkeypatch):
-    # On PyMySQL the rows are written as VALUES text, split as PyMySQL's executemany splits.
-    monkeypatch.setattr(sqlutil, "PYMYSQL_MAX_STATEMENT", 60)
-    rows = [(i, f"row {i}: 50% 'done' \\", dt.date(2026, 11, i), i % 2 == 0, None)
-            for i in range(1, 8)]
-    columns = [Column("id", BigInteger, primary_key=True), Column("note", String(100)),
-               Column("day", Date), Column("even", Boolean), Column("unset", String(10))]
-    with db.begin() as conn:
-        with temporary_table(conn, "probe", columns, rows) as probe:
-            back = [tuple(row) for row in conn.execute(select(probe).order_by(probe.c.id))]
-    assert back == rows
 
 
 def test_update_each_stays_inside_the_callers_transaction(db):
