@@ -14,7 +14,6 @@ stopped. Each keeps its own figures; they are added up at the end.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 
@@ -23,12 +22,6 @@ from ...runtime import ProgressBar, RunContext
 from .base import BUDGET_MARGIN_SECONDS, Stage, StageStats
 
 log = logging.getLogger(__name__)
-
-# How long a thread may run Python before another that waits for the interpreter lock gets it
-# (Python's default is 5 ms). A lane whose statement came back waits that long while another
-# runs Python, and a run makes thousands of statements. Set only while lanes run.
-SWITCH_INTERVAL_SECONDS = 0.0005
-
 
 class Drain:
     """What the lanes of one run share, behind one lock."""
@@ -156,9 +149,6 @@ def run_lanes(ctx: RunContext, drain: Drain,
                 rotate(ctx, drain, pipeline, figures[number])
         except Exception as exc:
             drain.fail(number, exc)
-        except BaseException as exc:  # a second SIGINT: the others stop claiming; we go at once
-            drain.fail(number, exc)
-            raise
         finally:
             for stage in pipeline:
                 stage.close()
@@ -167,17 +157,15 @@ def run_lanes(ctx: RunContext, drain: Drain,
     # rolls their transactions back), as it ends a single lane.
     others = [threading.Thread(target=lane, args=(number,), name=f"lane-{number}", daemon=True)
               for number in range(1, len(pipelines))]
-    switch_interval = sys.getswitchinterval()
-    if others:
-        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     try:
         for thread in others:
             thread.start()
         lane(0)
         for thread in others:
             thread.join()
-    finally:
-        sys.setswitchinterval(switch_interval)
+    except BaseException as exc:  # a second SIGINT: the other lanes claim no more; we go at once
+        drain.fail(0, exc)
+        raise
     if drain.failure is not None:
         raise drain.failure
     return figures
