@@ -18,7 +18,7 @@ from .base import BUDGET_MARGIN_SECONDS, Stage, StagePlan, StageStats
 from .dbjobs import DbJobsStage
 from .emails import EmailStage
 from .fanout import FanoutStage
-from .lanes import Drain, run_lanes
+from .lanes import Drain, lane_pipelines, run_lanes
 from .push import PushStage
 from .rollups import RollupStage
 from .scans import ScanStage
@@ -100,7 +100,7 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
 
 def execute(ctx: RunContext, limit: int, result: JobResult, lanes: int = 1) -> JobResult:
     """Recover what dead runs left, then drain the queues in `lanes` lanes (threads) at once."""
-    pipelines = [stages() for _ in range(lanes)]
+    pipelines = lane_pipelines(stages, lanes)
     pipeline = pipelines[0]
     stats = {stage.name: StageStats() for stage in pipeline}
     for stage in pipeline:
@@ -119,7 +119,7 @@ def execute(ctx: RunContext, limit: int, result: JobResult, lanes: int = 1) -> J
             expected = {stage.name: min(limit, stage.ready(conn, utcnow()))
                         for stage in pipeline}
     with ctx.progress("draining queues", sum(expected.values())) as bar:
-        drain = Drain([stage.name for stage in pipeline], limit, expected, bar, lanes)
+        drain = Drain(pipelines, limit, expected, bar)
         for lane_stats in run_lanes(ctx, drain, pipelines):
             for name, figures in lane_stats.items():
                 stats[name].merge(figures)

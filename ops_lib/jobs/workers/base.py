@@ -77,6 +77,9 @@ class Stage:
     # Stages whose output this one summarises: within a run it waits until they are idle, so a
     # roll-up is computed once after the scans rather than again after every scan batch.
     waits_for: tuple[str, ...] = ()
+    # Worked by the first lane only (ops_lib/jobs/workers/lanes.py): its work is not claimable
+    # rows another lane would pass over.
+    first_lane_only: bool = False
 
     def batch_limit(self, ctx: RunContext) -> int:
         return self.batch_size

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
+from typing import Callable
 
 from ...result import DONE
 from ...runtime import ProgressBar, RunContext
@@ -23,17 +25,20 @@ from .base import BUDGET_MARGIN_SECONDS, Stage, StageStats
 
 log = logging.getLogger(__name__)
 
+
 class Drain:
     """What the lanes of one run share, behind one lock."""
 
-    def __init__(self, names: list[str], limit: int, expected: dict[str, int],
-                 bar: ProgressBar, lanes: int):
+    def __init__(self, pipelines: list[list[Stage]], limit: int, expected: dict[str, int],
+                 bar: ProgressBar):
         self._lock = threading.Lock()
+        names = [stage.name for stage in pipelines[0]]
         self.remaining = dict.fromkeys(names, limit)
         self.claimed = dict.fromkeys(names, 0)
         self.expected = expected  # the bar's total, per stage
         self.bar = bar
-        self._rotating = dict.fromkeys(names, lanes)  # lanes that still have the stage
+        # Lanes that still have the stage in their rotation.
+        self._rotating = Counter(stage.name for pipeline in pipelines for stage in pipeline)
         self._stopped_stages: set[str] = set()
         self.stop_reason = DONE
         self.failure: BaseException | None = None
@@ -134,6 +139,13 @@ def rotate(ctx: RunContext, drain: Drain, pipeline: list[Stage],
             stage_stats.seconds += time.perf_counter() - started
             if stage_stats.stopped or spent:
                 leave(stage, stopped=bool(stage_stats.stopped))
+
+
+def lane_pipelines(make: Callable[[], list[Stage]], lanes: int) -> list[list[Stage]]:
+    """Each lane's own stage objects: every stage in the first lane, the others without the
+    stages only the first lane works."""
+    return [make()] + [[stage for stage in make() if not stage.first_lane_only]
+                       for _ in range(lanes - 1)]
 
 
 def run_lanes(ctx: RunContext, drain: Drain,
