@@ -15,7 +15,8 @@
    empty.
 4. Prints, per driver and process count, the worker's scans/s (scans / wall time of the rounds,
    all stages included: records, notifications, deliveries, roll-ups, snapshots) and its ratio
-   to the raw rate (targets: one process >= 0.10, two >= 0.15); the CPU seconds the worker
+   to the raw rate (targets: one process >= 0.10, two >= 0.15), with the threads (lanes) each
+   process ran, the tool's default for the server; the CPU seconds the worker
    processes used, and the server's when it runs on this machine (Linux /proc: mariadbd's utime
    + stime before and after); then the seconds each stage reported, per configuration.
 """
@@ -175,14 +176,16 @@ def measure(args, db_url: str, engine, rows: dict, workers: int) -> dict:
         records = conn.execute(text("SELECT COUNT(*) FROM attendance_records")).scalar_one()
         deliveries = conn.execute(text("SELECT COUNT(*) FROM push_deliveries "
                                        "WHERE status = 'sent'")).scalar_one()
+    # The lanes each process ran (the tool's default for the server; 1 before lanes existed).
+    threads = sorted({result["counts"].get("threads", 1) for result in results})
     per_stage = {s: 0.0 for s in STAGES}
     claimed = {s: 0 for s in STAGES}
     for result in results:
         for row in result["sections"]["Stages"]:
             per_stage[row["stage"]] += row["seconds"]
             claimed[row["stage"]] += row["claimed"]
-    return {"workers": workers, "fill": fill_seconds, "wall": wall, "rounds": rounds,
-            "done": done, "records": records, "deliveries": deliveries,
+    return {"workers": workers, "threads": threads, "fill": fill_seconds, "wall": wall,
+            "rounds": rounds, "done": done, "records": records, "deliveries": deliveries,
             "per_stage": per_stage, "claimed": claimed, "worker_cpu": worker_cpu,
             "server_cpu": server_cpu}
 
@@ -231,8 +234,8 @@ def main() -> None:
                         print(f"raw insert (PyMySQL executemany, median of 3, measured once): "
                               f"{raw:,.0f} rows/s")
                         print()
-                        print(f"{'driver':<12} {'processes':>9} {'seconds':>8} {'scans/s':>8} "
-                              f"{'ratio':>6} {'target':>14}  {'CPU s: workers':>14} "
+                        print(f"{'driver':<12} {'processes':>9} {'threads':>7} {'seconds':>8} "
+                              f"{'scans/s':>8} {'ratio':>6} {'target':>14}  {'CPU s: workers':>14} "
                               f"{'server':>7}  records / deliveries sent", flush=True)
                     run = measure(args, with_driver(db_url, driver), engine, rows, workers)
                     runs.append(dict(run, driver=driver))
@@ -263,7 +266,8 @@ def print_run(run: dict, raw: float) -> None:
     target = TARGETS.get(run["workers"])
     verdict = "-" if target is None else f">= {target:.2f} {'met' if ratio >= target else 'NOT met'}"
     server_cpu = "-" if run["server_cpu"] is None else f"{run['server_cpu']:.1f}"
-    print(f"{DRIVERS.get(run['driver'], run['driver']):<12} {run['workers']:>9} "
+    threads = ",".join(map(str, run["threads"]))
+    print(f"{DRIVERS.get(run['driver'], run['driver']):<12} {run['workers']:>9} {threads:>7} "
           f"{run['wall']:>8.1f} {rate:>8,.0f} {ratio:>6.3f} {verdict:>14}"
           f"  {run['worker_cpu']:>14.1f} {server_cpu:>7}"
           f"  {run['records']:,} / {run['deliveries']:,}", flush=True)

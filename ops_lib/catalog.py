@@ -197,7 +197,7 @@ TOOLS: dict[str, ToolUse] = {
     "run_background_workers": ToolUse(
         settings=frozenset({
             "worker_lease_seconds", "worker_max_attempts", "worker_backoff_seconds",
-            "worker_backoff_cap_seconds", "scan_late_after", "push_batch_size",
+            "worker_backoff_cap_seconds", "worker_threads", "scan_late_after", "push_batch_size",
             "firebase_credentials", "firebase_project_id", "fcm_endpoint"}),
         role="worker",
         tables=tables(

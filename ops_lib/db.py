@@ -8,6 +8,7 @@ import importlib
 import logging
 import random
 import re
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ class Database:
     engine: Engine
     caps: Capabilities
     url: str = field(repr=False)  # holds the password: repr shows display_url instead
-    _pinned: Connection | None = field(default=None, repr=False, compare=False)
+    # Each thread's pinned connection (`pinned`): the worker's lanes share this object.
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return f"Database(url={self.display_url!r}, caps={self.caps!r})"
@@ -71,17 +73,22 @@ class Database:
         """Run the transactions inside on one connection, not one checked out of the pool each.
 
         A job of thousands of short transactions saves the pool's ping and reset around every
-        one (two round trips). A lost connection reconnects at its next transaction.
+        one (two round trips). A lost connection reconnects at its next transaction. The pin is
+        the calling thread's: each of the worker's lanes pins a connection of its own.
         """
         if self._pinned is not None:
             yield
             return
         with self.engine.connect() as conn:
-            self._pinned = conn
+            self._local.pinned = conn
             try:
                 yield
             finally:
-                self._pinned = None
+                self._local.pinned = None
+
+    @property
+    def _pinned(self) -> Connection | None:
+        return getattr(self._local, "pinned", None)
 
     @contextmanager
     def begin(self, write: bool = True) -> Iterator[Connection]:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -50,6 +51,7 @@ class RunLedger:
         self.args = args
         self.dry_run = dry_run
         self._last_beat = 0.0
+        self._beat_lock = threading.Lock()  # the worker's lanes beat from their own threads
 
     def start(self) -> None:
         now = utcnow()
@@ -110,9 +112,10 @@ class RunLedger:
         return self.db.run(lambda conn: conn.execute(statement).rowcount, what="ledger")
 
     def heartbeat(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._last_beat < HEARTBEAT_EVERY_SECONDS:
-            return
-        self._last_beat = time.monotonic()
+        with self._beat_lock:  # one lane of several writes each beat
+            if not force and time.monotonic() - self._last_beat < HEARTBEAT_EVERY_SECONDS:
+                return
+            self._last_beat = time.monotonic()
         self._update(heartbeat_at=utcnow())
 
     def finish(self, result: JobResult) -> None:

@@ -71,6 +71,20 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+# A worker process's lanes share one interpreter lock: beyond a few, run more processes instead.
+MAX_WORKER_THREADS = 8
+
+
+def _worker_threads(value: Any) -> int | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    number = _parse_int(text)
+    if not 1 <= number <= MAX_WORKER_THREADS:
+        raise ValueError(f"expected 1 to {MAX_WORKER_THREADS}, got {number}")
+    return number
+
+
 def _percent(value: Any) -> float:
     try:
         number = float(str(value).strip().removesuffix("%"))
@@ -278,6 +292,9 @@ SETTINGS: dict[str, Setting] = {
                 "attempts before a queue row is dead-lettered (status failed)", True),
         Setting("worker_backoff_seconds", 30, _positive_int, "first retry delay", True),
         Setting("worker_backoff_cap_seconds", 3600, _positive_int, "longest retry delay", True),
+        Setting("worker_threads", None, _worker_threads,
+                f"lanes (threads) of one worker process, 1 to {MAX_WORKER_THREADS}, each with its "
+                "own connection; none: 2 on MySQL/MariaDB, 1 on SQLite (one writer at a time)"),
         Setting("scan_late_after", "09:00", _parse_clock,
                 "local time after which a first scan is 'late' (institutions.late_after wins)",
                 True),

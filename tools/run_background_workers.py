@@ -16,10 +16,16 @@ from ops_lib.cli import common_options, run_tool, tool_command, tool_main  # noq
 @tool_command(examples=[
     "python tools/run_background_workers.py  # what each stage would take now",
     "python tools/run_background_workers.py 500 --execute --max-runtime 240 --quiet  # cron",
+    "python tools/run_background_workers.py 200000 --execute --threads 3  # one copy, 3 lanes",
 ])
 @click.argument("limit", type=click.IntRange(min=1), default=100, required=False)
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Lanes of this process: threads with a connection each, working the queues "
+                   "side by side as separate copies would, so the process runs its Python while "
+                   "the server works (setting worker_threads, env OPS_WORKER_THREADS; default 2 "
+                   "on MySQL/MariaDB, 1 on SQLite, which lets one writer at a time).")
 @common_options(writes=True)
-def main(limit, **options):
+def main(limit, threads, **options):
     """Process up to LIMIT rows per stage (default 100), stages taking turns.
 
     --max-runtime must be more than 5 seconds: the worker stops claiming 5 seconds before the
@@ -27,7 +33,8 @@ def main(limit, **options):
     """
     from ops_lib.jobs import workers  # here, not at the top: --help stays fast
 
-    run_tool("run_background_workers", workers.run, options, lock=False,
+    run_tool("run_background_workers", workers.run, {**options, "threads": threads}, lock=False,
+             setting_flags={"threads": "worker_threads"},
              validate=lambda settings: workers.validate(settings, options["max_runtime"]),
              limit=limit)
 

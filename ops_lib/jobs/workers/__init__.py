@@ -9,7 +9,6 @@ Rows are claimed (`ops_lib.queue`), so any number of workers may run together.
 from __future__ import annotations
 
 import logging
-import time
 
 from ... import push as pushing
 from ...result import DONE, JobResult, dry_run_reason, limit_reached
@@ -19,6 +18,7 @@ from .base import BUDGET_MARGIN_SECONDS, Stage, StagePlan, StageStats
 from .dbjobs import DbJobsStage
 from .emails import EmailStage
 from .fanout import FanoutStage
+from .lanes import Drain, lane_pipelines, run_lanes
 from .push import PushStage
 from .rollups import RollupStage
 from .scans import ScanStage
@@ -45,14 +45,20 @@ def validate(settings, max_runtime: float | None = None) -> list[str]:
 
 def run(ctx: RunContext, limit: int = 100) -> JobResult:
     result = JobResult(ctx.tool, ctx.dry_run)
-    pipeline = stages()
     if ctx.dry_run:
-        return plan(ctx, pipeline, limit, result)
-    try:
-        return execute(ctx, pipeline, limit, result)
-    finally:
-        for stage in pipeline:
-            stage.close()
+        pipeline = stages()
+        try:
+            return plan(ctx, pipeline, limit, result)
+        finally:
+            for stage in pipeline:
+                stage.close()
+    return execute(ctx, limit, result, lane_count(ctx))
+
+
+def lane_count(ctx: RunContext) -> int:
+    """The `worker_threads` setting; by default 2 on MySQL/MariaDB, 1 on SQLite, whose one
+    writer at a time leaves a second lane nothing to do but wait."""
+    return ctx.settings.worker_threads or (2 if ctx.db.caps.is_mysql else 1)
 
 
 def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) -> JobResult:
@@ -92,7 +98,10 @@ def plan(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) 
     return result
 
 
-def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResult) -> JobResult:
+def execute(ctx: RunContext, limit: int, result: JobResult, lanes: int = 1) -> JobResult:
+    """Recover what dead runs left, then drain the queues in `lanes` lanes (threads) at once."""
+    pipelines = lane_pipelines(stages, lanes)
+    pipeline = pipelines[0]
     stats = {stage.name: StageStats() for stage in pipeline}
     for stage in pipeline:
         recovered = stage.recover(ctx)
@@ -102,7 +111,6 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
         stats[stage.name].add("recovered", recovered["recovered"])
         stats[stage.name].add("dead_lettered_on_recovery", recovered["dead_lettered"])
 
-    remaining = {stage.name: limit for stage in pipeline}
     # The bar's total is the work there now (ready rows, up to LIMIT a stage); it grows as
     # earlier stages make work for later ones, and shrinks when a stage runs dry early.
     expected = {stage.name: limit for stage in pipeline}
@@ -110,43 +118,14 @@ def execute(ctx: RunContext, pipeline: list[Stage], limit: int, result: JobResul
         with ctx.db.begin(write=False) as conn:
             expected = {stage.name: min(limit, stage.ready(conn, utcnow()))
                         for stage in pipeline}
-    active = [stage for stage in pipeline]
-    stop_reason = DONE
     with ctx.progress("draining queues", sum(expected.values())) as bar:
-        def finished(stage: Stage) -> None:
-            active.remove(stage)
-            expected[stage.name] = stats[stage.name].claimed
-            bar.set_total(sum(expected.values()))
-
-        while active:
-            for stage in list(active):
-                if any(other.name in stage.waits_for for other in active):
-                    continue
-                reason = ctx.why_stop(BUDGET_MARGIN_SECONDS)
-                if reason:
-                    stop_reason = reason
-                    active.clear()
-                    break
-                stage_stats = stats[stage.name]
-                size = min(stage.batch_limit(ctx), remaining[stage.name])
-                started = time.perf_counter()
-                taken = stage.take(ctx, size, stage_stats)
-                if not taken:
-                    # Dry for now; an earlier stage still running may feed it (arrivals,
-                    # deliveries, markers), so it is only done once no earlier stage is.
-                    if not any(pipeline.index(other) < pipeline.index(stage)
-                               for other in active):
-                        finished(stage)
-                    continue
-                stage_stats.seconds += time.perf_counter() - started
-                remaining[stage.name] -= taken
-                if stage_stats.claimed > expected[stage.name]:
-                    expected[stage.name] = stage_stats.claimed
-                    bar.set_total(sum(expected.values()))
-                bar(taken)
-                if stage_stats.stopped or remaining[stage.name] <= 0:
-                    finished(stage)
-    return summarise(ctx, pipeline, result, stats, limit, stop_reason)
+        drain = Drain(pipelines, limit, expected, bar)
+        for lane_stats in run_lanes(ctx, drain, pipelines):
+            for name, figures in lane_stats.items():
+                stats[name].merge(figures)
+    summarise(ctx, pipeline, result, stats, limit, drain.stop_reason)
+    result.counts["threads"] = lanes
+    return result
 
 
 FIGURES = ("claimed", "done", "failed", "retried", "released", "lost")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 import logging
+import threading
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Connection, DateTime, Select, case, literal, null, select
@@ -42,8 +43,9 @@ class StageStats:
             self.details[name] = self.details.get(name, 0) + amount
 
     def merge(self, other: "StageStats") -> None:
-        """Add the figures of one committed transaction (a retried one counts once)."""
-        for name in ("claimed", "done", "failed", "retried", "released", "lost"):
+        """Add the figures of one committed transaction (a retried one counts once), or of
+        another lane of the run."""
+        for name in ("claimed", "done", "failed", "retried", "released", "lost", "seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name, amount in other.details.items():
             self.add(name, amount)
@@ -75,6 +77,9 @@ class Stage:
     # Stages whose output this one summarises: within a run it waits until they are idle, so a
     # roll-up is computed once after the scans rather than again after every scan batch.
     waits_for: tuple[str, ...] = ()
+    # Worked by the first lane only (ops_lib/jobs/workers/lanes.py): its work is not claimable
+    # rows another lane would pass over.
+    first_lane_only: bool = False
 
     def batch_limit(self, ctx: RunContext) -> int:
         return self.batch_size
@@ -217,6 +222,19 @@ def stopped_because(stage: Stage, stats: StageStats, exc: Exception) -> str:
     log.debug("%s: traceback", stage.name, exc_info=True)
     stats.stopped = message
     return message
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(ctx: RunContext, what: str, message: str, *args: Any) -> None:
+    """Log a warning once per run, however many of its lanes meet the same condition."""
+    with _warned_lock:
+        if (ctx.run_id, what) in _warned:
+            return
+        _warned.add((ctx.run_id, what))
+    log.warning(message, *args)
 
 
 def mark_rollups(conn: Connection, pairs: Iterable[tuple[int, dt.date]], now: dt.datetime) -> None:

@@ -32,6 +32,9 @@ OUTCOME_FIGURES = {
 class DbJobsStage(Stage):
     name = db_figures.NAME
     batch_size = 20  # jobs a turn: the other stages get theirs between
+    # Each lane would list the same due jobs, mark the same invalid ones and find every slot
+    # the other ran taken: one lane runs them (a few a minute; the other queues are the load).
+    first_lane_only = True
 
     def __init__(self) -> None:
         self._due: deque[tuple[Job, Due]] | None = None

@@ -27,7 +27,7 @@ from ...queue import QUEUES, backoff_seconds, extend_lease, release, still_owned
 from ...runtime import RunContext
 from ...schema import attendance_records, institutions, report_email_queue, students
 from ...timeutil import utcnow
-from .base import Stage, StagePlan, StageStats
+from .base import Stage, StagePlan, StageStats, warn_once
 
 log = logging.getLogger(__name__)
 rq = report_email_queue
@@ -183,8 +183,9 @@ class EmailStage(Stage):
         if self._mailer is None:
             self._mailer = Mailer(ctx.settings)
             if self._mailer.uses_outbox:
-                log.warning("emails: no SMTP configured; messages go to the outbox %s",
-                            self._mailer.outbox)
+                warn_once(ctx, "email outbox",
+                          "emails: no SMTP configured; messages go to the outbox %s",
+                          self._mailer.outbox)
         rows = ctx.db.run(lambda conn: conn.execute(
             select(rq).where(self.queue.owned_by(ctx.run_id, keys)).order_by(rq.c.id)).all(),
             write=False, what="emails read")

@@ -35,7 +35,7 @@ from ...runtime import RunContext
 from ...schema import notification_devices, notifications, push_deliveries
 from ...sqlutil import in_keys, update_each
 from ...timeutil import utcnow
-from .base import Stage, StagePlan, StageStats
+from .base import Stage, StagePlan, StageStats, warn_once
 
 log = logging.getLogger(__name__)
 p = push_deliveries
@@ -59,8 +59,9 @@ class PushStage(Stage):
         if self._pusher is None:
             self._pusher = pushing.make_pusher(ctx.settings)
             if self._pusher.uses_outbox:
-                log.warning("push: no Firebase credentials configured; messages go to the %s",
-                            self._pusher.describe())
+                warn_once(ctx, "push outbox",
+                          "push: no Firebase credentials configured; messages go to the %s",
+                          self._pusher.describe())
         return self._pusher
 
     def close(self) -> None:
