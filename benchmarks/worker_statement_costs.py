@@ -184,7 +184,10 @@ def main() -> None:
             stage_class.take = take
         outbox = Path("/tmp") / f"{name}_outbox"
         settings = load_settings(env={"OPS_DATABASE_URL": url, "OPS_OUTBOX_DIR": str(outbox),
-                                      "OPS_LOCK_DIR": str(outbox / "locks")})
+                                      "OPS_LOCK_DIR": str(outbox / "locks"),
+                                      # One lane: the counters are the session's, so every
+                                      # statement must run on this one connection.
+                                      "OPS_WORKER_THREADS": "1"})
         ctx = RunContext(db=db, settings=settings, run_id=new_run_id(), tool="profile",
                          dry_run=False, budget=Budget(None), stop=StopSignal())
         started = time.perf_counter()
