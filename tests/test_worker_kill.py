@@ -5,23 +5,20 @@ lease expires (recovered at the start of every run)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import signal
 import time
-from contextlib import contextmanager
-from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from ops_lib.jobs.synthetic_load import LoadSize
+from ops_lib.jobs.workers.scans import ScanStage
 
 from tests.conftest import EVERY_BACKEND, start_cli, tool_env
 from tests.test_worker_concurrency import load
 from tests.worker_checks import (
+    arrivals_held,
     assert_processed_exactly_once,
     claimed_rows,
     rows_in_work,
@@ -32,65 +29,16 @@ from tests.worker_checks import (
 LEASE = 1  # seconds: so that the next run may recover the killed run's claims almost at once
 
 
-@contextmanager
-def first_batch_held(url: str):
-    """MariaDB: hold the worker's first batch of scans inside its transaction until the kill;
-    yields a check that says when the worker waits there (None on SQLite).
-
-    The test inserts, uncommitted, the arrival notification the batch's first scan will make (its
-    dedupe key): the batch's own insert waits on that key with the batch's scans locked, however
-    fast the machine. After the kill the server still runs the dead worker's waiting statement:
-    its connections are ended (as the server would once it noticed) before the hold is rolled
-    back, so nothing of the killed run goes on. SQLite has no such lock to hold: there the watch
-    catches the worker at work."""
-    if make_url(url).get_backend_name() == "sqlite":
-        yield None
-        return
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            first = conn.execute(text(
-                "SELECT s.id AS student_id, q.scanned_at, i.timezone, "
-                "MIN(g.guardian_id) AS guardian_id "
-                "FROM attendance_scan_queue q "
-                "JOIN students s ON s.institution_id = q.institution_id AND s.card_uid = q.card_uid "
-                "JOIN institutions i ON i.id = q.institution_id "
-                "JOIN guardian_students g ON g.student_id = s.id "
-                "WHERE q.status = 'pending' AND s.is_active = 1 "
-                "GROUP BY q.id, s.id, q.scanned_at, i.timezone ORDER BY q.id LIMIT 1")).one()
-            day = first.scanned_at.replace(tzinfo=dt.timezone.utc).astimezone(
-                ZoneInfo(first.timezone)).date()
-            conn.rollback()  # the read's own transaction; the hold gets one of its own
-            transaction = conn.begin()
-            conn.execute(text(
-                "INSERT INTO notifications (guardian_id, student_id, kind, title, dedupe_key) "
-                "VALUES (:g, :s, 'arrival', 'held by the test', :key)"),
-                {"g": first.guardian_id, "s": first.student_id,
-                 "key": f"arrival:{first.student_id}:{day.isoformat()}:{first.guardian_id}"})
-            others = ("SELECT id FROM information_schema.processlist "
-                      "WHERE db = DATABASE() AND id <> CONNECTION_ID()")
-
-            def waiting() -> bool:
-                return bool(conn.execute(text(
-                    others + " AND info LIKE 'INSERT INTO notifications%'")).first())
-
-            try:
-                yield waiting
-            finally:
-                for (thread,) in conn.execute(text(others)).all():
-                    conn.exec_driver_sql(f"KILL CONNECTION {int(thread)}")
-                transaction.rollback()
-    finally:
-        engine.dispose()
-
-
 def kill_mid_batch(url: str, env: dict, delay: float) -> tuple[dict[str, int], bool]:
     """Start a worker, wait until it works on rows (a transaction holding them, or a claim),
     SIGKILL it `delay` seconds later; returns what it left claimed, per queue table, and whether
     it was inside such a transaction or held a claim the moment before the kill."""
-    with first_batch_held(url) as held:
+    # MariaDB: the first batch waits, its scans locked, until the kill, however fast the
+    # machine; on SQLite the watch below catches the worker at work.
+    with arrivals_held(url, [0], ScanStage.batch_size) as held:
         def working() -> bool:
-            return bool((held and held()) or rows_in_work(url) or any(claimed_rows(url).values()))
+            return bool((held and held.waiting()) or rows_in_work(url)
+                        or any(claimed_rows(url).values()))
 
         proc = start_cli("run_background_workers", "100000", "--execute", "--json", env=env)
         try:
@@ -107,6 +55,8 @@ def kill_mid_batch(url: str, env: dict, delay: float) -> tuple[dict[str, int], b
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
+            if held:
+                held.end_dead_worker_sessions()
     assert proc.returncode == -signal.SIGKILL
     return claimed_rows(url), was_working
 

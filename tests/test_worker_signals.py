@@ -23,7 +23,7 @@ from ops_lib.timeutil import utcnow
 from tests.conftest import job_context, start_cli, tool_env
 from tests.test_worker_concurrency import load
 from tests.fakes.smtp_server import free_port
-from tests.worker_checks import claimed_rows, rows_in_work
+from tests.worker_checks import arrivals_held, claimed_rows, rows_in_work
 
 # More than the batches the signal lets finish: two lanes (MariaDB) work two at once, so the
 # test sees one done and another open before the run has drained them all.
@@ -61,16 +61,21 @@ def test_sigterm_finishes_the_batch_releases_its_claims_and_records_the_run_inte
         db_url, tmp_path):
     load(db_url, LoadSize(institutions=2, students_per_institution=200, scans=SCANS, days=3,
                           seed=5))
-    proc = start_cli("run_background_workers", "100000", "--execute", "--json",
-                     env=tool_env(db_url, tmp_path))
-    deadline = time.monotonic() + 30
-    # Scans are worked inside the transaction that locks them: wait until a batch is done and
-    # the next one open (SQLite's writer lock alone does not say whose transaction holds it).
-    while not (scan_state(db_url)["done"] and rows_in_work(db_url)):
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "the worker never worked on a batch"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    # MariaDB: the second and third batches wait, their scans locked, until the signal is sent,
+    # however fast the machine (a batch waiting in its arrivals' INSERT ... SELECT holds the
+    # notifications' AUTO-INC lock, so the other lane's batch waits behind it). SQLite has no
+    # such hold: there the watch catches its one lane with a batch done and the next one open
+    # (its writer lock alone does not say whose transaction holds it).
+    with arrivals_held(db_url, [1, 2], ScanStage.batch_size) as held:
+        proc = start_cli("run_background_workers", "100000", "--execute", "--json",
+                         env=tool_env(db_url, tmp_path))
+        deadline = time.monotonic() + 30
+        while not (held.waiting() if held
+                   else scan_state(db_url)["done"] and rows_in_work(db_url)):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the worker never worked on a batch"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
 
     assert proc.returncode == 0, err

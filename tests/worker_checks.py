@@ -332,3 +332,77 @@ def _check(conn, is_mysql: bool, outbox: Path | None, push_sent_once: bool) -> d
     return {"scans": sum(statuses.values()), "records": len(actual),
             "notifications": len(got_keys), "deliveries": len(got_pairs),
             "duplicates": duplicates_marked}
+
+
+class ArrivalHold:
+    """Scan batches of a worker held inside their transactions by the test (see arrivals_held)."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._others = ("SELECT id FROM information_schema.processlist "
+                        "WHERE db = DATABASE() AND id <> CONNECTION_ID()")
+
+    def waiting(self) -> bool:
+        """A worker's batch waits on a held arrival (with its scans locked)."""
+        return bool(self._conn.execute(text(
+            self._others + " AND info LIKE 'INSERT INTO notifications%'")).first())
+
+    def end_dead_worker_sessions(self) -> None:
+        """After a SIGKILL the server still runs the dead worker's waiting statement, until it
+        notices: end its sessions now, so nothing of the killed run goes on."""
+        for (thread,) in self._conn.execute(text(self._others)).all():
+            self._conn.exec_driver_sql(f"KILL CONNECTION {int(thread)}")
+
+
+@contextmanager
+def arrivals_held(url: str, batches: list[int], batch_size: int):
+    """MariaDB: hold the scan batches numbered `batches` (0 = the first `batch_size` pending
+    scans by id, as the worker takes them) inside their transactions until the block ends;
+    yields an ArrivalHold (None on SQLite, which has no lock to hold this way).
+
+    For each batch the test inserts, uncommitted, the arrival notification of a student-day that
+    first appears in that batch (its dedupe key): the batch's own insert waits on that key with
+    its scans locked, however fast the machine. Rolled back when the block ends."""
+    if make_url(url).get_backend_name() == "sqlite":
+        yield None
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            scans = conn.execute(text(
+                "SELECT q.id, s.id AS student_id, s.is_active, q.scanned_at, i.timezone, "
+                "(SELECT MIN(g.guardian_id) FROM guardian_students g "
+                " WHERE g.student_id = s.id) AS guardian_id "
+                "FROM attendance_scan_queue q "
+                "JOIN institutions i ON i.id = q.institution_id "
+                "LEFT JOIN students s ON s.institution_id = q.institution_id "
+                " AND s.card_uid = q.card_uid "
+                "WHERE q.status = 'pending' ORDER BY q.id")).all()
+            # A student-day with a record makes no arrival: only a new one can be held.
+            seen = {tuple(day) for day in conn.execute(text(
+                "SELECT student_id, attendance_date FROM attendance_records")).all()}
+            held: dict[int, dict] = {}
+            for position, scan in enumerate(scans):
+                if scan.student_id is None:
+                    continue
+                day = scan.scanned_at.replace(tzinfo=dt.timezone.utc).astimezone(
+                    ZoneInfo(scan.timezone)).date()
+                batch = position // batch_size
+                if ((scan.student_id, day) not in seen and batch in batches
+                        and batch not in held and scan.is_active and scan.guardian_id):
+                    held[batch] = {
+                        "g": scan.guardian_id, "s": scan.student_id,
+                        "key": f"arrival:{scan.student_id}:{day.isoformat()}:{scan.guardian_id}"}
+                seen.add((scan.student_id, day))
+            assert sorted(held) == sorted(batches), f"no new student-day to hold in {batches}"
+            conn.rollback()  # the read's own transaction; the hold gets one of its own
+            transaction = conn.begin()
+            conn.execute(text(
+                "INSERT INTO notifications (guardian_id, student_id, kind, title, dedupe_key) "
+                "VALUES (:g, :s, 'arrival', 'held by the test', :key)"), list(held.values()))
+            try:
+                yield ArrivalHold(conn)
+            finally:
+                transaction.rollback()
+    finally:
+        engine.dispose()
