@@ -25,8 +25,7 @@ from tests.test_worker_concurrency import load
 from tests.fakes.smtp_server import free_port
 from tests.worker_checks import arrivals_held, claimed_rows, rows_in_work
 
-# More than the batches the signal lets finish: two lanes (MariaDB) work two at once, so the
-# test sees one done and another open before the run has drained them all.
+# More than the batches the signal lets finish (on MariaDB the three the lanes hold open).
 SCANS = 5 * ScanStage.batch_size + 500
 
 
