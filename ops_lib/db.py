@@ -59,7 +59,9 @@ class Database:
     caps: Capabilities
     url: str = field(repr=False)  # holds the password: repr shows display_url instead
     # Each thread's pinned connection (`pinned`): the worker's lanes share this object.
-    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+    # (init=False: a copy made with dataclasses.replace gets its own, not the original's pins.)
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False,
+                                    compare=False)
 
     def __repr__(self) -> str:
         return f"Database(url={self.display_url!r}, caps={self.caps!r})"

@@ -343,7 +343,8 @@ class ArrivalHold:
                         "WHERE db = DATABASE() AND id <> CONNECTION_ID()")
 
     def waiting(self) -> bool:
-        """A worker's batch waits on a held arrival (with its scans locked)."""
+        """A worker's batch is in its arrivals' INSERT (with its scans locked): one that waits on
+        a held arrival, or any other that is in that statement at that moment."""
         return bool(self._conn.execute(text(
             self._others + " AND info LIKE 'INSERT INTO notifications%'")).first())
 

@@ -169,9 +169,10 @@ class EmailStage(Stage):
 
     def __init__(self) -> None:
         self._mailer: Mailer | None = None
-        # Set when the SMTP server could not be reached in this run: when to try again. The
-        # rows not tried yet are deferred to then instead of each waiting for its own timeout
-        # (20 rows x smtp_timeout_seconds could outlast the lease).
+        # Set when the SMTP server could not be reached in this run's lane: when to try again.
+        # The rows not tried yet are deferred to then instead of each waiting for its own
+        # timeout (20 rows x smtp_timeout_seconds could outlast the lease). Each lane learns it
+        # once: N lanes spend N timeouts on a server that is down, not one per row.
         self._unreachable_until: dt.datetime | None = None
 
     def close(self) -> None:

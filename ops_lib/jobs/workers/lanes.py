@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from typing import Callable
 
+from ...db import describe_db_error
 from ...result import DONE
 from ...runtime import ProgressBar, RunContext
 from .base import BUDGET_MARGIN_SECONDS, Stage, StageStats
@@ -97,10 +98,17 @@ class Drain:
                 self.failure = exc
         if first is None:
             return
-        if (type(exc), str(exc)) == (type(first), str(first)):  # the same cause, met again
+        # Compared and logged without a statement's SQL and parameters (each lane's own `now`):
+        # two lanes that met one lost server are one cause, and each line stays one line.
+        if _cause(exc) == _cause(first):
             log.debug("lane %d failed too, of the same error", lane)
         else:  # the run reports the first error; this one is not lost either
-            log.error("lane %d failed too: %s: %s", lane, type(exc).__name__, exc)
+            log.error("lane %d failed too: %s", lane, describe_db_error(exc))
+
+
+def _cause(exc: BaseException) -> tuple:
+    orig = getattr(exc, "orig", None) or exc
+    return type(orig), getattr(orig, "args", ())
 
 
 def rotate(ctx: RunContext, drain: Drain, pipeline: list[Stage],
