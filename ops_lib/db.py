@@ -93,6 +93,21 @@ class Database:
         return getattr(self._local, "pinned", None)
 
     @contextmanager
+    def pinned_like(self, other_thread_pin: Connection | None) -> Iterator[None]:
+        """Run this thread's transactions on another thread's pinned connection (`pin()` read
+        there), for work handed to a helper thread while that thread leaves the connection
+        alone: one user at a time, and no new connection."""
+        self._local.pinned = other_thread_pin
+        try:
+            yield
+        finally:
+            self._local.pinned = None
+
+    def pin(self) -> Connection | None:
+        """The calling thread's pinned connection, if any (for pinned_like)."""
+        return self._pinned
+
+    @contextmanager
     def begin(self, write: bool = True) -> Iterator[Connection]:
         """A transaction; on SQLite a writing one takes the write lock up front (BEGIN IMMEDIATE)."""
         pinned = self._pinned

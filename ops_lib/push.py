@@ -93,8 +93,6 @@ def classify(exception: Exception) -> tuple[str, str]:
 
 MAX_CALL_SIZE = 500  # FCM's limit for one send_each call
 
-_encode = json.JSONEncoder(sort_keys=True).encode  # json.dumps(value, sort_keys=True)
-
 
 def call_limits(lease_seconds: float):
     """(request timeout, urllib3 Retry) that end one send_each call within half the lease.
@@ -135,25 +133,18 @@ class OutboxPusher:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{utcnow():%Y%m%d}.jsonl"
         outcomes, lines = [], []
-        written_at = _encode(utcnow().isoformat() + "Z")
-        # The line json.dumps(..., sort_keys=True) would write, with each data object encoded
-        # once: the messages of one notification's devices, or of one arrival's guardians,
-        # share it.
-        data_texts: dict[int, str] = {}
+        written_at = utcnow().isoformat() + "Z"
         # One uuid a call, each message named by it and its delivery id (unique in a call): a
         # uuid4 per message cost as much as writing its line, and ids of this form are written
         # back by one UPDATE that computes them (message_id_prefix).
         call_prefix = f"outbox/{uuid.uuid4().hex}/"
         for message in messages:
             message_id = f"{call_prefix}{message.delivery_id}"
-            data = data_texts.get(id(message.data))
-            if data is None:
-                data = data_texts[id(message.data)] = _encode(message.data)
-            lines.append(
-                f'{{"body": {_encode(message.body)}, "data": {data}, '
-                f'"delivery_id": {_encode(message.delivery_id)}, "message_id": "{message_id}", '
-                f'"title": {_encode(message.title)}, "token": {_encode(message.token)}, '
-                f'"written_at": {written_at}}}')
+            lines.append(json.dumps({
+                "message_id": message_id, "delivery_id": message.delivery_id,
+                "token": message.token, "title": message.title, "body": message.body,
+                "data": message.data, "written_at": written_at,
+            }, sort_keys=True))
             outcomes.append(PushOutcome(message.delivery_id, SENT, message_id=message_id))
         with path.open("a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")

@@ -341,8 +341,10 @@ def expected_and_live(ctx: RunContext, scratch_database: str | None = None
     # ALTER longer than that would be left out of information_schema's answer with only a
     # warning. It is read on a thread while schema.sql loads into the scratch: the load waits
     # on the server's DDL, so the read costs no wall time. Each connection has one user.
+    run_connection = ctx.db.pin()  # (pins are per thread: the reading thread takes this one)
+
     def read_live() -> Catalog:
-        with ctx.db.begin(write=False) as conn:
+        with ctx.db.pinned_like(run_connection), ctx.db.begin(write=False) as conn:
             return read_catalog(conn, live_schema)
 
     # Leaving the pool waits for the thread, also on a failure: the run's connection is used

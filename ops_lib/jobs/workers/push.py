@@ -89,7 +89,7 @@ class PushStage(Stage):
                                    what="push write-back"))
         sending = [r for r in rows if r.id not in cancelled]
         # Parsed once per text: a notification's devices share it, and so do the notifications
-        # of one arrival to each of the student's guardians (the outbox encodes it once too).
+        # of one arrival to each of the student's guardians.
         data = {text: _data(text) for text in {r.data for r in sending}}
         messages = [pushing.PushMessage(r.id, r.token, r.title, r.body or "", data[r.data])
                     for r in sending]
