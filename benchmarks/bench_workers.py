@@ -1,7 +1,7 @@
 """Benchmark: the background worker's end-to-end scans/s beside the server's raw insert rate.
 
     python benchmarks/bench_workers.py [--server-url URL] [--scans 100000] [--workers 1,2]
-                                       [--drivers pymysql,mysqldb]
+                                       [--drivers pymysql,mysqldb] [--threads N]
 
 1. Creates a scratch database on the server (dropped at the end unless --keep) with the schema.
 2. Raw, measured once for the whole run: inserts the scan rows into attendance_scan_queue with
@@ -16,7 +16,7 @@
 4. Prints, per driver and process count, the worker's scans/s (scans / wall time of the rounds,
    all stages included: records, notifications, deliveries, roll-ups, snapshots) and its ratio
    to the raw rate (targets: one process >= 0.10, two >= 0.15), with the threads (lanes) each
-   process ran, the tool's default for the server; the CPU seconds the worker
+   process ran (the tool's default for the server, or --threads); the CPU seconds the worker
    processes used, and the server's when it runs on this machine (Linux /proc: mariadbd's utime
    + stime before and after); then the seconds each stage reported, per configuration.
 """
@@ -67,6 +67,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--drivers", default=None,
                         help="comma list of pymysql, mysqldb (default: each one installed)")
     parser.add_argument("--limit", type=int, default=200_000, help="worker LIMIT per stage")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="lanes per worker process (default: the tool's own default)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     return parser.parse_args()
 
@@ -130,7 +132,8 @@ def workers_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_workers(db_url: str, workers: int, limit: int, outbox: Path, engine) -> tuple:
+def run_workers(db_url: str, workers: int, limit: int, outbox: Path, engine,
+                threads: int | None = None) -> tuple:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
     env.update(OPS_DATABASE_URL=db_url, OPS_OUTBOX_DIR=str(outbox),
                OPS_LOCK_DIR=str(outbox / "locks"))
@@ -140,7 +143,8 @@ def run_workers(db_url: str, workers: int, limit: int, outbox: Path, engine) -> 
         rounds += 1
         procs = [subprocess.Popen(
             [sys.executable, str(REPO / "tools" / "run_background_workers.py"), str(limit),
-             "--execute", "--json", "--quiet"], env=env, stdout=subprocess.PIPE,
+             "--execute", "--json", "--quiet",
+             *(["--threads", str(threads)] if threads else [])], env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True) for _ in range(workers)]
         for proc in procs:
             out, err = proc.communicate()
@@ -166,7 +170,8 @@ def measure(args, db_url: str, engine, rows: dict, workers: int) -> dict:
     fill_seconds = fill(engine, rows)
     outbox = Path("/tmp") / f"{args.database}_outbox"
     cpu_before, server_before = workers_cpu_seconds(), server_cpu_seconds(engine)
-    wall, rounds, results = run_workers(db_url, workers, args.limit, outbox, engine)
+    wall, rounds, results = run_workers(db_url, workers, args.limit, outbox, engine,
+                                        args.threads)
     worker_cpu = workers_cpu_seconds() - cpu_before
     server_after = server_cpu_seconds(engine)
     server_cpu = None if None in (server_before, server_after) else server_after - server_before
