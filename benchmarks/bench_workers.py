@@ -255,13 +255,15 @@ def main() -> None:
 
     print()
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
-    print("stage seconds, summed over each configuration's processes (rows claimed in brackets):")
-    print(f"{'driver':<12} {'processes':>9} " + " ".join(f"{stage:>17}" for stage in STAGES))
+    print("stage seconds, summed over each configuration's processes (rows claimed in brackets); "
+          "rounds: the times the processes were started until every queue was empty:")
+    print(f"{'driver':<12} {'processes':>9} {'rounds':>6} "
+          + " ".join(f"{stage:>17}" for stage in STAGES))
     for run in runs:
         cells = [f"{run['per_stage'][stage]:>7.2f} ({run['claimed'][stage]:>7,})"
                  for stage in STAGES]
         print(f"{DRIVERS.get(run['driver'], run['driver']):<12} {run['workers']:>9} "
-              + " ".join(f"{cell:>17}" for cell in cells))
+              f"{run['rounds']:>6} " + " ".join(f"{cell:>17}" for cell in cells))
 
 
 def print_run(run: dict, raw: float) -> None:
