@@ -127,8 +127,8 @@ class OutboxPusher:
 
     def __init__(self, settings: Settings):
         self.folder = Path(settings.outbox_dir) / "push"
-        # No provider's limit to keep: the stage's whole claimed batch is one append, with one
-        # ownership check and one write-back, where calls of 500 took four of each.
+        # No provider's limit to keep: the stage's whole claimed batch is one append and one
+        # write-back, where calls of 500 took four of each (and ownership checks between them).
         self.batch_size = sys.maxsize
 
     def describe(self) -> str:
