@@ -143,14 +143,14 @@ class OutboxPusher:
         # uuid4 per message cost as much as writing its line, and ids of this form are written
         # back by one UPDATE that computes them (message_id_prefix).
         call_prefix = f"outbox/{uuid.uuid4().hex}/"
-        for message in messages:
-            message_id = f"{call_prefix}{message.delivery_id}"
-            lines.append(_LINE_ENCODER.encode({
-                "message_id": message_id, "delivery_id": message.delivery_id,
-                "token": message.token, "title": message.title, "body": message.body,
-                "data": message.data, "written_at": written_at,
+        encode = _LINE_ENCODER.encode
+        for delivery_id, token, title, body, data in messages:
+            message_id = f"{call_prefix}{delivery_id}"
+            lines.append(encode({
+                "message_id": message_id, "delivery_id": delivery_id, "token": token,
+                "title": title, "body": body, "data": data, "written_at": written_at,
             }))
-            outcomes.append(PushOutcome(message.delivery_id, SENT, message_id=message_id))
+            outcomes.append(PushOutcome(delivery_id, SENT, message_id))
         with path.open("a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
         return outcomes
