@@ -3,10 +3,10 @@
 A claim is a short transaction: pick ready rows (`FOR UPDATE SKIP LOCKED` where the server has it),
 stamp them with the run id and a lease, commit, then work. The stamp is a compare-and-swap
 (`... WHERE claimed_by IS NULL`), so on servers without SKIP LOCKED two runs still cannot both win.
-Every write-back checks that the run still owns the rows (`still_owned`, the one check every stage
-uses): a row whose lease ran out and another run took over is counted `lost`, never `done`. Slow
-work extends the lease as it goes (`extend_lease`). Rows whose lease expired (a run that died) are
-released at the start of a run.
+Every write-back checks that the run still owns the rows (`still_owned`, or, in the push stage, its
+UPDATEs' own `claimed_by = run` and the rows they matched): a row whose lease ran out and another
+run took over is counted `lost`, never `done`. Slow work extends the lease as it goes
+(`extend_lease`). Rows whose lease expired (a run that died) are released at the start of a run.
 
 Stages whose work stays in the database skip the claim: `lock_ready` locks the batch inside the
 transaction that works it and writes its new status (the worker's `LockedBatchStage`).

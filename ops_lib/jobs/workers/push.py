@@ -70,9 +70,10 @@ class PushStage(Stage):
 
     def process(self, ctx: RunContext, keys: Sequence[int], stats: StageStats,
                 leased_at: dt.datetime) -> None:
+        # Only the rows this run still owns: this read is the first call's ownership check.
         rows = ctx.db.run(lambda conn: conn.execute(
-            select(p.c.id, p.c.attempts, p.c.device_id, dev.c.token, dev.c.is_active,
-                   n.c.id.label("notification"), n.c.title, n.c.body,
+            select(p.c.id, dev.c.token, dev.c.is_active, n.c.id.label("notification"),
+                   n.c.title, n.c.body,
                    # The text, parsed below once per notification (its devices share it).
                    type_coerce(n.c.data, Text).label("data"))
             .select_from(p.join(dev, dev.c.id == p.c.device_id)
@@ -80,19 +81,25 @@ class PushStage(Stage):
             .where(self.queue.owned_by(ctx.run_id, keys)).order_by(p.c.id)
         ).all(), write=False, what="push read")
         stats.lost += len(keys) - len(rows)
-        write_back = functools.partial(self._write_back, ctx=ctx,
-                                       read={r.id: r for r in rows})
-        cancelled = {r.id: ("DEVICE_INACTIVE" if not r.is_active else "NOTIFICATION_GONE")
-                     for r in rows if not r.is_active or r.notification is None}
+        cancelled: dict[int, str] = {}
+        messages: list[pushing.PushMessage] = []
+        # Parsed once per text: a notification's devices share it, and so do the notifications
+        # of one arrival to each of the student's guardians.
+        data: dict[Any, dict] = {}
+        for delivery_id, token, is_active, notification, title, body, text in rows:
+            if not is_active:
+                cancelled[delivery_id] = "DEVICE_INACTIVE"
+            elif notification is None:
+                cancelled[delivery_id] = "NOTIFICATION_GONE"
+            else:
+                parsed = data.get(text)
+                if parsed is None:
+                    parsed = data[text] = _data(text)
+                messages.append(pushing.PushMessage(delivery_id, token, title, body or "", parsed))
+        write_back = functools.partial(self._write_back, ctx=ctx)
         if cancelled:
             stats.merge(ctx.db.run(lambda conn: write_back(conn, cancelled=cancelled),
                                    what="push write-back"))
-        sending = [r for r in rows if r.id not in cancelled]
-        # Parsed once per text: a notification's devices share it, and so do the notifications
-        # of one arrival to each of the student's guardians.
-        data = {text: _data(text) for text in {r.data for r in sending}}
-        messages = [pushing.PushMessage(r.id, r.token, r.title, r.body or "", data[r.data])
-                    for r in sending]
         pusher = self.pusher(ctx) if messages else None
         lease_seconds = ctx.settings.worker_lease_seconds
         for start in range(0, len(messages), pusher.batch_size if pusher else 1):
@@ -108,16 +115,21 @@ class PushStage(Stage):
                 # lease is spent, every row still waiting gets a full lease again.
                 held = extend_lease(ctx.db, self.queue, ctx.run_id, rest, lease_seconds, now)
                 leased_at = now
-            else:
+            elif start:
                 # Three quarters of the lease are left, more than one call can take (half the
                 # lease: pushing.call_limits): only the check that no run took this call's
                 # rows over meanwhile (one whose clock ran ahead, an operator's reset).
                 held = ctx.db.run(lambda conn: still_owned(
                     conn, self.queue, ctx.run_id, [m.delivery_id for m in batch]),
                     write=False, what="push ownership")
-            mine = set(held.keys)
-            call = [m for m in batch if m.delivery_id in mine]
-            stats.lost += len(batch) - len(call)
+            else:
+                held = None  # the first call's rows were read just now as this run's
+            if held is None or held.lost == 0:
+                call = batch
+            else:
+                mine = set(held.keys)
+                call = [m for m in batch if m.delivery_id in mine]
+                stats.lost += len(batch) - len(call)
             outcomes = pusher.send(call) if call else []
             stats.merge(ctx.db.run(lambda conn: write_back(conn, outcomes=outcomes),
                                    what="push write-back"))
@@ -126,43 +138,51 @@ class PushStage(Stage):
             log.error("push stage stopped: %s (%d deliveries given back unsent)",
                       stats.stopped.rstrip("."), stats.released)
 
-    def _write_back(self, conn: Connection, *, ctx: RunContext, read: dict, outcomes=(),
+    def _write_back(self, conn: Connection, *, ctx: RunContext, outcomes=(),
                     cancelled=None) -> StageStats:
-        """Record a call's outcomes (or the cancelled rows) for the rows still this run's; those
-        another run took over meanwhile are counted lost, whatever this run did with them.
-        `read`: the rows the stage read, by delivery id (their attempts and device)."""
+        """Record a call's outcomes (or the cancelled rows) on the rows still this run's: every
+        UPDATE here matches only those (`claimed_by`, the ownership check), and the rows none
+        matched, which another run took over meanwhile, are counted lost, whatever this run
+        did with them."""
         batch = StageStats()
         now = utcnow()
         cancelled = cancelled or {}
-        held = still_owned(conn, self.queue, ctx.run_id,
-                           [o.delivery_id for o in outcomes] + list(cancelled))
-        batch.lost += held.lost
-        mine = set(held.keys)
-        dead_tokens = [o for o in outcomes if o.action == pushing.DEACTIVATE]
-        outcomes = [o for o in outcomes if o.delivery_id in mine]
-        cancelled = {i: code for i, code in cancelled.items() if i in mine}
         s = ctx.settings
         owner = p.c.claimed_by == ctx.run_id
         free = {"claimed_by": None, "lease_expires_at": None}
         by_action: dict[str, list[pushing.PushOutcome]] = {}
         for outcome in outcomes:
             by_action.setdefault(outcome.action, []).append(outcome)
+        matched = 0
 
         sent = by_action.get(pushing.SENT, [])
-        sent_values = dict(**self.queue.finished_values("sent", now), sent_at=now,
-                           error_code=None, error=None, **free)
-        prefix = pushing.message_id_prefix(sent)
-        if prefix is not None:
-            # One plain UPDATE: no temporary table of ids, no join.
-            conn.execute(update(p).where(in_keys(p.c.id, [o.delivery_id for o in sent]), owner)
-                         .values(**sent_values,
-                                 provider_message_id=literal(prefix) + cast(p.c.id, String)))
-        else:
-            update_each(conn, p, p.c.id, {o.delivery_id: {"provider_message_id": o.message_id}
-                                          for o in sent}, common=sent_values, where=[owner])
-        batch.done += len(sent)
+        if sent:
+            sent_values = dict(**self.queue.finished_values("sent", now), sent_at=now,
+                               error_code=None, error=None, **free)
+            prefix = pushing.message_id_prefix(sent)
+            if prefix is not None:
+                # One plain UPDATE: no temporary table of ids, no join.
+                done = conn.execute(
+                    update(p).where(in_keys(p.c.id, [o.delivery_id for o in sent]), owner)
+                    .values(**sent_values,
+                            provider_message_id=literal(prefix) + cast(p.c.id, String))
+                ).rowcount
+            else:
+                done = update_each(conn, p, p.c.id,
+                                   {o.delivery_id: {"provider_message_id": o.message_id}
+                                    for o in sent}, common=sent_values, where=[owner])
+            batch.done += done
+            matched += done
+
+        failing = [o.delivery_id for o in outcomes if o.action != pushing.SENT]
+        # Read for the outcomes that are not a send only (their attempts, their device): the
+        # rows almost all go out, and the stage's read of every row left these columns out.
+        read = {r.id: r for r in conn.execute(
+            select(p.c.id, p.c.attempts, p.c.device_id).where(in_keys(p.c.id, failing)))
+        } if failing else {}
 
         # A dead token is dead whoever owns the delivery now: its device is deactivated anyway.
+        dead_tokens = [o for o in by_action.get(pushing.DEACTIVATE, []) if o.delivery_id in read]
         if dead_tokens:
             update_each(conn, dev, dev.c.id,
                         {read[o.delivery_id].device_id: {
@@ -176,35 +196,44 @@ class PushStage(Stage):
         retry_later = []
         give_up = by_action.get(pushing.DEACTIVATE, []) + by_action.get(pushing.FAILED, [])
         for outcome in by_action.get(pushing.RETRY, []):
+            if outcome.delivery_id not in read:
+                continue  # the row is gone (pruned after another run finished it): lost
             if read[outcome.delivery_id].attempts >= s.worker_max_attempts:
                 give_up.append(outcome)
             else:
                 retry_later.append(outcome)
-        update_each(conn, p, p.c.id, {o.delivery_id: {"error_code": o.error_code,
-                                                       "error": o.error} for o in give_up},
-                    common=dict(**self.queue.finished_values("failed", now), **free), where=[owner])
-        batch.failed += len(give_up)
-        update_each(conn, p, p.c.id, {
+        failed = update_each(
+            conn, p, p.c.id, {o.delivery_id: {"error_code": o.error_code, "error": o.error}
+                              for o in give_up},
+            common=dict(**self.queue.finished_values("failed", now), **free), where=[owner])
+        batch.failed += failed
+        retried = update_each(conn, p, p.c.id, {
             o.delivery_id: {
                 "error_code": o.error_code, "error": o.error,
                 "available_at": now + dt.timedelta(seconds=backoff_seconds(
                     read[o.delivery_id].attempts, s.worker_backoff_seconds,
                     s.worker_backoff_cap_seconds)),
             } for o in retry_later}, common=free, where=[owner])
-        batch.retried += len(retry_later)
+        batch.retried += retried
+        matched += failed + retried
 
         if cancelled:
-            update_each(conn, p, p.c.id, {i: {"error_code": code} for i, code in cancelled.items()},
-                        common=dict(**self.queue.finished_values("cancelled", now), **free),
-                        where=[owner])
-            batch.add("cancelled", len(cancelled))
+            gone = update_each(conn, p, p.c.id,
+                               {i: {"error_code": code} for i, code in cancelled.items()},
+                               common=dict(**self.queue.finished_values("cancelled", now),
+                                           **free),
+                               where=[owner])
+            batch.add("cancelled", gone)
+            matched += gone
 
         stopped = by_action.get(pushing.STOP, [])
         if stopped:
             batch.released += release(conn, self.queue, ctx.run_id,
                                       [o.delivery_id for o in stopped])
+            matched += batch.released
             batch.stopped = (f"Firebase refused our credentials ({stopped[0].error_code}): "
                              f"{stopped[0].error}")
+        batch.lost += len(outcomes) + len(cancelled) - matched
         return batch
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:

@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, delete, func, select, tuple_
+from sqlalchemy import Connection, delete, func, select, true
 
 from ...queue import QUEUES
 from ...runtime import RunContext
@@ -25,7 +25,7 @@ from ...schema import (
     notifications,
     students,
 )
-from ...sqlutil import upsert
+from ...sqlutil import in_keys, upsert
 from ...timeutil import utcnow
 from .base import LockedBatchStage, StageStats
 
@@ -47,55 +47,58 @@ def _local_today(zone_name: str, now: dt.datetime) -> dt.date:
 
 def build_payloads(conn: Connection, guardian_ids: Sequence[int], now: dt.datetime) -> dict:
     """guardian id -> snapshot payload, from three set-based queries."""
+    gs, s, i = guardian_students.c, students.c, institutions.c
+    # The guardians' keys as ranges (a batch is mostly one run of ids), not one bound parameter
+    # each; inactive children left out by the query (they are in no payload).
     children = conn.execute(
-        select(guardian_students.c.guardian_id, students.c.id, students.c.name,
-               students.c.class_name, students.c.institution_id, students.c.is_active,
-               institutions.c.name.label("institution_name"), institutions.c.timezone)
-        .select_from(guardian_students.join(students,
-                                            students.c.id == guardian_students.c.student_id)
-                     .join(institutions, institutions.c.id == students.c.institution_id))
-        .where(guardian_students.c.guardian_id.in_(guardian_ids))
-        .order_by(guardian_students.c.guardian_id, students.c.id)
+        select(gs.guardian_id, s.id, s.name, s.class_name, s.institution_id, i.name, i.timezone)
+        .select_from(guardian_students.join(students, s.id == gs.student_id)
+                     .join(institutions, i.id == s.institution_id))
+        .where(in_keys(gs.guardian_id, guardian_ids), s.is_active == true())
+        .order_by(gs.guardian_id, s.id)
         # From the guardians, always: on a freshly loaded table MariaDB's stale statistics made
         # it scan every student of every institution for each batch instead.
         .prefix_with("STRAIGHT_JOIN", dialect="mysql")
     ).all()
     # Per time zone, not per child: an institution's children share theirs.
-    local_days = {zone: _local_today(zone, now) for zone in {row.timezone for row in children}}
-    today = {row.id: local_days[row.timezone] for row in children}
-    wanted = sorted({(sid, day) for sid, day in today.items()})
+    local_days = {zone: _local_today(zone, now) for zone in {row[6] for row in children}}
     records = {}
-    if wanted:
+    if children:
+        # Each child's record of its local day: the children's ids by ranges or a list, and the
+        # few local days, rather than a (student, day) pair of bound parameters per child. A
+        # record of another zone's day is read too, and passed over below.
         records = {
-            (row.student_id, row.attendance_date): row
+            (row[0], row[1]): row
             for row in conn.execute(
                 select(ar.student_id, ar.attendance_date, ar.status, ar.first_scan_at,
                        ar.last_scan_at, ar.scan_count)
-                .where(tuple_(ar.student_id, ar.attendance_date).in_(wanted)))
+                .where(in_keys(ar.student_id, [row[1] for row in children]),
+                       ar.attendance_date.in_(sorted(set(local_days.values())))))
         }
     unread = dict(conn.execute(
         select(notifications.c.guardian_id, func.count())
-        .where(notifications.c.guardian_id.in_(guardian_ids), notifications.c.read_at.is_(None))
+        .where(in_keys(notifications.c.guardian_id, guardian_ids),
+               notifications.c.read_at.is_(None))
         .group_by(notifications.c.guardian_id)).all())
     generated_at = _iso(now)
     payloads = {g: {"guardian_id": g, "generated_at": generated_at,
                     "unread_notifications": int(unread.get(g, 0)), "children": []}
                 for g in guardian_ids}
-    for row in children:
-        if not row.is_active:
-            continue
-        day = today[row.id]
-        record = records.get((row.id, day))
-        payloads[row.guardian_id]["children"].append({
-            "student_id": row.id, "name": row.name, "class_name": row.class_name,
-            "institution_id": row.institution_id, "institution_name": row.institution_name,
-            "today": {
-                "date": day.isoformat(),
-                "status": record.status if record is not None else "absent",
-                "first_scan_at": _iso(record.first_scan_at) if record is not None else None,
-                "last_scan_at": _iso(record.last_scan_at) if record is not None else None,
-                "scan_count": record.scan_count if record is not None else 0,
-            },
+    for guardian_id, student_id, name, class_name, institution_id, institution_name, zone in (
+            children):
+        day = local_days[zone]
+        record = records.get((student_id, day))
+        if record is None:
+            today = {"date": day.isoformat(), "status": "absent", "first_scan_at": None,
+                     "last_scan_at": None, "scan_count": 0}
+        else:
+            today = {"date": day.isoformat(), "status": record[2],
+                     "first_scan_at": _iso(record[3]), "last_scan_at": _iso(record[4]),
+                     "scan_count": record[5]}
+        payloads[guardian_id]["children"].append({
+            "student_id": student_id, "name": name, "class_name": class_name,
+            "institution_id": institution_id, "institution_name": institution_name,
+            "today": today,
         })
     return payloads
 
