@@ -335,20 +335,27 @@ class ScanStage(LockedBatchStage):
 
         The records that exist are merged by an UPDATE, not by the upsert: on a duplicate key
         InnoDB inserts the row, rolls it back, then updates (twice the server's time, and an
-        id spent). They are locked first, so each is merged once, by the UPDATE; the upsert
-        takes the others, and merges a record another worker created meanwhile. Which days
-        are new is written into `days` by the server (`is_new`): no ids travel back and forth.
+        id spent). That UPDATE also writes into `days` which days had a record (`is_new`
+        false), so no ids travel back and forth. On MySQL it is one statement, which locks,
+        merges and flags each record at once: a record another worker creates meanwhile is
+        merged by the upsert that follows, never by both. SQLite flags, then merges (its writer
+        lock keeps every other writer out meanwhile).
         """
         r = attendance_records.c
         on_day = and_(r.student_id == days.c.student_id,
                       r.attendance_date == days.c.attendance_date)
-        existing = len(conn.execute(
-            select(r.id)
-            .select_from(days.join(attendance_records, on_day))
-            .order_by(days.c.student_id, days.c.attendance_date)  # one lock order
-            .with_for_update()).all())
         stamp = literal(now, DateTime)
-        if existing:
+        if conn.dialect.name == "mysql":
+            # `+ 0`: a record is found from its day by the unique (student, date) key, but a day
+            # cannot be found from its record, so the server reads the days first and locks
+            # their records in (student, date) order, as every other worker's statements do.
+            # Reading the records first (MariaDB's choice while the table holds fewer rows than
+            # the batch) would lock every record, in id order.
+            from_day = and_(r.student_id == days.c.student_id + 0,
+                            r.attendance_date == days.c.attendance_date)
+            conn.execute(update(attendance_records).where(from_day).ordered_values(
+                *_merge_record(attendance_records, days.c, stamp), (days.c.is_new, False)))
+        else:
             update_from(conn, days, attendance_records, on_day, lambda _new: [("is_new", False)])
             update_from(conn, attendance_records, days, and_(on_day, days.c.is_new == false()),
                         lambda new: _merge_record(attendance_records, new, stamp))
@@ -359,7 +366,8 @@ class ScanStage(LockedBatchStage):
             .order_by(days.c.student_id, days.c.attendance_date),  # one lock order
             ["student_id", "attendance_date"],
             lambda table, new: dict(_merge_record(table, new, new.updated_at)))
-        return existing
+        return conn.execute(
+            select(func.count()).select_from(days).where(days.c.is_new == false())).scalar_one()
 
     def _notify_arrivals(self, conn: Connection, days, now: dt.datetime) -> int:
         """One notification per guardian of each new student-day, and its deliveries.
