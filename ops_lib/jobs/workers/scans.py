@@ -379,7 +379,7 @@ class ScanStage(LockedBatchStage):
         day, name = days.c, students.c.name
         n, gs = notifications.c, guardian_students.c
         new_days = day.is_new == true()
-        pairs = days.join(guardian_students, gs.student_id == day.student_id)
+        stamp = literal(now, DateTime)
         dedupe_key = _text(dialect, "arrival:", day.student_id, ":", day.attendance_date, ":",
                            gs.guardian_id)
         body = _text(dialect, name, " arrived at ", day.first_clock, " on ",
@@ -388,13 +388,17 @@ class ScanStage(LockedBatchStage):
             "type", "arrival", "student_id", day.student_id,
             "attendance_date", _text(dialect, day.attendance_date), "status", day.status,
             "first_scan_at", _iso_utc(dialect, day.first_scan_at))
+        # The notifications written next get ids above every one this transaction sees now
+        # (auto-increment values and SQLite's rowids only grow): the fan-out reads them by
+        # primary key, not each by its dedupe_key, a string built and compared per row.
+        seen_up_to = conn.execute(select(func.coalesce(func.max(n.id), 0))).scalar_one()
         insert_ignore_from_select(
             conn, notifications,
             ["guardian_id", "student_id", "kind", "title", "body", "data", "dedupe_key",
              "created_at", "fanout_status", "fanned_out_at"],
             select(gs.guardian_id, day.student_id, literal("arrival"),
                    _text(dialect, name, " arrived"), body, data, dedupe_key,
-                   literal(now, DateTime), literal("done"), literal(now, DateTime))
+                   stamp, literal("done"), stamp)
             .select_from(days.join(students, students.c.id == day.student_id)
                          .join(guardian_students, gs.student_id == day.student_id))
             .where(new_days)
@@ -405,10 +409,14 @@ class ScanStage(LockedBatchStage):
             .prefix_with("STRAIGHT_JOIN", dialect="mysql"),
             ["dedupe_key"])
         # Fanned out here, in the same transaction, rather than claimed again by the fan-out
-        # stage: the unique (notification, device) key keeps it idempotent either way.
-        fan_out(conn, now, which=new_days,
-                notifications_from=pairs.join(notifications, n.dedupe_key == dedupe_key))
+        # stage. Only what this batch wrote: one that was there already is fanned out by its
+        # writer (another batch, or the fan-out stage). Arrivals another batch committed
+        # meanwhile, in the same second, would pass these conditions too: the unique
+        # (notification, device) key makes fanning them out again add nothing.
+        fan_out(conn, now,
+                which=and_(n.id > seen_up_to, n.kind == "arrival", n.created_at == stamp))
         # Offered, as insert_ignore counts: the same figure on every database.
+        pairs = days.join(guardian_students, gs.student_id == day.student_id)
         return conn.execute(select(func.count()).select_from(pairs).where(new_days)).scalar_one()
 
     def _write_back(self, conn: Connection, result: Classified, now: dt.datetime) -> None:
