@@ -224,7 +224,7 @@ def _day_columns() -> list[Column]:
     """One row per student-day of a batch, for the set-based statements of the records and
     arrivals: a record's columns, the first scan's local time ("HH:MM", which only the worker
     can compute: the server may not know the timezones), and whether the day is new (no record
-    when the batch locked its records: its first scan is an arrival)."""
+    when the batch merged its records: its first scan is an arrival)."""
     r = attendance_records.c
     return [*(Column(name, r[name].type, primary_key=name in ("student_id", "attendance_date"))
               for name in RECORD_COLUMNS),
