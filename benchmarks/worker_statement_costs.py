@@ -6,10 +6,15 @@
 Loads the same synthetic load as bench_workers.py into a scratch database (a unique name,
 dropped at the end), runs the worker once in this process on PyMySQL, and reads the session's
 handler counters (SHOW SESSION STATUS) before and after every statement, and its own time for
-it (SHOW PROFILES). Prints, per stage and statement shape, how often it ran, the rows the server
-read, wrote and sorted, and its seconds, per run of it and in all. Row counts do not depend on machine load: on a shared machine they are the
-figures to compare before and after a change, where seconds are noise. --explain also prints
-the EXPLAIN of each SELECT, INSERT ... SELECT, UPDATE and DELETE shape at its costliest run.
+it (SHOW PROFILES). When the server is a MariaDB on this machine (it names each session's thread
+in information_schema.PROCESSLIST.TID), also the CPU seconds that thread spent on the statement
+(/proc/<tid>/schedstat): time on a CPU only, where SHOW PROFILES' seconds are wall-clock and
+grow with other sessions' load. Prints, per stage and statement shape, how often it ran, the
+rows the server read, wrote and sorted, its seconds and its CPU, per run of it and in all. Row
+counts and CPU seconds do not depend on machine load (CPU seconds a little, through caches): on
+a shared machine they are the figures to compare before and after a change, where seconds are
+noise. --explain also prints the EXPLAIN of each SELECT, INSERT ... SELECT, UPDATE and DELETE
+shape at its costliest run.
 """
 
 from __future__ import annotations
@@ -93,12 +98,17 @@ class Recorder:
         self.overhead: dict[str, int] = {}
         self.before: dict[str, int] = {}
         self.last_profiled = 0
+        self.threads: dict[int, Path] = {}  # id() of a DB-API connection -> its thread's stats
+        self.cpu_before = 0
 
     def attach(self, engine) -> None:
         @event.listens_for(engine, "connect")
         def profile(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             cursor.execute("SET SESSION profiling = 1, profiling_history_size = 100")
+            thread = server_thread(cursor)
+            if thread:
+                self.threads[id(dbapi_connection)] = thread
             cursor.close()
 
         @event.listens_for(engine, "before_cursor_execute")
@@ -106,9 +116,11 @@ class Recorder:
             own = cursor.connection.cursor()
             self.before = counters(own)
             self.last_profiled = max((row[0] for row in profiles(own)), default=0)
+            self.cpu_before = thread_cpu(self.threads.get(id(cursor.connection)))
 
         @event.listens_for(engine, "after_cursor_execute")
         def after(_conn, cursor, statement, parameters, _context, many):
+            cpu = thread_cpu(self.threads.get(id(cursor.connection))) - self.cpu_before
             own = cursor.connection.cursor()
             # An executemany may have gone as several statements: all of them.
             seconds = sum(row[1] for row in profiles(own) if row[0] > self.last_profiled)
@@ -118,6 +130,7 @@ class Recorder:
             row = self.totals[key]
             row["runs"] += 1
             row["seconds"] += seconds
+            row["cpu"] += cpu / 1e9
             for name, value in delta.items():
                 row[name] += value
             reads = sum(delta[name] for name in READS)
@@ -136,6 +149,24 @@ class Recorder:
             self.overhead = {k: second[k] - first[k] for k in COUNTERS}
         finally:
             raw.close()
+
+
+def server_thread(cursor) -> Path | None:
+    """/proc's schedstat of the session's server thread, when the server runs here."""
+    try:
+        cursor.execute("SELECT TID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
+        thread = Path(f"/proc/{cursor.fetchone()[0]}")
+        # A remote server's thread id may name some other local thread, or none.
+        if (thread / "comm").read_text().strip() not in ("mariadbd", "mysqld"):
+            return None
+    except Exception:  # MySQL has no TID column; no such local thread
+        return None
+    return thread / "schedstat"
+
+
+def thread_cpu(schedstat: Path | None) -> int:
+    """Nanoseconds the thread has spent on a CPU (0 when it cannot be read)."""
+    return int(schedstat.read_text().split()[0]) if schedstat else 0
 
 
 def profiles(cursor) -> list[tuple[int, float]]:
@@ -211,9 +242,10 @@ def report(recorder: Recorder, result, wall: float, args) -> None:
     stages = next(s.rows for s in result.sections if s.title == "Stages")
     stage_rows = {row["stage"]: row for row in stages}
     print(f"{args.scans:,} scans; {wall:.1f} s in all with the counters read around every "
-          f"statement; s = the server's seconds (SHOW PROFILES), on a loaded machine a rough guide")
+          f"statement; s = the server's seconds (SHOW PROFILES), on a loaded machine a rough "
+          f"guide; cpu = its session thread's CPU seconds (0: the server is not on this machine)")
     header = (f"{'runs':>6} {'rows read':>11} {'written':>9} {'updated':>9} {'deleted':>8} "
-              f"{'sorted':>9} {'tmp':>9} {'on disk':>7} {'s':>6}")
+              f"{'sorted':>9} {'tmp':>9} {'on disk':>7} {'s':>6} {'cpu':>6}")
     print(f"\n{'stage':<10} {header}  batches / rows claimed")
     for stage, row in sorted(by_stage.items()):
         claimed = stage_rows.get(stage, {}).get("claimed", "")
@@ -239,7 +271,7 @@ def _cells(row) -> str:
     reads = sum(row[name] for name in READS)
     return (f"{row['runs']:>6.0f} {reads:>11,.0f} {row['write']:>9,.0f} {row['update']:>9,.0f} "
             f"{row['delete']:>8,.0f} {row['sort_rows']:>9,.0f} {row['tmp_write']:>9,.0f} "
-            f"{row['tmp_disk']:>7,.0f} {row['seconds']:>6.2f}")
+            f"{row['tmp_disk']:>7,.0f} {row['seconds']:>6.2f} {row['cpu']:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -233,6 +233,28 @@ def test_fan_out_repeated_adds_no_second_delivery(school, tmp_path):
     assert len(rows(school, push_deliveries)) == 2
 
 
+def test_a_scan_batch_fans_out_the_arrivals_it_wrote_and_leaves_waiting_notifications_alone(
+        school, tmp_path):
+    with school.engine.begin() as conn:  # the app's notification, newest of all, still waiting
+        conn.execute(insert(notifications), [{
+            "guardian_id": 10, "kind": "billing", "title": "Fee due", "dedupe_key": "fee:10",
+            "fanout_status": "pending"}])
+    queue_scans(school, ("C3", local(20, 8, 0)))
+    ctx = job_context(school.url, tmp_path)
+    try:
+        take_scans(ctx)
+    finally:
+        ctx.db.engine.dispose()
+    n, d = notifications, push_deliveries
+    with school.engine.connect() as conn:
+        fanned = conn.execute(select(n.c.kind, n.c.fanout_status, d.c.device_id)
+                              .select_from(n.outerjoin(d, d.c.notification_id == n.c.id))
+                              .order_by(n.c.id, d.c.device_id)).all()
+    # Chitra's arrival reaches both of guardian 10's devices; the fee is the fan-out stage's.
+    assert [tuple(row) for row in fanned] == [
+        ("billing", "pending", None), ("arrival", "done", 100), ("arrival", "done", 101)]
+
+
 def test_rollups_count_present_late_and_absent_per_class(school, tmp_path):
     queue_scans(school, ("A1", local(20, 8, 0)), ("B2", local(20, 9, 30)),
                 ("A1", local(21, 8, 0)), ("D4", local(20, 8, 0)))

@@ -22,14 +22,12 @@ n = notifications
 d = notification_devices
 
 
-def fan_out(conn: Connection, now, which=true(), notifications_from=n) -> None:
-    """One pending delivery per active device of each chosen notification's guardian.
-
-    The notifications are those `which` picks, or those `notifications_from` joins to.
-    """
+def fan_out(conn: Connection, now, which) -> None:
+    """One pending delivery per active device of the guardian of each notification `which`
+    picks."""
     devices = (
         select(n.c.id, d.c.id, literal("pending"), literal(0), literal(now))
-        .select_from(notifications_from.join(d, d.c.guardian_id == n.c.guardian_id))
+        .select_from(n.join(d, d.c.guardian_id == n.c.guardian_id))
         .where(which, d.c.is_active == true())
         # In the order written (the chosen notifications, then their devices): with the tables'
         # statistics stale while a load grows them, MariaDB began an arrival batch's join from

@@ -224,7 +224,7 @@ def _day_columns() -> list[Column]:
     """One row per student-day of a batch, for the set-based statements of the records and
     arrivals: a record's columns, the first scan's local time ("HH:MM", which only the worker
     can compute: the server may not know the timezones), and whether the day is new (no record
-    when the batch locked its records: its first scan is an arrival)."""
+    when the batch merged its records: its first scan is an arrival)."""
     r = attendance_records.c
     return [*(Column(name, r[name].type, primary_key=name in ("student_id", "attendance_date"))
               for name in RECORD_COLUMNS),
@@ -335,20 +335,27 @@ class ScanStage(LockedBatchStage):
 
         The records that exist are merged by an UPDATE, not by the upsert: on a duplicate key
         InnoDB inserts the row, rolls it back, then updates (twice the server's time, and an
-        id spent). They are locked first, so each is merged once, by the UPDATE; the upsert
-        takes the others, and merges a record another worker created meanwhile. Which days
-        are new is written into `days` by the server (`is_new`): no ids travel back and forth.
+        id spent). That UPDATE also writes into `days` which days had a record (`is_new`
+        false), so no ids travel back and forth. On MySQL it is one statement, which locks,
+        merges and flags each record at once: a record another worker creates meanwhile is
+        merged by the upsert that follows, never by both. SQLite flags, then merges (its writer
+        lock keeps every other writer out meanwhile).
         """
         r = attendance_records.c
         on_day = and_(r.student_id == days.c.student_id,
                       r.attendance_date == days.c.attendance_date)
-        existing = len(conn.execute(
-            select(r.id)
-            .select_from(days.join(attendance_records, on_day))
-            .order_by(days.c.student_id, days.c.attendance_date)  # one lock order
-            .with_for_update()).all())
         stamp = literal(now, DateTime)
-        if existing:
+        if conn.dialect.name == "mysql":
+            # `+ 0`: a record is found from its day by the unique (student, date) key, but a day
+            # cannot be found from its record, so the server reads the days first and locks
+            # their records in (student, date) order, as every other worker's statements do.
+            # Reading the records first (MariaDB's choice while the table holds fewer rows than
+            # the batch) would lock every record, in id order.
+            from_day = and_(r.student_id == days.c.student_id + 0,
+                            r.attendance_date == days.c.attendance_date)
+            conn.execute(update(attendance_records).where(from_day).ordered_values(
+                *_merge_record(attendance_records, days.c, stamp), (days.c.is_new, False)))
+        else:
             update_from(conn, days, attendance_records, on_day, lambda _new: [("is_new", False)])
             update_from(conn, attendance_records, days, and_(on_day, days.c.is_new == false()),
                         lambda new: _merge_record(attendance_records, new, stamp))
@@ -359,7 +366,8 @@ class ScanStage(LockedBatchStage):
             .order_by(days.c.student_id, days.c.attendance_date),  # one lock order
             ["student_id", "attendance_date"],
             lambda table, new: dict(_merge_record(table, new, new.updated_at)))
-        return existing
+        return conn.execute(
+            select(func.count()).select_from(days).where(days.c.is_new == false())).scalar_one()
 
     def _notify_arrivals(self, conn: Connection, days, now: dt.datetime) -> int:
         """One notification per guardian of each new student-day, and its deliveries.
@@ -371,7 +379,7 @@ class ScanStage(LockedBatchStage):
         day, name = days.c, students.c.name
         n, gs = notifications.c, guardian_students.c
         new_days = day.is_new == true()
-        pairs = days.join(guardian_students, gs.student_id == day.student_id)
+        stamp = literal(now, DateTime)
         dedupe_key = _text(dialect, "arrival:", day.student_id, ":", day.attendance_date, ":",
                            gs.guardian_id)
         body = _text(dialect, name, " arrived at ", day.first_clock, " on ",
@@ -380,13 +388,17 @@ class ScanStage(LockedBatchStage):
             "type", "arrival", "student_id", day.student_id,
             "attendance_date", _text(dialect, day.attendance_date), "status", day.status,
             "first_scan_at", _iso_utc(dialect, day.first_scan_at))
+        # The notifications written next get ids above every one this transaction sees now
+        # (auto-increment values and SQLite's rowids only grow): the fan-out reads them by
+        # primary key, not each by its dedupe_key, a string built and compared per row.
+        seen_up_to = conn.execute(select(func.coalesce(func.max(n.id), 0))).scalar_one()
         insert_ignore_from_select(
             conn, notifications,
             ["guardian_id", "student_id", "kind", "title", "body", "data", "dedupe_key",
              "created_at", "fanout_status", "fanned_out_at"],
             select(gs.guardian_id, day.student_id, literal("arrival"),
                    _text(dialect, name, " arrived"), body, data, dedupe_key,
-                   literal(now, DateTime), literal("done"), literal(now, DateTime))
+                   stamp, literal("done"), stamp)
             .select_from(days.join(students, students.c.id == day.student_id)
                          .join(guardian_students, gs.student_id == day.student_id))
             .where(new_days)
@@ -397,10 +409,14 @@ class ScanStage(LockedBatchStage):
             .prefix_with("STRAIGHT_JOIN", dialect="mysql"),
             ["dedupe_key"])
         # Fanned out here, in the same transaction, rather than claimed again by the fan-out
-        # stage: the unique (notification, device) key keeps it idempotent either way.
-        fan_out(conn, now, which=new_days,
-                notifications_from=pairs.join(notifications, n.dedupe_key == dedupe_key))
+        # stage. Only what this batch wrote: one that was there already is fanned out by its
+        # writer (another batch, or the fan-out stage). Arrivals another batch committed
+        # meanwhile, in the same second, would pass these conditions too: the unique
+        # (notification, device) key makes fanning them out again add nothing.
+        fan_out(conn, now,
+                which=and_(n.id > seen_up_to, n.kind == "arrival", n.created_at == stamp))
         # Offered, as insert_ignore counts: the same figure on every database.
+        pairs = days.join(guardian_students, gs.student_id == day.student_id)
         return conn.execute(select(func.count()).select_from(pairs).where(new_days)).scalar_one()
 
     def _write_back(self, conn: Connection, result: Classified, now: dt.datetime) -> None:
