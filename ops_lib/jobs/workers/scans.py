@@ -88,7 +88,7 @@ class Accepted(NamedTuple):
     student_id: int
     institution_id: int
     scanned_at: dt.datetime
-    local: dt.datetime  # in the institution's timezone
+    local: dt.datetime  # naive, the institution's wall time
     status: str  # present | late
 
 
@@ -99,13 +99,50 @@ class Classified:
     failed: dict[int, str] = field(default_factory=dict)  # scan id -> reason
 
 
-def _zone(name: str, cache: dict[str, ZoneInfo | None]) -> ZoneInfo | None:
-    if name not in cache:
+class LocalClock:
+    """A timezone's wall time of naive UTC datetimes, by the UTC offset of each UTC hour.
+
+    astimezone() cost a microsecond a scan. An hour's offset is kept only when the hour starts
+    and ends with it (no change of offset inside it); an hour with a change (a zone whose
+    clocks change at :30 UTC, Lord Howe) converts each of its scans exactly."""
+
+    MAX_HOURS = 100_000  # about eleven years of hours: then it starts afresh
+
+    def __init__(self, zone: ZoneInfo):
+        self.zone = zone
+        self.offsets: dict[int, dt.timedelta | None] = {}  # None: the offset changes inside
+
+    def local(self, moment: dt.datetime) -> dt.datetime:
+        hour = moment.toordinal() * 24 + moment.hour
         try:
-            cache[name] = ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            cache[name] = None
-    return cache[name]
+            offset = self.offsets[hour]
+        except KeyError:
+            offset = self._hour_offset(moment, hour)
+        if offset is None:
+            return self._exact(moment)
+        return moment + offset
+
+    def _hour_offset(self, moment: dt.datetime, hour: int) -> dt.timedelta | None:
+        start = moment.replace(minute=0, second=0, microsecond=0)
+        first = self._exact(start) - start
+        last = start + dt.timedelta(hours=1, microseconds=-1)
+        offset = first if self._exact(last) - last == first else None
+        if len(self.offsets) >= self.MAX_HOURS:
+            self.offsets.clear()
+        self.offsets[hour] = offset
+        return offset
+
+    def _exact(self, moment: dt.datetime) -> dt.datetime:
+        return moment.replace(tzinfo=dt.timezone.utc).astimezone(self.zone).replace(tzinfo=None)
+
+
+@functools.lru_cache(maxsize=256)
+def _local_clock(name: str) -> LocalClock | None:
+    """The clock of a timezone (one per process: its hours are worth keeping), None if unknown."""
+    try:
+        return LocalClock(ZoneInfo(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -143,9 +180,9 @@ def batch_query(where, dialect: str):
 def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) -> Classified:
     """Sort scans (rows of batch_query) into accepted, duplicates and failures (reads only)."""
     out = Classified()
-    rules = _institution_rules(conn, {s.institution_id for s in scans}, default_late_after)
+    rules = _institution_rules(conn, set(map(itemgetter(1), scans)), default_late_after)
     seen: set[tuple] = set()
-    utc = dt.timezone.utc
+    accept = out.accepted.append
     # Unpacked, not read by name: this loop runs once per scan.
     for scan_id, institution_id, card_uid, scanned_at, student_id, is_active, done_id in sorted(
             scans, key=itemgetter(3, 0)):  # by scanned_at, then id
@@ -157,7 +194,9 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) ->
             continue
         # The student, not the card text: the server matched the card under the column's
         # collation (MySQL: "a1" is "A1 "), and scan_key's unique index compares the same way.
-        key = (student_id, scanned_at.replace(microsecond=0))
+        # (MySQL's DATETIME has no microseconds: replace() is the costlier call.)
+        key = (student_id,
+               scanned_at.replace(microsecond=0) if scanned_at.microsecond else scanned_at)
         if done_id is not None or key in seen:
             out.duplicates.append(scan_id)
             continue
@@ -166,28 +205,26 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) ->
         if type(rule) is str:
             out.failed[scan_id] = rule
             continue
-        zone, late_after = rule
-        local = scanned_at.replace(tzinfo=utc).astimezone(zone)
-        status = "late" if local.time() > late_after else "present"
-        out.accepted.append(Accepted(scan_id, student_id, institution_id, scanned_at, local,
-                                     status))
+        clock, late_after = rule
+        local = clock.local(scanned_at)
+        accept(Accepted(scan_id, student_id, institution_id, scanned_at, local,
+                        "late" if local.time() > late_after else "present"))
     return out
 
 
 def _institution_rules(conn: Connection, institution_ids: set[int],
-                       default_late_after: str) -> dict[int, tuple[ZoneInfo, dt.time] | str]:
-    """Each institution's timezone and late threshold, or why its scans fail."""
-    zones: dict[str, ZoneInfo | None] = {}
-    rules: dict[int, tuple[ZoneInfo, dt.time] | str] = {}
+                       default_late_after: str) -> dict[int, tuple[LocalClock, dt.time] | str]:
+    """Each institution's clock and late threshold, or why its scans fail."""
+    rules: dict[int, tuple[LocalClock, dt.time] | str] = {}
     for row in conn.execute(
             select(institutions.c.id, institutions.c.timezone, institutions.c.late_after)
             .where(institutions.c.id.in_(sorted(institution_ids)))):
-        zone = _zone(row.timezone, zones)
-        if zone is None:
+        clock = _local_clock(row.timezone)
+        if clock is None:
             rules[row.id] = f"institution {row.id} has an unknown timezone {row.timezone!r}"
             continue
         try:
-            rules[row.id] = (zone, _clock(row.late_after or default_late_after))
+            rules[row.id] = (clock, _clock(row.late_after or default_late_after))
         except ValueError:
             rules[row.id] = (f"institution {row.id} has an invalid late_after "
                              f"{row.late_after!r} (expected HH:MM)")
@@ -205,12 +242,13 @@ class DayGroup:
 def group_by_day(accepted: list[Accepted]) -> dict[tuple[int, dt.date], DayGroup]:
     groups: dict[tuple[int, dt.date], DayGroup] = {}
     for scan in accepted:  # already in time order
-        key = (scan.student_id, scan.local.date())
+        _scan_id, student_id, institution_id, scanned_at, local, _status = scan
+        key = (student_id, local.date())
         group = groups.get(key)
         if group is None:
-            groups[key] = DayGroup(scan.institution_id, scan, scan.scanned_at, 1)
+            groups[key] = DayGroup(institution_id, scan, scanned_at, 1)
         else:
-            group.last_scan_at = max(group.last_scan_at, scan.scanned_at)
+            group.last_scan_at = max(group.last_scan_at, scanned_at)
             group.count += 1
     return groups
 
@@ -232,10 +270,22 @@ def _day_columns() -> list[Column]:
             Column("is_new", Boolean)]
 
 
+# "HH:MM" of each minute of a day, by hour * 60 + minute: a batch formats thousands.
+CLOCK_TEXTS = tuple(f"{hour:02d}:{minute:02d}" for hour in range(24) for minute in range(60))
+
+
 def _day_rows(groups: dict[tuple[int, dt.date], DayGroup]) -> list[tuple]:
-    return [(student_id, day, g.institution_id, g.first.scanned_at, g.last_scan_at, g.count,
-             g.first.status, "%02d:%02d" % (g.first.local.hour, g.first.local.minute), True)
-            for (student_id, day), g in sorted(groups.items())]
+    rows = []
+    # The keys sorted alone, not the items: a list of (int, date) tuples sorts several times
+    # faster than one of ((int, date), DayGroup).
+    for key in sorted(groups):
+        group = groups[key]
+        first = group.first
+        local = first.local
+        rows.append((*key, group.institution_id, first.scanned_at, group.last_scan_at,
+                     group.count, first.status, CLOCK_TEXTS[local.hour * 60 + local.minute],
+                     True))
+    return rows
 
 
 def _text(dialect: str, *parts) -> ColumnElement:
