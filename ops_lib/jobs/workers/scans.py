@@ -46,11 +46,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Subquery
 from sqlalchemy.exc import IntegrityError
 
 from ...db import mysql_error_code
-from ...queue import QUEUES
+from ...queue import QUEUES, locked_ready
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -161,20 +161,24 @@ def scan_key_sql(dialect: str):
     return cast(q.c.institution_id, String) + separator + q.c.card_uid + separator + when
 
 
-def batch_query(where, dialect: str):
+def batch_query(where, dialect: str, locked: Subquery | None = None):
     """The scans `where` picks, each with its student (by institution and card) and, when a
-    processed scan has the same key, that scan's id: one read, joined in the server."""
+    processed scan has the same key, that scan's id: one read, joined in the server.
+
+    Given `locked` (queue.locked_ready), the scans whose ids it holds, locked by this read, in
+    no particular order (classify sorts them); else in id order."""
     done = q.alias("done")
     s = students.c
-    return (
+    scans = q if locked is None else locked.join(q, q.c.id == locked.c.id)
+    query = (
         select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at,
                s.id.label("student_id"), s.is_active, done.c.id.label("done_id"))
         .select_from(
-            q.outerjoin(students, and_(s.institution_id == q.c.institution_id,
-                                       s.card_uid == q.c.card_uid))
+            scans.outerjoin(students, and_(s.institution_id == q.c.institution_id,
+                                           s.card_uid == q.c.card_uid))
             .outerjoin(done, done.c.scan_key == scan_key_sql(dialect)))
-        .where(where)
-        .order_by(q.c.id))
+        .where(where))
+    return query if locked is not None else query.order_by(q.c.id)
 
 
 def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) -> Classified:
@@ -345,10 +349,16 @@ class ScanStage(LockedBatchStage):
     # of a second (benchmarks/bench_workers.py), and fewer larger batches barely go faster.
     batch_size = 2000
 
-    def work_locked(self, conn: Connection, ctx: RunContext, keys: Sequence[int],
+    def lock_batch(self, conn: Connection, ctx: RunContext,
+                   size: int) -> tuple[list[int], Sequence[Any]]:
+        """The batch's scans (rows of batch_query), read by the statement that locks them."""
+        locked = locked_ready(conn, self.queue, size, utcnow(), ctx.db.caps.skip_locked)
+        scans = conn.execute(batch_query(true(), conn.dialect.name, locked)).all()
+        return list(map(itemgetter(0), scans)), scans
+
+    def work_locked(self, conn: Connection, ctx: RunContext, scans: Sequence[Any],
                     batch: StageStats) -> None:
         now = utcnow()
-        scans = conn.execute(batch_query(self.queue.key_in(keys), conn.dialect.name)).all()
         result = classify(conn, scans, ctx.settings.scan_late_after)
         groups = group_by_day(result.accepted)
         if groups:
