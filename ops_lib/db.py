@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -332,13 +332,34 @@ def _escape_date(value: dt.date, mapping=None) -> str:
     return "'" + value.isoformat() + "'"
 
 
+def _quick_datetime_decoder(driver_decoder: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A DATETIME/TIMESTAMP decoder that parses the server's text in C (datetime.fromisoformat),
+    leaving anything else ("0000-00-00 00:00:00", a date alone) to the driver's own. Both
+    drivers parse it in Python, at ~2 us a value: a worker's batches read hundreds of
+    thousands of them."""
+
+    def decode(text: str) -> Any:
+        if len(text) >= 19:  # "YYYY-MM-DD HH:MM:SS[.ffffff]", as the server writes it
+            try:
+                return dt.datetime.fromisoformat(text)
+            except ValueError:
+                pass
+        return driver_decoder(text)
+
+    return decode
+
+
 @functools.cache
 def pymysql_conversions() -> dict:
-    """PyMySQL's conversions with quicker datetime and date encoders: a batch binds hundreds of
-    thousands of them, and PyMySQL's str.format of each field took a third of its escaping time."""
+    """PyMySQL's conversions with quicker datetime and date encoders (a batch binds hundreds of
+    thousands of them, and PyMySQL's str.format of each field took a third of its escaping
+    time) and a quicker DATETIME decoder."""
     from pymysql import converters
+    from pymysql.constants import FIELD_TYPE
 
-    return {**converters.conversions, dt.datetime: _escape_datetime, dt.date: _escape_date}
+    decode = _quick_datetime_decoder(converters.convert_datetime)
+    return {**converters.conversions, dt.datetime: _escape_datetime, dt.date: _escape_date,
+            FIELD_TYPE.DATETIME: decode, FIELD_TYPE.TIMESTAMP: decode}
 
 
 def _pymysql_tuning() -> tuple[dict, Callable[[Engine], None]]:
@@ -372,10 +393,15 @@ def _skip_tls_the_server_lacks(engine: Engine) -> None:
 
 
 def _mysqlclient_tuning() -> tuple[dict, Callable[[Engine], None]]:
-    """mysqlclient's (MySQLdb, C): its own conversions are already C code; nothing to tune."""
+    """mysqlclient's (MySQLdb, C): its encoders are C code already; its DATETIME decoder is
+    Python, and gets the quicker one."""
     importlib.import_module("MySQLdb")  # not installed: an ImportError, told as a usage error
+    from MySQLdb import converters
+    from MySQLdb.constants import FIELD_TYPE
 
-    return {}, lambda engine: None
+    decode = _quick_datetime_decoder(converters.DateTime_or_None)
+    return {"conv": {**converters.conversions, FIELD_TYPE.DATETIME: decode,
+                     FIELD_TYPE.TIMESTAMP: decode}}, lambda engine: None
 
 
 # One function per driver, the only place that knows anything of a driver's own: its connect

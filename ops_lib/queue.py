@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from sqlalchemy import Connection, Table, and_, case, func, or_, select, true, tuple_, update
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select, Subquery
 
 from .db import Database
 from .schema import (
@@ -195,14 +195,33 @@ def lock_ready(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
     transactions hold (plain `FOR UPDATE`, waiting, on servers without it); SQLite has no row
     locks, and its writing transaction (`BEGIN IMMEDIATE`) already holds the only writer lock.
     """
-    lock = None if conn.dialect.name == "sqlite" else skip_locked
-    return _ready_keys(conn, queue, limit, now, lock)
+    return _ready_keys(conn, queue, limit, now, _lock_mode(conn, skip_locked))
+
+
+def locked_ready(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
+                 skip_locked: bool) -> Subquery:
+    """The keys of up to `limit` ready rows as a derived table, locked (as lock_ready locks
+    them) by the statement that reads it: join it to the queue to read the batch's rows in
+    the statement that locks them, not in a second one by their keys.
+
+    Only the queue's rows are locked: the derived table locks what it reads, and the rest of
+    the statement reads without locks, as a plain SELECT does.
+    """
+    return _ready_keys_query(queue, limit, now, _lock_mode(conn, skip_locked)).subquery("locked")
+
+
+def _lock_mode(conn: Connection, skip_locked: bool) -> bool | None:
+    return None if conn.dialect.name == "sqlite" else skip_locked
 
 
 def _ready_keys(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
                 lock: bool | None) -> list[Any]:
     """Keys of up to `limit` ready rows in key order; `lock`: None reads without locks, True
     locks them skipping rows others hold, False locks them waiting for such rows."""
+    return queue.keys_of(conn.execute(_ready_keys_query(queue, limit, now, lock)))
+
+
+def _ready_keys_query(queue: Queue, limit: int, now: dt.datetime, lock: bool | None) -> Select:
     key_columns = [queue.table.c[k] for k in queue.key]
     query = select(*key_columns).where(queue.ready(now)).order_by(*key_columns).limit(limit)
     # Named: MariaDB's statistics of a queue half worked through made it walk the primary key
@@ -211,7 +230,7 @@ def _ready_keys(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
     query = force_index(query, queue.table, queue.poll_index)
     if lock is not None:
         query = query.with_for_update(skip_locked=lock)
-    return queue.keys_of(conn.execute(query))
+    return query
 
 
 def release(conn: Connection, queue: Queue, run_id: str, keys: Sequence[Any]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import create_engine, insert, select, text
 
 from ops_lib.db import connect
 from ops_lib.schema import divisions
@@ -190,3 +190,35 @@ def test_db_driver_mysqlclient_connects_through_the_c_driver_with_the_same_sessi
                                 {"at": at, "text": "Zoë's"}).one() == (at, "Zoë's")
     finally:
         database.engine.dispose()
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("driver", ["pymysql", "mysqldb"])
+def test_the_quicker_datetime_decoder_reads_what_the_drivers_own_reads(mariadb_url, driver):
+    # Parsed in C where the text is a whole date and time; a zero date, a date alone and the
+    # like are left to the driver's decoder, which gives None (mysqlclient) or the text (PyMySQL).
+    from tests.conftest import require_mysqlclient, with_driver
+
+    if driver == "mysqldb":
+        require_mysqlclient()
+    url = with_driver(mariadb_url, driver)
+    values = ("CAST('2026-11-24 03:04:05' AS DATETIME)", "CAST('2026-11-24 03:04:05.25' AS "
+              "DATETIME(2))", "CAST('2026-11-24 03:04:05.000007' AS DATETIME(6))",
+              "CAST('0999-01-02 00:00:00' AS DATETIME)", "TIMESTAMP('2026-02-28 23:59:59')",
+              "CAST('0000-00-00 00:00:00' AS DATETIME)", "CAST('2026-11-24' AS DATE)",
+              "CAST(NULL AS DATETIME)")
+    sql = "SELECT " + ", ".join(values)
+    database = connect(url)
+    plain = create_engine(url)  # the driver's own decoders
+    try:
+        with database.engine.connect() as conn, plain.connect() as plain_conn:
+            ours = conn.exec_driver_sql(sql).one()
+            theirs = plain_conn.exec_driver_sql(sql).one()
+            decoders = getattr(conn.connection.dbapi_connection, "decoders", None) or \
+                conn.connection.dbapi_connection.converter
+    finally:
+        database.engine.dispose()
+        plain.dispose()
+    assert tuple(ours) == tuple(theirs)
+    assert ours[2].microsecond == 7
+    assert decoders[12].__qualname__.startswith("_quick_datetime_decoder")  # DATETIME's own

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-import pytest
 import datetime as dt
+from decimal import Decimal
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, String, insert, select, text
+import pytest
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError
 
 from ops_lib.schema import divisions
 from ops_lib.sqlutil import MAX_KEY_RANGES, in_keys, temporary_table, update_each
+from tests.conftest import EVERY_BACKEND
 
 
 def _names(db) -> list[tuple]:
@@ -56,16 +74,24 @@ def test_update_each_gives_each_row_its_own_values_and_only_where_allowed(db):
                           (4, "d4", "c4"), (5, "d5", "c5")]
 
 
+@pytest.mark.parametrize("db_url", EVERY_BACKEND, indirect=True)
 def test_a_temporary_table_gives_back_every_value_as_its_column_type_would(db):
-    # Its rows go in as driver-level tuples: each type's own conversion must still apply
-    # (JSON serialised, SQLite's DATETIME text with microseconds, as everywhere else).
+    # Its rows go in as driver-level tuples (SQLite) or one JSON document (MySQL): each type's
+    # own conversion must still apply (JSON serialised, SQLite's DATETIME text with
+    # microseconds, as everywhere else), and NULL, booleans and text of any kind come back.
     rows = [
-        {"id": 1, "note": "it's 100% 'quoted' \\ text", "at": dt.datetime(2026, 11, 26, 1, 25, 13),
-         "data": {"student": "Ayesha", "scans": [1, 2]}},
-        {"id": 2, "note": None, "at": dt.datetime(2026, 11, 26, 1, 25, 13, 250000), "data": None},
+        {"id": 1, "note": "it's 100% 'quoted' \\ text \"x\" \\n 😀 é", "at": dt.datetime(2026, 11, 26, 1, 25, 13),
+         "data": {"student": "Ayesha", "scans": [1, 2]}, "day": dt.date(2026, 11, 26),
+         "flag": True, "amount": Decimal("12.50"), "count": 2**40},
+        {"id": 2, "note": None, "at": dt.datetime(2026, 11, 26, 1, 25, 13, 250000), "data": None,
+         "day": None, "flag": False, "amount": None, "count": None},
+        {"id": 3, "note": "", "at": None, "data": ["[1]", "null"], "day": dt.date(1999, 1, 2),
+         "flag": None, "amount": Decimal("-0.01"), "count": -7},
     ]
     columns = [Column("id", BigInteger, primary_key=True), Column("note", String(100)),
-               Column("at", DateTime), Column("data", JSON)]
+               Column("at", DateTime), Column("data", JSON), Column("day", Date),
+               Column("flag", Boolean), Column("amount", Numeric(10, 2)),
+               Column("count", BigInteger)]
     with db.begin() as conn:
         with temporary_table(conn, "probe", columns, rows) as probe:
             back = [dict(row._mapping) for row in conn.execute(select(probe).order_by(probe.c.id))]
@@ -80,6 +106,38 @@ def test_a_temporary_table_gives_back_every_value_as_its_column_type_would(db):
     assert back == rows
     assert later == ([] if db.caps.is_mysql else [2])
     assert from_first == [1, 2]
+
+
+@pytest.mark.parametrize("db_url", ["mariadb", "mariadb-mysqlclient"], indirect=True)
+def test_a_temporary_table_refuses_a_value_its_column_would_refuse(db):
+    # The values reach the table's columns as literals would, under the same strict rules.
+    for bad in ({"id": 1, "code": "toolong", "at": None},
+                {"id": 1, "code": "ok", "at": "not a time"}):
+        with pytest.raises(DBAPIError):
+            with db.begin() as conn:
+                with temporary_table(conn, "probe", [
+                        Column("id", BigInteger, primary_key=True), Column("code", String(3)),
+                        Column("at", DateTime)], [bad]):
+                    pass
+
+
+@pytest.mark.parametrize("db_url", EVERY_BACKEND, indirect=True)
+def test_a_temporary_table_takes_rows_beyond_one_statement_and_bytes(db):
+    # Rows of more text than one JSON document carries go in several; bytes, which JSON
+    # cannot carry, are bound by the driver.
+    long_rows = [(i, "é" * 5000, None) for i in range(1, 301)]
+    rows = [(1, "a", b"\x00\xff'"), (2, None, None)]
+    def columns():
+        return [Column("id", BigInteger, primary_key=True), Column("note", Text),
+                Column("blob", LargeBinary)]
+
+    with db.begin() as conn:
+        with temporary_table(conn, "probe", columns(), long_rows) as probe:
+            long_back = conn.execute(select(probe.c.id, probe.c.note).order_by(probe.c.id)).all()
+        with temporary_table(conn, "probe", columns(), rows) as probe:
+            bytes_back = conn.execute(select(probe).order_by(probe.c.id)).all()
+    assert long_back == [(i, note) for i, note, _blob in long_rows]
+    assert [tuple(row) for row in bytes_back] == rows
 
 
 def test_update_each_stays_inside_the_callers_transaction(db):

@@ -162,6 +162,32 @@ def test_the_attendance_date_is_the_institutions_local_date(school, tmp_path):
     assert record["attendance_date"] == dt.date(2026, 11, 21)
 
 
+@pytest.mark.parametrize("zone, scans, expected", [
+    # Lord Howe's clocks go from 02:00 (+10:30) to 02:30 (+11:00) at 15:30 UTC on 3 Oct 2026:
+    # inside a UTC hour, whose scans then each need their own offset.
+    ("Australia/Lord_Howe",
+     [("A1", dt.datetime(2026, 10, 3, 15, 20)), ("C3", dt.datetime(2026, 10, 3, 15, 40))],
+     {1: (dt.date(2026, 10, 4), "present", "at 01:50 on 04 Oct 2026"),
+      3: (dt.date(2026, 10, 4), "late", "at 02:40 on 04 Oct 2026")}),
+    # Kathmandu is 5:45 ahead of UTC: 18:14 UTC is 23:59 on the 20th, 18:15 midnight.
+    ("Asia/Kathmandu",
+     [("A1", dt.datetime(2026, 11, 20, 18, 14)), ("C3", dt.datetime(2026, 11, 20, 18, 15))],
+     {1: (dt.date(2026, 11, 20), "late", "at 23:59 on 20 Nov 2026"),
+      3: (dt.date(2026, 11, 21), "present", "at 00:00 on 21 Nov 2026")}),
+])
+def test_local_dates_and_times_follow_the_zones_offset_at_each_scan(school, tmp_path, zone,
+                                                                     scans, expected):
+    with school.engine.begin() as conn:
+        conn.execute(update(institutions).values(timezone=zone, late_after="02:30"))
+    queue_scans(school, *scans)
+    drain(school, tmp_path)
+    bodies = {n["student_id"]: n["body"] for n in rows(school, notifications)}
+    found = {r["student_id"]: (r["attendance_date"], r["status"])
+             for r in rows(school, attendance_records)}
+    assert found == {student: (day, status) for student, (day, status, _) in expected.items()}
+    assert all(when in bodies[student] for student, (_, _, when) in expected.items()), bodies
+
+
 def test_later_scans_move_last_scan_and_count_without_a_second_arrival(school, tmp_path):
     queue_scans(school, ("A1", local(20, 8, 0)))
     drain(school, tmp_path)

@@ -152,10 +152,11 @@ class LockedBatchStage(Stage):
 
         def work(conn: Connection) -> StageStats:
             locked.clear()  # a retried transaction locks its batch afresh
-            locked.extend(lock_ready(conn, self.queue, size, utcnow(), ctx.db.caps.skip_locked))
+            keys, rows = self.lock_batch(conn, ctx, size)
+            locked.extend(keys)
             batch = StageStats(claimed=len(locked))
             if locked:
-                self.work_locked(conn, ctx, locked, batch)
+                self.work_locked(conn, ctx, rows, batch)
             return batch
 
         try:
@@ -173,9 +174,18 @@ class LockedBatchStage(Stage):
         """Run one batch's transaction (retried on transient errors); a stage may retry more."""
         return ctx.db.run(work, what=self.name)
 
+    def lock_batch(self, conn: Connection, ctx: RunContext,
+                   size: int) -> tuple[list[Any], Sequence[Any]]:
+        """Lock up to `size` ready rows for the rest of the transaction: their keys, and what
+        work_locked is given of them (here the keys; a stage may read the rows it needs in
+        the statement that locks them)."""
+        keys = lock_ready(conn, self.queue, size, utcnow(), ctx.db.caps.skip_locked)
+        return keys, keys
+
     def work_locked(self, conn: Connection, ctx: RunContext, keys: Sequence[Any],
                     batch: StageStats) -> None:
-        """Work the locked rows of `keys` in `conn`'s transaction and finish them there."""
+        """Work the locked rows (`keys`: what lock_batch gave) in `conn`'s transaction and
+        finish them there."""
         raise NotImplementedError
 
     def give_back(self, ctx: RunContext, keys: Sequence[Any], stats: StageStats,

@@ -46,11 +46,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Subquery
 from sqlalchemy.exc import IntegrityError
 
 from ...db import mysql_error_code
-from ...queue import QUEUES
+from ...queue import QUEUES, locked_ready
 from ...runtime import RunContext
 from ...schema import (
     attendance_records,
@@ -88,7 +88,7 @@ class Accepted(NamedTuple):
     student_id: int
     institution_id: int
     scanned_at: dt.datetime
-    local: dt.datetime  # in the institution's timezone
+    local: dt.datetime  # naive, the institution's wall time
     status: str  # present | late
 
 
@@ -99,13 +99,50 @@ class Classified:
     failed: dict[int, str] = field(default_factory=dict)  # scan id -> reason
 
 
-def _zone(name: str, cache: dict[str, ZoneInfo | None]) -> ZoneInfo | None:
-    if name not in cache:
+class LocalClock:
+    """A timezone's wall time of naive UTC datetimes, by the UTC offset of each UTC hour.
+
+    astimezone() cost a microsecond a scan. An hour's offset is kept only when the hour starts
+    and ends with it (no change of offset inside it); an hour with a change (a zone whose
+    clocks change at :30 UTC, Lord Howe) converts each of its scans exactly."""
+
+    MAX_HOURS = 100_000  # about eleven years of hours: then it starts afresh
+
+    def __init__(self, zone: ZoneInfo):
+        self.zone = zone
+        self.offsets: dict[int, dt.timedelta | None] = {}  # None: the offset changes inside
+
+    def local(self, moment: dt.datetime) -> dt.datetime:
+        hour = moment.toordinal() * 24 + moment.hour
         try:
-            cache[name] = ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            cache[name] = None
-    return cache[name]
+            offset = self.offsets[hour]
+        except KeyError:
+            offset = self._hour_offset(moment, hour)
+        if offset is None:
+            return self._exact(moment)
+        return moment + offset
+
+    def _hour_offset(self, moment: dt.datetime, hour: int) -> dt.timedelta | None:
+        start = moment.replace(minute=0, second=0, microsecond=0)
+        first = self._exact(start) - start
+        last = start + dt.timedelta(hours=1, microseconds=-1)
+        offset = first if self._exact(last) - last == first else None
+        if len(self.offsets) >= self.MAX_HOURS:
+            self.offsets.clear()
+        self.offsets[hour] = offset
+        return offset
+
+    def _exact(self, moment: dt.datetime) -> dt.datetime:
+        return moment.replace(tzinfo=dt.timezone.utc).astimezone(self.zone).replace(tzinfo=None)
+
+
+@functools.lru_cache(maxsize=256)
+def _local_clock(name: str) -> LocalClock | None:
+    """The clock of a timezone (one per process: its hours are worth keeping), None if unknown."""
+    try:
+        return LocalClock(ZoneInfo(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -124,28 +161,32 @@ def scan_key_sql(dialect: str):
     return cast(q.c.institution_id, String) + separator + q.c.card_uid + separator + when
 
 
-def batch_query(where, dialect: str):
+def batch_query(where, dialect: str, locked: Subquery | None = None):
     """The scans `where` picks, each with its student (by institution and card) and, when a
-    processed scan has the same key, that scan's id: one read, joined in the server."""
+    processed scan has the same key, that scan's id: one read, joined in the server.
+
+    Given `locked` (queue.locked_ready), the scans whose ids it holds, locked by this read, in
+    no particular order (classify sorts them); else in id order."""
     done = q.alias("done")
     s = students.c
-    return (
+    scans = q if locked is None else locked.join(q, q.c.id == locked.c.id)
+    query = (
         select(q.c.id, q.c.institution_id, q.c.card_uid, q.c.scanned_at,
                s.id.label("student_id"), s.is_active, done.c.id.label("done_id"))
         .select_from(
-            q.outerjoin(students, and_(s.institution_id == q.c.institution_id,
-                                       s.card_uid == q.c.card_uid))
+            scans.outerjoin(students, and_(s.institution_id == q.c.institution_id,
+                                           s.card_uid == q.c.card_uid))
             .outerjoin(done, done.c.scan_key == scan_key_sql(dialect)))
-        .where(where)
-        .order_by(q.c.id))
+        .where(where))
+    return query if locked is not None else query.order_by(q.c.id)
 
 
 def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) -> Classified:
     """Sort scans (rows of batch_query) into accepted, duplicates and failures (reads only)."""
     out = Classified()
-    rules = _institution_rules(conn, {s.institution_id for s in scans}, default_late_after)
+    rules = _institution_rules(conn, set(map(itemgetter(1), scans)), default_late_after)
     seen: set[tuple] = set()
-    utc = dt.timezone.utc
+    accept = out.accepted.append
     # Unpacked, not read by name: this loop runs once per scan.
     for scan_id, institution_id, card_uid, scanned_at, student_id, is_active, done_id in sorted(
             scans, key=itemgetter(3, 0)):  # by scanned_at, then id
@@ -157,7 +198,9 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) ->
             continue
         # The student, not the card text: the server matched the card under the column's
         # collation (MySQL: "a1" is "A1 "), and scan_key's unique index compares the same way.
-        key = (student_id, scanned_at.replace(microsecond=0))
+        # (MySQL's DATETIME has no microseconds: replace() is the costlier call.)
+        key = (student_id,
+               scanned_at.replace(microsecond=0) if scanned_at.microsecond else scanned_at)
         if done_id is not None or key in seen:
             out.duplicates.append(scan_id)
             continue
@@ -166,28 +209,26 @@ def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) ->
         if type(rule) is str:
             out.failed[scan_id] = rule
             continue
-        zone, late_after = rule
-        local = scanned_at.replace(tzinfo=utc).astimezone(zone)
-        status = "late" if local.time() > late_after else "present"
-        out.accepted.append(Accepted(scan_id, student_id, institution_id, scanned_at, local,
-                                     status))
+        clock, late_after = rule
+        local = clock.local(scanned_at)
+        accept(Accepted(scan_id, student_id, institution_id, scanned_at, local,
+                        "late" if local.time() > late_after else "present"))
     return out
 
 
 def _institution_rules(conn: Connection, institution_ids: set[int],
-                       default_late_after: str) -> dict[int, tuple[ZoneInfo, dt.time] | str]:
-    """Each institution's timezone and late threshold, or why its scans fail."""
-    zones: dict[str, ZoneInfo | None] = {}
-    rules: dict[int, tuple[ZoneInfo, dt.time] | str] = {}
+                       default_late_after: str) -> dict[int, tuple[LocalClock, dt.time] | str]:
+    """Each institution's clock and late threshold, or why its scans fail."""
+    rules: dict[int, tuple[LocalClock, dt.time] | str] = {}
     for row in conn.execute(
             select(institutions.c.id, institutions.c.timezone, institutions.c.late_after)
             .where(institutions.c.id.in_(sorted(institution_ids)))):
-        zone = _zone(row.timezone, zones)
-        if zone is None:
+        clock = _local_clock(row.timezone)
+        if clock is None:
             rules[row.id] = f"institution {row.id} has an unknown timezone {row.timezone!r}"
             continue
         try:
-            rules[row.id] = (zone, _clock(row.late_after or default_late_after))
+            rules[row.id] = (clock, _clock(row.late_after or default_late_after))
         except ValueError:
             rules[row.id] = (f"institution {row.id} has an invalid late_after "
                              f"{row.late_after!r} (expected HH:MM)")
@@ -205,12 +246,13 @@ class DayGroup:
 def group_by_day(accepted: list[Accepted]) -> dict[tuple[int, dt.date], DayGroup]:
     groups: dict[tuple[int, dt.date], DayGroup] = {}
     for scan in accepted:  # already in time order
-        key = (scan.student_id, scan.local.date())
+        _scan_id, student_id, institution_id, scanned_at, local, _status = scan
+        key = (student_id, local.date())
         group = groups.get(key)
         if group is None:
-            groups[key] = DayGroup(scan.institution_id, scan, scan.scanned_at, 1)
+            groups[key] = DayGroup(institution_id, scan, scanned_at, 1)
         else:
-            group.last_scan_at = max(group.last_scan_at, scan.scanned_at)
+            group.last_scan_at = max(group.last_scan_at, scanned_at)
             group.count += 1
     return groups
 
@@ -232,10 +274,22 @@ def _day_columns() -> list[Column]:
             Column("is_new", Boolean)]
 
 
+# "HH:MM" of each minute of a day, by hour * 60 + minute: a batch formats thousands.
+CLOCK_TEXTS = tuple(f"{hour:02d}:{minute:02d}" for hour in range(24) for minute in range(60))
+
+
 def _day_rows(groups: dict[tuple[int, dt.date], DayGroup]) -> list[tuple]:
-    return [(student_id, day, g.institution_id, g.first.scanned_at, g.last_scan_at, g.count,
-             g.first.status, "%02d:%02d" % (g.first.local.hour, g.first.local.minute), True)
-            for (student_id, day), g in sorted(groups.items())]
+    rows = []
+    # The keys sorted alone, not the items: a list of (int, date) tuples sorts several times
+    # faster than one of ((int, date), DayGroup).
+    for key in sorted(groups):
+        group = groups[key]
+        first = group.first
+        local = first.local
+        rows.append((*key, group.institution_id, first.scanned_at, group.last_scan_at,
+                     group.count, first.status, CLOCK_TEXTS[local.hour * 60 + local.minute],
+                     True))
+    return rows
 
 
 def _text(dialect: str, *parts) -> ColumnElement:
@@ -295,10 +349,16 @@ class ScanStage(LockedBatchStage):
     # of a second (benchmarks/bench_workers.py), and fewer larger batches barely go faster.
     batch_size = 2000
 
-    def work_locked(self, conn: Connection, ctx: RunContext, keys: Sequence[int],
+    def lock_batch(self, conn: Connection, ctx: RunContext,
+                   size: int) -> tuple[list[int], Sequence[Any]]:
+        """The batch's scans (rows of batch_query), read by the statement that locks them."""
+        locked = locked_ready(conn, self.queue, size, utcnow(), ctx.db.caps.skip_locked)
+        scans = conn.execute(batch_query(true(), conn.dialect.name, locked)).all()
+        return list(map(itemgetter(0), scans)), scans
+
+    def work_locked(self, conn: Connection, ctx: RunContext, scans: Sequence[Any],
                     batch: StageStats) -> None:
         now = utcnow()
-        scans = conn.execute(batch_query(self.queue.key_in(keys), conn.dialect.name)).all()
         result = classify(conn, scans, ctx.settings.scan_late_after)
         groups = group_by_day(result.accepted)
         if groups:
