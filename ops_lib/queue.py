@@ -205,7 +205,9 @@ def locked_ready(conn: Connection, queue: Queue, limit: int, now: dt.datetime,
     the statement that locks them, not in a second one by their keys.
 
     Only the queue's rows are locked: the derived table locks what it reads, and the rest of
-    the statement reads without locks, as a plain SELECT does.
+    the statement reads without locks, as a plain SELECT does. The join sees the rows as they
+    were locked because the worker's transactions are READ COMMITTED (db.py): under REPEATABLE
+    READ a row committed after the transaction's snapshot would be locked but not joined.
     """
     return _ready_keys_query(queue, limit, now, _lock_mode(conn, skip_locked)).subquery("locked")
 

@@ -1,8 +1,8 @@
 """Dialect-aware statements the jobs share: insert-or-ignore, upsert and keyed batch updates.
 
-Batches go to the driver as one executemany of a single-row statement: SQLAlchemy compiles it
-once (cached) and PyMySQL rewrites it into multi-row INSERTs, where a multi-VALUES statement
-would be compiled anew for every batch.
+Batches of rows go in as one statement: on MySQL/MariaDB one JSON document (json.dumps, C)
+read by JSON_TABLE, elsewhere one DB-API executemany of a single-row statement, which the
+driver makes one multi-row INSERT; a multi-VALUES statement would be compiled anew per batch.
 """
 
 from __future__ import annotations
@@ -227,7 +227,8 @@ def _insert_many(conn: Connection, table: Table, rows: Sequence[Mapping | Sequen
 
 
 # A JSON document of rows this long (characters) at most per statement: well under the
-# server's max_allowed_packet (16 MB on MariaDB, 64 MB on MySQL 8) at 4 bytes a character.
+# server's max_allowed_packet (16 MB on MariaDB, 64 MB on MySQL 8) at 4 bytes a character,
+# twice that where the driver escapes a quote or backslash of the literal.
 MAX_JSON_ROWS_TEXT = 1_000_000
 
 
@@ -239,7 +240,9 @@ def _insert_from_json(conn: Connection, table: Table, rows: Sequence[tuple]) -> 
     json.dumps writes the whole batch in C, where both drivers format every value of a
     multi-row INSERT in Python (MySQLdb's datetime literals: a fifth of the worker's CPU in
     its scans). Each value reaches the table's column as text, as a literal would: cut,
-    rounded or refused there, by the same rules.
+    rounded or refused there, by the same rules. A Python bool becomes 1 or 0 in a Boolean
+    column only; in another column its JSON text (`true`) is refused, where a driver would
+    have bound 1: pass ints there.
     """
     dialect = conn.dialect
     paths, conversions = [], []
@@ -303,8 +306,9 @@ def temporary_table(conn: Connection, name: str, columns: Sequence[Column],
     """A temporary table of `rows` (mappings, or tuples in the order of `columns`) for the
     statements inside; dropped after.
 
-    Rows go in as one multi-row INSERT, so a set-based statement can join them instead of
-    binding thousands of parameters or shipping rows back and forth.
+    Rows go in as one statement (`_insert_many`: a JSON document on MySQL/MariaDB), so a
+    set-based statement can join them instead of binding thousands of parameters or shipping
+    rows back and forth.
     """
     table = Table(name, MetaData(), *columns, prefixes=["TEMPORARY"],
                   mysql_charset="utf8mb4", mysql_collate="utf8mb4_unicode_ci")
