@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import importlib
 import logging
 import random
 import re
@@ -395,8 +394,7 @@ def _skip_tls_the_server_lacks(engine: Engine) -> None:
 def _mysqlclient_tuning() -> tuple[dict, Callable[[Engine], None]]:
     """mysqlclient's (MySQLdb, C): its encoders are C code already; its DATETIME decoder is
     Python, and gets the quicker one."""
-    importlib.import_module("MySQLdb")  # not installed: an ImportError, told as a usage error
-    from MySQLdb import converters
+    from MySQLdb import converters  # not installed: an ImportError, told as a usage error
     from MySQLdb.constants import FIELD_TYPE
 
     decode = _quick_datetime_decoder(converters.DateTime_or_None)

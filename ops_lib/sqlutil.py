@@ -215,15 +215,27 @@ def _insert_many(conn: Connection, table: Table, rows: Sequence[Mapping | Sequen
     if dialect.paramstyle not in ("format", "pyformat", "qmark"):
         conn.execute(insert(table), [dict(zip((c.name for c in columns), row)) for row in rows])
         return
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    quote = dialect.identifier_preparer.quote
-    statement = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)})"
-                 f" VALUES ({', '.join(marker for _ in columns)})")
-    converters = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-    if any(converters):
-        rows = [tuple(convert(value) if convert else value
-                      for convert, value in zip(converters, row)) for row in rows]
+    into, marker = _insert_into(dialect, table)
+    statement = f"{into} VALUES ({', '.join(marker for _ in columns)})"
+    rows = _converted(rows, [c.type.dialect_impl(dialect).bind_processor(dialect)
+                             for c in columns])
     conn.exec_driver_sql(statement, list(rows))
+
+
+def _insert_into(dialect, table: Table) -> tuple[str, str]:
+    """`INSERT INTO table (its columns)`, and the driver's parameter marker."""
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in table.columns)
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    return f"INSERT INTO {quote(table.name)} ({names})", marker
+
+
+def _converted(rows: Sequence[tuple], converters: Sequence[Callable[[Any], Any] | None]):
+    """`rows` with each column's converter (None: none) applied to its values."""
+    if not any(converters):
+        return rows
+    return [tuple(convert(value) if convert else value for convert, value in zip(converters, row))
+            for row in rows]
 
 
 # A JSON document of rows this long (characters) at most per statement: well under the
@@ -250,18 +262,13 @@ def _insert_from_json(conn: Connection, table: Table, rows: Sequence[tuple]) -> 
         kind, convert = _json_column(column, dialect)
         paths.append(f"{_JSON_COLUMN_PREFIX}{position} {kind} PATH '$[{position}]'")
         conversions.append(convert)
-    if any(conversions):
-        rows = [tuple(convert(value) if convert else value
-                      for convert, value in zip(conversions, row)) for row in rows]
     try:
-        documents = _json_documents(list(rows))
+        documents = _json_documents(list(_converted(rows, conversions)))
     except (TypeError, ValueError):  # bytes, NaN: values only the driver can bind
         return False
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(c.name) for c in table.columns)
+    into, marker = _insert_into(dialect, table)
     picked = ", ".join(f"{_JSON_COLUMN_PREFIX}{i}" for i in range(len(paths)))
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    statement = (f"INSERT INTO {quote(table.name)} ({names}) SELECT {picked} FROM "
+    statement = (f"{into} SELECT {picked} FROM "
                  f"JSON_TABLE({marker}, '$[*]' COLUMNS ({', '.join(paths)})) AS json_rows")
     for document in documents:
         conn.exec_driver_sql(statement, (document,))

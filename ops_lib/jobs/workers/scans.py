@@ -161,12 +161,12 @@ def scan_key_sql(dialect: str):
     return cast(q.c.institution_id, String) + separator + q.c.card_uid + separator + when
 
 
-def batch_query(where, dialect: str, locked: Subquery | None = None):
+def batch_query(dialect: str, where=None, locked: Subquery | None = None):
     """The scans `where` picks, each with its student (by institution and card) and, when a
     processed scan has the same key, that scan's id: one read, joined in the server.
 
-    Given `locked` (queue.locked_ready), the scans whose ids it holds, locked by this read, in
-    no particular order (classify sorts them); else in id order."""
+    Given `locked` (queue.locked_ready) instead, the scans whose ids it holds, locked by this
+    read, in no particular order (classify sorts them); else in id order."""
     done = q.alias("done")
     s = students.c
     scans = q if locked is None else locked.join(q, q.c.id == locked.c.id)
@@ -176,9 +176,10 @@ def batch_query(where, dialect: str, locked: Subquery | None = None):
         .select_from(
             scans.outerjoin(students, and_(s.institution_id == q.c.institution_id,
                                            s.card_uid == q.c.card_uid))
-            .outerjoin(done, done.c.scan_key == scan_key_sql(dialect)))
-        .where(where))
-    return query if locked is not None else query.order_by(q.c.id)
+            .outerjoin(done, done.c.scan_key == scan_key_sql(dialect))))
+    if locked is not None:
+        return query
+    return query.where(where).order_by(q.c.id)
 
 
 def classify(conn: Connection, scans: Sequence[Any], default_late_after: str) -> Classified:
@@ -353,7 +354,7 @@ class ScanStage(LockedBatchStage):
                    size: int) -> tuple[list[int], Sequence[Any]]:
         """The batch's scans (rows of batch_query), read by the statement that locks them."""
         locked = locked_ready(conn, self.queue, size, utcnow(), ctx.db.caps.skip_locked)
-        scans = conn.execute(batch_query(true(), conn.dialect.name, locked)).all()
+        scans = conn.execute(batch_query(conn.dialect.name, locked=locked)).all()
         return list(map(itemgetter(0), scans)), scans
 
     def work_locked(self, conn: Connection, ctx: RunContext, scans: Sequence[Any],
@@ -495,7 +496,7 @@ class ScanStage(LockedBatchStage):
 
     def plan(self, conn: Connection, ctx: RunContext, limit: int) -> StagePlan:
         scans = conn.execute(
-            batch_query(self.queue.ready(utcnow()), conn.dialect.name).limit(limit)).all()
+            batch_query(conn.dialect.name, self.queue.ready(utcnow())).limit(limit)).all()
         if not scans:
             return StagePlan()
         result = classify(conn, scans, ctx.settings.scan_late_after)
